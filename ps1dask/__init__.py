@@ -1,0 +1,19 @@
+"""ps1dask: bulk Pan-STARRS1 image extraction on Dask.
+
+Positions in, one Zarr store of linear-flux cutouts with correct WCS out, never more than
+10 simultaneous requests to the STScI PS1 image service. Start with :func:`locate` (where a
+position falls in the PS1 tessellation) and :class:`~ps1dask.client.PS1Service` (the
+service client); :mod:`ps1dask.emulator` is an offline stand-in for the service.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from ps1dask import config as _config  # noqa: F401  (registers the dask.config defaults)
+from ps1dask.tessellation import SkycellId, locate, skycell_center, skycell_wcs
+
+try:
+    __version__ = version("ps1dask")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = ["SkycellId", "__version__", "locate", "skycell_center", "skycell_wcs"]

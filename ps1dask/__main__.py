@@ -1,0 +1,3 @@
+from ps1dask.cli import main
+
+raise SystemExit(main())

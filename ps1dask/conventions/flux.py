@@ -1,0 +1,81 @@
+"""Pixel values of PS1 FITS files to linear flux (and back, for the emulator).
+
+Whole stack files hold 16-bit integers ``j`` with ``v = BZERO + BSCALE * j`` an asinh
+("luptitude"-like) value; the linear flux is ``BOFFSET + BSOFTEN * (exp(v/a) - exp(-v/a))``
+with ``a = 2.5 / ln 10``. Warps (and cutouts) are linear. Every fetch strategy and the
+emulator go through :func:`linear_pixels`, so they agree to the bit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+#: The constant ``a`` of the PS1 asinh scaling, 2.5 / ln(10).
+ASINH_A = 2.5 / np.log(10.0)
+
+Header = Mapping[str, Any]
+
+
+def is_asinh_scaled(header: Header) -> bool:
+    """True where the file carries the asinh scaling keywords (stacks, some auxiliaries)."""
+    return "BSOFTEN" in header and "BOFFSET" in header
+
+
+def disk_to_true(raw: npt.ArrayLike, header: Header) -> npt.NDArray[np.float64]:
+    """Apply BLANK, BZERO and BSCALE to on-disk integers: ``TRUE = BZERO + BSCALE * DISK``.
+
+    Computed in float64; pixels equal to BLANK become NaN. Float input passes through
+    (only BZERO/BSCALE are applied, as FITS prescribes for integer data only when present).
+    """
+    arr = np.asarray(raw)
+    out = arr.astype(np.float64)
+    if np.issubdtype(arr.dtype, np.integer):
+        bscale = float(header.get("BSCALE", 1.0))
+        bzero = float(header.get("BZERO", 0.0))
+        out = bzero + bscale * out
+        if "BLANK" in header:
+            out[arr == int(header["BLANK"])] = np.nan
+    return out
+
+
+def linearize_stack_flux(
+    values: npt.ArrayLike, bsoften: float, boffset: float
+) -> npt.NDArray[np.float64]:
+    """Asinh-scaled values ``v`` (after BZERO/BSCALE) to linear flux (counts), float64."""
+    x = np.asarray(values, dtype=np.float64) / ASINH_A
+    return boffset + bsoften * (np.exp(x) - np.exp(-x))
+
+
+def asinh_encode_flux(
+    flux: npt.ArrayLike, bsoften: float, boffset: float
+) -> npt.NDArray[np.float64]:
+    """Inverse of :func:`linearize_stack_flux`: linear flux to asinh-scaled values."""
+    return ASINH_A * np.arcsinh((np.asarray(flux, dtype=np.float64) - boffset) / (2.0 * bsoften))
+
+
+def linear_pixels(raw: npt.ArrayLike, header: Header) -> npt.NDArray[np.float32]:
+    """THE conversion from a PS1 file's stored pixels to linear flux, float32.
+
+    ``raw`` are the values exactly as stored (integers before BZERO/BSCALE for whole files,
+    floats for cutouts); ``header`` is that image's header. Applies BLANK -> NaN, BZERO and
+    BSCALE, then the asinh inversion only where BSOFTEN and BOFFSET exist.
+    """
+    true = disk_to_true(raw, header)
+    if is_asinh_scaled(header):
+        true = linearize_stack_flux(true, float(header["BSOFTEN"]), float(header["BOFFSET"]))
+    return true.astype(np.float32)
+
+
+def quantize_to_disk(
+    true: npt.ArrayLike, bzero: float, bscale: float, blank: int = -32768
+) -> npt.NDArray[np.int16]:
+    """Store float values as int16 with BZERO/BSCALE (NaN -> BLANK); the emulator's writer."""
+    arr = np.asarray(true, dtype=np.float64)
+    j = np.rint((arr - bzero) / bscale)
+    j = np.clip(j, -32767, 32767)
+    j[~np.isfinite(arr)] = blank
+    return j.astype(np.int16)

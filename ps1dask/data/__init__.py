@@ -1,0 +1,1 @@
+"""Package data: the official PS1 tessellation table ``ps1grid.csv``."""

@@ -1,0 +1,73 @@
+"""Every exception and warning ps1dask raises, in one place.
+
+All errors derive from :class:`PS1DaskError`; errors about user input also derive from
+``ValueError`` so that generic code catching ``ValueError`` keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class PS1DaskError(Exception):
+    """Base class of every ps1dask error."""
+
+
+class InvalidPositionError(PS1DaskError, ValueError):
+    """One or more input positions are unusable; ``rows`` lists their 0-based indices."""
+
+    def __init__(self, message: str, rows: Sequence[int] = ()) -> None:
+        super().__init__(message)
+        self.rows = list(rows)
+
+
+class InvalidSkycellError(PS1DaskError, ValueError):
+    """A skycell id that is malformed or not part of the PS1 tessellation."""
+
+
+class InvalidParameterError(PS1DaskError, ValueError):
+    """A request parameter (size, filters, image type, ...) that the service cannot honour."""
+
+
+class ServiceError(PS1DaskError):
+    """The PS1 image service (or the emulator) could not give a usable answer."""
+
+    def __init__(self, message: str, url: str | None = None) -> None:
+        super().__init__(message if url is None else f"{message} [{url}]")
+        self.url = url
+
+
+class ServiceHTTPError(ServiceError):
+    """An HTTP error status that retrying did not cure (or that is not worth retrying)."""
+
+    def __init__(self, message: str, status: int, url: str | None = None) -> None:
+        super().__init__(message, url)
+        self.status = status
+
+
+class NotFoundError(ServiceHTTPError):
+    """HTTP 404: the file or image does not exist on the service."""
+
+
+class BadRequestError(ServiceHTTPError):
+    """HTTP 400: the service rejected the parameters (e.g. an invalid skycell)."""
+
+
+class ServiceUnavailableError(ServiceHTTPError):
+    """The service kept answering 503/429 (overloaded or throttling us) after every retry."""
+
+
+class TruncatedResponseError(ServiceError):
+    """The body ended before the length the server announced."""
+
+
+class BadFITSError(ServiceError):
+    """The service answered, but the body is not a readable FITS file."""
+
+
+class PS1DaskWarning(UserWarning):
+    """Base class of ps1dask warnings."""
+
+
+class RetryWarning(PS1DaskWarning):
+    """A request failed transiently and is being retried."""

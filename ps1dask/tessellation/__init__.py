@@ -1,0 +1,188 @@
+"""Where a sky position falls in the PS1 RINGS.V3 tessellation (pure, no network).
+
+>>> import ps1dask
+>>> ps1dask.locate(83.63321, 22.01446).skycell[0]
+'skycell.1784.059'
+"""
+
+from __future__ import annotations
+
+import re
+from typing import NamedTuple, Union
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from astropy.wcs import WCS
+
+from ps1dask.exceptions import InvalidPositionError, InvalidSkycellError
+from ps1dask.tessellation._core import (
+    FIRST_FOOTPRINT_PROJCELL,
+    PIXEL_SCALE_DEG,
+    SkycellGeometry,
+    locate_arrays,
+    skycell_center_radec,
+    skycell_geometry,
+)
+
+__all__ = [
+    "FIRST_FOOTPRINT_PROJCELL",
+    "PIXEL_SCALE_DEG",
+    "SkycellId",
+    "SkycellLike",
+    "locate",
+    "skycell_center",
+    "skycell_geometry_of",
+    "skycell_wcs",
+]
+
+_SKYCELL_RE = re.compile(r"^\s*(?:skycell\.)?(\d{3,4})\.(\d{1,3})\s*$")
+
+
+class SkycellId(NamedTuple):
+    """A PS1 skycell, ``projcell.subcell``; ``str()`` gives ``skycell.PPPP.SSS``."""
+
+    projcell: int
+    subcell: int
+
+    def __str__(self) -> str:
+        return f"skycell.{self.projcell:04d}.{self.subcell:03d}"
+
+    @property
+    def short(self) -> str:
+        """``PPPP.SSS``, the form ``ps1filenames.py?skycell=`` takes."""
+        return f"{self.projcell:04d}.{self.subcell:03d}"
+
+    @classmethod
+    def parse(cls, cell: "SkycellLike") -> "SkycellId":
+        """Accept ``"skycell.1405.053"``, ``"1405.053"``, ``(1405, 53)`` or a SkycellId.
+
+        Raises :class:`~ps1dask.exceptions.InvalidSkycellError` for anything that is not a
+        skycell of the tessellation.
+        """
+        if isinstance(cell, str):
+            match = _SKYCELL_RE.match(cell)
+            if not match:
+                raise InvalidSkycellError(
+                    f"{cell!r} is not a skycell id (expected 'skycell.PPPP.SSS' or 'PPPP.SSS')"
+                )
+            projcell, subcell = int(match.group(1)), int(match.group(2))
+        else:
+            try:
+                projcell, subcell = (int(v) for v in cell)
+            except (TypeError, ValueError):
+                raise InvalidSkycellError(
+                    f"{cell!r} is not a skycell id (expected a string or (projcell, subcell))"
+                ) from None
+        try:
+            skycell_geometry(projcell, subcell)
+        except ValueError as err:
+            raise InvalidSkycellError(f"{cell!r}: {err}") from None
+        return cls(projcell, subcell)
+
+
+SkycellLike = Union[str, SkycellId, tuple[int, int]]
+
+
+def skycell_geometry_of(cell: SkycellLike) -> SkycellGeometry:
+    """Tangent point, CRPIX and image size of a skycell."""
+    sid = SkycellId.parse(cell)
+    return skycell_geometry(sid.projcell, sid.subcell)
+
+
+def skycell_center(cell: SkycellLike) -> tuple[float, float]:
+    """(ra, dec) in degrees of a skycell's centre, exactly as ``ps1filenames.py`` reports it.
+
+    >>> skycell_center("1405.053")
+    (332.60045165718776, 2.1998090575691633)
+    """
+    return skycell_center_radec(skycell_geometry_of(cell))
+
+
+def skycell_wcs(cell: SkycellLike) -> WCS:
+    """Celestial WCS of the whole skycell image (FK5 J2000 TAN, 0.25 arcsec pixels).
+
+    ``pixel_shape`` is ``(naxis1, naxis2)`` of that zone's images, and 1-based world-to-pixel
+    conversions (``all_world2pix(..., 1)``) agree with :func:`locate`.
+    """
+    geo = skycell_geometry_of(cell)
+    wcs = WCS(naxis=2)
+    wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
+    wcs.wcs.crval = [geo.crval1, geo.crval2]
+    wcs.wcs.crpix = [geo.crpix1, geo.crpix2]
+    wcs.wcs.cd = [[-PIXEL_SCALE_DEG, 0.0], [0.0, PIXEL_SCALE_DEG]]
+    wcs.wcs.radesys = "FK5"
+    wcs.wcs.equinox = 2000.0
+    wcs.pixel_shape = (geo.naxis1, geo.naxis2)
+    return wcs
+
+
+def _as_degrees(name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    try:
+        arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
+    except (TypeError, ValueError) as err:
+        raise InvalidPositionError(f"{name} must be numbers in degrees: {err}") from None
+    if arr.ndim != 1:
+        raise InvalidPositionError(f"{name} must be a scalar or a 1-d sequence, got shape {arr.shape}")
+    return arr
+
+
+def locate(ra: npt.ArrayLike, dec: npt.ArrayLike) -> pd.DataFrame:
+    """Find the PS1 skycell of each position, with no network access.
+
+    Parameters
+    ----------
+    ra, dec : float or array-like
+        J2000 coordinates in degrees. RA is taken modulo 360.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per position, in input order: ``projcell`` (int), ``subcell`` (int),
+        ``skycell`` (``skycell.PPPP.SSS``), ``x``, ``y`` (1-based FITS pixel of the position in
+        that skycell image) and ``in_footprint`` (the PS1 3pi survey has images there,
+        projcell >= 635). Positions south of the tessellation table (dec <= -39.99) get
+        projcell and subcell -1, an empty skycell, NaN pixels and ``in_footprint`` False.
+
+    Raises
+    ------
+    InvalidPositionError
+        (a ``ValueError``) if a coordinate is NaN/inf or |dec| > 90, naming the index.
+    """
+    ra_arr = _as_degrees("ra", ra)
+    dec_arr = _as_degrees("dec", dec)
+    if ra_arr.shape != dec_arr.shape:
+        raise InvalidPositionError(
+            f"ra and dec have different lengths ({ra_arr.size} and {dec_arr.size})"
+        )
+    bad = ~np.isfinite(ra_arr) | ~np.isfinite(dec_arr) | (np.abs(dec_arr) > 90.0)
+    if np.any(bad):
+        idx = np.flatnonzero(bad)
+        shown = ", ".join(f"{i} (ra={ra_arr[i]!r}, dec={dec_arr[i]!r})" for i in idx[:10])
+        more = f" and {idx.size - 10} more" if idx.size > 10 else ""
+        raise InvalidPositionError(
+            f"invalid position at index {shown}{more}: coordinates must be finite degrees "
+            "with |dec| <= 90",
+            rows=idx.tolist(),
+        )
+    loc = locate_arrays(ra_arr, dec_arr)
+    projcell = np.where(loc.covered, loc.projcell, -1)
+    subcell = np.where(loc.covered, loc.subcell, -1)
+    skycell = np.where(
+        loc.covered,
+        np.char.add(
+            np.char.add("skycell.", np.char.zfill(projcell.astype(str), 4)),
+            np.char.add(".", np.char.zfill(subcell.astype(str), 3)),
+        ),
+        "",
+    )
+    return pd.DataFrame(
+        {
+            "projcell": projcell.astype(np.int64),
+            "subcell": subcell.astype(np.int64),
+            "skycell": pd.array(skycell, dtype=object),
+            "x": np.where(loc.covered, loc.x, np.nan),
+            "y": np.where(loc.covered, loc.y, np.nan),
+            "in_footprint": loc.covered & (projcell >= FIRST_FOOTPRINT_PROJCELL),
+        }
+    )
