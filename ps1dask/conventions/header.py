@@ -33,6 +33,7 @@ def repair_header(header: fits.Header) -> fits.Header:
 
     - ``PC00i00j`` x ``CDELTi`` -> standard ``CDi_j`` (the PC00i00j and CDELTi removed);
     - ``RADESYS = 'FK5'`` (and ``EQUINOX = 2000``) when absent;
+    - ``LONPOLE = 180`` for the polar projection cell (tangent point at dec +90);
     - ``TIMESYS = 'TAI'`` when ``MJD-OBS`` is present without TIMESYS (PS1 warp times are TAI).
     """
     out = header.copy()
@@ -49,6 +50,10 @@ def repair_header(header: fits.Header) -> fits.Header:
         out["RADESYS"] = ("FK5", "PS1 skycells are FK5 J2000")
         if "EQUINOX" not in out:
             out["EQUINOX"] = 2000.0
+    if float(out.get("CRVAL2", 0.0)) == 90.0 and "LONPOLE" not in out:
+        # The polar cell's pixel grid follows the gnomonic equations with y towards the
+        # tangent meridian (LONPOLE 180); FITS readers would assume LONPOLE 0 and flip it.
+        out["LONPOLE"] = (180.0, "PS1 tessellation convention at the pole")
     if "MJD-OBS" in out and "TIMESYS" not in out:
         out["TIMESYS"] = ("TAI", "PS1 MJD-OBS is TAI")
     return out
@@ -71,7 +76,7 @@ def cutout_header(source: fits.Header, x0: int, y0: int, width: int, height: int
         key = card.keyword
         if key in skip or key.startswith("Z") or key in ("", "COMMENT", "HISTORY"):
             continue
-        out.append(card)
+        out.append((key, card.value, card.comment))  # a copy: never alias source cards
     if "CRPIX1" in out:
         out["CRPIX1"] = float(out["CRPIX1"]) - x0
     if "CRPIX2" in out:

@@ -95,6 +95,9 @@ def skycell_center(cell: SkycellLike) -> tuple[float, float]:
 
     >>> skycell_center("1405.053")
     (332.60045165718776, 2.1998090575691633)
+
+    Like the service, the RA is not wrapped: cells west of a tangent point at RA 0 have
+    slightly negative RA (take it modulo 360 if you need [0, 360)).
     """
     return skycell_center_radec(skycell_geometry_of(cell))
 
@@ -111,6 +114,10 @@ def skycell_wcs(cell: SkycellLike) -> WCS:
     wcs.wcs.crval = [geo.crval1, geo.crval2]
     wcs.wcs.crpix = [geo.crpix1, geo.crpix2]
     wcs.wcs.cd = [[-PIXEL_SCALE_DEG, 0.0], [0.0, PIXEL_SCALE_DEG]]
+    if geo.crval2 == 90.0:
+        # The tessellation's TAN has y pointing "north" along the tangent point's meridian
+        # (LONPOLE 180); FITS would default to LONPOLE 0 for a tangent point at the pole.
+        wcs.wcs.lonpole = 180.0
     wcs.wcs.radesys = "FK5"
     wcs.wcs.equinox = 2000.0
     wcs.pixel_shape = (geo.naxis1, geo.naxis2)

@@ -115,9 +115,11 @@ def deproject(
     eta = np.asarray(y, dtype=np.float64) * scale
     d0 = np.deg2rad(dec0)
     denom = np.cos(d0) - eta * np.sin(d0)
+    # Not wrapped to [0, 360): the service reports e.g. negative RA for skycell centres west
+    # of a tangent point at RA 0, and skycell_center must match it digit for digit.
     ra = ra0 + np.rad2deg(np.arctan2(xi, denom))
     dec = np.rad2deg(np.arctan2(np.sin(d0) + eta * np.cos(d0), np.hypot(xi, denom)))
-    return np.mod(ra, 360.0), dec
+    return ra, dec
 
 
 def subcell_indices(x: FloatArray, y: FloatArray, rows: IntArray) -> tuple[IntArray, IntArray]:
