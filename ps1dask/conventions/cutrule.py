@@ -9,8 +9,9 @@ the requested size.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -19,6 +20,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ps1dask.conventions.header import repair_header
 from ps1dask.exceptions import InvalidParameterError
+from ps1dask.tessellation._core import project
 
 #: Largest cutout side the service accepts (pixels).
 MAX_CUTOUT_SIZE = 6000
@@ -88,14 +90,48 @@ def header_wcs(header: fits.Header) -> WCS:
         return WCS(repair_header(header), naxis=2)
 
 
-def position_pixel(header: fits.Header, ra: float, dec: float) -> tuple[float, float]:
-    """1-based FITS pixel of (ra, dec) in degrees, from the image's own header WCS.
+def _pixel_scale(header: Mapping[str, Any]) -> float:
+    """Pixel scale (deg) of a PS1 header, checking it has the PS1 orientation (x west, y north)."""
+    if "CD1_1" in header:
+        m11, m22 = float(header["CD1_1"]), float(header["CD2_2"])
+        off = (float(header.get("CD1_2", 0.0)), float(header.get("CD2_1", 0.0)))
+    else:
+        cdelt1, cdelt2 = float(header["CDELT1"]), float(header["CDELT2"])
+        pc11 = float(header.get("PC001001", header.get("PC1_1", 1.0)))
+        pc22 = float(header.get("PC002002", header.get("PC2_2", 1.0)))
+        m11, m22 = cdelt1 * pc11, cdelt2 * pc22
+        off = (
+            float(header.get("PC001002", header.get("PC1_2", 0.0))),
+            float(header.get("PC002001", header.get("PC2_1", 0.0))),
+        )
+    if off != (0.0, 0.0) or not (m11 < 0 < m22) or abs(abs(m11) - m22) > 1e-12:
+        raise InvalidParameterError("not a PS1 skycell header (expected TAN, x west, y north)")
+    return m22
 
-    fitscut places cutouts with the file's header WCS, so strategies that cut locally must
-    too (the header's single-precision CDELT differs from the exact 0.25 arcsec scale).
+
+def position_pixel(
+    header: Mapping[str, Any], ra: npt.ArrayLike, dec: npt.ArrayLike
+) -> tuple[Any, Any]:
+    """1-based FITS pixel of (ra, dec) (degrees) from the image's own header, as fitscut does.
+
+    Uses the header's CRVAL, CRPIX and scale (its single-precision CDELT differs from the
+    exact 0.25 arcsec of the tessellation by 2.4e-8, up to 1e-3 px), with the same
+    arithmetic for the emulator and every strategy, so all of them cut the same box.
+    Scalars in give floats out; arrays give arrays.
     """
-    x, y = header_wcs(header).all_world2pix(ra, dec, 1)
-    return float(x), float(y)
+    scale = _pixel_scale(header)
+    x, y = project(
+        np.asarray(ra, dtype=np.float64),
+        np.asarray(dec, dtype=np.float64),
+        float(header["CRVAL1"]),
+        float(header["CRVAL2"]),
+        scale,
+    )
+    x = x + float(header["CRPIX1"])
+    y = y + float(header["CRPIX2"])
+    if np.ndim(x) == 0:
+        return float(x), float(y)
+    return x, y
 
 
 RegionReader = Callable[[slice, slice], npt.NDArray[np.floating]]

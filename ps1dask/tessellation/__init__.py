@@ -134,6 +134,16 @@ def _as_degrees(name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return arr
 
 
+def _skycell_names(projcell: npt.NDArray[np.int64], subcell: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+    """``skycell.PPPP.SSS`` per position ('' where projcell < 0), formatting each cell once."""
+    codes, inverse = np.unique(projcell * 1000 + subcell, return_inverse=True)
+    names = np.array(
+        [f"skycell.{c // 1000:04d}.{c % 1000:03d}" if c >= 0 else "" for c in codes.tolist()],
+        dtype=object,
+    )
+    return names[inverse.reshape(-1)]
+
+
 def locate(ra: npt.ArrayLike, dec: npt.ArrayLike) -> pd.DataFrame:
     """Find the PS1 skycell of each position, with no network access.
 
@@ -175,19 +185,12 @@ def locate(ra: npt.ArrayLike, dec: npt.ArrayLike) -> pd.DataFrame:
     loc = locate_arrays(ra_arr, dec_arr)
     projcell = np.where(loc.covered, loc.projcell, -1)
     subcell = np.where(loc.covered, loc.subcell, -1)
-    skycell = np.where(
-        loc.covered,
-        np.char.add(
-            np.char.add("skycell.", np.char.zfill(projcell.astype(str), 4)),
-            np.char.add(".", np.char.zfill(subcell.astype(str), 3)),
-        ),
-        "",
-    )
+    skycell = _skycell_names(projcell, subcell)
     return pd.DataFrame(
         {
             "projcell": projcell.astype(np.int64),
             "subcell": subcell.astype(np.int64),
-            "skycell": pd.array(skycell, dtype=object),
+            "skycell": skycell,
             "x": np.where(loc.covered, loc.x, np.nan),
             "y": np.where(loc.covered, loc.y, np.nan),
             "in_footprint": loc.covered & (projcell >= FIRST_FOOTPRINT_PROJCELL),

@@ -90,9 +90,16 @@ def tangent_point(rows: IntArray, ira: IntArray) -> tuple[FloatArray, FloatArray
 
 
 def project(
-    ra: FloatArray, dec: FloatArray, ra0: FloatArray, dec0: FloatArray
+    ra: FloatArray,
+    dec: FloatArray,
+    ra0: FloatArray,
+    dec0: FloatArray,
+    scale: float = PIXEL_SCALE_DEG,
 ) -> tuple[FloatArray, FloatArray]:
-    """Gnomonic projection of (ra, dec) about (ra0, dec0) to pixel offsets (x west, y north)."""
+    """Gnomonic projection of (ra, dec) about (ra0, dec0) to pixel offsets (x west, y north).
+
+    ``scale`` is the pixel size in degrees (the exact 0.25 arcsec by default).
+    """
     dra = np.deg2rad((np.asarray(ra) - ra0 + 180.0) % 360.0 - 180.0)
     d = np.deg2rad(dec)
     d0 = np.deg2rad(dec0)
@@ -102,8 +109,8 @@ def project(
     cos_c = sin_d0 * sin_d + cos_d0 * cos_d * cos_dra
     xi = cos_d * np.sin(dra) / cos_c
     eta = (cos_d0 * sin_d - sin_d0 * cos_d * cos_dra) / cos_c
-    scale = np.deg2rad(PIXEL_SCALE_DEG)
-    return -xi / scale, eta / scale
+    scale_rad = np.deg2rad(scale)
+    return -xi / scale_rad, eta / scale_rad
 
 
 def deproject(

@@ -1,0 +1,9 @@
+"""Benchmarks: each measures and prints its figures (and ratios) from one run.
+
+Run them with ``ps1dask bench NAME``; every network benchmark talks to an in-process
+emulator over loopback HTTP, never to STScI.
+"""
+
+from ps1dask.bench.registry import BENCHMARKS, BenchResult, run_benchmark
+
+__all__ = ["BENCHMARKS", "BenchResult", "run_benchmark"]
