@@ -1,0 +1,14 @@
+"""Execution on Dask: one task per work unit, progress, summaries."""
+
+from ps1dask.execution.runner import JobAbortedError, RunOutcome, cluster_client, run_units
+from ps1dask.execution.tasks import StackTaskSpec, UnitReport, run_stack_unit
+
+__all__ = [
+    "JobAbortedError",
+    "RunOutcome",
+    "StackTaskSpec",
+    "UnitReport",
+    "cluster_client",
+    "run_stack_unit",
+    "run_units",
+]

@@ -1,0 +1,77 @@
+"""What runs inside one Dask task: fetch a work unit, write its chunks, report."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ps1dask.client import PS1Service
+from ps1dask.fetch.cache import LocalFileCache
+from ps1dask.fetch.stack import StackUnitFetcher
+from ps1dask.planning.cost import ServiceProfile
+from ps1dask.planning.plan import WorkUnit
+from ps1dask.storage import STATUS_NAMES, write_unit_chunks
+
+
+@dataclass(frozen=True)
+class StackTaskSpec:
+    """Everything a task needs besides its unit (small and picklable)."""
+
+    store: str
+    service: PS1Service  # pickles to URL, settings and throttle name/limit only
+    filters: str
+    types: tuple[str, ...]
+    width: int
+    height: int
+    strategy: str
+    profile: ServiceProfile
+    cache_dir: str | None
+    cache_bytes: int | None
+
+
+@dataclass
+class UnitReport:
+    """A unit's outcome, sent back to the client for progress and the summary."""
+
+    index: int
+    n_positions: int
+    statuses: dict[str, int]
+    requests: dict[str, Any]
+    strategies: dict[str, int]
+    seconds: float
+    errors: list[str] = field(default_factory=list)
+    unavailable: bool = False
+
+
+def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
+    """Fetch, linearise and cut every cutout of ``unit``, then write its chunks."""
+    service = spec.service.with_stats()
+    needs_cache = spec.strategy in ("skycell", "auto")
+    cache = LocalFileCache(spec.cache_dir, spec.cache_bytes) if needs_cache else None
+    fetcher = StackUnitFetcher(
+        unit,
+        filters=spec.filters,
+        types=spec.types,
+        width=spec.width,
+        height=spec.height,
+        strategy=spec.strategy,
+        service=service,
+        cache=cache,
+        profile=spec.profile,
+    )
+    result = fetcher.run()
+    write_unit_chunks(Path(spec.store), unit.start, unit.stop, result.images, result.status, result.zeropoint)
+    codes, counts = np.unique(result.status, return_counts=True)
+    return UnitReport(
+        index=unit.index,
+        n_positions=unit.n_positions,
+        statuses={STATUS_NAMES[int(c)]: int(n) for c, n in zip(codes, counts)},
+        requests=service.stats.snapshot(),
+        strategies=result.strategies,
+        seconds=result.seconds,
+        errors=result.errors[:5],
+        unavailable=result.unavailable,
+    )

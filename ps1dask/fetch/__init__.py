@@ -1,0 +1,1 @@
+"""Fetch strategies: server cutouts, whole skycell files, and byte-range row tiles."""

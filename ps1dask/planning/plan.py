@@ -1,0 +1,234 @@
+"""Planning a stack job: locate, order by skycell, chunk, and cut into work units.
+
+No network here. The plan fixes the store's position order (grouped by skycell, then input
+order), the chunking of the position axis, and work units made of whole chunks, so that
+every chunk has exactly one writer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from ps1dask.conventions import parse_filters, parse_size, parse_types
+from ps1dask.conventions.filenames import STACK_TYPES
+from ps1dask.exceptions import InvalidParameterError
+from ps1dask.positions import PositionTable
+from ps1dask.storage.layout import (
+    STATUS,
+    StackRequest,
+    StorePositions,
+    position_chunk_size,
+    positions_digest,
+)
+from ps1dask.tessellation import locate
+from ps1dask.tessellation._core import HEADER_CDELT_DEG, load_grid, project
+
+IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+
+
+@dataclass
+class WorkUnit:
+    """Positions ``[start, stop)`` of the store (whole chunks): one Dask task.
+
+    Arrays hold one element per position of the unit, in store order.
+    """
+
+    index: int
+    start: int
+    stop: int
+    ra: FloatArray
+    dec: FloatArray
+    projcell: IntArray
+    subcell: IntArray
+    x0: IntArray  #: 0-based skycell column of the cutout's first pixel (fitscut rule)
+    y0: IntArray
+    fetch: npt.NDArray[np.bool_]  #: in the 3pi footprint: something to fetch
+
+    @property
+    def n_positions(self) -> int:
+        return self.stop - self.start
+
+    def skycell_groups(self) -> list[tuple[tuple[int, int], IntArray]]:
+        """(projcell, subcell) -> local indices of the unit's positions to fetch there."""
+        idx = np.flatnonzero(self.fetch)
+        keys = self.projcell[idx] * 1000 + self.subcell[idx]
+        groups = []
+        for key in np.unique(keys):
+            members = idx[keys == key]
+            groups.append(((int(key // 1000), int(key % 1000)), members))
+        return groups
+
+
+@dataclass
+class StackPlan:
+    """Everything a stack job needs before it runs."""
+
+    request: StackRequest
+    order: IntArray  #: store position -> input row
+    positions: StorePositions
+    chunk: int
+    units: list[WorkUnit]
+    initial_status: npt.NDArray[np.uint8]
+    n_outside: int
+    types: tuple[str, ...] = field(default=("stack",))
+
+    @property
+    def filters(self) -> str:
+        return self.request.filters
+
+    @property
+    def n_fetch(self) -> int:
+        return int(sum(int(u.fetch.sum()) for u in self.units))
+
+
+def fitscut_boxes(
+    ra: FloatArray, dec: FloatArray, projcell: IntArray, subcell: IntArray, width: int, height: int
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, IntArray, IntArray]:
+    """Vectorised fitscut boxes from the skycell headers' own WCS (CDELT as written).
+
+    Returns crval1, crval2, crpix1, crpix2 of each skycell and the 0-based box origin
+    (x0, y0) with the same arithmetic as :func:`ps1dask.conventions.position_pixel`.
+    """
+    grid = load_grid()
+    rows = np.searchsorted(grid.projcell, projcell, side="right") - 1
+    ira = projcell - grid.projcell[rows]
+    crval1 = ira * 360.0 / grid.nband[rows]
+    crval2 = grid.dec[rows]
+    k, j = subcell % 10, subcell // 10
+    px = grid.xcell[rows] - 480
+    py = grid.ycell[rows] - 480
+    crpix1 = grid.crpix1[rows] + px * (5 - k)
+    crpix2 = grid.crpix2[rows] + py * (5 - j)
+    x, y = project(ra, dec, crval1, crval2, HEADER_CDELT_DEG)
+    xc = x + crpix1
+    yc = y + crpix2
+    x0 = np.floor(xc - 1 - width // 2 + 0.5).astype(np.int64)
+    y0 = np.floor(yc - 1 - height // 2 + 0.5).astype(np.int64)
+    return crval1, crval2, crpix1, crpix2, x0, y0
+
+
+def plan_stack_job(
+    positions: PositionTable,
+    *,
+    filters: str = "grizy",
+    size: int | str | tuple[int, int] = 240,
+    types: str | tuple[str, ...] = ("stack",),
+    service_url: str,
+    max_unit_positions: int = 64,
+    chunk: int | None = None,
+) -> StackPlan:
+    """Plan a stack cutout job (pure: no network, no store).
+
+    Parameters are those of :func:`ps1dask.cutouts`; ``max_unit_positions`` bounds the
+    positions (and so memory and time) of one task.
+    """
+    bands = parse_filters(filters)
+    width, height = parse_size(size)
+    kinds = parse_types(types)
+    not_stack = [t for t in kinds if t not in STACK_TYPES]
+    if not_stack:
+        raise InvalidParameterError(
+            f"types {not_stack} are warp images: use ps1dask.warps() for those; cutouts() takes "
+            f"{sorted(STACK_TYPES)}"
+        )
+    if "stack" not in kinds:
+        kinds = ("stack", *kinds)
+    frame = positions.frame
+    n = len(frame)
+    ra = frame["ra"].to_numpy(dtype=np.float64)
+    dec = frame["dec"].to_numpy(dtype=np.float64)
+    loc = locate(ra, dec)
+    inside = loc["in_footprint"].to_numpy()
+    projcell = loc["projcell"].to_numpy()
+    subcell = loc["subcell"].to_numpy()
+    rows = np.arange(n)
+    # Footprint positions grouped by skycell (the service's file cache likes this order),
+    # then the positions outside, which need no task at all.
+    order = np.lexsort((rows, subcell, projcell, ~inside))
+    ra_o, dec_o = ra[order], dec[order]
+    pc_o, sc_o, in_o = projcell[order], subcell[order], inside[order]
+
+    crval1 = np.full(n, np.nan)
+    crval2 = np.full(n, np.nan)
+    crpix1 = np.full(n, np.nan)
+    crpix2 = np.full(n, np.nan)
+    x0 = np.zeros(n, dtype=np.int64)
+    y0 = np.zeros(n, dtype=np.int64)
+    has_cell = pc_o >= 0
+    if np.any(has_cell):
+        c1, c2, p1, p2, bx, by = fitscut_boxes(
+            ra_o[has_cell], dec_o[has_cell], pc_o[has_cell], sc_o[has_cell], width, height
+        )
+        crval1[has_cell], crval2[has_cell] = c1, c2
+        # the cutout's own CRPIX, 1-based, as the fitscut header gives it
+        crpix1[has_cell], crpix2[has_cell] = p1 - bx, p2 - by
+        x0[has_cell], y0[has_cell] = bx, by
+
+    if chunk is None:
+        chunk = position_chunk_size(len(bands), width, height)
+    chunk = max(1, min(int(chunk), max_unit_positions))
+    per_unit = max(chunk, (max_unit_positions // chunk) * chunk)
+    initial = np.zeros((n, len(bands)), dtype=np.uint8)
+    initial[~in_o] = STATUS["outside_footprint"]
+
+    units: list[WorkUnit] = []
+    n_inside = int(in_o.sum())
+    # Units cover whole chunks; the last one with footprint positions may include a few
+    # positions outside, which the task simply marks again.
+    fetch_stop = -(-n_inside // chunk) * chunk if n_inside else 0
+    for start in range(0, min(fetch_stop, n), per_unit):
+        stop = min(start + per_unit, fetch_stop, n)
+        sl = slice(start, stop)
+        units.append(
+            WorkUnit(
+                index=len(units),
+                start=start,
+                stop=stop,
+                ra=ra_o[sl],
+                dec=dec_o[sl],
+                projcell=pc_o[sl],
+                subcell=sc_o[sl],
+                x0=x0[sl],
+                y0=y0[sl],
+                fetch=in_o[sl],
+            )
+        )
+
+    skycell_names = loc["skycell"].to_numpy(dtype=object)[order]
+    ids = frame["id"].to_numpy(dtype=object)
+    store_positions = StorePositions(
+        input_row=order.astype(np.int64),
+        id=ids[order],
+        ra=ra_o,
+        dec=dec_o,
+        skycell=skycell_names,
+        crval1=crval1,
+        crval2=crval2,
+        crpix1=crpix1,
+        crpix2=crpix2,
+        cutout_x0=x0,
+        cutout_y0=y0,
+    )
+    request = StackRequest(
+        filters=bands,
+        width=width,
+        height=height,
+        types=kinds,
+        n_positions=n,
+        positions_digest=positions_digest(ids, ra, dec),
+        service_url=service_url,
+    )
+    return StackPlan(
+        request=request,
+        order=order.astype(np.int64),
+        positions=store_positions,
+        chunk=chunk,
+        units=units,
+        initial_status=initial,
+        n_outside=int(n - n_inside),
+        types=kinds,
+    )

@@ -1,0 +1,57 @@
+"""The Zarr store: layout, chunk writes by tasks, and opening as xarray."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import xarray as xr
+
+from ps1dask.storage import accessor as _accessor  # noqa: F401  (registers ds.ps1)
+from ps1dask.storage.layout import (
+    FINAL_STATUSES,
+    STACK_VARIABLES,
+    STATUS,
+    STATUS_NAMES,
+    StackRequest,
+    StoreMismatchError,
+    check_compatible,
+    create_stack_store,
+    read_request,
+    read_status,
+)
+from ps1dask.storage.layout import quiet_zarr_warnings
+from ps1dask.storage.writer import write_unit_chunks
+
+
+def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
+    """Open a ps1dask store lazily as an :class:`xarray.Dataset`.
+
+    With ``input_order`` (default) positions come in the order of the input table (the
+    ``position`` coordinate, its row number); otherwise in the store's plan order (grouped
+    by skycell, the order of its chunks: the fastest for whole-store scans). Plain
+    ``xarray.open_zarr(path)`` opens the same store in plan order.
+    """
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no store at {path}")
+    with quiet_zarr_warnings():
+        ds = xr.open_zarr(str(path), consolidated=False)
+    if input_order:
+        ds = ds.sortby("position")
+    return ds
+
+
+__all__ = [
+    "FINAL_STATUSES",
+    "STACK_VARIABLES",
+    "STATUS",
+    "STATUS_NAMES",
+    "StackRequest",
+    "StoreMismatchError",
+    "check_compatible",
+    "create_stack_store",
+    "open_store",
+    "quiet_zarr_warnings",
+    "read_request",
+    "read_status",
+    "write_unit_chunks",
+]

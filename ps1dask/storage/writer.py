@@ -1,0 +1,33 @@
+"""Writing one work unit's chunks (run inside tasks; never touches metadata)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from ps1dask.storage.layout import quiet_zarr_warnings
+
+
+def write_unit_chunks(
+    path: str | Path,
+    start: int,
+    stop: int,
+    images: Mapping[str, np.ndarray],
+    status: np.ndarray,
+    zeropoint: np.ndarray,
+) -> None:
+    """Write positions ``[start, stop)`` (plan order) of every array the unit owns.
+
+    ``[start, stop)`` must cover whole chunks (the planner guarantees it). Images are written
+    first and the status last, so a unit killed midway still reads as pending and is redone.
+    """
+    root = str(path)
+    with quiet_zarr_warnings():
+        for name, data in images.items():
+            array = zarr.open_array(root, path=name, mode="r+")
+            array[start:stop] = data.astype(array.dtype, copy=False)
+        zarr.open_array(root, path="stack_zeropoint", mode="r+")[start:stop] = zeropoint.astype("float32")
+        zarr.open_array(root, path="stack_status", mode="r+")[start:stop] = status.astype("uint8")
