@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from ps1dask.exceptions import PS1DaskError
 
 # Each module defines ``register(subparsers)`` adding its subcommand with ``func`` set.
-_SUBCOMMANDS = ("locate", "emulator", "demo", "bench")
+_SUBCOMMANDS = ("locate", "cutouts", "emulator", "demo", "bench")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except PS1DaskError as err:
+    except (PS1DaskError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
         print(f"ps1dask {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
