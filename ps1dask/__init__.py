@@ -10,10 +10,24 @@ from importlib.metadata import PackageNotFoundError, version
 
 from ps1dask import config as _config  # noqa: F401  (registers the dask.config defaults)
 from ps1dask.tessellation import SkycellId, locate, skycell_center, skycell_wcs
+from ps1dask.positions import PositionTable, read_positions
+from ps1dask.storage import open_store
+from ps1dask.jobs import JobSummary, cutouts
 
 try:
     __version__ = version("ps1dask")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
 
-__all__ = ["SkycellId", "__version__", "locate", "skycell_center", "skycell_wcs"]
+__all__ = [
+    "JobSummary",
+    "PositionTable",
+    "SkycellId",
+    "__version__",
+    "cutouts",
+    "locate",
+    "open_store",
+    "read_positions",
+    "skycell_center",
+    "skycell_wcs",
+]

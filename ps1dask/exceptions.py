@@ -71,3 +71,33 @@ class PS1DaskWarning(UserWarning):
 
 class RetryWarning(PS1DaskWarning):
     """A request failed transiently and is being retried."""
+
+
+# --- service client (ps1dask.client) -------------------------------------------------------
+
+
+class ServiceConnectionError(ServiceError):
+    """The connection to the service failed or was reset before a complete answer arrived."""
+
+
+class ServiceTimeoutError(ServiceError):
+    """The service did not connect, or stopped sending, within the configured timeouts."""
+
+
+class BadResponseError(ServiceError):
+    """The service answered 2xx but the body or headers are not what the request implies
+    (an unparsable listing, a Content-Range that does not match the requested range, ...)."""
+
+
+class BadImageError(ServiceError):
+    """The service answered, but the body is not the JPEG/PNG image that was asked for."""
+
+
+class RangeNotSupportedError(ServiceError):
+    """The server ignored an HTTP Range request (answered 200 with the whole file)."""
+
+
+class LeaseTimeoutWarning(PS1DaskWarning):
+    """The request timeouts are too long for ``distributed.scheduler.locks.lease-timeout``:
+    a stalled request could outlive its semaphore lease and break the global request limit
+    if lease refreshes stop (e.g. a worker's event loop is blocked)."""

@@ -186,7 +186,9 @@ def cutouts(
             profile = ServiceProfile(concurrency=svc.throttle.max_concurrency, cores=cores)
             if strategy == "auto":
                 try:
-                    profile = measure_profile(svc.with_stats(requests), plan, cores)
+                    # as_current: the client process's own requests take cluster-wide slots too
+                    with dask_client.as_current():
+                        profile = measure_profile(svc.with_stats(requests), plan, cores)
                 except ServiceError as err:
                     logger.warning("could not measure the service (%s); using default costs", err)
             spec = StackTaskSpec(

@@ -104,7 +104,9 @@ def run_units(
     unavailable_streak = 0
     cutouts = 0
     try:
-        for future in distributed.as_completed(futures):
+        with dask_client.as_current():
+            completed = distributed.as_completed(futures)
+        for future in completed:
             report = future.result()
             outcome.reports.append(report)
             outcome.requests.merge(report.requests)

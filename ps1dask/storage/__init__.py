@@ -34,7 +34,7 @@ def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
     if not Path(path).exists():
         raise FileNotFoundError(f"no store at {path}")
     with quiet_zarr_warnings():
-        ds = xr.open_zarr(str(path), consolidated=False)
+        ds = xr.open_zarr(str(path))
     if input_order:
         ds = ds.sortby("position")
     return ds

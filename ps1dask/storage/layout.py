@@ -211,7 +211,7 @@ def create_stack_store(
         }
     )
     with quiet_zarr_warnings():
-        ds.to_zarr(str(path), mode="w-", compute=False, zarr_format=3, consolidated=False, encoding=encoding)
+        ds.to_zarr(str(path), mode="w-", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
         # statuses of positions the client already knows (outside the footprint) are data:
         # write them now, before any task runs.
         status = zarr.open_array(str(path), path="stack_status", mode="r+")

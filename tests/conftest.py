@@ -1,0 +1,45 @@
+"""Shared fixtures: one emulator and one local Dask cluster of worker processes per session."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import pytest
+
+os.environ.setdefault("PS1DASK_TESTING", "1")
+
+
+@pytest.fixture(scope="session")
+def emulator_cache(tmp_path_factory):
+    """Whole files rendered by the emulator, shared by every test of the session."""
+    return tmp_path_factory.mktemp("emulator-cache")
+
+
+@pytest.fixture(scope="session")
+def job_emulator(emulator_cache):
+    """An emulator for job tests (seed 0, no faults); tests reset its metrics and knobs."""
+    from ps1dask.emulator import Emulator
+
+    with Emulator(seed=0, latency=0.0, cache_dir=emulator_cache) as emu:
+        yield emu
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """A LocalCluster of 2 worker processes x 2 threads, as on a laptop or CI box."""
+    import logging
+
+    import distributed
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cluster = distributed.LocalCluster(
+            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        )
+        # not the default client: other tests must not find a cluster they did not ask for
+        client = distributed.Client(cluster, set_as_default=False)
+    yield client
+    client.close()
+    cluster.close()

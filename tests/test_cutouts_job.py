@@ -1,0 +1,172 @@
+"""The stack cutout job end to end: emulator over loopback HTTP, a LocalCluster of processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+
+import ps1dask
+from ps1dask.client import PS1Service
+from ps1dask.conventions import image_filename
+from ps1dask.storage import STATUS, StoreMismatchError
+from ps1dask.tessellation import SkycellId, locate, skycell_center
+
+
+def _positions_in_one_skycell(n: int, seed: int = 0, cell: str = "1405.053") -> pd.DataFrame:
+    ra0, dec0 = skycell_center(cell)
+    rng = np.random.default_rng(seed)
+    ra = ra0 + rng.uniform(-0.15, 0.15, n)
+    dec = dec0 + rng.uniform(-0.15, 0.15, n)
+    keep = locate(ra, dec).skycell.to_numpy() == f"skycell.{cell}"
+    return pd.DataFrame({"name": [f"p{i:03d}" for i in range(int(keep.sum()))], "ra": ra[keep], "dec": dec[keep]})
+
+
+@pytest.fixture()
+def emu(job_emulator):
+    job_emulator.configure(latency=0.0, fault_rate=0.0)
+    job_emulator.reset_metrics()
+    return job_emulator
+
+
+def _arrays(path) -> dict[str, np.ndarray]:
+    group = zarr.open_group(str(path), mode="r")
+    return {name: np.asarray(arr[:]) for name, arr in group.arrays()}
+
+
+def _assert_same_store(a, b) -> None:
+    xa, xb = _arrays(a), _arrays(b)
+    assert sorted(xa) == sorted(xb)
+    for name in xa:
+        if xa[name].dtype.kind == "f":
+            np.testing.assert_array_equal(xa[name], xb[name], err_msg=name)
+        else:
+            assert (xa[name] == xb[name]).all(), name
+
+
+def test_strategies_give_identical_pixels_equal_to_fitscut(emu, dask_client, tmp_path):
+    table = _positions_in_one_skycell(12)
+    table.loc[len(table)] = ["south", 10.0, -60.0]  # outside the tessellation
+    table.loc[len(table)] = ["zone14", 30.0, -34.0]  # tessellated, but no PS1 3pi images
+    stores = {}
+    for strategy in ("cutout", "skycell", "range", "auto"):
+        stores[strategy] = tmp_path / f"{strategy}.zarr"
+        summary = ps1dask.cutouts(
+            table, stores[strategy], filters="r", size=50, strategy=strategy, service=emu.url,
+            client=dask_client, cache_dir=tmp_path / f"cache-{strategy}", progress=False,
+        )
+        assert summary.statuses == {"ok": 12, "outside_footprint": 2}, (strategy, summary)
+        assert emu.metrics()["max_in_flight"] <= 10
+    for strategy in ("skycell", "range", "auto"):
+        _assert_same_store(stores["cutout"], stores[strategy])
+
+    # the store holds exactly what the service's own fitscut answers for the same request
+    ds = ps1dask.open_store(stores["range"])
+    assert list(ds.id.values) == list(table.name)  # input order
+    service = PS1Service(emu.url)
+    filename = image_filename(SkycellId(1405, 53), "r")
+    for i in (0, 5, 11):
+        hdu = service.cutout_fits(filename, table.ra[i], table.dec[i], 50)
+        np.testing.assert_array_equal(ds.stack_flux.sel(filter="r").values[i], hdu.data)
+        # the stored WCS is the cutout's own
+        wcs = ds.ps1.wcs(i)
+        assert wcs.wcs.crpix[0] == pytest.approx(hdu.header["CRPIX1"])
+        x, y = wcs.all_world2pix(table.ra[i], table.dec[i], 0)
+        assert abs(float(x) - 25) <= 0.5 and abs(float(y) - 25) <= 0.5
+    status = ds.ps1.status_names().values
+    assert status[-2, 0] == "outside_footprint" and status[-1, 0] == "outside_footprint"
+    assert np.isnan(ds.stack_flux.values[-1]).all()
+
+
+def test_auxiliary_images_zeropoints_and_limit(emu, dask_client, tmp_path):
+    emu.configure(latency=0.05)
+    table = _positions_in_one_skycell(30, seed=3)
+    store = tmp_path / "aux.zarr"
+    summary = ps1dask.cutouts(
+        table, store, filters="gi", size=32, types="stack,stack.wt,stack.mask", strategy="cutout",
+        service=emu.url, client=dask_client, progress=False, max_unit_positions=8,
+    )
+    metrics = emu.metrics()
+    n = len(table)
+    assert summary.statuses == {"ok": 2 * n}
+    assert metrics["requests_by_endpoint"]["/cgi-bin/fitscut.cgi"] == 3 * 2 * n
+    assert metrics["max_in_flight"] <= 10
+    assert metrics["max_in_flight"] >= 8  # the units keep the slots busy
+    assert metrics["refused_over_limit"] == 0
+    ds = xr.open_zarr(store)  # plain xarray works too (plan order)
+    assert ds.stack_mask.dtype == np.uint16
+    assert float(ds.stack_variance.min()) > 0
+    zp = ds.stack_zeropoint.values
+    assert np.all((zp > 28) & (zp < 36))  # 25 + 2.5 log10(total exposure)
+    assert ds.stack_flux.attrs["units"] == "count"
+
+
+def test_rerun_sends_no_image_requests_and_changed_request_is_refused(emu, dask_client, tmp_path):
+    table = _positions_in_one_skycell(10, seed=5)
+    store = tmp_path / "rerun.zarr"
+    kwargs = dict(filters="z", size=40, strategy="cutout", service=emu.url, client=dask_client, progress=False)
+    first = ps1dask.cutouts(table, store, **kwargs)
+    assert first.statuses["ok"] == len(table)
+    before = _arrays(store)
+    emu.reset_metrics()
+    again = ps1dask.cutouts(table, store, **kwargs)
+    assert emu.metrics()["requests_total"] == 0
+    assert again.units_run == 0 and again.statuses == first.statuses
+    after = _arrays(store)
+    for name in before:
+        assert before[name].tobytes() == after[name].tobytes(), name
+    with pytest.raises(StoreMismatchError, match="size|width"):
+        ps1dask.cutouts(table, store, **{**kwargs, "size": 41})
+    with pytest.raises(StoreMismatchError, match="filters"):
+        ps1dask.cutouts(table, store, **{**kwargs, "filters": "gz"})
+    # asked to overwrite: made anew
+    ps1dask.cutouts(table, store, **{**kwargs, "size": 41, "resume": False})
+    assert ps1dask.open_store(store).sizes["x"] == 41
+
+
+def test_killed_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
+    emu.configure(latency=0.15)
+    table = _positions_in_one_skycell(60, seed=7)
+    csv = tmp_path / "positions.csv"
+    table.to_csv(csv, index=False)
+    killed = tmp_path / "killed.zarr"
+    cmd = [
+        sys.executable, "-m", "ps1dask", "cutouts", str(csv), "-o", str(killed), "--filters", "gr",
+        "--size", "24", "--strategy", "cutout", "--service", emu.url, "--workers", "1",
+        "--unit-size", "4",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        done = 0
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            if (killed / "stack_status" / "zarr.json").exists():
+                status = np.asarray(zarr.open_array(str(killed), path="stack_status", mode="r")[:])
+                done = int((status == STATUS["ok"]).all(axis=1).sum())
+                if done >= 8:
+                    break
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    status = np.asarray(zarr.open_array(str(killed), path="stack_status", mode="r")[:])
+    assert 0 < (status == STATUS["ok"]).all(axis=1).sum() < len(table), "kill came too late or too early"
+
+    emu.configure(latency=0.0)
+    emu.reset_metrics()
+    kwargs = dict(filters="gr", size=24, strategy="cutout", service=emu.url, client=dask_client, progress=False)
+    resumed = ps1dask.cutouts(csv, killed, max_unit_positions=4, **kwargs)
+    refetched = emu.metrics()["requests_total"]
+    assert resumed.statuses == {"ok": 2 * len(table)}
+    assert refetched < 2 * len(table)  # what was stored before the kill was not fetched again
+    whole = tmp_path / "whole.zarr"
+    ps1dask.cutouts(csv, whole, max_unit_positions=4, **kwargs)
+    _assert_same_store(killed, whole)
