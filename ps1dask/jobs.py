@@ -20,7 +20,14 @@ from ps1dask.execution import JobAbortedError, StackTaskSpec, cluster_client, ru
 from ps1dask.planning import ServiceProfile, StackPlan, plan_stack_job
 from ps1dask.planning.cost import STRATEGIES
 from ps1dask.positions import PositionTable, read_positions
-from ps1dask.storage import FINAL_STATUSES, STATUS, check_compatible, create_stack_store, read_status
+from ps1dask.storage import (
+    FINAL_STATUSES,
+    STATUS,
+    check_compatible,
+    create_stack_store,
+    read_status,
+    store_chunk,
+)
 from ps1dask.storage.layout import remove_store
 from ps1dask.tessellation import SkycellId, skycell_geometry_of
 
@@ -95,6 +102,12 @@ def measure_profile(service: PS1Service, plan: StackPlan, cores: int) -> Service
     )
 
 
+def _refuse_foreign_directory(path: Path) -> None:
+    if path.exists() and not (path / "zarr.json").exists():
+        if not path.is_dir() or any(path.iterdir()):
+            raise InvalidParameterError(f"{path} exists and is not a ps1dask store; choose a new path")
+
+
 def _job_key(store: Path) -> str:
     return "ps1dask-stack-" + hashlib.sha1(str(store.resolve()).encode()).hexdigest()[:8]
 
@@ -162,16 +175,15 @@ def cutouts(
     table = positions if isinstance(positions, PositionTable) else read_positions(positions)
     svc = service if isinstance(service, PS1Service) else PS1Service(service)
     store_path = Path(store)
-    plan = plan_stack_job(
-        table, filters=filters, size=size, types=types, service_url=svc.url,
-        max_unit_positions=max_unit_positions,
-    )
     if not resume:
         remove_store(store_path)
+    _refuse_foreign_directory(store_path)
+    plan = plan_stack_job(
+        table, filters=filters, size=size, types=types, service_url=svc.url,
+        max_unit_positions=max_unit_positions, chunk=store_chunk(store_path),
+    )
     if not check_compatible(store_path, plan.request):
-        if store_path.exists() and any(store_path.iterdir()):
-            raise InvalidParameterError(f"{store_path} exists and is not empty; choose a new path")
-        create_stack_store(store_path, plan.request, plan.positions, plan.chunk, plan.initial_status, attrs={})
+        create_stack_store(store_path, plan.request, plan.positions, plan.chunk, plan.initial_status)
     status = read_status(store_path)
     final = np.isin(status, list(FINAL_STATUSES))
     todo = [u for u in plan.units if not final[u.start : u.stop].all()]

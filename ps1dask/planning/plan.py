@@ -111,32 +111,41 @@ def fitscut_boxes(
     return crval1, crval2, crpix1, crpix2, x0, y0
 
 
-def plan_stack_job(
-    positions: PositionTable,
-    *,
-    filters: str = "grizy",
-    size: int | str | tuple[int, int] = 240,
-    types: str | tuple[str, ...] = ("stack",),
-    service_url: str,
-    max_unit_positions: int = 64,
-    chunk: int | None = None,
-) -> StackPlan:
-    """Plan a stack cutout job (pure: no network, no store).
+@dataclass
+class PositionPlan:
+    """The part of a plan shared by stack and warp jobs: order, per-position WCS, units."""
 
-    Parameters are those of :func:`ps1dask.cutouts`; ``max_unit_positions`` bounds the
-    positions (and so memory and time) of one task.
-    """
-    bands = parse_filters(filters)
-    width, height = parse_size(size)
-    kinds = parse_types(types)
-    not_stack = [t for t in kinds if t not in STACK_TYPES]
-    if not_stack:
-        raise InvalidParameterError(
-            f"types {not_stack} are warp images: use ps1dask.warps() for those; cutouts() takes "
-            f"{sorted(STACK_TYPES)}"
-        )
-    if "stack" not in kinds:
-        kinds = ("stack", *kinds)
+    order: IntArray  #: store position -> input row
+    positions: StorePositions
+    chunk: int
+    units: list[WorkUnit]
+    inside: npt.NDArray[np.bool_]  #: in store order: in the 3pi footprint
+    ids: npt.NDArray[np.object_]  #: in input order
+    ra: FloatArray  #: in input order
+    dec: FloatArray
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.order)
+
+    @property
+    def n_outside(self) -> int:
+        return int((~self.inside).sum())
+
+    @property
+    def digest(self) -> str:
+        return positions_digest(self.ids, self.ra, self.dec)
+
+
+def plan_positions(
+    positions: PositionTable,
+    width: int,
+    height: int,
+    *,
+    chunk: int,
+    max_unit_positions: int = 64,
+) -> PositionPlan:
+    """Locate, order by skycell (then input row), compute fitscut boxes, cut into units."""
     frame = positions.frame
     n = len(frame)
     ra = frame["ra"].to_numpy(dtype=np.float64)
@@ -168,13 +177,8 @@ def plan_stack_job(
         crpix1[has_cell], crpix2[has_cell] = p1 - bx, p2 - by
         x0[has_cell], y0[has_cell] = bx, by
 
-    if chunk is None:
-        chunk = position_chunk_size(len(bands), width, height)
-    chunk = max(1, min(int(chunk), max_unit_positions))
+    chunk = max(1, int(chunk))  # an existing store's chunking is never changed
     per_unit = max(chunk, (max_unit_positions // chunk) * chunk)
-    initial = np.zeros((n, len(bands)), dtype=np.uint8)
-    initial[~in_o] = STATUS["outside_footprint"]
-
     units: list[WorkUnit] = []
     n_inside = int(in_o.sum())
     # Units cover whole chunks; the last one with footprint positions may include a few
@@ -197,15 +201,13 @@ def plan_stack_job(
                 fetch=in_o[sl],
             )
         )
-
-    skycell_names = loc["skycell"].to_numpy(dtype=object)[order]
     ids = frame["id"].to_numpy(dtype=object)
     store_positions = StorePositions(
         input_row=order.astype(np.int64),
         id=ids[order],
         ra=ra_o,
         dec=dec_o,
-        skycell=skycell_names,
+        skycell=loc["skycell"].to_numpy(dtype=object)[order],
         crval1=crval1,
         crval2=crval2,
         crpix1=crpix1,
@@ -213,22 +215,65 @@ def plan_stack_job(
         cutout_x0=x0,
         cutout_y0=y0,
     )
+    return PositionPlan(
+        order=order.astype(np.int64),
+        positions=store_positions,
+        chunk=chunk,
+        units=units,
+        inside=in_o,
+        ids=ids,
+        ra=ra,
+        dec=dec,
+    )
+
+
+def plan_stack_job(
+    positions: PositionTable,
+    *,
+    filters: str = "grizy",
+    size: int | str | tuple[int, int] = 240,
+    types: str | tuple[str, ...] = ("stack",),
+    service_url: str,
+    max_unit_positions: int = 64,
+    chunk: int | None = None,
+) -> StackPlan:
+    """Plan a stack cutout job (pure: no network, no store).
+
+    Parameters are those of :func:`ps1dask.cutouts`; ``max_unit_positions`` bounds the
+    positions (and so memory and time) of one task.
+    """
+    bands = parse_filters(filters)
+    width, height = parse_size(size)
+    kinds = parse_types(types)
+    not_stack = [t for t in kinds if t not in STACK_TYPES]
+    if not_stack:
+        raise InvalidParameterError(
+            f"types {not_stack} are warp images: use ps1dask.warps() for those; cutouts() takes "
+            f"{sorted(STACK_TYPES)}"
+        )
+    if "stack" not in kinds:
+        kinds = ("stack", *kinds)
+    if chunk is None:
+        chunk = min(position_chunk_size(len(bands), width, height), max_unit_positions)
+    base = plan_positions(positions, width, height, chunk=chunk, max_unit_positions=max_unit_positions)
+    initial = np.zeros((base.n_positions, len(bands)), dtype=np.uint8)
+    initial[~base.inside] = STATUS["outside_footprint"]
     request = StackRequest(
         filters=bands,
         width=width,
         height=height,
         types=kinds,
-        n_positions=n,
-        positions_digest=positions_digest(ids, ra, dec),
+        n_positions=base.n_positions,
+        positions_digest=base.digest,
         service_url=service_url,
     )
     return StackPlan(
         request=request,
-        order=order.astype(np.int64),
-        positions=store_positions,
-        chunk=chunk,
-        units=units,
+        order=base.order,
+        positions=base.positions,
+        chunk=base.chunk,
+        units=base.units,
         initial_status=initial,
-        n_outside=int(n - n_inside),
+        n_outside=base.n_outside,
         types=kinds,
     )

@@ -12,12 +12,15 @@ from ps1dask.storage.layout import (
     STACK_VARIABLES,
     STATUS,
     STATUS_NAMES,
+    WARP_VARIABLES,
     StackRequest,
     StoreMismatchError,
+    WarpRequest,
     check_compatible,
     create_stack_store,
     read_request,
     read_status,
+    store_chunk,
 )
 from ps1dask.storage.layout import quiet_zarr_warnings
 from ps1dask.storage.writer import write_unit_chunks
@@ -46,6 +49,9 @@ __all__ = [
     "STATUS",
     "STATUS_NAMES",
     "StackRequest",
+    "WARP_VARIABLES",
+    "WarpRequest",
+    "store_chunk",
     "StoreMismatchError",
     "check_compatible",
     "create_stack_store",

@@ -78,6 +78,28 @@ class StackRequest:
         )
 
 
+#: Warp image type -> (store variable, dtype, units, description).
+WARP_VARIABLES: dict[str, tuple[str, str, str, str]] = {
+    "warp": ("warp_flux", "float32", "count", "single-epoch warp flux, linear"),
+    "warp.wt": ("warp_variance", "float32", "count2", "variance of warp_flux"),
+    "warp.mask": ("warp_mask", "uint16", "1", "PS1 mask bits (0 = good; off-image = BLANK 0x8)"),
+}
+
+
+@dataclass(frozen=True)
+class WarpRequest:
+    """What a warp job asks for; stored in the store's attrs to make reruns safe."""
+
+    filters: str
+    width: int
+    height: int
+    types: tuple[str, ...]
+    n_positions: int
+    positions_digest: str
+    service_url: str
+    mjd_range: tuple[float, float] | None
+
+
 def positions_digest(ids: Sequence[str], ra: np.ndarray, dec: np.ndarray) -> str:
     """A digest of the position table (ids and coordinates to 1e-9 deg)."""
     h = hashlib.sha256()
@@ -120,52 +142,10 @@ def quiet_zarr_warnings() -> Iterator[None]:
         yield
 
 
-def create_stack_store(
-    path: str | Path,
-    request: StackRequest,
-    positions: StorePositions,
-    chunk: int,
-    initial_status: np.ndarray,
-    attrs: Mapping[str, Any],
-) -> None:
-    """Create the store: metadata, per-position variables and empty image arrays (client only)."""
-    from ps1dask import __version__
-
-    n = request.n_positions
-    nf = len(request.filters)
-    h, w = request.height, request.width
-    pos_chunks = (chunk,)
-    data_vars: dict[str, Any] = {}
-    encoding: dict[str, dict[str, Any]] = {}
-    for image_type in request.types:
-        name, dtype, units, desc = STACK_VARIABLES[image_type]
-        fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
-        data_vars[name] = xr.Variable(
-            ("position", "filter", "y", "x"),
-            da.full((n, nf, h, w), fill, dtype=dtype, chunks=(chunk, nf, h, w)),
-            attrs={"units": units, "long_name": desc},
-        )
-        encoding[name] = {"chunks": (chunk, nf, h, w), "fill_value": fill}
-    data_vars["stack_status"] = xr.Variable(
-        ("position", "filter"),
-        da.from_array(initial_status.astype("uint8"), chunks=(chunk, nf)),
-        attrs={
-            "flag_values": list(STATUS.values()),
-            "flag_meanings": " ".join(STATUS),
-            "long_name": "outcome per position and filter",
-        },
-    )
-    encoding["stack_status"] = {"chunks": (chunk, nf), "fill_value": 0}
-    data_vars["stack_zeropoint"] = xr.Variable(
-        ("position", "filter"),
-        da.full((n, nf), np.nan, dtype="float32", chunks=(chunk, nf)),
-        attrs={
-            "units": "mag",
-            "long_name": "AB zero point: mag = -2.5 log10(stack_flux) + stack_zeropoint",
-        },
-    )
-    encoding["stack_zeropoint"] = {"chunks": (chunk, nf), "fill_value": np.nan}
-
+def _position_variables(
+    positions: StorePositions, filters: str, chunk: int
+) -> tuple[dict[str, xr.Variable], dict[str, Any], dict[str, dict[str, Any]]]:
+    """Per-position variables and coordinates shared by every part of a store."""
     per_position = {
         "id": (positions.id.astype(object), "position id (input id column or row number)", None),
         "ra": (positions.ra, "J2000 right ascension", "deg"),
@@ -179,64 +159,170 @@ def create_stack_store(
         "cutout_y0": (positions.cutout_y0.astype("int32"), "0-based skycell row of cutout y=0", "pixel"),
     }
     coords: dict[str, Any] = {
-        "filter": ("filter", list(request.filters), {"long_name": "PS1 filter"}),
+        "filter": ("filter", list(filters), {"long_name": "PS1 filter"}),
         "position": (
             "position",
             positions.input_row.astype("int64"),
             {"long_name": "0-based row of the input position table"},
         ),
     }
+    data_vars: dict[str, xr.Variable] = {}
+    encoding: dict[str, dict[str, Any]] = {}
     for name, (values, desc, units) in per_position.items():
         var_attrs = {"long_name": desc} | ({"units": units} if units else {})
         data_vars[name] = xr.Variable(("position",), values, attrs=var_attrs)
-        encoding[name] = {"chunks": pos_chunks}
-    now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
-    ds = xr.Dataset(data_vars, coords=coords)
-    ds.attrs.update(
-        {
-            "title": "Pan-STARRS1 cutouts made by ps1dask",
-            "ps1dask_version": __version__,
-            "created": now,
-            "service_url": request.service_url,
-            "cutout_width": w,
-            "cutout_height": h,
-            "pixel_scale_deg": 6.94444461259988e-05,
-            "wcs_ctype": "RA---TAN,DEC--TAN",
-            "wcs_note": "cutout WCS: CRVAL/CRPIX per position, CD = diag(-pixel_scale_deg, "
-            "pixel_scale_deg), RADESYS FK5; ds.ps1.wcs(i) builds it",
-            "position_order": "plan order (grouped by skycell); the 'position' coordinate is "
-            "the input table row, and ps1dask.open_store() sorts back to input order",
-            "ps1dask_request": json.dumps(asdict(request), sort_keys=True),
-            **attrs,
-        }
+        encoding[name] = {"chunks": (chunk,)}
+    return data_vars, coords, encoding
+
+
+def _image_variable(
+    dims: tuple[str, ...], shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, fill: Any, attrs: dict[str, Any]
+) -> tuple[xr.Variable, dict[str, Any]]:
+    """A lazily-filled array variable and its zarr encoding (nothing is computed)."""
+    return (
+        xr.Variable(dims, da.full(shape, fill, dtype=dtype, chunks=chunks), attrs=attrs),
+        {"chunks": chunks, "fill_value": fill},
     )
+
+
+def status_attrs(what: str) -> dict[str, Any]:
+    return {"flag_values": list(STATUS.values()), "flag_meanings": " ".join(STATUS), "long_name": what}
+
+
+#: The attrs key of each part's request.
+PART_ATTRS = {"stack": "ps1dask_request", "warp": "ps1dask_warp_request"}
+
+
+def _store_base(request: Any) -> dict[str, Any]:
+    """What every part of one store must share: the positions, filters and cutout size."""
+    return {
+        "n_positions": request.n_positions,
+        "positions_digest": request.positions_digest,
+        "filters": request.filters,
+        "width": request.width,
+        "height": request.height,
+        "service_url": request.service_url,
+    }
+
+
+def _write_part(
+    path: str | Path,
+    part: str,
+    request: Any,
+    positions: StorePositions,
+    chunk: int,
+    data_vars: dict[str, xr.Variable],
+    encoding: dict[str, dict[str, Any]],
+    initial: Mapping[str, np.ndarray],
+) -> None:
+    """Create the store with this part, or add the part to a store of the same positions.
+
+    Client only. Tasks later write only their own chunks of the dask-backed (lazy) arrays;
+    ``initial`` values (e.g. statuses known before any fetch) are written here.
+    """
+    from ps1dask import __version__
+
+    base = _store_base(request)
+    root = Path(path)
+    attrs: dict[str, Any] = {PART_ATTRS[part]: json.dumps(asdict(request), sort_keys=True)}
     with quiet_zarr_warnings():
-        ds.to_zarr(str(path), mode="w-", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
-        # statuses of positions the client already knows (outside the footprint) are data:
-        # write them now, before any task runs.
-        status = zarr.open_array(str(path), path="stack_status", mode="r+")
-        status[:] = initial_status.astype("uint8")
-        # to_zarr(compute=False) already wrote the numpy-backed coordinates and per-position
-        # variables, so tasks only ever write their own chunks of the dask-backed arrays.
+        if (root / "zarr.json").exists():
+            group = zarr.open_group(str(root), mode="r")
+            existing = json.loads(group.attrs.get("ps1dask_base", "null") or "null")
+            if existing != base:
+                raise StoreMismatchError(
+                    f"{root} holds cutouts of other positions, filters or size ({existing}); "
+                    f"adding {part}s needs the same ({base}). Use another store."
+                )
+            have_chunk = group["ra"].chunks[0]
+            if have_chunk != chunk:
+                raise StoreMismatchError(f"{root} is chunked by {have_chunk} positions, not {chunk}")
+            ds = xr.Dataset(data_vars)
+            ds.attrs.update({**dict(group.attrs), **attrs})
+            ds.to_zarr(str(root), mode="a", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
+        else:
+            position_vars, coords, pos_encoding = _position_variables(positions, request.filters, chunk)
+            ds = xr.Dataset({**data_vars, **position_vars}, coords=coords)
+            now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
+            ds.attrs.update(
+                {
+                    "title": "Pan-STARRS1 cutouts made by ps1dask",
+                    "ps1dask_version": __version__,
+                    "created": now,
+                    "service_url": request.service_url,
+                    "cutout_width": request.width,
+                    "cutout_height": request.height,
+                    "pixel_scale_deg": 6.94444461259988e-05,
+                    "wcs_ctype": "RA---TAN,DEC--TAN",
+                    "wcs_note": "cutout WCS: CRVAL/CRPIX per position, CD = diag(-pixel_scale_deg, "
+                    "pixel_scale_deg), RADESYS FK5; ds.ps1.wcs(i) builds it",
+                    "position_order": "plan order (grouped by skycell); the 'position' coordinate "
+                    "is the input table row, and ps1dask.open_store() sorts back to input order",
+                    "ps1dask_base": json.dumps(base, sort_keys=True),
+                    **attrs,
+                }
+            )
+            ds.to_zarr(
+                str(root), mode="w-", compute=False, zarr_format=3, consolidated=True,
+                encoding={**encoding, **pos_encoding},
+            )
+        for name, values in initial.items():
+            zarr.open_array(str(root), path=name, mode="r+")[:] = values
 
 
-def read_request(path: str | Path) -> StackRequest | None:
-    """The request a store was made for, or None if there is no ps1dask store there."""
-    try:
-        group = zarr.open_group(str(path), mode="r")
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError, ValueError):
+def create_stack_store(
+    path: str | Path,
+    request: StackRequest,
+    positions: StorePositions,
+    chunk: int,
+    initial_status: np.ndarray,
+) -> None:
+    """Create the stack part of a store (and the store itself if needed). Client only."""
+    n, nf = request.n_positions, len(request.filters)
+    h, w = request.height, request.width
+    data_vars: dict[str, xr.Variable] = {}
+    encoding: dict[str, dict[str, Any]] = {}
+    for image_type in request.types:
+        name, dtype, units, desc = STACK_VARIABLES[image_type]
+        fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
+        data_vars[name], encoding[name] = _image_variable(
+            ("position", "filter", "y", "x"), (n, nf, h, w), (chunk, nf, h, w), dtype, fill,
+            {"units": units, "long_name": desc},
+        )
+    data_vars["stack_status"], encoding["stack_status"] = _image_variable(
+        ("position", "filter"), (n, nf), (chunk, nf), "uint8", 0, status_attrs("outcome per position and filter")
+    )
+    data_vars["stack_zeropoint"], encoding["stack_zeropoint"] = _image_variable(
+        ("position", "filter"), (n, nf), (chunk, nf), "float32", np.nan,
+        {"units": "mag", "long_name": "AB zero point: mag = -2.5 log10(stack_flux) + stack_zeropoint"},
+    )
+    _write_part(path, "stack", request, positions, chunk, data_vars, encoding,
+                {"stack_status": initial_status.astype("uint8")})
+
+
+def read_request(path: str | Path, part: str = "stack") -> Any:
+    """The request a store's part was made for; None if there is no store or no such part."""
+    root = Path(path)
+    if not (root / "zarr.json").exists():
         return None
-    raw = group.attrs.get("ps1dask_request")
-    if raw is None:
+    group = zarr.open_group(str(root), mode="r")
+    if "ps1dask_base" not in group.attrs:
         raise StoreMismatchError(f"{path} exists but is not a ps1dask store; choose another path")
+    raw = group.attrs.get(PART_ATTRS[part])
+    if raw is None:
+        return None
     data = json.loads(raw)
     data["types"] = tuple(data["types"])
-    return StackRequest(**data)
+    if data.get("mjd_range") is not None:
+        data["mjd_range"] = tuple(data["mjd_range"])
+    cls = StackRequest if part == "stack" else WarpRequest
+    return cls(**data)
 
 
-def check_compatible(path: str | Path, request: StackRequest) -> bool:
-    """True if a compatible store exists (resume), False if none; raise if it differs."""
-    existing = read_request(path)
+def check_compatible(path: str | Path, request: Any, part: str = "stack") -> bool:
+    """True if the store already has this part for the same request (resume); False if it
+    has no such part yet; raise :class:`StoreMismatchError` if the part differs."""
+    existing = read_request(path, part)
     if existing is None:
         return False
     if existing != request:
@@ -260,6 +346,14 @@ def remove_store(path: str | Path) -> None:
     if not (p / "zarr.json").exists():
         raise InvalidParameterError(f"refusing to delete {p}: it is not a Zarr store")
     shutil.rmtree(p)
+
+
+def store_chunk(path: str | Path) -> int | None:
+    """Positions per chunk of an existing ps1dask store (None if there is none)."""
+    root = Path(path)
+    if not (root / "zarr.json").exists() or not (root / "ra").exists():
+        return None
+    return int(zarr.open_array(str(root), path="ra", mode="r").chunks[0])
 
 
 def read_status(path: str | Path) -> np.ndarray:

@@ -1,0 +1,163 @@
+"""Job benchmarks against the embedded emulator: sparse, dense and planning at scale.
+
+Each prints figures measured in one run and the ratios the project's targets are stated in
+(fraction of the 10-slot limit, multiples of the sequential recipe, strategy speed-ups).
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ps1dask.bench.registry import BenchResult, register
+
+
+def _random_sky(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    ra = rng.uniform(0.0, 360.0, n)
+    dec = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-29.0)), np.sin(np.radians(85.0)), n)))
+    return pd.DataFrame({"ra": ra, "dec": dec})
+
+
+def _local_client(workers: int) -> Any:
+    import distributed
+
+    cluster = distributed.LocalCluster(
+        n_workers=workers, threads_per_worker=2, processes=True, dashboard_address=":0",
+        silence_logs=logging.ERROR,
+    )
+    return cluster, distributed.Client(cluster, set_as_default=False)
+
+
+def _sequential_recipe(url: str, table: pd.DataFrame, filters: str, size: int) -> float:
+    """The service page's bulk script: one POST listing, then one fitscut GET at a time."""
+    import io
+
+    import requests
+    from astropy.table import Table
+
+    t0 = time.perf_counter()
+    buf = io.StringIO("\n".join(f"{r} {d}" for r, d in zip(table.ra, table.dec)))
+    r = requests.post(f"{url}/cgi-bin/ps1filenames.py", data={"filters": filters, "type": "stack"}, files={"file": buf})
+    r.raise_for_status()
+    tab = Table.read(r.text, format="ascii")
+    n = 0
+    for row in tab:
+        got = requests.get(
+            f"{url}/cgi-bin/fitscut.cgi",
+            params={"ra": row["ra"], "dec": row["dec"], "size": size, "format": "fits", "red": row["filename"]},
+        )
+        got.raise_for_status()
+        n += 1
+    return n / (time.perf_counter() - t0)
+
+
+@register("sparse", "1,000 cutouts at random positions, emulator latency 0.2 s: rate vs the 10-slot limit and the sequential recipe")
+def bench_sparse(n: int = 1000, latency: float = 0.2, workers: int = 2, seed: int = 1) -> BenchResult:
+    import ps1dask
+    from ps1dask.bench.remote_emulator import emulator_process
+
+    result = BenchResult("sparse")
+    table = _random_sky(n, seed)
+    with tempfile.TemporaryDirectory() as tmp, emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu:
+        cluster, client = _local_client(workers)
+        try:
+            t0 = time.perf_counter()
+            summary = ps1dask.cutouts(
+                table, Path(tmp) / "sparse.zarr", filters="r", size=240, strategy="cutout",
+                service=emu.url, client=client, progress=False,
+            )
+            wall = time.perf_counter() - t0
+        finally:
+            client.close()
+            cluster.close()
+        metrics = emu.metrics()
+        emu.reset_metrics()
+        seq_rate = _sequential_recipe(emu.url, table.iloc[:40], "r", 240)
+    ok = summary.statuses.get("ok", 0)
+    rate = ok / wall
+    limit = 10 / latency
+    result.figures.update(cutouts=ok, seconds=wall, rate=rate, limit_rate=limit, sequential_rate=seq_rate,
+                          max_in_flight=metrics["max_in_flight"])
+    result.say(f"sparse: {ok} cutouts in {wall:.1f} s (job wall time, cluster start excluded) = {rate:.1f}/s")
+    result.say(f"  fraction of the 10-slot limit (10 / {latency} s = {limit:.0f}/s): {rate / limit:.0%}")
+    result.say(f"  sequential recipe (service page script, 40 cutouts): {seq_rate:.2f}/s -> {rate / seq_rate:.1f}x faster")
+    result.say(f"  emulator max in flight: {metrics['max_in_flight']} (limit 10), refused {metrics['refused_over_limit']}")
+    return result
+
+
+@register("dense", "2,000 positions in a 1x1 deg field at latency 0.2 s: each strategy and auto")
+def bench_dense(n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int = 2, filters: str = "r") -> BenchResult:
+    import ps1dask
+    from ps1dask.bench.remote_emulator import emulator_process
+    from ps1dask.conventions import image_filename
+    from ps1dask.tessellation import SkycellId, locate
+
+    result = BenchResult("dense")
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame({"ra": rng.uniform(180.0, 181.0, n), "dec": rng.uniform(10.0, 11.0, n)})
+    cells = locate(table.ra, table.dec).skycell.unique()
+    times: dict[str, float] = {}
+    with tempfile.TemporaryDirectory() as tmp, emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu:
+        # The real service has its files on disk: render the emulator's whole files first.
+        t0 = time.perf_counter()
+        emu.configure(latency=0.0)
+        emu.render_files([image_filename(SkycellId.parse(c), band) for c in cells for band in filters])
+        emu.configure(latency=latency)
+        result.say(f"dense: {n} positions in {len(cells)} skycells; emulator files rendered in {time.perf_counter() - t0:.0f} s (not timed)")
+        cluster, client = _local_client(workers)
+        try:
+            for strategy in ("cutout", "skycell", "range", "auto"):
+                emu.reset_metrics()
+                t0 = time.perf_counter()
+                summary = ps1dask.cutouts(
+                    table, Path(tmp) / f"{strategy}.zarr", filters=filters, size=240, strategy=strategy,
+                    service=emu.url, client=client, progress=False, cache_dir=Path(tmp) / f"cache-{strategy}",
+                )
+                times[strategy] = time.perf_counter() - t0
+                m = emu.metrics()
+                result.say(
+                    f"  {strategy:8s} {times[strategy]:7.1f} s  {summary.statuses.get('ok', 0)} cutouts  "
+                    f"{m['requests_total']} requests  {m['bytes_sent'] / 1e6:.0f} MB  max in flight {m['max_in_flight']}"
+                    + (f"  ({summary.strategies})" if strategy == "auto" else "")
+                )
+        finally:
+            client.close()
+            cluster.close()
+    best_fixed = min(times["cutout"], times["skycell"], times["range"])
+    result.figures.update(times=times)
+    result.say(f"  auto is {times['cutout'] / times['auto']:.1f}x faster than cutout; "
+               f"{times['auto'] / best_fixed:.2f}x the best fixed strategy")
+    return result
+
+
+@register("scale", "plan 10^6 positions: time, peak memory, number of tasks (no network)")
+def bench_scale(n: int = 1_000_000, seed: int = 3) -> BenchResult:
+    from ps1dask.planning import plan_stack_job
+    from ps1dask.positions import read_positions
+
+    result = BenchResult("scale")
+    table = _random_sky(n, seed)
+    table["name"] = [f"obj{i}" for i in range(n)]
+    t0 = time.perf_counter()
+    plan = plan_stack_job(read_positions(table), service_url="https://ps1images.stsci.edu")
+    seconds = time.perf_counter() - t0
+    # memory in a second run: tracing allocations slows numpy code several times
+    tracemalloc.start()
+    plan_stack_job(read_positions(table), service_url="https://ps1images.stsci.edu")
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    result.figures.update(n=n, seconds=seconds, peak_bytes=peak, tasks=len(plan.units))
+    result.say(
+        f"scale: read and planned {n:,} positions in {seconds:.1f} s (target < 10 s), peak "
+        f"{peak / 1e9:.2f} GB allocated (target < 2 GB), {len(plan.units):,} tasks "
+        f"({n / max(len(plan.units), 1):.0f} positions per task), {plan.n_outside:,} outside the footprint"
+    )
+    return result

@@ -1,0 +1,59 @@
+"""The emulator in its own process, as the real service is on its own machine.
+
+Benchmarks run the service stand-in out of process so that its CPU work (rendering pixels)
+does not share the benchmark client's interpreter (and GIL) with the Dask scheduler.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+
+class EmulatorProcess:
+    """A running ``ps1dask emulator`` subprocess: ``url``, ``metrics()``, ``configure()``."""
+
+    def __init__(self, url: str, proc: subprocess.Popen[str]) -> None:
+        self.url = url
+        self.proc = proc
+
+    def metrics(self) -> dict[str, Any]:
+        return dict(requests.get(f"{self.url}/_emulator/metrics", timeout=30).json())
+
+    def reset_metrics(self) -> None:
+        requests.post(f"{self.url}/_emulator/metrics/reset", timeout=30).raise_for_status()
+
+    def configure(self, **knobs: Any) -> None:
+        requests.post(f"{self.url}/_emulator/config", json=knobs, timeout=30).raise_for_status()
+
+    def render_files(self, filenames: list[str]) -> None:
+        """Make the emulator render (and cache) whole files, as the real service has them on disk."""
+        for name in filenames:
+            requests.head(f"{self.url}{name}", timeout=600).raise_for_status()
+
+
+@contextlib.contextmanager
+def emulator_process(cache_dir: str | Path, **knobs: Any) -> Iterator[EmulatorProcess]:
+    """Start ``python -m ps1dask emulator --port 0`` with knobs as flags; stop it on exit."""
+    cmd = [sys.executable, "-m", "ps1dask", "emulator", "--port", "0", "--cache-dir", str(cache_dir)]
+    for key, value in knobs.items():
+        cmd += [f"--{key.replace('_', '-')}", str(value)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http"):
+            raise RuntimeError(f"emulator did not start (printed {url!r})")
+        yield EmulatorProcess(url, proc)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
