@@ -1,26 +1,9 @@
-"""Fetching one work unit's stack cutouts with the three strategies.
-
-Every strategy ends in the same two layer-5 functions, :func:`linear_pixels` and
-:func:`cut`, so all give identical pixels:
-
-- ``cutout``: the service cuts and linearises (``fitscut.cgi``), one request per cutout;
-- ``skycell``: the whole file is downloaded once into a local cache, then its row tiles are
-  decoded locally;
-- ``range``: only the needed row tiles are read with HTTP Range requests.
-
-Inside a unit, requests run on a small thread pool so that a unit can keep all of the
-cluster's request slots busy; the global throttle in the client caps them.
-"""
+"""One work unit of a stack job: every (position, filter, stack type) cutout of the unit."""
 
 from __future__ import annotations
 
-import logging
-import os
 import threading
 import time
-from collections import OrderedDict
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,18 +11,14 @@ import numpy as np
 import numpy.typing as npt
 
 from ps1dask.client import PS1Service
-from ps1dask.conventions import CutoutBox, cut, header_zeropoint, image_filename, linear_pixels
+from ps1dask.conventions import header_zeropoint, image_filename
 from ps1dask.exceptions import NotFoundError, ServiceError, ServiceUnavailableError
 from ps1dask.fetch.cache import LocalFileCache
-from ps1dask.fetch.tiles import CompressedImageIndex
-from ps1dask.planning.cost import ServiceProfile, choose_strategy, row_runs
+from ps1dask.fetch.engine import CutoutEngine, ImageGroup
+from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
 from ps1dask.storage.layout import MASK_OFF_IMAGE, STACK_VARIABLES, STATUS
 from ps1dask.tessellation import SkycellId
-
-logger = logging.getLogger("ps1dask.fetch")
-
-ReadRange = Callable[[int, int], bytes]
 
 
 @dataclass
@@ -54,55 +33,45 @@ class UnitResult:
     unavailable: bool = False
     seconds: float = 0.0
 
-    @property
-    def n_cutouts(self) -> int:
-        return int(np.count_nonzero(self.status == STATUS["ok"]))
 
-
-# Tile indexes of remote files, per process: a unit often needs a skycell another unit
-# already indexed (its header and tile table cost two requests).
-_INDEX_CACHE: OrderedDict[tuple[str, str], CompressedImageIndex] = OrderedDict()
-_INDEX_LOCK = threading.Lock()
-_INDEX_CACHE_SIZE = 256
-
-
-def _remote_index(service: PS1Service, filename: str) -> CompressedImageIndex:
-    key = (service.url, filename)
-    with _INDEX_LOCK:
-        if key in _INDEX_CACHE:
-            _INDEX_CACHE.move_to_end(key)
-            return _INDEX_CACHE[key]
-    index = CompressedImageIndex.read(lambda a, b: service.read_range(filename, a, b))
-    with _INDEX_LOCK:
-        _INDEX_CACHE[key] = index
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-            _INDEX_CACHE.popitem(last=False)
-    return index
-
-
-def _local_reader(handle: Any) -> ReadRange:
-    fd = handle.fileno()
-    return lambda a, b: os.pread(fd, b - a, a)
-
-
-def _to_store_dtype(pixels: np.ndarray, image_type: str) -> np.ndarray:
-    if STACK_VARIABLES[image_type][1] == "uint16":
+def to_store_dtype(pixels: np.ndarray, dtype: str) -> np.ndarray:
+    """Linear float pixels to a store variable's dtype (masks: NaN -> the BLANK bit)."""
+    if dtype == "uint16":
         return np.where(np.isnan(pixels), MASK_OFF_IMAGE, pixels).astype(np.uint16)
     return pixels
 
 
-@dataclass
-class _Group:
-    skycell: SkycellId
-    band_index: int
-    band: str
-    image_type: str
-    members: np.ndarray  # local indices in the unit
-    strategy: str = "cutout"
+def empty_images(variables: dict[str, tuple[str, str, str, str]], types: tuple[str, ...], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """Arrays of a unit's images, filled as the store's fill values."""
+    out = {}
+    for t in types:
+        name, dtype, _, _ = variables[t]
+        out[name] = np.full(shape, MASK_OFF_IMAGE if dtype == "uint16" else np.nan, dtype=dtype)
+    return out
+
+
+class FailureLog:
+    """Errors of a unit (first few kept) and whether the service kept refusing us."""
+
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+        self.unavailable = False
+        self._lock = threading.Lock()
+
+    def outcome(self, what: str, err: ServiceError) -> int:
+        """The status an error gives: ``no_data`` for 404, else ``failed`` (logged)."""
+        if isinstance(err, NotFoundError):
+            return STATUS["no_data"]
+        with self._lock:
+            if len(self.errors) < 20:
+                self.errors.append(f"{what}: {err}")
+            if isinstance(err, ServiceUnavailableError):
+                self.unavailable = True
+        return STATUS["failed"]
 
 
 class StackUnitFetcher:
-    """Fetch all cutouts of one :class:`WorkUnit` (one Dask task)."""
+    """Fetch all stack cutouts of one :class:`WorkUnit` (one Dask task)."""
 
     def __init__(
         self,
@@ -120,160 +89,86 @@ class StackUnitFetcher:
         self.unit = unit
         self.filters = filters
         self.types = types
-        self.width = width
-        self.height = height
         self.strategy = strategy
-        self.service = service
-        self.cache = cache
-        self.profile = profile
         n, nf = unit.n_positions, len(filters)
-        self.result = UnitResult(
-            images={
-                STACK_VARIABLES[t][0]: np.full(
-                    (n, nf, height, width),
-                    MASK_OFF_IMAGE if STACK_VARIABLES[t][1] == "uint16" else np.nan,
-                    dtype=STACK_VARIABLES[t][1],
-                )
-                for t in types
-            },
-            status=np.where(unit.fetch[:, None], STATUS["pending"], STATUS["outside_footprint"])
-            .repeat(nf, axis=1)
-            .astype(np.uint8),
-            zeropoint=np.full((n, nf), np.nan, dtype=np.float32),
-        )
-        # per (position, band, type) outcome before they are combined into one status
+        self.images = empty_images(STACK_VARIABLES, types, (n, nf, height, width))
+        self.status = np.where(unit.fetch, STATUS["pending"], STATUS["outside_footprint"])[:, None].repeat(nf, 1).astype(np.uint8)
+        self.zeropoint = np.full((n, nf), np.nan, dtype=np.float32)
+        self.log = FailureLog()
         self._outcome: dict[tuple[int, int, str], int] = {}
         self._lock = threading.Lock()
+        self.engine = CutoutEngine(
+            width=width, height=height, service=service, cache=cache, profile=profile,
+            on_cutout=self._on_cutout, on_failure=self._on_failure,
+        )
+        self._groups: list[tuple[ImageGroup, int, str]] = []
 
-    # -- planning inside the unit ------------------------------------------------------
+    def _on_cutout(self, member: int, pixels: np.ndarray, header: Any) -> None:
+        i, bi, image_type = self._decode(member)
+        name, dtype, _, _ = STACK_VARIABLES[image_type]
+        with self._lock:
+            self.images[name][i, bi] = to_store_dtype(pixels, dtype)
+            if image_type == "stack" and "EXPTIME" in header:
+                self.zeropoint[i, bi] = header_zeropoint(header)
+            self._outcome[(i, bi, image_type)] = STATUS["ok"]
 
-    def _groups(self) -> list[_Group]:
-        groups = []
+    def _on_failure(self, members: Any, err: ServiceError) -> None:
+        for member in members:
+            i, bi, image_type = self._decode(int(member))
+            outcome = self.log.outcome(f"{self.unit_position(i)} {self.filters[bi]} {image_type}", err)
+            with self._lock:
+                self._outcome[(i, bi, image_type)] = outcome
+
+    # members encode (position in unit, band, type) in one integer
+    def _encode(self, i: np.ndarray, bi: int, ti: int) -> np.ndarray:
+        return (i * len(self.filters) + bi) * len(self.types) + ti
+
+    def _decode(self, member: int) -> tuple[int, int, str]:
+        rest, ti = divmod(member, len(self.types))
+        i, bi = divmod(rest, len(self.filters))
+        return i, bi, self.types[ti]
+
+    def unit_position(self, i: int) -> str:
+        return f"ra={self.unit.ra[i]:.6f} dec={self.unit.dec[i]:.6f}"
+
+    def groups(self) -> list[ImageGroup]:
+        out = []
         for (projcell, subcell), members in self.unit.skycell_groups():
             sid = SkycellId(projcell, subcell)
-            runs = row_runs(self.unit.y0[members], self.height, self.profile.image_rows)
             for bi, band in enumerate(self.filters):
-                for image_type in self.types:
-                    strategy = self.strategy
-                    if strategy == "auto":
-                        filename = image_filename(sid, band, image_type)
-                        cached = self.cache is not None and self.cache.contains(filename)
-                        strategy = choose_strategy(
-                            len(members), self.width, self.height, runs, self.profile, cached=cached
-                        )
-                    groups.append(_Group(sid, bi, band, image_type, members, strategy))
-        return groups
-
-    # -- recording ----------------------------------------------------------------------
-
-    def _record(self, i: int, group: _Group, pixels: np.ndarray | None, outcome: int, header: Any = None) -> None:
-        with self._lock:
-            if pixels is not None:
-                var = STACK_VARIABLES[group.image_type][0]
-                self.result.images[var][i, group.band_index] = _to_store_dtype(pixels, group.image_type)
-                if group.image_type == "stack" and header is not None and "EXPTIME" in header:
-                    self.result.zeropoint[i, group.band_index] = header_zeropoint(header)
-            self._outcome[(i, group.band_index, group.image_type)] = outcome
-
-    def _fail(self, group: _Group, members: Any, err: BaseException) -> None:
-        outcome = STATUS["no_data"] if isinstance(err, NotFoundError) else STATUS["failed"]
-        with self._lock:
-            if outcome == STATUS["failed"]:
-                self.result.errors.append(f"{group.skycell} {group.band} {group.image_type}: {err}")
-                if isinstance(err, ServiceUnavailableError):
-                    self.result.unavailable = True
-        for i in np.atleast_1d(members):
-            self._record(int(i), group, None, outcome)
-
-    # -- strategies ---------------------------------------------------------------------
-
-    def _fetch_cutout(self, group: _Group, i: int) -> None:
-        filename = image_filename(group.skycell, group.band, group.image_type)
-        try:
-            hdu = self.service.cutout_fits(
-                filename, float(self.unit.ra[i]), float(self.unit.dec[i]), (self.width, self.height)
-            )
-        except ServiceError as err:
-            self._fail(group, i, err)
-            return
-        pixels = np.asarray(hdu.data, dtype=np.float32)
-        if pixels.shape != (self.height, self.width):
-            self._fail(group, i, ServiceError(f"cutout has shape {pixels.shape}", filename))
-            return
-        self._record(i, group, pixels, STATUS["ok"], hdu.header)
-
-    def _cut_from_tiles(self, group: _Group, index: CompressedImageIndex, read: ReadRange) -> None:
-        members = group.members
-        runs = row_runs(self.unit.y0[members], self.height, index.naxis2, max_gap=self.height)
-        decoded: list[tuple[int, int, np.ndarray]] = []
-        for a, b in runs:
-            raw = index.read_rows(read, slice(a, b))
-            decoded.append((a, b, linear_pixels(raw, index.header)))
-        for i in members.tolist():
-            box = CutoutBox(int(self.unit.x0[i]), int(self.unit.y0[i]), self.width, self.height)
-
-            def rows_reader(rows: slice, cols: slice) -> np.ndarray:
-                for a, b, pixels in decoded:
-                    if a <= rows.start and rows.stop <= b:
-                        return pixels[rows.start - a : rows.stop - a, cols]
-                raise AssertionError("a cutout's rows fall outside the decoded runs")
-
-            self._record(i, group, cut(box, index.naxis1, index.naxis2, rows_reader), STATUS["ok"], index.header)
-
-    def _fetch_skycell(self, group: _Group) -> None:
-        assert self.cache is not None
-        filename = image_filename(group.skycell, group.band, group.image_type)
-        try:
-            handle, _ = self.cache.open(filename, self.service)
-        except ServiceError as err:
-            self._fail(group, group.members, err)
-            return
-        with handle:
-            read = _local_reader(handle)
-            self._cut_from_tiles(group, CompressedImageIndex.read(read), read)
-
-    def _fetch_range(self, group: _Group) -> None:
-        filename = image_filename(group.skycell, group.band, group.image_type)
-        try:
-            index = _remote_index(self.service, filename)
-            self._cut_from_tiles(group, index, lambda a, b: self.service.read_range(filename, a, b))
-        except ServiceError as err:
-            self._fail(group, group.members, err)
-
-    # -- running ------------------------------------------------------------------------
+                for ti, image_type in enumerate(self.types):
+                    group = ImageGroup(
+                        filename=image_filename(sid, band, image_type),
+                        members=self._encode(members, bi, ti),
+                        ra=self.unit.ra[members],
+                        dec=self.unit.dec[members],
+                        x0=self.unit.x0[members],
+                        y0=self.unit.y0[members],
+                    )
+                    group.strategy = self.engine.choose(group, self.strategy)
+                    out.append(group)
+        return out
 
     def run(self) -> UnitResult:
         t0 = time.perf_counter()
-        groups = self._groups()
-        jobs: list[Callable[[], None]] = []
-        for g in groups:
-            self.result.strategies[g.strategy] = self.result.strategies.get(g.strategy, 0) + len(g.members)
-            if g.strategy == "cutout":
-                jobs.extend(lambda g=g, i=i: self._fetch_cutout(g, i) for i in g.members.tolist())
-            elif g.strategy == "skycell":
-                jobs.append(lambda g=g: self._fetch_skycell(g))
-            else:
-                jobs.append(lambda g=g: self._fetch_range(g))
-        workers = max(1, min(len(jobs), self.profile.concurrency))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ps1dask-fetch") as pool:
-            for future in [pool.submit(job) for job in jobs]:
-                future.result()
+        strategies = self.engine.run(self.groups())
         self._combine()
-        self.result.seconds = time.perf_counter() - t0
-        return self.result
+        return UnitResult(
+            images=self.images, status=self.status, zeropoint=self.zeropoint, strategies=strategies,
+            errors=self.log.errors, unavailable=self.log.unavailable, seconds=time.perf_counter() - t0,
+        )
 
     def _combine(self) -> None:
-        status = self.result.status
-        flux = self.result.images["stack_flux"]
+        flux = self.images["stack_flux"]
         for i in np.flatnonzero(self.unit.fetch).tolist():
             for bi in range(len(self.filters)):
                 outcomes = [self._outcome.get((i, bi, t), STATUS["failed"]) for t in self.types]
                 main = self._outcome.get((i, bi, "stack"), STATUS["failed"])
                 if STATUS["failed"] in outcomes:
-                    status[i, bi] = STATUS["failed"]
+                    self.status[i, bi] = STATUS["failed"]
                 elif main == STATUS["no_data"]:
-                    status[i, bi] = STATUS["no_data"]
+                    self.status[i, bi] = STATUS["no_data"]
                 elif not np.any(np.isfinite(flux[i, bi])):
-                    status[i, bi] = STATUS["blank"]
+                    self.status[i, bi] = STATUS["blank"]
                 else:
-                    status[i, bi] = STATUS["ok"]
+                    self.status[i, bi] = STATUS["ok"]
