@@ -12,7 +12,7 @@ from ps1dask import config as _config  # noqa: F401  (registers the dask.config 
 from ps1dask.tessellation import SkycellId, locate, skycell_center, skycell_wcs
 from ps1dask.positions import PositionTable, read_positions
 from ps1dask.storage import open_store
-from ps1dask.jobs import JobSummary, cutouts
+from ps1dask.jobs import JobSummary, cutouts, warps
 
 try:
     __version__ = version("ps1dask")
@@ -30,4 +30,5 @@ __all__ = [
     "read_positions",
     "skycell_center",
     "skycell_wcs",
+    "warps",
 ]

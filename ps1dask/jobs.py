@@ -1,4 +1,4 @@
-"""The public jobs: ``ps1dask.cutouts`` (stack cutouts into one Zarr store)."""
+"""The public jobs: ``ps1dask.cutouts`` (stacks) and ``ps1dask.warps`` (single epochs) into one Zarr store."""
 
 from __future__ import annotations
 
@@ -12,23 +12,39 @@ from typing import Any
 
 import distributed
 import numpy as np
+import pandas as pd
 
 from ps1dask.client import PS1Service, RequestStats
-from ps1dask.conventions import image_filename
+from ps1dask.conventions import image_filename, parse_filters, parse_size, parse_types
+from ps1dask.conventions.filenames import WARP_TYPES
 from ps1dask.exceptions import InvalidParameterError, ServiceError
-from ps1dask.execution import JobAbortedError, StackTaskSpec, cluster_client, run_stack_unit, run_units
-from ps1dask.planning import ServiceProfile, StackPlan, plan_stack_job
+from ps1dask.execution import (
+    JobAbortedError,
+    StackTaskSpec,
+    WarpTaskSpec,
+    cluster_client,
+    run_stack_unit,
+    run_units,
+    run_warp_unit,
+)
+from ps1dask.fetch.warp import WarpUnit
+from ps1dask.planning import ServiceProfile, WorkUnit, plan_stack_job
+from ps1dask.planning.plan import PositionPlan, plan_positions
 from ps1dask.planning.cost import STRATEGIES
 from ps1dask.positions import PositionTable, read_positions
 from ps1dask.storage import (
     FINAL_STATUSES,
     STATUS,
     check_compatible,
+    WarpRequest,
     create_stack_store,
+    create_warp_store,
     read_status,
     store_chunk,
 )
+from ps1dask.storage.layout import position_chunk_size
 from ps1dask.storage.layout import remove_store
+from ps1dask.storage.location import check_output_location
 from ps1dask.tessellation import SkycellId, skycell_geometry_of
 
 logger = logging.getLogger("ps1dask")
@@ -77,12 +93,11 @@ class JobSummary:
         return "\n".join(lines)
 
 
-def measure_profile(service: PS1Service, plan: StackPlan, cores: int) -> ServiceProfile:
-    """Measure latency and bandwidth with two small requests to a file the job needs."""
-    unit = plan.units[0]
+def measure_profile(service: PS1Service, unit: WorkUnit, band: str, cores: int) -> ServiceProfile:
+    """Measure latency and bandwidth with two small requests to a stack file the job needs."""
     first = int(np.flatnonzero(unit.fetch)[0])
     sid = SkycellId(int(unit.projcell[first]), int(unit.subcell[first]))
-    filename = image_filename(sid, plan.filters[0], "stack")
+    filename = image_filename(sid, band, "stack")
     geo = skycell_geometry_of(sid)
     t0 = time.perf_counter()
     size = service.file_size(filename)
@@ -108,8 +123,8 @@ def _refuse_foreign_directory(path: Path) -> None:
             raise InvalidParameterError(f"{path} exists and is not a ps1dask store; choose a new path")
 
 
-def _job_key(store: Path) -> str:
-    return "ps1dask-stack-" + hashlib.sha1(str(store.resolve()).encode()).hexdigest()[:8]
+def _job_key(store: Path, kind: str) -> str:
+    return f"ps1dask-{kind}-" + hashlib.sha1(str(store.resolve()).encode()).hexdigest()[:8]
 
 
 def cutouts(
@@ -175,6 +190,7 @@ def cutouts(
     table = positions if isinstance(positions, PositionTable) else read_positions(positions)
     svc = service if isinstance(service, PS1Service) else PS1Service(service)
     store_path = Path(store)
+    check_output_location(store_path, replace=not resume)
     if not resume:
         remove_store(store_path)
     _refuse_foreign_directory(store_path)
@@ -188,66 +204,265 @@ def cutouts(
     final = np.isin(status, list(FINAL_STATUSES))
     todo = [u for u in plan.units if not final[u.start : u.stop].all()]
 
-    requests = RequestStats()
-    strategies: dict[str, int] = {}
-    errors: list[str] = []
-    seconds = 0.0
-    if todo:
-        with cluster_client(client, n_workers=n_workers, quiet=quiet) as dask_client:
-            cores = sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
-            profile = ServiceProfile(concurrency=svc.throttle.max_concurrency, cores=cores)
-            if strategy == "auto":
-                try:
-                    # as_current: the client process's own requests take cluster-wide slots too
-                    with dask_client.as_current():
-                        profile = measure_profile(svc.with_stats(requests), plan, cores)
-                except ServiceError as err:
-                    logger.warning("could not measure the service (%s); using default costs", err)
-            spec = StackTaskSpec(
-                store=str(store_path.resolve()),
-                service=svc,
-                filters=plan.filters,
-                types=plan.types,
-                width=plan.request.width,
-                height=plan.request.height,
-                strategy=strategy,
-                profile=profile,
-                cache_dir=str(cache_dir) if cache_dir is not None else None,
-                cache_bytes=None,
-            )
-            outcome = run_units(
-                dask_client,
-                run_stack_unit,
-                todo,
-                spec,
-                key_prefix=_job_key(store_path),
-                progress_total=sum(u.n_positions for u in todo),
-                show_progress=progress,
-            )
-        requests.merge(outcome.requests)
-        seconds = outcome.seconds
-        for report in outcome.reports:
-            for k, v in report.strategies.items():
-                strategies[k] = strategies.get(k, 0) + v
-            errors.extend(report.errors)
-        if outcome.aborted:
-            raise JobAbortedError(
-                f"stopped: {outcome.aborted}. The store {store_path} is consistent: "
-                f"{len(outcome.reports)} of {len(todo)} units finished. Rerun the same command "
-                "later to resume where it stopped."
-            )
-    final_status = read_status(store_path)
-    codes, counts = np.unique(final_status, return_counts=True)
-    names = {v: k for k, v in STATUS.items()}
+    def make_spec(profile: ServiceProfile) -> StackTaskSpec:
+        return StackTaskSpec(
+            store=str(store_path.resolve()),
+            service=svc,
+            filters=plan.filters,
+            types=plan.types,
+            width=plan.request.width,
+            height=plan.request.height,
+            strategy=strategy,
+            profile=profile,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            cache_bytes=None,
+        )
+
+    ran = _execute(
+        run_stack_unit, todo, make_spec, svc=svc, store_path=store_path, client=client,
+        n_workers=n_workers, quiet=quiet, progress=progress, measure=strategy == "auto",
+        probe=(plan.units[0] if plan.units else None, plan.filters[0]),
+    )
     return JobSummary(
         store=str(store_path),
         n_positions=plan.request.n_positions,
         filters=plan.filters,
-        statuses={names[int(c)]: int(n) for c, n in zip(codes, counts)},
+        statuses=_count_statuses(read_status(store_path)),
         units_total=len(plan.units),
         units_run=len(todo),
-        requests=requests.snapshot(),
-        strategies=strategies,
-        seconds=seconds,
-        errors=errors,
+        **ran,
+    )
+
+
+def _count_statuses(status: np.ndarray) -> dict[str, int]:
+    names = {v: k for k, v in STATUS.items()}
+    codes, counts = np.unique(status, return_counts=True)
+    return {names[int(c)]: int(n) for c, n in zip(codes, counts)}
+
+
+def _execute(
+    func: Any,
+    todo: list[Any],
+    make_spec: Any,
+    *,
+    svc: PS1Service,
+    store_path: Path,
+    client: distributed.Client | str | None,
+    n_workers: int | None,
+    quiet: bool,
+    progress: bool | None,
+    measure: bool,
+    probe: tuple[Any, str],
+) -> dict[str, Any]:
+    """Run units on the cluster; returns the summary's requests, strategies, errors, seconds."""
+    requests = RequestStats()
+    strategies: dict[str, int] = {}
+    errors: list[str] = []
+    if not todo:
+        return {"requests": requests.snapshot(), "strategies": strategies, "errors": errors, "seconds": 0.0}
+    check_output_location(store_path, write=True)
+    with cluster_client(client, n_workers=n_workers, quiet=quiet) as dask_client:
+        cores = sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
+        profile = ServiceProfile(concurrency=svc.throttle.max_concurrency, cores=cores)
+        if measure and probe[0] is not None:
+            try:
+                # as_current: the client process's own requests take cluster-wide slots too
+                with dask_client.as_current():
+                    profile = measure_profile(svc.with_stats(requests), probe[0], probe[1], cores)
+            except ServiceError as err:
+                logger.warning("could not measure the service (%s); using default costs", err)
+        outcome = run_units(
+            dask_client,
+            func,
+            todo,
+            make_spec(profile),
+            key_prefix=_job_key(store_path, func.__name__),
+            progress_total=sum(u.n_positions for u in todo),
+            show_progress=progress,
+        )
+    requests.merge(outcome.requests)
+    for report in outcome.reports:
+        for k, v in report.strategies.items():
+            strategies[k] = strategies.get(k, 0) + v
+        errors.extend(report.errors)
+    if outcome.aborted:
+        raise JobAbortedError(
+            f"stopped: {outcome.aborted}. The store {store_path} is consistent: "
+            f"{len(outcome.reports)} of {len(todo)} units finished. Rerun the same command "
+            "later to resume where it stopped."
+        )
+    return {"requests": requests.snapshot(), "strategies": strategies, "errors": errors, "seconds": outcome.seconds}
+
+
+def _list_warp_epochs(
+    svc: PS1Service, base: PositionPlan, bands: str, mjd_range: tuple[float, float] | None
+) -> dict[tuple[int, int, str], np.ndarray]:
+    """Warp epochs of every skycell the job needs, from batched ``ps1filenames.py`` POSTs.
+
+    One representative position per skycell is listed (the service answers with that
+    position's best skycell, the same one :func:`ps1dask.locate` finds).
+    """
+    inside = np.flatnonzero(base.inside)
+    pc = np.array([int(s[8:12]) for s in base.positions.skycell[inside]], dtype=np.int64)
+    sc = np.array([int(s[13:16]) for s in base.positions.skycell[inside]], dtype=np.int64)
+    keys, first = np.unique(pc * 1000 + sc, return_index=True)
+    reps = inside[first]
+    if reps.size == 0:
+        return {}
+    listing = svc.list_images_many(base.positions.ra[reps], base.positions.dec[reps], filters=bands, types=("warp",))
+    epochs: dict[tuple[int, int, str], np.ndarray] = {}
+    if len(listing):
+        rep_key = keys[listing["position"].to_numpy(dtype=np.int64)]
+        mjd = listing["mjd"].to_numpy(dtype=np.float64)
+        keep = np.ones(len(listing), dtype=bool)
+        if mjd_range is not None:
+            keep = (mjd >= mjd_range[0]) & (mjd <= mjd_range[1])
+        frame = pd.DataFrame({"key": rep_key[keep], "band": listing["filter"].to_numpy()[keep], "mjd": mjd[keep]})
+        for (key, band), rows in frame.groupby(["key", "band"]):
+            epochs[(int(key) // 1000, int(key) % 1000, str(band))] = np.unique(rows["mjd"].to_numpy())
+    return epochs
+
+
+def _epochs_from_store(path: Path, base: PositionPlan, bands: str) -> dict[tuple[int, int, str], np.ndarray]:
+    """The epoch lists a previous run stored (a resumed job lists nothing again)."""
+    import zarr
+
+    listed = np.asarray(zarr.open_array(str(path), path="warp_mjd_listed", mode="r")[:])
+    n_epochs = np.asarray(zarr.open_array(str(path), path="n_epochs", mode="r")[:])
+    epochs: dict[tuple[int, int, str], np.ndarray] = {}
+    for i in np.flatnonzero(base.inside).tolist():
+        cell = base.positions.skycell[i]
+        pc, sc = int(cell[8:12]), int(cell[13:16])
+        for bi, band in enumerate(bands):
+            epochs.setdefault((pc, sc, band), listed[i, bi, : n_epochs[i, bi]])
+    return epochs
+
+
+def warps(
+    positions: Any,
+    store: str | os.PathLike[str],
+    *,
+    filters: str = "grizy",
+    size: int | str | tuple[int, int] = 64,
+    types: str | tuple[str, ...] = ("warp",),
+    mjd_range: tuple[float, float] | None = None,
+    strategy: str = "auto",
+    service: str | PS1Service | None = None,
+    client: distributed.Client | str | None = None,
+    resume: bool = True,
+    n_workers: int | None = None,
+    max_unit_positions: int = 16,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+    quiet: bool = False,
+) -> JobSummary:
+    """Fetch every single-epoch PS1 warp cutout of every position into a Zarr store.
+
+    Same planning, request limit, strategies, progress and resume as :func:`cutouts`. The
+    warps of each (position, filter) are sorted by time along the ``epoch`` axis and padded
+    with NaN (``n_epochs`` says how many are real). Per epoch the store keeps ``warp_mjd``
+    (UTC at mid-exposure; PS1 headers give MJD-OBS in TAI at the start, kept as
+    ``warp_mjd_obs_tai``), ``warp_exptime``, ``warp_zeropoint`` (AB), ``warp_coverage`` and
+    ``warp_status`` (``blank`` where the warp has no pixel near the position: recorded, and
+    never fetched again on reruns).
+
+    Parameters
+    ----------
+    types
+        ``warp`` (always included) plus any of ``warp.wt`` (variance) and ``warp.mask``.
+    mjd_range
+        Only warps whose listed MJD (TAI, exposure start) is within ``(start, end)``, days.
+    size
+        Cutout side in pixels (default 64 = 16 arcsec). To put warps into a store that holds
+        stack cutouts, use the same positions, filters and size.
+    max_unit_positions
+        Positions per task; a task fetches all their epochs (default 16).
+
+    Other parameters are those of :func:`cutouts`.
+    """
+    if strategy not in (*STRATEGIES, "auto"):
+        raise InvalidParameterError(f"strategy {strategy!r}: choose one of auto, {', '.join(STRATEGIES)}")
+    bands = parse_filters(filters)
+    width, height = parse_size(size)
+    kinds = parse_types(types)
+    not_warp = [t for t in kinds if t not in WARP_TYPES]
+    if not_warp:
+        raise InvalidParameterError(f"types {not_warp} are not warp images; warps() takes {sorted(WARP_TYPES)}")
+    if "warp" not in kinds:
+        kinds = ("warp", *kinds)
+    if mjd_range is not None:
+        mjd_range = (float(mjd_range[0]), float(mjd_range[1]))
+        if not mjd_range[0] <= mjd_range[1]:
+            raise InvalidParameterError(f"mjd_range {mjd_range}: start must not be after end")
+    table = positions if isinstance(positions, PositionTable) else read_positions(positions)
+    svc = service if isinstance(service, PS1Service) else PS1Service(service)
+    store_path = Path(store)
+    check_output_location(store_path, replace=not resume)
+    if not resume:
+        remove_store(store_path)
+    _refuse_foreign_directory(store_path)
+    chunk = store_chunk(store_path) or min(position_chunk_size(len(bands) * 30, width, height), max_unit_positions)
+    base = plan_positions(table, width, height, chunk=chunk, max_unit_positions=max_unit_positions)
+    request = WarpRequest(
+        filters=bands, width=width, height=height, types=kinds, n_positions=base.n_positions,
+        positions_digest=base.digest, service_url=svc.url, mjd_range=mjd_range,
+    )
+    if check_compatible(store_path, request, part="warp"):
+        epochs = _epochs_from_store(store_path, base, bands)
+    else:
+        with cluster_client(client, n_workers=n_workers, quiet=True) as dask_client, dask_client.as_current():
+            epochs = _list_warp_epochs(svc, base, bands, mjd_range)
+        n = base.n_positions
+        counts = np.zeros((n, len(bands)), dtype=np.int64)
+        cells = base.positions.skycell
+        for i in np.flatnonzero(base.inside).tolist():
+            pc, sc = int(cells[i][8:12]), int(cells[i][13:16])
+            for bi, band in enumerate(bands):
+                counts[i, bi] = len(epochs.get((pc, sc, band), ()))
+        n_max = max(int(counts.max(initial=0)), 1)
+        listed = np.full((n, len(bands), n_max), np.nan)
+        for i in np.flatnonzero(base.inside).tolist():
+            pc, sc = int(cells[i][8:12]), int(cells[i][13:16])
+            for bi, band in enumerate(bands):
+                values = epochs.get((pc, sc, band), np.empty(0))
+                listed[i, bi, : len(values)] = values
+        create_warp_store(store_path, request, base.positions, base.chunk, listed, counts)
+
+    import zarr
+
+    n_epochs = np.asarray(zarr.open_array(str(store_path), path="n_epochs", mode="r")[:])
+    status = np.asarray(zarr.open_array(str(store_path), path="warp_status", mode="r")[:])
+    n_max = status.shape[2]
+    real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
+    done = ~real | np.isin(status, list(FINAL_STATUSES))
+    todo = []
+    for unit in base.units:
+        if done[unit.start : unit.stop].all():
+            continue
+        keys = {(pc, sc) for (pc, sc), _ in unit.skycell_groups()}
+        unit_epochs = {(pc, sc, b): epochs.get((pc, sc, b), np.empty(0)) for pc, sc in keys for b in bands}
+        todo.append(WarpUnit(unit, unit_epochs))
+
+    def make_spec(profile: ServiceProfile) -> WarpTaskSpec:
+        return WarpTaskSpec(
+            store=str(store_path.resolve()), service=svc, filters=bands, types=kinds, n_epochs_max=n_max,
+            width=width, height=height, strategy=strategy, profile=profile,
+            cache_dir=str(cache_dir) if cache_dir is not None else None, cache_bytes=None,
+        )
+
+    ran = _execute(
+        run_warp_unit, todo, make_spec, svc=svc, store_path=store_path, client=client,
+        n_workers=n_workers, quiet=quiet, progress=progress, measure=strategy == "auto",
+        probe=(todo[0].unit if todo else None, bands[0]),
+    )
+    status = np.asarray(zarr.open_array(str(store_path), path="warp_status", mode="r")[:])
+    real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
+    return JobSummary(
+        store=str(store_path),
+        n_positions=base.n_positions,
+        filters=bands,
+        statuses=_count_statuses(status[real]),
+        units_total=len(base.units),
+        units_run=len(todo),
+        **ran,
     )

@@ -1,7 +1,13 @@
 """Execution on Dask: one task per work unit, progress, summaries."""
 
 from ps1dask.execution.runner import JobAbortedError, RunOutcome, cluster_client, run_units
-from ps1dask.execution.tasks import StackTaskSpec, UnitReport, run_stack_unit
+from ps1dask.execution.tasks import (
+    StackTaskSpec,
+    UnitReport,
+    WarpTaskSpec,
+    run_stack_unit,
+    run_warp_unit,
+)
 
 __all__ = [
     "JobAbortedError",
@@ -11,4 +17,6 @@ __all__ = [
     "cluster_client",
     "run_stack_unit",
     "run_units",
+    "WarpTaskSpec",
+    "run_warp_unit",
 ]

@@ -11,9 +11,10 @@ import numpy as np
 from ps1dask.client import PS1Service
 from ps1dask.fetch.cache import LocalFileCache
 from ps1dask.fetch.stack import StackUnitFetcher
+from ps1dask.fetch.warp import WarpUnit, WarpUnitFetcher
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
-from ps1dask.storage import STATUS_NAMES, write_unit_chunks
+from ps1dask.storage import STATUS_NAMES, write_unit_chunks, write_warp_chunks
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,56 @@ def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
     result = fetcher.run()
     write_unit_chunks(Path(spec.store), unit.start, unit.stop, result.images, result.status, result.zeropoint)
     codes, counts = np.unique(result.status, return_counts=True)
+    return UnitReport(
+        index=unit.index,
+        n_positions=unit.n_positions,
+        statuses={STATUS_NAMES[int(c)]: int(n) for c, n in zip(codes, counts)},
+        requests=service.stats.snapshot(),
+        strategies=result.strategies,
+        seconds=result.seconds,
+        errors=result.errors[:5],
+        unavailable=result.unavailable,
+    )
+
+
+@dataclass(frozen=True)
+class WarpTaskSpec:
+    """Everything a warp task needs besides its unit (small and picklable)."""
+
+    store: str
+    service: PS1Service
+    filters: str
+    types: tuple[str, ...]
+    n_epochs_max: int
+    width: int
+    height: int
+    strategy: str
+    profile: ServiceProfile
+    cache_dir: str | None
+    cache_bytes: int | None
+
+
+def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:
+    """Fetch every warp cutout of a unit (all filters and epochs), then write its chunks."""
+    service = spec.service.with_stats()
+    needs_cache = spec.strategy in ("skycell", "auto")
+    cache = LocalFileCache(spec.cache_dir, spec.cache_bytes) if needs_cache else None
+    fetcher = WarpUnitFetcher(
+        work,
+        filters=spec.filters,
+        types=spec.types,
+        n_epochs_max=spec.n_epochs_max,
+        width=spec.width,
+        height=spec.height,
+        strategy=spec.strategy,
+        service=service,
+        cache=cache,
+        profile=spec.profile,
+    )
+    result = fetcher.run()
+    unit = work.unit
+    write_warp_chunks(Path(spec.store), unit.start, unit.stop, result.images, result.meta, result.status)
+    codes, counts = np.unique(result.status[result.status > 0], return_counts=True)
     return UnitReport(
         index=unit.index,
         n_positions=unit.n_positions,

@@ -18,12 +18,13 @@ from ps1dask.storage.layout import (
     WarpRequest,
     check_compatible,
     create_stack_store,
+    create_warp_store,
     read_request,
     read_status,
     store_chunk,
 )
 from ps1dask.storage.layout import quiet_zarr_warnings
-from ps1dask.storage.writer import write_unit_chunks
+from ps1dask.storage.writer import write_unit_chunks, write_warp_chunks
 
 
 def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
@@ -60,4 +61,6 @@ __all__ = [
     "read_request",
     "read_status",
     "write_unit_chunks",
+    "write_warp_chunks",
+    "create_warp_store",
 ]

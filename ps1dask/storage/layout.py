@@ -300,6 +300,69 @@ def create_stack_store(
                 {"stack_status": initial_status.astype("uint8")})
 
 
+def warp_epoch_chunk(chunk: int, n_epochs: int, width: int, height: int, target_bytes: int = 16 << 20) -> int:
+    """Epochs per chunk of the warp image arrays (one filter per chunk) for ~target_bytes."""
+    per_epoch = max(1, chunk * width * height * 4)
+    return int(np.clip(target_bytes // per_epoch, 1, max(n_epochs, 1)))
+
+
+#: Per-epoch warp variables: name -> (dtype, fill, attrs).
+WARP_EPOCH_VARIABLES: dict[str, tuple[str, Any, dict[str, Any]]] = {
+    "warp_mjd": ("float64", np.nan, {
+        "units": "d", "long_name": "MJD (UTC) at mid-exposure",
+        "comment": "UTC(MJD-OBS + EXPTIME/2): PS1 MJD-OBS is TAI at the start of the exposure; "
+        "TAI-UTC from ERFA's leap-second table (34 s before 2012-07-01, 35 s after)",
+    }),
+    "warp_mjd_obs_tai": ("float64", np.nan, {"units": "d", "long_name": "MJD-OBS of the warp header (TAI, exposure start)"}),
+    "warp_exptime": ("float32", np.nan, {"units": "s", "long_name": "exposure time"}),
+    "warp_zeropoint": ("float32", np.nan, {
+        "units": "mag", "long_name": "AB zero point: mag = -2.5 log10(warp_flux) + warp_zeropoint (FPA.ZP + 2.5 log10 EXPTIME)",
+    }),
+    "warp_coverage": ("float32", np.nan, {"units": "1", "long_name": "fraction of usable pixels within 10 px of the position"}),
+}
+
+
+def create_warp_store(
+    path: str | Path,
+    request: WarpRequest,
+    positions: StorePositions,
+    chunk: int,
+    listed_mjd: np.ndarray,
+    n_epochs: np.ndarray,
+) -> None:
+    """Create the warp part of a store (and the store itself if needed). Client only.
+
+    ``listed_mjd`` (position, filter, epoch) holds the listed MJD of each warp (NaN padding),
+    ``n_epochs`` (position, filter) how many there are: both known from the image lists.
+    """
+    n, nf, ne = listed_mjd.shape
+    h, w = request.height, request.width
+    ec = warp_epoch_chunk(chunk, ne, w, h)
+    data_vars: dict[str, xr.Variable] = {}
+    encoding: dict[str, dict[str, Any]] = {}
+    for image_type in request.types:
+        name, dtype, units, desc = WARP_VARIABLES[image_type]
+        fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
+        data_vars[name], encoding[name] = _image_variable(
+            ("position", "filter", "epoch", "y", "x"), (n, nf, ne, h, w), (chunk, 1, ec, h, w), dtype, fill,
+            {"units": units, "long_name": desc},
+        )
+    per_epoch = (("position", "filter", "epoch"), (n, nf, ne), (chunk, nf, ne))
+    for name, (dtype, fill, attrs) in WARP_EPOCH_VARIABLES.items():
+        data_vars[name], encoding[name] = _image_variable(*per_epoch, dtype, fill, attrs)
+    data_vars["warp_status"], encoding["warp_status"] = _image_variable(
+        *per_epoch, "uint8", 0, status_attrs("outcome per position, filter and epoch (0 also pads)")
+    )
+    data_vars["warp_mjd_listed"], encoding["warp_mjd_listed"] = _image_variable(
+        *per_epoch, "float64", np.nan, {"units": "d", "long_name": "MJD of the warp's file name (service listing)"}
+    )
+    data_vars["n_epochs"], encoding["n_epochs"] = _image_variable(
+        ("position", "filter"), (n, nf), (chunk, nf), "int16", 0, {"long_name": "number of warp epochs"}
+    )
+    _write_part(path, "warp", request, positions, chunk, data_vars, encoding,
+                {"warp_mjd_listed": listed_mjd, "n_epochs": n_epochs.astype("int16")})
+
+
 def read_request(path: str | Path, part: str = "stack") -> Any:
     """The request a store's part was made for; None if there is no store or no such part."""
     root = Path(path)

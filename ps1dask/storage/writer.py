@@ -31,3 +31,20 @@ def write_unit_chunks(
             array[start:stop] = data.astype(array.dtype, copy=False)
         zarr.open_array(root, path="stack_zeropoint", mode="r+")[start:stop] = zeropoint.astype("float32")
         zarr.open_array(root, path="stack_status", mode="r+")[start:stop] = status.astype("uint8")
+
+
+def write_warp_chunks(
+    path: str | Path,
+    start: int,
+    stop: int,
+    images: Mapping[str, np.ndarray],
+    meta: Mapping[str, np.ndarray],
+    status: np.ndarray,
+) -> None:
+    """Write positions ``[start, stop)`` of the warp arrays; the status last (see above)."""
+    root = str(path)
+    with quiet_zarr_warnings():
+        for name, data in {**images, **meta}.items():
+            array = zarr.open_array(root, path=name, mode="r+")
+            array[start:stop] = data.astype(array.dtype, copy=False)
+        zarr.open_array(root, path="warp_status", mode="r+")[start:stop] = status.astype("uint8")
