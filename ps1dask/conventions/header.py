@@ -76,7 +76,7 @@ def cutout_header(source: fits.Header, x0: int, y0: int, width: int, height: int
         key = card.keyword
         if key in skip or key.startswith("Z") or key in ("", "COMMENT", "HISTORY"):
             continue
-        out.append((key, card.value, card.comment))  # a copy: never alias source cards
+        out.append(fits.Card.fromstring(card.image))  # a copy: never alias source cards
     if "CRPIX1" in out:
         out["CRPIX1"] = float(out["CRPIX1"]) - x0
     if "CRPIX2" in out:

@@ -1,0 +1,132 @@
+"""Whole skycell files of the emulator, rendered once and kept on disk.
+
+A file is what STScI serves: an empty primary HDU, then the image as a tile-compressed HDU
+(RICE_1, one tile per image row) holding the raw 16-bit integers with BZERO/BSCALE/_BLANK
+and the header of :meth:`SyntheticSky.image_header` (obsolete PC keywords, no RADESYS, no
+TIMESYS, asinh keywords on stacks). ``fits.open(path, do_not_scale_image_data=True)[1].data``
+equals :meth:`SyntheticSky.render_whole` exactly.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+from pathlib import Path
+
+import numpy as np
+from astropy.io import fits
+
+from ps1dask.emulator.sky import ImageRef, SyntheticSky
+
+__all__ = ["WholeFileCache"]
+
+# keywords astropy derives from the data (or that must follow it); set from the header after
+_STRUCTURAL = (
+    "SIMPLE",
+    "XTENSION",
+    "BITPIX",
+    "NAXIS",
+    "NAXIS1",
+    "NAXIS2",
+    "PCOUNT",
+    "GCOUNT",
+    "EXTEND",
+)
+_SCALING = ("BSCALE", "BZERO")
+
+
+def _compressed_hdu(raw: np.ndarray, header: fits.Header) -> fits.CompImageHDU:
+    """The tile-compressed image HDU of raw int16 pixels with the image header."""
+    if raw.dtype != np.int16 or raw.ndim != 2:
+        raise ValueError(f"expected a 2-d int16 image, got {raw.dtype} {raw.shape}")
+    base = fits.Header()
+    for card in header.cards:
+        if card.keyword in _STRUCTURAL or card.keyword in _SCALING:
+            continue
+        base.append(card)
+    hdu = fits.CompImageHDU(
+        data=np.ascontiguousarray(raw),
+        header=base,
+        compression_type="RICE_1",
+        tile_shape=(1, raw.shape[1]),
+    )
+    # astropy drops BZERO/BSCALE given with integer data it is not asked to scale: add them
+    # back afterwards, so the raw integers are stored untouched and the keywords say how to
+    # read them.
+    after = "GCOUNT"
+    for key in _SCALING:
+        if key in header:
+            hdu.header.insert(after, (key, header[key], header.comments[key]), after=True)
+            after = key
+    return hdu
+
+
+def _write_whole_file(sky: SyntheticSky, ref: ImageRef, path: str | Path) -> Path:
+    """Render ``ref`` and write it as the service's whole file to ``path`` (atomically)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = sky.render_whole(ref)
+    header = sky.image_header(ref)
+    hdul = fits.HDUList([fits.PrimaryHDU(), _compressed_hdu(raw, header)])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            hdul.writeto(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+class WholeFileCache:
+    """Render each whole file once, on first request, under ``directory``.
+
+    Thread-safe: concurrent callers for the same image wait for one render; different images
+    render concurrently. Files are written to a temporary name and renamed into place, so a
+    reader (or another process sharing the directory) never sees a partial file. Files live
+    at ``directory/seed-<seed>/rings.v3.skycell/PPPP/SSS/<shortname>`` and are kept until
+    removed (:meth:`_clear`).
+    """
+
+    def __init__(self, sky: SyntheticSky, directory: str | Path) -> None:
+        self.sky = sky
+        self.directory = Path(directory)
+        self._lock = threading.Lock()
+        self._locks: dict[ImageRef, threading.Lock] = {}
+
+    def _target(self, ref: ImageRef) -> Path:
+        return self.directory / f"seed-{self.sky.seed}" / ref.filename.lstrip("/")
+
+    def _cached(self, ref: ImageRef) -> Path | None:
+        """The file's path if it is already rendered, else None (never renders)."""
+        target = self._target(ref)
+        return target if target.exists() else None
+
+    def path(self, ref: ImageRef) -> Path:
+        """Path of the whole file of ``ref``, rendering and writing it on first use.
+
+        Raises :class:`~ps1dask.exceptions.NotFoundError` for files the service does not have.
+        """
+        target = self._target(ref)
+        if target.exists():
+            return target
+        self.sky._check(ref)
+        with self._lock:
+            lock = self._locks.setdefault(ref, threading.Lock())
+        with lock:
+            if not target.exists():
+                _write_whole_file(self.sky, ref, target)
+        with self._lock:
+            self._locks.pop(ref, None)
+        return target
+
+    def _clear(self) -> None:
+        """Delete every file this cache wrote for its sky's seed."""
+        import shutil
+
+        shutil.rmtree(self.directory / f"seed-{self.sky.seed}", ignore_errors=True)
