@@ -65,6 +65,11 @@ class BadFITSError(ServiceError):
     """The service answered, but the body is not a readable FITS file."""
 
 
+class OutputLocationError(PS1DaskError, OSError):
+    """The output location cannot take the store: not a directory, not writable, full, or a
+    write to it failed during the job (the store stays consistent; fix and rerun)."""
+
+
 class PS1DaskWarning(UserWarning):
     """Base class of ps1dask warnings."""
 

@@ -10,7 +10,19 @@ from collections.abc import Sequence
 from ps1dask.exceptions import PS1DaskError
 
 # Each module defines ``register(subparsers)`` adding its subcommand with ``func`` set.
-_SUBCOMMANDS = ("locate", "cutouts", "emulator", "demo", "bench")
+_SUBCOMMANDS = (
+    "locate",
+    "cutouts",
+    "warps",
+    "lightcurves",
+    "coadd",
+    "emulator",
+    "demo",
+    "bench",
+    "images",
+    "gallery",
+    "view",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (PS1DaskError, FileNotFoundError, PermissionError, IsADirectoryError) as err:
+    except (PS1DaskError, OSError) as err:
+        # OSError: unreadable inputs, unwritable outputs (FileNotFoundError, PermissionError,
+        # NotADirectoryError, a full disk, ...): the message, no traceback.
         print(f"ps1dask {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,0 +1,107 @@
+"""Run per-position rendering over a store in parallel with Dask (bag of position chunks).
+
+Tasks get the store's *path* and a list of position indices (input order), open the
+store themselves (cached per process) and return plain Python results, so the same code
+runs on the threaded scheduler (no client: the default), on a ``distributed.Client``, or
+synchronously. Matplotlib is not thread-safe: :data:`PLOT_LOCK` serialises figure drawing
+within a process (worker processes of a cluster still draw in parallel).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import xarray as xr
+
+#: Serialises matplotlib drawing within one process.
+PLOT_LOCK = threading.Lock()
+
+_OPEN_LOCK = threading.Lock()
+_OPEN: dict[tuple[str, float], xr.Dataset] = {}
+
+
+def open_cached(path: str | Path) -> xr.Dataset:
+    """:func:`ps1dask.open_store` (input order), cached per process while the store's
+    metadata is unchanged."""
+    from ps1dask.storage import open_store
+
+    p = str(Path(path).resolve())
+    meta = Path(p) / "zarr.json"
+    key = (p, meta.stat().st_mtime if meta.exists() else 0.0)
+    with _OPEN_LOCK:
+        ds = _OPEN.get(key)
+        if ds is None:
+            ds = open_store(p)
+            _OPEN.clear()  # one store at a time is what callers use
+            _OPEN[key] = ds
+        return ds
+
+
+def chunked(indices: Sequence[int], size: int) -> list[list[int]]:
+    """``indices`` in consecutive lists of at most ``size``."""
+    size = max(1, int(size))
+    items = [int(i) for i in indices]
+    return [items[k : k + size] for k in range(0, len(items), size)]
+
+
+def map_positions(
+    func: Callable[[xr.Dataset, int, int], Any],
+    store: str | Path,
+    indices: Sequence[int],
+    *,
+    preload: Sequence[str] = (),
+    client: Any = None,
+    num_workers: int | None = None,
+    partition_size: int | None = None,
+) -> list[Any]:
+    """``func(sub, k, i)`` for every position ``i`` of ``indices``, in parallel over chunks.
+
+    Each task selects its chunk of positions ``sub = ds.isel(position=chunk)`` (``k`` is
+    the index of ``i`` in ``sub``), reading the ``preload`` variables of the whole chunk
+    at once (one read per Zarr chunk instead of one per position); other variables stay
+    lazy (read per position by ``func``).
+
+    ``client``: a ``distributed.Client`` (or a scheduler address) to run on; ``None`` runs
+    on dask's threaded scheduler with ``num_workers`` threads (default: the CPU count);
+    ``"sync"`` runs in this thread (debugging). Results come back in the order of
+    ``indices``. ``func`` must be picklable (a module-level function or a
+    :func:`functools.partial` of one) to run on a cluster.
+    """
+    import dask.bag as db
+
+    indices = [int(i) for i in indices]
+    if not indices:
+        return []
+    workers = num_workers or os.cpu_count() or 2
+    if partition_size is None:
+        partition_size = max(1, min(32, -(-len(indices) // (2 * workers))))
+    parts = chunked(indices, partition_size)
+    path = str(Path(store).resolve())
+    bag = db.from_sequence(parts, npartitions=len(parts)).map(_run_chunk, func, path, tuple(preload))
+    if client is None:
+        chunks = bag.compute(scheduler="threads", num_workers=workers)
+    elif client == "sync":
+        chunks = bag.compute(scheduler="synchronous")
+    elif isinstance(client, str):
+        import distributed
+
+        with distributed.Client(client) as c:
+            chunks = c.compute(bag, sync=True)
+    else:
+        chunks = client.compute(bag, sync=True)
+    return [item for chunk in chunks for item in chunk]
+
+
+def _run_chunk(
+    indices: list[int], func: Callable[[xr.Dataset, int, int], Any], path: str, preload: tuple[str, ...]
+) -> list[Any]:
+    sub = open_cached(path).isel(position=indices)
+    names = [v for v in preload if v in sub.variables]
+    if names:
+        loaded = sub[names].compute(scheduler="synchronous")
+        sub = sub.assign({v: loaded[v] for v in names})
+    return [func(sub, k, i) for k, i in enumerate(indices)]
