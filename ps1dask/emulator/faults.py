@@ -1,0 +1,173 @@
+"""The emulator's knobs (latency, bandwidth, faults, limits) and its seeded fault generator.
+
+Pure Python, no I/O: :mod:`ps1dask.emulator.app` applies what these decide.
+
+Fault kinds, drawn once per accepted service request (``/_emulator/*`` is never faulted):
+
+``503``
+    HTTP 503 Service Unavailable with ``Retry-After``.
+``429``
+    HTTP 429 Too Many Requests with ``Retry-After``.
+``reset``
+    the TCP connection is reset (RST) before any byte of the answer.
+``truncate``
+    the full ``Content-Length`` is announced, part of the body sent, then the connection
+    closed.
+``stall``
+    the request is held ``stall_seconds`` before it is answered normally (a client with a
+    shorter read timeout sees a timeout). A stalled request whose client hangs up stops
+    counting as in flight.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import threading
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ps1dask.exceptions import InvalidParameterError
+
+#: Every fault kind, in a fixed order (the seeded draw indexes into the configured subset).
+FAULT_KINDS: tuple[str, ...] = ("503", "429", "reset", "truncate", "stall")
+
+
+def _parse_kinds(kinds: str | Iterable[str | int]) -> tuple[str, ...]:
+    items = kinds.split(",") if isinstance(kinds, str) else list(kinds)
+    names = [str(k).strip().lower() for k in items if str(k).strip()]
+    unknown = [k for k in names if k not in FAULT_KINDS]
+    if unknown:
+        raise InvalidParameterError(
+            f"fault kinds {unknown} unknown; choose from {', '.join(FAULT_KINDS)}"
+        )
+    # Keep FAULT_KINDS order so the same set always draws the same way.
+    return tuple(k for k in FAULT_KINDS if k in names)
+
+
+def _number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise InvalidParameterError(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(out) or not lo <= out <= hi:
+        raise InvalidParameterError(f"{name}={value!r} must be in [{lo}, {hi}]")
+    return out
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Behaviour of the emulated service; change with ``Emulator.configure(**knobs)``.
+
+    latency
+        seconds the server waits before working on each service request.
+    bandwidth
+        MB/s (10**6 bytes) per response body, sent in chunks with sleeps; None = unlimited.
+    work_per_mpix
+        extra server-side seconds per million pixels a ``fitscut.cgi`` request cuts
+        (emulates slow decompression on the real service); 0 = none.
+    fault_rate
+        probability that a service request gets a fault.
+    fault_kinds
+        which faults to draw from (subset of ``503, 429, reset, truncate, stall``).
+    retry_after
+        seconds announced in ``Retry-After`` (503/429 faults and over-limit refusals);
+        written as an integer when whole, else as a decimal (``0.2``).
+    stall_seconds
+        how long a ``stall`` fault holds a request.
+    seed
+        seed of the fault generator (setting it restarts the sequence).
+    max_concurrency
+        service requests one client address may have in flight; one more is refused at
+        once with 503 (counted in ``refused_over_limit``).
+    """
+
+    latency: float = 0.0
+    bandwidth: float | None = None
+    work_per_mpix: float = 0.0
+    fault_rate: float = 0.0
+    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    retry_after: float = 1.0
+    stall_seconds: float = 30.0
+    seed: int | None = 0
+    max_concurrency: int = 10
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "latency", _number("latency", self.latency))
+        bw = None if self.bandwidth is None else _number("bandwidth", self.bandwidth)
+        set_(self, "bandwidth", bw or None)  # 0 means unlimited
+        set_(self, "work_per_mpix", _number("work_per_mpix", self.work_per_mpix))
+        set_(self, "fault_rate", _number("fault_rate", self.fault_rate, 0.0, 1.0))
+        set_(self, "fault_kinds", _parse_kinds(self.fault_kinds))
+        if self.fault_rate > 0 and not self.fault_kinds:
+            raise InvalidParameterError("fault_rate > 0 needs at least one fault kind")
+        set_(self, "retry_after", _number("retry_after", self.retry_after))
+        set_(self, "stall_seconds", _number("stall_seconds", self.stall_seconds))
+        if self.seed is not None:
+            try:
+                set_(self, "seed", int(self.seed))
+            except (TypeError, ValueError):
+                raise InvalidParameterError(f"seed={self.seed!r} is not an integer") from None
+        limit = _number("max_concurrency", self.max_concurrency, 1.0)
+        if not limit.is_integer():
+            raise InvalidParameterError(
+                f"max_concurrency={self.max_concurrency!r} is not an integer"
+            )
+        set_(self, "max_concurrency", int(limit))
+
+    def replace(self, **changes: Any) -> Knobs:
+        """A copy with some knobs changed (validated); unknown names raise."""
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(changes) - names)
+        if unknown:
+            raise InvalidParameterError(
+                f"unknown emulator setting(s) {unknown}; known: {sorted(names)}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["fault_kinds"] = list(self.fault_kinds)
+        return out
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> Knobs:
+        return cls().replace(**dict(values))
+
+
+def format_retry_after(seconds: float) -> str:
+    """``Retry-After`` value: ``1`` for whole seconds, ``0.25`` otherwise."""
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+@dataclass
+class FaultInjector:
+    """Seeded per-request fault draws (thread-safe).
+
+    Every draw consumes exactly two numbers of a ``random.Random(seed)``, whatever the
+    knobs, so a given seed gives the same sequence of decisions for the same sequence of
+    requests.
+    """
+
+    seed: int | None = 0
+    _rng: random.Random = field(init=False, repr=False)
+    _lock: threading.Lock = field(init=False, repr=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._rng = random.Random(self.seed)
+
+    def reseed(self, seed: int | None) -> None:
+        with self._lock:
+            self.seed = seed
+            self._rng = random.Random(seed)
+
+    def draw(self, rate: float, kinds: tuple[str, ...]) -> str | None:
+        """The fault for the next request, or None."""
+        with self._lock:
+            u, v = self._rng.random(), self._rng.random()
+        if rate <= 0 or not kinds or u >= rate:
+            return None
+        return kinds[min(int(v * len(kinds)), len(kinds) - 1)]
