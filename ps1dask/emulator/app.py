@@ -836,7 +836,14 @@ class Service:
                 )
                 return await self._transmit(request, reply, None, knobs)
             fault = state.faults.draw(knobs.fault_rate, knobs.fault_kinds)
+            # The service works on the answer while the latency runs: latency is the time to
+            # the first byte, server work included (work longer than it adds to it).
+            working = None
+            if fault not in ("503", "429", "reset"):
+                working = asyncio.ensure_future(self._reply(request, handler))
             if knobs.latency > 0 and not await _hold(request, knobs.latency):
+                if working is not None:
+                    working.cancel()
                 return web.Response()  # the client hung up; nothing to send
             if fault in ("503", "429"):
                 state.metrics.fault(fault)
@@ -853,8 +860,11 @@ class Service:
             if fault == "stall":
                 state.metrics.fault(fault)
                 if not await _hold(request, knobs.stall_seconds):
+                    if working is not None:
+                        working.cancel()
                     return web.Response()
-            reply = await self._reply(request, handler)
+            assert working is not None
+            reply = await working
             if fault == "truncate":
                 if reply.size < 2 or request.method == "HEAD":
                     fault = "reset"  # nothing to cut short: reset instead

@@ -62,7 +62,9 @@ class Knobs:
     """Behaviour of the emulated service; change with ``Emulator.configure(**knobs)``.
 
     latency
-        seconds the server waits before working on each service request.
+        seconds from a service request to the first byte of its answer; the server works on
+        the answer meanwhile (work that takes longer adds to it), as a real service's time
+        to first byte includes its own work.
     bandwidth
         MB/s (10**6 bytes) per response body, sent in chunks with sleeps; None = unlimited.
     work_per_mpix
