@@ -94,24 +94,31 @@ class JobSummary:
 
 
 def measure_profile(service: PS1Service, unit: WorkUnit, band: str, cores: int) -> ServiceProfile:
-    """Measure latency and bandwidth with two small requests to a stack file the job needs."""
+    """Measure the service with three small requests on a stack image the job needs.
+
+    A 4x4 FITS cutout times a cutout (server work included), a 64 kB Range read the time to
+    a file's first byte, and a 1 MB Range read the bandwidth.
+    """
     first = int(np.flatnonzero(unit.fetch)[0])
     sid = SkycellId(int(unit.projcell[first]), int(unit.subcell[first]))
     filename = image_filename(sid, band, "stack")
     geo = skycell_geometry_of(sid)
-    t0 = time.perf_counter()
-    size = service.file_size(filename)
-    latency = time.perf_counter() - t0
-    n = min(size, 1 << 20)
-    t0 = time.perf_counter()
-    service.read_range(filename, 0, n)
-    transfer = max(time.perf_counter() - t0 - latency, 1e-4)
+
+    def timed(call: Any) -> float:
+        t0 = time.perf_counter()
+        call()
+        return time.perf_counter() - t0
+
+    cutout_latency = timed(lambda: service.cutout_fits(filename, float(unit.ra[first]), float(unit.dec[first]), 4))
+    small, large = 1 << 16, 1 << 20
+    file_latency = timed(lambda: service.read_range(filename, 0, small))
+    transfer = max(timed(lambda: service.read_range(filename, small, small + large)) - file_latency, 1e-4)
     return ServiceProfile(
-        latency_s=latency,
-        bandwidth_bps=max(n / transfer, 1e5),
+        latency_s=file_latency,
+        cutout_latency_s=cutout_latency,
+        bandwidth_bps=max(large / transfer, 1e5),
         concurrency=service.throttle.max_concurrency,
         cores=max(cores, 1),
-        file_bytes=float(size),
         image_rows=geo.naxis2,
         image_cols=geo.naxis1,
     )

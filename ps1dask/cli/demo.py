@@ -15,7 +15,7 @@ DEMO_FIELD = (150.40, 2.35)  # a field in the 3pi footprint (COSMOS-like); any w
 def _demo_positions(sky: object, n: int, seed: int) -> pd.DataFrame:
     """Truth stars of the emulator's sky (so photometry can be checked), plus odd cases."""
     ra0, dec0 = DEMO_FIELD
-    stars = pd.DataFrame(sky.sources(ra0, dec0, 900.0))  # type: ignore[attr-defined]
+    stars = pd.DataFrame(sky.sources(ra0, dec0, 1500.0))  # type: ignore[attr-defined]
     stars = stars[(stars.mag_r > 15.5) & (stars.mag_r < 19.0)]
     stars = stars.sample(n=min(n, len(stars)), random_state=seed).sort_values("mag_r")
     table = pd.DataFrame({"name": [f"star{i:03d}" for i in range(len(stars))], "ra": stars.ra, "dec": stars.dec})
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         ds = ps1dask.open_store(store)
         print(ds)
         # Forced photometry at each star's position, against the emulator's truth.
-        truth = pd.DataFrame(emu.sky.sources(*DEMO_FIELD, 900.0))
+        truth = pd.DataFrame(emu.sky.sources(*DEMO_FIELD, 1500.0))
         rows = []
         band = "r" if "r" in args.filters else args.filters[0]
         for i in range(ds.sizes["position"]):

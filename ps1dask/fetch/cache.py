@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ from ps1dask.conventions import parse_filename
 
 
 class Downloader(Protocol):
+    url: str
+
     def download(self, filename: str, dest: str | Path) -> Path: ...
 
 
@@ -41,15 +44,19 @@ class LocalFileCache:
         self.max_bytes = int(max_bytes if max_bytes is not None else dask.config.get("ps1dask.cache.max-bytes"))
         self.directory.mkdir(parents=True, exist_ok=True)
 
-    def path_for(self, filename: str) -> Path:
-        """Cache path of a service file name; foreign names raise before touching the disk."""
+    def path_for(self, filename: str, service_url: str) -> Path:
+        """Cache path of a service file name; foreign names raise before touching the disk.
+
+        Files of different services (e.g. STScI and an emulator) never share a path.
+        """
         name = parse_filename(filename)
         short = filename.rsplit("/", 1)[-1]
         sid = name.skycell
-        return self.directory / f"{sid.projcell:04d}" / f"{sid.subcell:03d}" / short
+        service = hashlib.sha1(service_url.encode()).hexdigest()[:12]
+        return self.directory / service / f"{sid.projcell:04d}" / f"{sid.subcell:03d}" / short
 
-    def contains(self, filename: str) -> bool:
-        return self.path_for(filename).exists()
+    def contains(self, filename: str, service_url: str) -> bool:
+        return self.path_for(filename, service_url).exists()
 
     @contextlib.contextmanager
     def _lock(self, path: Path) -> Iterator[None]:
@@ -67,7 +74,7 @@ class LocalFileCache:
         Returns ``(file, downloaded)``; the caller closes the file. Holding it open keeps the
         data readable even if another process evicts the file meanwhile.
         """
-        path = self.path_for(filename)
+        path = self.path_for(filename, service.url)
         downloaded = False
         with self._lock(path):
             if not path.exists():

@@ -106,7 +106,7 @@ class CutoutEngine:
         if strategy != "auto":
             return strategy
         runs = row_runs(group.y0, self.height, self.profile.image_rows)
-        cached = self.cache is not None and self.cache.contains(group.filename)
+        cached = self.cache is not None and self.cache.contains(group.filename, self.service.url)
         return choose_strategy(len(group.members), self.width, self.height, runs, self.profile, cached=cached)
 
     # -- strategies ---------------------------------------------------------------------

@@ -34,7 +34,9 @@ class ServiceProfile:
 
     Attributes
     ----------
-    latency_s : seconds from sending a request to its first byte (server work included).
+    latency_s : seconds from sending a file (Range or whole) request to its first byte.
+    cutout_latency_s : the same for a ``fitscut.cgi`` cutout, server-side cutting included
+        (None: as ``latency_s``).
     bandwidth_bps : bytes per second of one answer.
     concurrency : request slots shared by the cluster (10 for STScI).
     cores : threads decoding in parallel (sum over workers).
@@ -45,6 +47,7 @@ class ServiceProfile:
     """
 
     latency_s: float = 0.3
+    cutout_latency_s: float | None = None
     bandwidth_bps: float = 20e6
     concurrency: int = 10
     cores: int = 2
@@ -83,7 +86,8 @@ def strategy_costs(
     p = profile
     rows_needed = sum(b - a for a, b in runs)
     decode = rows_needed * p.image_cols / p.decode_pixels_per_s / max(p.cores, 1)
-    cutout_slot = p.latency_s + (width * height * 4 + CUTOUT_HEADER_BYTES) / p.bandwidth_bps
+    cutout_latency = p.latency_s if p.cutout_latency_s is None else p.cutout_latency_s
+    cutout_slot = cutout_latency + (width * height * 4 + CUTOUT_HEADER_BYTES) / p.bandwidth_bps
     row_bytes = p.file_bytes / max(p.image_rows, 1)
     whole_slot = 0.0 if cached else p.latency_s + p.file_bytes / p.bandwidth_bps
     range_slot = (RANGE_INDEX_REQUESTS + len(runs)) * p.latency_s + rows_needed * row_bytes / p.bandwidth_bps
