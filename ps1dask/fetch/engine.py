@@ -124,12 +124,14 @@ class CutoutEngine:
 
     def _cut_from_tiles(self, group: ImageGroup, index: CompressedImageIndex, read: ReadRange) -> None:
         runs = row_runs(group.y0, self.height, index.naxis2, max_gap=self.height)
-        decoded = [(a, b, linear_pixels(index.read_rows(read, slice(a, b)), index.header)) for a, b in runs]
+        # Decompress whole row tiles, but linearise only the pixels each cutout takes
+        # (elementwise, so the same values as linearising the rows first).
+        decoded = [(a, b, index.read_rows(read, slice(a, b))) for a, b in runs]
 
         def rows_reader(rows: slice, cols: slice) -> np.ndarray:
-            for a, b, pixels in decoded:
+            for a, b, raw in decoded:
                 if a <= rows.start and rows.stop <= b:
-                    return pixels[rows.start - a : rows.stop - a, cols]
+                    return linear_pixels(raw[rows.start - a : rows.stop - a, cols], index.header)
             raise AssertionError("a cutout's rows fall outside the decoded runs")
 
         for k, member in enumerate(group.members.tolist()):

@@ -155,9 +155,11 @@ def plan_positions(
     projcell = loc["projcell"].to_numpy()
     subcell = loc["subcell"].to_numpy()
     rows = np.arange(n)
-    # Footprint positions grouped by skycell (the service's file cache likes this order),
-    # then the positions outside, which need no task at all.
-    order = np.lexsort((rows, subcell, projcell, ~inside))
+    # Footprint positions grouped by skycell (the service's file cache likes this order)
+    # and, within a skycell, by image row, so that a unit's cutouts share row tiles when
+    # cut from whole files; then the positions outside, which need no task at all.
+    image_row = np.nan_to_num(loc["y"].to_numpy(), nan=0.0).astype(np.int64)
+    order = np.lexsort((rows, image_row, subcell, projcell, ~inside))
     ra_o, dec_o = ra[order], dec[order]
     pc_o, sc_o, in_o = projcell[order], subcell[order], inside[order]
 
