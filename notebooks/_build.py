@@ -100,8 +100,9 @@ LIGHTCURVES = [
         "targets"
     ),
     new_code_cell(
+        "# a few positions per skycell: one server cutout per warp is cheapest (auto would agree on the real service)\n"
         "summary = ps1dask.warps(targets, work / 'lc.zarr', filters='r', size=48, types=('warp', 'warp.wt', 'warp.mask'),\n"
-        "                        service=emu.url, n_workers=2)\n"
+        "                        strategy='cutout', service=emu.url, n_workers=2)\n"
         "print(summary)\n"
         "ds = ps1dask.open_store(work / 'lc.zarr')\n"
         "print(ds.n_epochs.values.ravel())"

@@ -13,6 +13,9 @@ from ps1dask.tessellation import SkycellId, locate, skycell_center, skycell_wcs
 from ps1dask.positions import PositionTable, read_positions
 from ps1dask.storage import open_store
 from ps1dask.jobs import JobSummary, cutouts, warps
+from ps1dask.lightcurves import lightcurves
+from ps1dask.coadd import coadd_photometry, coadd_warps
+from ps1dask.analysis import best_period, fit_transient, lightcurve_stats, variability_candidates
 
 try:
     __version__ = version("ps1dask")
@@ -24,6 +27,13 @@ __all__ = [
     "PositionTable",
     "SkycellId",
     "__version__",
+    "best_period",
+    "coadd_photometry",
+    "coadd_warps",
+    "fit_transient",
+    "lightcurve_stats",
+    "lightcurves",
+    "variability_candidates",
     "cutouts",
     "locate",
     "open_store",

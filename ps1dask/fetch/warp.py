@@ -91,6 +91,7 @@ class WarpUnitFetcher:
             "warp_exptime": np.full(self.shape, np.nan, dtype=np.float32),
             "warp_zeropoint": np.full(self.shape, np.nan, dtype=np.float32),
             "warp_coverage": np.full(self.shape, np.nan, dtype=np.float32),
+            "warp_psf_fwhm": np.full(self.shape, np.nan, dtype=np.float32),
         }
         self.status = np.zeros(self.shape, dtype=np.uint8)
         self.log = FailureLog()
@@ -124,6 +125,8 @@ class WarpUnitFetcher:
                 self.meta["warp_exptime"][i, bi, ei] = exptime
                 if np.isfinite(mjd_obs) and np.isfinite(exptime):
                     self.meta["warp_mjd"][i, bi, ei] = mid_exposure_mjd_utc(mjd_obs, exptime)[0]
+                if "PSF_FWHM" in header:
+                    self.meta["warp_psf_fwhm"][i, bi, ei] = float(header["PSF_FWHM"])
                 if "FPA.ZP" in header and exptime > 0:
                     self.meta["warp_zeropoint"][i, bi, ei] = warp_zeropoint(float(header["FPA.ZP"]), exptime)
             self._outcome[(i, bi, ei, image_type)] = STATUS["ok"]

@@ -1,5 +1,31 @@
-"""Forced photometry on linear cutouts (pure: no I/O)."""
+"""Forced photometry on linear cutouts (pure: no I/O).
 
-from ps1dask.photometry._core import ApertureMeasurement, aperture_flux, measure_aperture
+:func:`measure_aperture` measures one image; :func:`measure_apertures` a stack of images at
+one position at once (the light-curve engine), optionally PSF-corrected to total flux.
+"""
 
-__all__ = ["ApertureMeasurement", "aperture_flux", "measure_aperture"]
+from ps1dask.photometry._core import (
+    FWHM_PER_SIGMA,
+    ApertureGeometry,
+    ApertureMeasurement,
+    ApertureResults,
+    aperture_flux,
+    aperture_geometry,
+    clipped_stats,
+    gaussian_pixel_psf,
+    measure_aperture,
+    measure_apertures,
+)
+
+__all__ = [
+    "FWHM_PER_SIGMA",
+    "ApertureGeometry",
+    "ApertureMeasurement",
+    "ApertureResults",
+    "aperture_flux",
+    "aperture_geometry",
+    "clipped_stats",
+    "gaussian_pixel_psf",
+    "measure_aperture",
+    "measure_apertures",
+]

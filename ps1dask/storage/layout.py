@@ -319,6 +319,7 @@ WARP_EPOCH_VARIABLES: dict[str, tuple[str, Any, dict[str, Any]]] = {
         "units": "mag", "long_name": "AB zero point: mag = -2.5 log10(warp_flux) + warp_zeropoint (FPA.ZP + 2.5 log10 EXPTIME)",
     }),
     "warp_coverage": ("float32", np.nan, {"units": "1", "long_name": "fraction of usable pixels within 10 px of the position"}),
+    "warp_psf_fwhm": ("float32", np.nan, {"units": "arcsec", "long_name": "PSF FWHM from the warp header (NaN if absent)"}),
 }
 
 

@@ -1,0 +1,40 @@
+"""Forced-photometry light curves of the warps in a store.
+
+``lightcurves(store)`` gives a lazy dask DataFrame, one row per (position, filter, epoch);
+:mod:`ps1dask.lightcurves._core` is the photometry over in-memory arrays, and
+:mod:`ps1dask.lightcurves.synthetic` writes stores of known truth for tests.
+"""
+
+from ps1dask.lightcurves._core import (
+    BAD_FLAGS,
+    UJY_ZEROPOINT,
+    LCFlag,
+    PhotometryColumns,
+    flag_names,
+    fluxes_to_mags,
+    forced_photometry,
+    position_in_cutout,
+)
+from ps1dask.lightcurves.store import (
+    LIGHTCURVE_COLUMNS,
+    STACK_COLUMNS,
+    lightcurves,
+    lightcurves_frame,
+    read_partition,
+)
+
+__all__ = [
+    "BAD_FLAGS",
+    "LIGHTCURVE_COLUMNS",
+    "STACK_COLUMNS",
+    "UJY_ZEROPOINT",
+    "LCFlag",
+    "PhotometryColumns",
+    "flag_names",
+    "fluxes_to_mags",
+    "forced_photometry",
+    "lightcurves",
+    "lightcurves_frame",
+    "position_in_cutout",
+    "read_partition",
+]
