@@ -124,10 +124,22 @@ def measure_profile(service: PS1Service, unit: WorkUnit, band: str, cores: int) 
     )
 
 
-def _refuse_foreign_directory(path: Path) -> None:
-    if path.exists() and not (path / "zarr.json").exists():
-        if not path.is_dir() or any(path.iterdir()):
-            raise InvalidParameterError(f"{path} exists and is not a ps1dask store; choose a new path")
+def _open_job(
+    positions: Any, store: str | os.PathLike[str], service: str | PS1Service | None, strategy: str, resume: bool
+) -> tuple[PositionTable, PS1Service, Path]:
+    """Check and normalise what every job takes: strategy, positions, service, output store."""
+    if strategy not in (*STRATEGIES, "auto"):
+        raise InvalidParameterError(f"strategy {strategy!r}: choose one of auto, {', '.join(STRATEGIES)}")
+    table = positions if isinstance(positions, PositionTable) else read_positions(positions)
+    svc = service if isinstance(service, PS1Service) else PS1Service(service)
+    store_path = Path(store)
+    check_output_location(store_path, replace=not resume)
+    if not resume:
+        remove_store(store_path)
+    if store_path.exists() and not (store_path / "zarr.json").exists():
+        if not store_path.is_dir() or any(store_path.iterdir()):
+            raise InvalidParameterError(f"{store_path} exists and is not a ps1dask store; choose a new path")
+    return table, svc, store_path
 
 
 def _job_key(store: Path, kind: str) -> str:
@@ -192,15 +204,7 @@ def cutouts(
     JobSummary
         Counts per status, requests, bytes, seconds (``print(summary)`` for a report).
     """
-    if strategy not in (*STRATEGIES, "auto"):
-        raise InvalidParameterError(f"strategy {strategy!r}: choose one of auto, {', '.join(STRATEGIES)}")
-    table = positions if isinstance(positions, PositionTable) else read_positions(positions)
-    svc = service if isinstance(service, PS1Service) else PS1Service(service)
-    store_path = Path(store)
-    check_output_location(store_path, replace=not resume)
-    if not resume:
-        remove_store(store_path)
-    _refuse_foreign_directory(store_path)
+    table, svc, store_path = _open_job(positions, store, service, strategy, resume)
     plan = plan_stack_job(
         table, filters=filters, size=size, types=types, service_url=svc.url,
         max_unit_positions=max_unit_positions, chunk=store_chunk(store_path),
@@ -387,8 +391,6 @@ def warps(
 
     Other parameters are those of :func:`cutouts`.
     """
-    if strategy not in (*STRATEGIES, "auto"):
-        raise InvalidParameterError(f"strategy {strategy!r}: choose one of auto, {', '.join(STRATEGIES)}")
     bands = parse_filters(filters)
     width, height = parse_size(size)
     kinds = parse_types(types)
@@ -401,13 +403,7 @@ def warps(
         mjd_range = (float(mjd_range[0]), float(mjd_range[1]))
         if not mjd_range[0] <= mjd_range[1]:
             raise InvalidParameterError(f"mjd_range {mjd_range}: start must not be after end")
-    table = positions if isinstance(positions, PositionTable) else read_positions(positions)
-    svc = service if isinstance(service, PS1Service) else PS1Service(service)
-    store_path = Path(store)
-    check_output_location(store_path, replace=not resume)
-    if not resume:
-        remove_store(store_path)
-    _refuse_foreign_directory(store_path)
+    table, svc, store_path = _open_job(positions, store, service, strategy, resume)
     chunk = store_chunk(store_path) or min(position_chunk_size(len(bands) * 30, width, height), max_unit_positions)
     base = plan_positions(table, width, height, chunk=chunk, max_unit_positions=max_unit_positions)
     request = WarpRequest(

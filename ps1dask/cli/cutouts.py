@@ -4,29 +4,12 @@ from __future__ import annotations
 
 import argparse
 
+from ps1dask.cli.jobargs import add_job_arguments, job_kwargs, report
 from ps1dask.jobs import cutouts
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = cutouts(
-        args.positions,
-        args.output,
-        filters=args.filters,
-        size=args.size,
-        types=tuple(args.types.split(",")),
-        strategy=args.strategy,
-        service=args.service,
-        client=args.scheduler,
-        n_workers=args.workers,
-        resume=not args.no_resume,
-        max_unit_positions=args.unit_size,
-        cache_dir=args.cache_dir,
-    )
-    print(summary)
-    failed = summary.statuses.get("failed", 0)
-    if failed:
-        print(f"{failed} cutouts failed; rerun the same command to retry them")
-    return 1 if failed else 0
+    return report(cutouts(args.positions, args.output, **job_kwargs(args)), "cutouts")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,34 +27,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument(
-        "positions",
-        help="table of positions: CSV, Parquet, FITS or VOTable with ra/dec (degrees or "
-        "sexagesimal) or skycell columns, and optionally an id/name column",
-    )
-    p.add_argument("-o", "--output", required=True, help="output Zarr store (directory)")
-    p.add_argument("--filters", default="grizy", help="subset of grizy (default: grizy)")
-    p.add_argument(
-        "--size", default="240", help="cutout size in pixels, N or W,H (0.25\"/pixel; default 240 = 1')"
-    )
-    p.add_argument(
-        "--types",
-        default="stack",
-        help="comma list of stack image types: stack, stack.wt (variance), stack.mask, "
+    add_job_arguments(
+        p,
+        size="240",
+        size_help="cutout size in pixels, N or W,H (0.25\"/pixel; default 240 = 1')",
+        types="stack",
+        types_help="comma list of stack image types: stack, stack.wt (variance), stack.mask, "
         "stack.exp, stack.num, stack.expwt (default: stack)",
+        unit_size=64,
     )
-    p.add_argument(
-        "--strategy",
-        default="auto",
-        choices=["auto", "cutout", "skycell", "range"],
-        help="how to fetch: server cutouts, whole skycell files, HTTP range reads of row "
-        "tiles, or auto (a cost model per skycell; default). All give the same pixels.",
-    )
-    p.add_argument("--service", default=None, help="service URL (default: ps1dask.service.url, i.e. STScI)")
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    where.add_argument("--workers", type=int, default=None, help="worker processes of the local cluster (default 2)")
-    p.add_argument("--no-resume", action="store_true", help="delete an existing store and start over")
-    p.add_argument("--unit-size", type=int, default=64, help="positions per Dask task (default 64)")
-    p.add_argument("--cache-dir", default=None, help="whole-file cache directory (skycell strategy)")
     p.set_defaults(func=run)

@@ -47,25 +47,21 @@ class UnitReport:
     unavailable: bool = False
 
 
-def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
-    """Fetch, linearise and cut every cutout of ``unit``, then write its chunks."""
+def _fetch_context(spec: Any) -> tuple[PS1Service, LocalFileCache | None, dict[str, Any]]:
+    """A per-task service (own counters), the file cache if a strategy may need it, and the
+    fetcher arguments every kind of unit shares."""
     service = spec.service.with_stats()
     needs_cache = spec.strategy in ("skycell", "auto")
     cache = LocalFileCache(spec.cache_dir, spec.cache_bytes) if needs_cache else None
-    fetcher = StackUnitFetcher(
-        unit,
-        filters=spec.filters,
-        types=spec.types,
-        width=spec.width,
-        height=spec.height,
-        strategy=spec.strategy,
-        service=service,
-        cache=cache,
-        profile=spec.profile,
-    )
-    result = fetcher.run()
-    write_unit_chunks(Path(spec.store), unit.start, unit.stop, result.images, result.status, result.zeropoint)
-    codes, counts = np.unique(result.status, return_counts=True)
+    common = {
+        "filters": spec.filters, "types": spec.types, "width": spec.width, "height": spec.height,
+        "strategy": spec.strategy, "service": service, "cache": cache, "profile": spec.profile,
+    }
+    return service, cache, common
+
+
+def _report(unit: WorkUnit, service: PS1Service, result: Any, status: np.ndarray) -> UnitReport:
+    codes, counts = np.unique(status, return_counts=True)
     return UnitReport(
         index=unit.index,
         n_positions=unit.n_positions,
@@ -76,6 +72,14 @@ def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
         errors=result.errors[:5],
         unavailable=result.unavailable,
     )
+
+
+def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
+    """Fetch, linearise and cut every cutout of ``unit``, then write its chunks."""
+    service, _, common = _fetch_context(spec)
+    result = StackUnitFetcher(unit, **common).run()
+    write_unit_chunks(Path(spec.store), unit.start, unit.stop, result.images, result.status, result.zeropoint)
+    return _report(unit, service, result, result.status)
 
 
 @dataclass(frozen=True)
@@ -97,32 +101,9 @@ class WarpTaskSpec:
 
 def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:
     """Fetch every warp cutout of a unit (all filters and epochs), then write its chunks."""
-    service = spec.service.with_stats()
-    needs_cache = spec.strategy in ("skycell", "auto")
-    cache = LocalFileCache(spec.cache_dir, spec.cache_bytes) if needs_cache else None
-    fetcher = WarpUnitFetcher(
-        work,
-        filters=spec.filters,
-        types=spec.types,
-        n_epochs_max=spec.n_epochs_max,
-        width=spec.width,
-        height=spec.height,
-        strategy=spec.strategy,
-        service=service,
-        cache=cache,
-        profile=spec.profile,
-    )
-    result = fetcher.run()
+    service, _, common = _fetch_context(spec)
+    result = WarpUnitFetcher(work, n_epochs_max=spec.n_epochs_max, **common).run()
     unit = work.unit
     write_warp_chunks(Path(spec.store), unit.start, unit.stop, result.images, result.meta, result.status)
-    codes, counts = np.unique(result.status[result.status > 0], return_counts=True)
-    return UnitReport(
-        index=unit.index,
-        n_positions=unit.n_positions,
-        statuses={STATUS_NAMES[int(c)]: int(n) for c, n in zip(codes, counts)},
-        requests=service.stats.snapshot(),
-        strategies=result.strategies,
-        seconds=result.seconds,
-        errors=result.errors[:5],
-        unavailable=result.unavailable,
-    )
+    # status 0 also pads the epoch axis: count only real outcomes
+    return _report(unit, service, result, result.status[result.status > 0])

@@ -57,6 +57,11 @@ class ImageGroup:
     y0: npt.NDArray[np.int64]
     strategy: str = "cutout"
 
+    @classmethod
+    def for_unit(cls, unit: Any, filename: str, local: npt.NDArray[np.int64], members: npt.NDArray[np.int64]) -> ImageGroup:
+        """The group of a work unit's positions ``local`` (indices in the unit) in one image."""
+        return cls(filename, members, unit.ra[local], unit.dec[local], unit.x0[local], unit.y0[local])
+
 
 # Tile indexes of remote files, per process: another unit often needs a skycell this one
 # already indexed (its header and tile table cost a request).

@@ -137,13 +137,8 @@ class StackUnitFetcher:
             sid = SkycellId(projcell, subcell)
             for bi, band in enumerate(self.filters):
                 for ti, image_type in enumerate(self.types):
-                    group = ImageGroup(
-                        filename=image_filename(sid, band, image_type),
-                        members=self._encode(members, bi, ti),
-                        ra=self.unit.ra[members],
-                        dec=self.unit.dec[members],
-                        x0=self.unit.x0[members],
-                        y0=self.unit.y0[members],
+                    group = ImageGroup.for_unit(
+                        self.unit, image_filename(sid, band, image_type), members, self._encode(members, bi, ti)
                     )
                     group.strategy = self.engine.choose(group, self.strategy)
                     out.append(group)

@@ -145,13 +145,9 @@ class WarpUnitFetcher:
             for bi, band in enumerate(self.filters):
                 for ei, mjd in enumerate(self.epochs.get((projcell, subcell, band), np.empty(0)).tolist()):
                     for ti, image_type in enumerate(self.types):
-                        group = ImageGroup(
-                            filename=image_filename(sid, band, image_type, mjd),
-                            members=self._encode(members, bi, ei, ti),
-                            ra=self.unit.ra[members],
-                            dec=self.unit.dec[members],
-                            x0=self.unit.x0[members],
-                            y0=self.unit.y0[members],
+                        group = ImageGroup.for_unit(
+                            self.unit, image_filename(sid, band, image_type, mjd), members,
+                            self._encode(members, bi, ei, ti),
                         )
                         group.strategy = self.engine.choose(group, self.strategy)
                         out.append(group)
