@@ -35,6 +35,7 @@ import logging
 import lzma
 import os
 import warnings
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ps1dask.exceptions import InvalidParameterError, InvalidPositionError, InvalidSkycellError
+from ps1dask.exceptions import (
+    InvalidParameterError,
+    InvalidPositionError,
+    InvalidSkycellError,
+    PS1DaskError,
+)
 from ps1dask.tessellation import skycell_center
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
@@ -91,6 +97,10 @@ _ECSV_SUFFIXES = (".ecsv",)
 _COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 
 _SKIPPED_COLUMNS = ("row", "reason", "value")
+#: What reading a corrupt or mislabelled table file raises (turned into InvalidParameterError).
+_UNREADABLE: tuple[type[BaseException], ...] = (
+    OSError, ValueError, EOFError, UnicodeError, zlib.error, lzma.LZMAError, pa.ArrowException,
+)
 
 
 def _empty_skipped() -> pd.DataFrame:
@@ -350,11 +360,14 @@ def _fits_source(path: Path) -> _Source:
     from astropy.table import Table
     from astropy.units import UnitsWarning
 
-    with fits.open(path) as hdul:
-        index = next(
-            (i for i, hdu in enumerate(hdul) if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))),
-            None,
-        )
+    with warnings.catch_warnings():
+        # a corrupt file raises below; its header warnings would only clutter the error
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        with fits.open(path) as hdul:
+            index = next(
+                (i for i, hdu in enumerate(hdul) if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))),
+                None,
+            )
     if index is None:
         raise InvalidParameterError(f"FITS file {str(path)!r} has no table HDU")
     with warnings.catch_warnings():
@@ -543,8 +556,11 @@ def _degrees_per(unit: Any, label: str, name: str, role: str) -> float:
 def _series_array(series: pd.Series, as_string: bool) -> np.ndarray:
     """A pandas column as float64 (numeric) or object (anything else) numpy array."""
     dtype = series.dtype
-    if not as_string and pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(
-        dtype
+    if (
+        not as_string
+        and pd.api.types.is_numeric_dtype(dtype)
+        and not pd.api.types.is_bool_dtype(dtype)
+        and not pd.api.types.is_complex_dtype(dtype)  # complex: not an angle (row errors)
     ):
         if isinstance(dtype, np.dtype) and dtype.kind in "iu":
             return series.to_numpy()
@@ -1047,14 +1063,23 @@ def read_positions(
     """
     if isinstance(src, PositionTable):
         return src
-    source = _open_source(src)
-    cols = _choose_columns(source, ra_col, dec_col, id_col, skycell_col)
+    try:
+        source = _open_source(src)
+        cols = _choose_columns(source, ra_col, dec_col, id_col, skycell_col)
 
-    wanted = [c for c in (cols.ra, cols.dec, cols.id, cols.skycell) if c is not None]
-    wanted = list(dict.fromkeys(wanted))
-    strings = {c for c in (cols.id, cols.skycell) if c is not None}
-    roles = {c: r for c, r in ((cols.ra, "ra"), (cols.dec, "dec")) if c is not None}
-    data, n = source.load(wanted, strings, roles)
+        wanted = [c for c in (cols.ra, cols.dec, cols.id, cols.skycell) if c is not None]
+        wanted = list(dict.fromkeys(wanted))
+        strings = {c for c in (cols.id, cols.skycell) if c is not None}
+        roles = {c: r for c, r in ((cols.ra, "ra"), (cols.dec, "dec")) if c is not None}
+        data, n = source.load(wanted, strings, roles)
+    except (PS1DaskError, FileNotFoundError):
+        raise
+    except _UNREADABLE as err:
+        # a corrupt or mislabelled file (not Parquet, not FITS, not gzip, a directory, ...)
+        what = f"{os.fspath(src)!r}" if isinstance(src, (str, os.PathLike)) else type(src).__name__
+        raise InvalidParameterError(
+            f"cannot read positions from {what}: {type(err).__name__}: {err}"
+        ) from None
     if cols.coord is not None:
         ra_raw, dec_raw = source.coords[cols.coord]()
         n = len(ra_raw)

@@ -353,8 +353,10 @@ def _parse_fits(body: bytes, url: str, raw: bool) -> fits.PrimaryHDU:
             header = header.copy()
     except BadFITSError:
         raise
-    except (OSError, ValueError, TypeError, KeyError, IndexError, fits.VerifyError) as err:
-        raise BadFITSError(f"unreadable FITS answer: {err}", url) from None
+    except Exception as err:  # noqa: BLE001 - bytes from the network: whatever astropy
+        # raises on them (OSError, ValueError, zlib.error, its CfitsioException, MemoryError
+        # for a garbled NAXIS, ...) means the answer is unreadable, and retryable
+        raise BadFITSError(f"unreadable FITS answer: {type(err).__name__}: {err}", url) from None
     if data.ndim != 2:
         raise BadFITSError(f"FITS answer image has shape {data.shape}, expected 2-d", url)
     if raw:

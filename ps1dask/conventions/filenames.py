@@ -91,7 +91,7 @@ class ImageName:
 def parse_filename(name: str) -> ImageName:
     """Parse a file name or path as listed by ``ps1filenames.py``; ``ValueError`` if foreign."""
     short = name.rsplit("/", 1)[-1]
-    match = _NAME_RE.match(short)
+    match = _NAME_RE.fullmatch(short)  # not .match: "$" also matches before a final "\n"
     if not match:
         raise InvalidParameterError(f"{name!r} is not a PS1 rings.v3 skycell file name")
     sid = SkycellId(int(match["projcell"]), int(match["subcell"]))

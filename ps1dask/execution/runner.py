@@ -10,11 +10,14 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.config
 import distributed
+from distributed.comm.core import CommClosedError
+from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
 from ps1dask.client import RequestStats
-from ps1dask.exceptions import PS1DaskError
+from ps1dask.exceptions import OutputLocationError, PS1DaskError
 
 logger = logging.getLogger("ps1dask.execution")
 
@@ -32,7 +35,8 @@ def cluster_client(
     quiet: bool = False,
 ) -> Iterator[distributed.Client]:
     """The Dask client to run on: the one given, a scheduler address, the current default
-    client, or a new LocalCluster of worker processes (closed on exit)."""
+    client, the dask config ``scheduler-address`` (``DASK_SCHEDULER_ADDRESS``), or a new
+    LocalCluster of worker processes (closed on exit)."""
     if isinstance(client, distributed.Client):
         yield client
         return
@@ -46,6 +50,11 @@ def cluster_client(
         current = None
     if current is not None:
         yield current
+        return
+    configured = dask.config.get("scheduler-address", None)
+    if configured:
+        with distributed.Client(configured) as c:
+            yield c
         return
     with distributed.LocalCluster(
         n_workers=n_workers or 2,
@@ -69,6 +78,32 @@ class RunOutcome:
     aborted: str | None = None
 
 
+def _executing_keys(prefix: str, dask_worker: Any = None) -> list[str]:
+    """Keys starting with ``prefix`` that this worker is still running (cancelled or not)."""
+    state = getattr(dask_worker, "state", None)
+    running = set(getattr(state, "executing", ())) | set(getattr(state, "long_running", ()))
+    return [str(ts.key) for ts in running if str(ts.key).startswith(prefix)]
+
+
+def wait_for_running_units(
+    dask_client: distributed.Client, key_prefix: str, timeout: float = 600.0
+) -> int:
+    """Wait until no worker still runs a task of this job (e.g. after cancelling its futures:
+    Dask cannot stop a running task, which goes on writing its chunks). Returns how many
+    were still running at the timeout (0 normally)."""
+    deadline = time.monotonic() + timeout
+    remaining = 0
+    while True:
+        try:
+            found = dask_client.run(_executing_keys, key_prefix, on_error="return")
+        except (OSError, distributed.TimeoutError):  # the cluster is gone: nothing runs
+            return 0
+        remaining = sum(len(v) for v in found.values() if isinstance(v, list))
+        if remaining == 0 or time.monotonic() > deadline:
+            return remaining
+        time.sleep(0.2)
+
+
 def run_units(
     dask_client: distributed.Client,
     func: Callable[..., Any],
@@ -83,17 +118,22 @@ def run_units(
 ) -> RunOutcome:
     """Submit one task per unit in plan order and collect their reports as they finish.
 
-    Aborts (cancelling what has not started) after ``abort_after_unavailable`` units in a
-    row report that the service kept refusing requests; the store stays consistent because
-    each unit writes its status last.
+    Aborts (cancelling what has not started, and waiting for the units already running to
+    finish writing) after ``abort_after_unavailable`` units in a row report that the service
+    kept refusing requests; the store stays consistent because each unit writes its status
+    last. A unit whose workers kept dying, a lost scheduler and a failed write to the store
+    raise :class:`JobAbortedError` / :class:`~ps1dask.exceptions.OutputLocationError`.
+
+    Each finished future is released at once: a worker that dies later must not make Dask
+    recompute units that are already stored. The spec travels inside each task (it is
+    small) rather than scattered, because scattered data dies with the workers holding it.
     """
     outcome = RunOutcome()
     t0 = time.perf_counter()
-    spec_future = dask_client.scatter(spec, broadcast=True, hash=False)
-    futures = [
-        dask_client.submit(func, unit, spec_future, key=f"{key_prefix}-{unit.index}", priority=-i, pure=False)
+    pending = {
+        dask_client.submit(func, unit, spec, key=f"{key_prefix}-{unit.index}", priority=-i, pure=False)
         for i, unit in enumerate(units)
-    ]
+    }
     bar = tqdm(
         total=progress_total,
         unit=progress_label[:3],
@@ -103,11 +143,36 @@ def run_units(
     )
     unavailable_streak = 0
     cutouts = 0
+    failure: BaseException | None = None
+    stopping = False  # stopping on our own: wait for running units before returning
     try:
         with dask_client.as_current():
-            completed = distributed.as_completed(futures)
+            completed = distributed.as_completed(pending)
         for future in completed:
-            report = future.result()
+            pending.discard(future)
+            try:
+                report = future.result()
+            except KilledWorker as err:
+                failure = JobAbortedError(
+                    f"stopped: the workers running a work unit kept dying (out of memory? "
+                    f"pre-empted?): {err}"
+                )
+            except CommClosedError as err:
+                failure = JobAbortedError(f"stopped: lost the connection to the Dask scheduler ({err})")
+            except PS1DaskError as err:
+                failure = err
+            except OSError as err:
+                store = getattr(spec, "store", None)
+                failure = OutputLocationError(
+                    f"writing the store{f' {store}' if store else ''} failed on a worker: "
+                    f"{type(err).__name__}: {err} (full disk, quota, permissions?). The store "
+                    "is consistent: fix the cause and rerun to resume."
+                )
+            finally:
+                future.release()
+            if failure is not None:
+                stopping = True
+                break
             outcome.reports.append(report)
             outcome.requests.merge(report.requests)
             ok = report.statuses.get("ok", 0)
@@ -120,10 +185,22 @@ def run_units(
                     f"the service kept refusing requests (HTTP 503/429) after every retry in "
                     f"{unavailable_streak} work units in a row"
                 )
-                for f in futures:
-                    f.cancel()
+                stopping = True
                 break
     finally:
         bar.close()
+        for f in pending:
+            f.cancel()  # what has not started never will
+        pending.clear()
+        if stopping:
+            # Dask cannot stop a running task: let those finish their writes before we
+            # return, so that a rerun (or the user) never races a leftover task on the store.
+            still = wait_for_running_units(dask_client, key_prefix)
+            if still:
+                logger.warning(
+                    "%d work unit(s) of %s were still running when ps1dask stopped", still, key_prefix
+                )
         outcome.seconds = time.perf_counter() - t0
+    if failure is not None:
+        raise failure
     return outcome

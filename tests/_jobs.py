@@ -1,0 +1,98 @@
+"""Helpers shared by the cluster, fault and bad-input tests (not a test module)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import dask.config
+import numpy as np
+import pandas as pd
+import zarr
+
+from ps1dask.client import PS1Service
+from ps1dask.tessellation import locate, skycell_center
+
+#: HTTP settings that make faults cheap to survive in tests: short read timeout (stalls),
+#: short backoff, more attempts (so 20% faults never exhaust them).
+FAST_HTTP = {
+    "ps1dask.http.connect-timeout": 2,
+    "ps1dask.http.read-timeout": 0.5,
+    "ps1dask.http.backoff-initial": 0.05,
+    "ps1dask.http.backoff-max": 0.4,
+    "ps1dask.http.attempts": 10,
+}
+
+
+def positions_in_one_skycell(n: int, seed: int = 0, cell: str = "1405.053") -> pd.DataFrame:
+    ra0, dec0 = skycell_center(cell)
+    rng = np.random.default_rng(seed)
+    ra = ra0 + rng.uniform(-0.15, 0.15, n)
+    dec = dec0 + rng.uniform(-0.15, 0.15, n)
+    keep = locate(ra, dec).skycell.to_numpy() == f"skycell.{cell}"
+    return pd.DataFrame(
+        {"name": [f"p{i:03d}" for i in range(int(keep.sum()))], "ra": ra[keep], "dec": dec[keep]}
+    )
+
+
+def service(url: str, **settings: object) -> PS1Service:
+    """A PS1Service whose HTTP settings (pickled with it to the workers) are ``settings``."""
+    with dask.config.set({**FAST_HTTP, **settings}):
+        return PS1Service(url)
+
+
+def arrays(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    group = zarr.open_group(str(path), mode="r")
+    out: dict[str, np.ndarray] = {}
+
+    def visit(g: zarr.Group, prefix: str) -> None:
+        for name, arr in g.arrays():
+            out[prefix + name] = np.asarray(arr[:])
+        for name, sub in g.groups():
+            visit(sub, prefix + name + "/")
+
+    visit(group, "")
+    return out
+
+
+def assert_same_store(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> None:
+    xa, xb = arrays(a), arrays(b)
+    assert sorted(xa) == sorted(xb)
+    for name in xa:
+        if xa[name].dtype.kind == "f":
+            np.testing.assert_array_equal(xa[name], xb[name], err_msg=name)
+        else:
+            assert (xa[name] == xb[name]).all(), name
+
+
+def tree_digest(path: str | os.PathLike[str]) -> dict[str, str]:
+    """sha1 of every file under ``path`` (byte-compare a store before/after)."""
+    root = Path(path)
+    return {
+        str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def emulator_knobs(emu: object, **knobs: object) -> Iterator[None]:
+    """Set emulator knobs for a block, restoring a fault-free emulator afterwards."""
+    emu.configure(**knobs)  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        emu.configure(  # type: ignore[attr-defined]
+            latency=0.0, fault_rate=0.0, retry_after=1.0, stall_seconds=30.0, seed=0,
+            fault_kinds=("503", "429", "reset", "truncate", "stall"),
+        )

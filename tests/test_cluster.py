@@ -1,0 +1,209 @@
+"""A real multi-process cluster: `dask scheduler` and two `dask worker` processes started
+from the command line on loopback, `ps1dask cutouts --scheduler` as a separate process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import distributed
+import numpy as np
+import pytest
+import zarr
+from _jobs import assert_same_store, free_port, positions_in_one_skycell
+
+import ps1dask
+from ps1dask.client import RequestThrottle
+from ps1dask.storage import STATUS
+
+FILTERS = "gr"
+SIZE = 24
+UNIT = 4
+#: The same dask config a deployment sets (deploy/): lease timeout through the environment.
+CLUSTER_ENV = {
+    "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT": "30s",
+}
+
+
+def _dask_cli() -> list[str]:
+    exe = shutil.which("dask")
+    return [exe] if exe else [sys.executable, "-m", "dask"]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop a process group we started: SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def cli_cluster(tmp_path_factory):
+    """tcp address of a scheduler with two worker processes, all started from the CLI."""
+    logs = tmp_path_factory.mktemp("cluster-logs")
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = {**os.environ, **CLUSTER_ENV}
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, args: list[str]) -> None:
+        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        procs.append(
+            subprocess.Popen(
+                [*_dask_cli(), *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True,
+            )
+        )
+        log.close()
+
+    try:
+        start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(port),
+                            "--dashboard-address", "127.0.0.1:0"])
+        for i in (1, 2):
+            start(f"worker{i}", ["worker", address, "--host", "127.0.0.1", "--name", f"w{i}",
+                                 "--nthreads", "2", "--nworkers", "1", "--no-dashboard",
+                                 "--memory-limit", "2GiB"])
+        deadline = time.monotonic() + 90
+        client = None
+        while client is None:
+            if any(p.poll() is not None for p in procs):
+                raise RuntimeError("a cluster process died:\n" + _tail(logs))
+            try:
+                client = distributed.Client(address, timeout=2, set_as_default=False)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("scheduler did not come up:\n" + _tail(logs)) from None
+                time.sleep(0.3)
+        try:
+            client.wait_for_workers(2, timeout=max(deadline - time.monotonic(), 1))
+            workers = client.scheduler_info()["workers"]
+            assert sorted(w["name"] for w in workers.values()) == ["w1", "w2"]
+            assert all(w["host"] == "127.0.0.1" for w in workers.values())
+            yield address, client
+        finally:
+            client.close()
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+
+
+def _tail(logs: Path) -> str:
+    return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-2000:] for p in sorted(logs.glob("*.log")))
+
+
+@pytest.fixture()
+def emu(job_emulator):
+    job_emulator.configure(latency=0.0, fault_rate=0.0)
+    job_emulator.reset_metrics()
+    return job_emulator
+
+
+def _cutouts_cmd(csv: Path, store: Path, address: str, url: str) -> list[str]:
+    return [
+        sys.executable, "-m", "ps1dask", "cutouts", str(csv), "-o", str(store),
+        "--filters", FILTERS, "--size", str(SIZE), "--strategy", "cutout", "--service", url,
+        "--unit-size", str(UNIT), "--scheduler", address,
+    ]
+
+
+@pytest.mark.timeout(240)
+def test_cli_job_on_a_command_line_cluster(cli_cluster, emu, dask_client, tmp_path):
+    address, client = cli_cluster
+    table = positions_in_one_skycell(40, seed=21)
+    csv = tmp_path / "positions.csv"
+    table.to_csv(csv, index=False)
+    store = tmp_path / "cluster.zarr"
+    emu.configure(latency=0.05)
+    env = {**os.environ, **CLUSTER_ENV}
+    proc = subprocess.run(
+        _cutouts_cmd(csv, store, address, emu.url), capture_output=True, text=True, env=env,
+        timeout=180, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"ok {2 * len(table)}" in proc.stdout
+    metrics = emu.metrics()
+    assert metrics["requests_by_endpoint"]["/cgi-bin/fitscut.cgi"] == 2 * len(table)
+    assert metrics["max_in_flight"] <= 10
+    assert metrics["max_in_flight"] >= 4  # both workers' units were fetching at once
+    assert metrics["refused_over_limit"] == 0
+
+    # the work ran on the command-line workers, through the cluster-wide semaphore
+    name = RequestThrottle(url=emu.url).name
+    peaks = client.run(lambda: __import__("ps1dask.client.throttle", fromlist=["_PEAK"])._PEAK.get(name, 0))
+    assert len(peaks) == 2 and all(p > 0 for p in peaks.values()), peaks
+    semaphores = client.run_on_scheduler(
+        lambda dask_scheduler: sorted(dask_scheduler.extensions["semaphores"].max_leases.items())
+    )
+    assert (name, 10) in [tuple(s) for s in semaphores]
+
+    # the same pixels as a run on the session LocalCluster
+    emu.configure(latency=0.0)
+    reference = tmp_path / "reference.zarr"
+    ps1dask.cutouts(
+        csv, reference, filters=FILTERS, size=SIZE, strategy="cutout", service=emu.url,
+        client=dask_client, progress=False, max_unit_positions=UNIT,
+    )
+    assert_same_store(reference, store)
+
+
+@pytest.mark.timeout(180)
+def test_killed_client_resumes_on_the_surviving_cluster(cli_cluster, emu, dask_client, tmp_path):
+    """Kill `ps1dask cutouts` mid-job while the cluster lives on; the rerun resumes, units
+    left running on the workers finish cleanly, and the store equals an uninterrupted run."""
+    address, _client = cli_cluster
+    table = positions_in_one_skycell(48, seed=22)
+    csv = tmp_path / "positions.csv"
+    table.to_csv(csv, index=False)
+    store = tmp_path / "killed.zarr"
+    emu.configure(latency=0.2)
+    env = {**os.environ, **CLUSTER_ENV}
+    proc = subprocess.Popen(
+        _cutouts_cmd(csv, store, address, emu.url), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        done = 0
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            if (store / "stack_status" / "zarr.json").exists():
+                status = np.asarray(zarr.open_array(str(store), path="stack_status", mode="r")[:])
+                done = int((status == STATUS["ok"]).all(axis=1).sum())
+                if done >= 2 * UNIT:
+                    break
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)
+    status = np.asarray(zarr.open_array(str(store), path="stack_status", mode="r")[:])
+    assert 0 < (status == STATUS["ok"]).all(axis=1).sum() < len(table), "killed too late or too early"
+
+    emu.configure(latency=0.0)
+    emu.reset_metrics()
+    rerun = subprocess.run(
+        _cutouts_cmd(csv, store, address, emu.url), capture_output=True, text=True, env=env,
+        timeout=180, check=False,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    refetched = emu.metrics()["requests_by_endpoint"].get("/cgi-bin/fitscut.cgi", 0)
+    assert refetched < 2 * len(table)  # what was stored before the kill is not fetched again
+    reference = tmp_path / "reference.zarr"
+    ps1dask.cutouts(
+        csv, reference, filters=FILTERS, size=SIZE, strategy="cutout", service=emu.url,
+        client=dask_client, progress=False, max_unit_positions=UNIT,
+    )
+    assert_same_store(reference, store)
