@@ -145,7 +145,9 @@ def plan_positions(
     chunk: int,
     max_unit_positions: int = 64,
 ) -> PositionPlan:
-    """Locate, order by skycell (then input row), compute fitscut boxes, cut into units."""
+    """Locate, order by skycell (then image row), compute fitscut boxes, cut into units."""
+    if int(max_unit_positions) < 1:
+        raise InvalidParameterError(f"max_unit_positions (--unit-size) must be >= 1, got {max_unit_positions}")
     frame = positions.frame
     n = len(frame)
     ra = frame["ra"].to_numpy(dtype=np.float64)
