@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 
@@ -25,8 +26,8 @@ def job_emulator(emulator_cache):
         yield emu
 
 
-@pytest.fixture(scope="session")
-def dask_client():
+@contextlib.contextmanager
+def local_cluster_client():
     """A LocalCluster of 2 worker processes x 2 threads, as on a laptop or CI box."""
     import logging
 
@@ -40,6 +41,16 @@ def dask_client():
         )
         # not the default client: other tests must not find a cluster they did not ask for
         client = distributed.Client(cluster, set_as_default=False)
-    yield client
-    client.close()
-    cluster.close()
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
+
+
+@pytest.fixture(scope="session")
+def dask_client():
+    """The session's shared cluster. Modules that kill workers or provoke failures override
+    this fixture with a cluster of their own, so that nothing they do reaches other tests."""
+    with local_cluster_client() as client:
+        yield client

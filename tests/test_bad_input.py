@@ -43,6 +43,15 @@ FILTERS, SIZE, UNIT = "r", 16, 4
 TRIED: list[str] = []
 
 
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A cluster of this module's own: its failures and kills must not reach other tests."""
+    from conftest import local_cluster_client
+
+    with local_cluster_client() as client:
+        yield client
+
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield

@@ -43,6 +43,15 @@ UNIT = 4
 FIGURES: dict[str, object] = {}
 
 
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A cluster of this module's own: its failures and kills must not reach other tests."""
+    from conftest import local_cluster_client
+
+    with local_cluster_client() as client:
+        yield client
+
 @pytest.fixture(scope="module")
 def table():
     return positions_in_one_skycell(24, seed=11)

@@ -161,3 +161,35 @@ def bench_scale(n: int = 1_000_000, seed: int = 3) -> BenchResult:
         f"({n / max(len(plan.units), 1):.0f} positions per task), {plan.n_outside:,} outside the footprint"
     )
     return result
+
+
+@register("warps", "warp cutouts per second at emulator latency 0.2 s, against the 10-slot limit")
+def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int = 4) -> BenchResult:
+    import ps1dask
+    from ps1dask.bench.remote_emulator import emulator_process
+
+    result = BenchResult("warps")
+    table = _random_sky(n, seed)
+    with tempfile.TemporaryDirectory() as tmp, emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu:
+        cluster, client = _local_client(workers)
+        try:
+            t0 = time.perf_counter()
+            summary = ps1dask.warps(
+                table, Path(tmp) / "warps.zarr", filters="r", size=64, strategy="cutout",
+                service=emu.url, client=client, progress=False,
+            )
+            wall = time.perf_counter() - t0
+        finally:
+            client.close()
+            cluster.close()
+        metrics = emu.metrics()
+    fetched = sum(v for k, v in summary.statuses.items() if k in ("ok", "blank"))
+    rate = fetched / wall
+    limit = 10 / latency
+    result.figures.update(cutouts=fetched, seconds=wall, rate=rate, limit_rate=limit, max_in_flight=metrics["max_in_flight"])
+    result.say(
+        f"warps: {fetched} warp cutouts ({summary.statuses.get('blank', 0)} blank) of {n} positions in "
+        f"{wall:.1f} s (listing included) = {rate:.1f}/s, {rate / limit:.0%} of the 10-slot limit "
+        f"({limit:.0f}/s); max in flight {metrics['max_in_flight']}"
+    )
+    return result
