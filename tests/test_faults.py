@@ -245,10 +245,12 @@ def test_killed_workers_lose_and_duplicate_nothing(emu, big_table, big_reference
     assert summary.units_run == len(table) // UNIT + (len(table) % UNIT > 0)
     fitscut = metrics["requests_by_endpoint"]["/cgi-bin/fitscut.cgi"]
     per_unit = UNIT * len(FILTERS)
-    # a killed worker loses at most the 2 units it was running (2 threads), and maybe one
-    # that had finished but whose report the client had not yet collected; 3 workers were
-    # killed; no unit already collected is fetched again
-    assert n <= fitscut <= n + 3 * 3 * per_unit, (fitscut, n)
+    # a killed worker loses at most the units it was running or had been given (2 threads,
+    # worker saturation: 3) and maybe one finished but not yet collected; 3 workers were
+    # killed; no unit already collected is fetched again. Requests retried after the short
+    # test timeouts (1 s, under CPU load) are not redone work: count them apart.
+    retried = int(summary.requests.get("retries", 0))
+    assert n <= fitscut <= n + 3 * 4 * per_unit + retried, (fitscut, n, retried)
     assert metrics["max_in_flight"] <= 10
     assert metrics["refused_over_limit"] == 0
     FIGURES["worker kills"] = (
