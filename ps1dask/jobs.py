@@ -34,7 +34,7 @@ from ps1dask.planning.cost import STRATEGIES
 from ps1dask.positions import PositionTable, read_positions
 from ps1dask.storage import (
     FINAL_STATUSES,
-    STATUS,
+    STATUS_NAMES,
     check_compatible,
     WarpRequest,
     create_stack_store,
@@ -246,9 +246,8 @@ def cutouts(
 
 
 def _count_statuses(status: np.ndarray) -> dict[str, int]:
-    names = {v: k for k, v in STATUS.items()}
     codes, counts = np.unique(status, return_counts=True)
-    return {names[int(c)]: int(n) for c, n in zip(codes, counts)}
+    return {STATUS_NAMES[int(c)]: int(n) for c, n in zip(codes, counts)}
 
 
 def _execute(

@@ -6,10 +6,12 @@ Each prints figures measured in one run and the ratios the project's targets are
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +28,24 @@ def _random_sky(n: int, seed: int) -> pd.DataFrame:
     return pd.DataFrame({"ra": ra, "dec": dec})
 
 
-def _local_client(workers: int) -> Any:
+@contextlib.contextmanager
+def _local_client(workers: int) -> Iterator[Any]:
+    """A LocalCluster of worker processes (closed on exit), not the default client."""
     import distributed
 
-    cluster = distributed.LocalCluster(
+    with distributed.LocalCluster(
         n_workers=workers, threads_per_worker=2, processes=True, dashboard_address=":0",
         silence_logs=logging.ERROR,
-    )
-    return cluster, distributed.Client(cluster, set_as_default=False)
+    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+        yield client
+
+
+def _timed_job(job: Any, table: pd.DataFrame, store: Path, workers: int, **kwargs: Any) -> tuple[Any, float]:
+    """Run one ps1dask job on a fresh local cluster; (summary, wall seconds of the job)."""
+    with _local_client(workers) as client:
+        t0 = time.perf_counter()
+        summary = job(table, store, client=client, progress=False, **kwargs)
+        return summary, time.perf_counter() - t0
 
 
 def _sequential_recipe(url: str, table: pd.DataFrame, filters: str, size: int) -> float:
@@ -67,17 +79,10 @@ def bench_sparse(n: int = 1000, latency: float = 0.2, workers: int = 2, seed: in
     result = BenchResult("sparse")
     table = _random_sky(n, seed)
     with tempfile.TemporaryDirectory() as tmp, emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu:
-        cluster, client = _local_client(workers)
-        try:
-            t0 = time.perf_counter()
-            summary = ps1dask.cutouts(
-                table, Path(tmp) / "sparse.zarr", filters="r", size=240, strategy="cutout",
-                service=emu.url, client=client, progress=False,
-            )
-            wall = time.perf_counter() - t0
-        finally:
-            client.close()
-            cluster.close()
+        summary, wall = _timed_job(
+            ps1dask.cutouts, table, Path(tmp) / "sparse.zarr", workers, filters="r", size=240,
+            strategy="cutout", service=emu.url,
+        )
         metrics = emu.metrics()
         emu.reset_metrics()
         seq_rate = _sequential_recipe(emu.url, table.iloc[:40], "r", 240)
@@ -112,8 +117,7 @@ def bench_dense(n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int
         emu.render_files([image_filename(SkycellId.parse(c), band) for c in cells for band in filters])
         emu.configure(latency=latency)
         result.say(f"dense: {n} positions in {len(cells)} skycells; emulator files rendered in {time.perf_counter() - t0:.0f} s (not timed)")
-        cluster, client = _local_client(workers)
-        try:
+        with _local_client(workers) as client:
             for strategy in ("cutout", "skycell", "range", "auto"):
                 emu.reset_metrics()
                 t0 = time.perf_counter()
@@ -128,9 +132,6 @@ def bench_dense(n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int
                     f"{m['requests_total']} requests  {m['bytes_sent'] / 1e6:.0f} MB  max in flight {m['max_in_flight']}"
                     + (f"  ({summary.strategies})" if strategy == "auto" else "")
                 )
-        finally:
-            client.close()
-            cluster.close()
     best_fixed = min(times["cutout"], times["skycell"], times["range"])
     result.figures.update(times=times)
     result.say(f"  auto is {times['cutout'] / times['auto']:.1f}x faster than cutout; "
@@ -171,17 +172,10 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
     result = BenchResult("warps")
     table = _random_sky(n, seed)
     with tempfile.TemporaryDirectory() as tmp, emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu:
-        cluster, client = _local_client(workers)
-        try:
-            t0 = time.perf_counter()
-            summary = ps1dask.warps(
-                table, Path(tmp) / "warps.zarr", filters="r", size=64, strategy="cutout",
-                service=emu.url, client=client, progress=False,
-            )
-            wall = time.perf_counter() - t0
-        finally:
-            client.close()
-            cluster.close()
+        summary, wall = _timed_job(
+            ps1dask.warps, table, Path(tmp) / "warps.zarr", workers, filters="r", size=64,
+            strategy="cutout", service=emu.url,
+        )
         metrics = emu.metrics()
     fetched = sum(v for k, v in summary.statuses.items() if k in ("ok", "blank"))
     rate = fetched / wall

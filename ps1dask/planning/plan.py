@@ -7,7 +7,7 @@ every chunk has exactly one writer.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -74,15 +74,14 @@ class StackPlan:
     units: list[WorkUnit]
     initial_status: npt.NDArray[np.uint8]
     n_outside: int
-    types: tuple[str, ...] = field(default=("stack",))
 
     @property
     def filters(self) -> str:
         return self.request.filters
 
     @property
-    def n_fetch(self) -> int:
-        return int(sum(int(u.fetch.sum()) for u in self.units))
+    def types(self) -> tuple[str, ...]:
+        return self.request.types
 
 
 def fitscut_boxes(
@@ -279,5 +278,4 @@ def plan_stack_job(
         units=base.units,
         initial_status=initial,
         n_outside=base.n_outside,
-        types=kinds,
     )
