@@ -9,6 +9,7 @@ from ps1dask.conventions.cutrule import (
     cut,
     cut_array,
     cutout_box,
+    header_wcs,
     parse_size,
     position_pixel,
 )
@@ -67,6 +68,7 @@ __all__ = [
     "cutout_header",
     "disk_to_true",
     "flux_to_abmag",
+    "header_wcs",
     "header_zeropoint",
     "image_filename",
     "is_asinh_scaled",

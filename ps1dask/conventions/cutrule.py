@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+from astropy.io import fits
+from astropy.wcs import WCS, FITSFixedWarning
 
+from ps1dask.conventions.header import repair_header
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.tessellation._core import project
 
@@ -76,6 +79,15 @@ def cutout_box(xc: float, yc: float, size: int | str | tuple[int, int]) -> Cutou
     x0 = math.floor(xc - 1 - width // 2 + 0.5)
     y0 = math.floor(yc - 1 - height // 2 + 0.5)
     return CutoutBox(int(x0), int(y0), width, height)
+
+
+def header_wcs(header: fits.Header) -> WCS:
+    """Celestial WCS of a PS1 image header (repaired first, so every reader agrees)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        return WCS(repair_header(header), naxis=2)
 
 
 def _pixel_scale(header: Mapping[str, Any]) -> float:
