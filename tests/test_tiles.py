@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from ps1dask.conventions import CutoutBox, cut, cut_array, linear_pixels
 from ps1dask.exceptions import BadFITSError
-from ps1dask.fetch.tiles import BLOCK, CompressedImageIndex, _merge, read_region
+from ps1dask.fetch.tiles import BLOCK, CompressedImageIndex, _direct_rice_block_size, _merge, read_region
 
 NX = 6240  # PS1 skycell width in zones 22-23
 BLANK = -32768
@@ -354,6 +354,49 @@ def test_other_compressions_and_types(compression, tile_rows, dtype):
         got = index.read_rows(Remote(blob), rows)
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want[rows])
+
+
+@pytest.mark.parametrize(
+    ("dtype", "tile_rows"), [(np.int16, 1), (np.int32, 1), (np.uint8, 1), (np.int16, 7), (np.int32, 3)]
+)
+def test_direct_rice_decoding_equals_astropy(dtype, tile_rows):
+    """The direct RICE path (PS1's files) and the astropy path agree with astropy's own read."""
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    data = rng.integers(max(info.min, -30000), min(info.max, 30000), size=(45, 97), endpoint=True).astype(dtype)
+    data[10] = data[10, 0]  # a constant row
+    hdu = fits.CompImageHDU(data=data, compression_type="RICE_1", tile_shape=(tile_rows, 97))
+    buf = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
+    blob = buf.getvalue()
+    want, _ = astropy_raw(blob)
+    index = CompressedImageIndex.read(Remote(blob))
+    assert index.decoder == "rice"
+    for rows in [slice(0, 45), slice(3, 4), slice(9, 30), slice(40, None), slice(44, 45)]:
+        got = index.read_rows(Remote(blob), rows)
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want[rows])
+        _, t0, t1 = index._tiles(rows)
+        ranges = _merge(index._heap_spans(t0, t1), 0)
+        heap = b"".join(blob[a:b] for a, b in ranges)
+        np.testing.assert_array_equal(
+            index._decode_with_astropy(t0, t1, heap, ranges), index._decode(t0, t1, heap, ranges)
+        )
+
+
+def test_decoder_choice():
+    blob, _ = small_file()
+    index = CompressedImageIndex.read(Remote(blob))
+    assert index.decoder == "rice"  # PS1-like: RICE_1 int16 with BYTEPIX = 2
+    header = index.table_header.copy()
+    header["ZVAL2"] = 4  # BYTEPIX other than the pixel size: leave it to astropy
+    assert _direct_rice_block_size(header) is None
+    header = index.table_header.copy()
+    header["ZCMPTYPE"] = "GZIP_1"
+    assert _direct_rice_block_size(header) is None
+    header = index.table_header.copy()
+    header["TFIELDS"] = 2  # e.g. a ZSCALE column next to COMPRESSED_DATA
+    assert _direct_rice_block_size(header) is None
 
 
 @pytest.mark.parametrize("method", [1, 2, -1])

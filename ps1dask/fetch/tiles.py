@@ -14,7 +14,12 @@ project's throttled client), and the functions here keep the number of calls and
 2. :meth:`CompressedImageIndex.read_rows`: one call per merged run of tile bytes
    (:meth:`CompressedImageIndex.row_byte_ranges`); for consecutive row tiles, one call.
 
-Decoding uses only the public :mod:`astropy.io.fits` API: the fetched tiles are wrapped in a
+Decoding has two paths that give the same values. PS1 files are RICE_1-coded integers with
+nothing else in the tile table, and their tiles are handed one by one straight to the RICE
+decoder of :mod:`imagecodecs` (cfitsio's algorithm, as astropy uses), written into the output
+rows in place: about twice as fast as going through astropy, whose per-file overhead dominates
+when a job decodes tens of thousands of rows. Everything else uses only the public
+:mod:`astropy.io.fits` API: the fetched tiles are wrapped in a
 small, valid tile-compressed FITS file built in memory (the original table header with
 ``NAXIS2``/``ZNAXIS2`` cut down to the tiles read, their table rows with heap descriptors
 rebased onto a heap that holds only the fetched bytes, and ``ZDITHER0`` shifted so that
@@ -46,6 +51,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
+from imagecodecs import rcomp_decode
 
 from ps1dask.exceptions import BadFITSError
 
@@ -485,22 +491,63 @@ class CompressedImageIndex:
             else block[wanted.start - first_row : wanted.stop - first_row]
         )
 
+    @property
+    def decoder(self) -> str:
+        """``"rice"`` when tiles are decoded directly (see the module notes), else ``"astropy"``."""
+        return "rice" if _direct_rice_block_size(self.table_header) is not None else "astropy"
+
     def _decode(self, t0: int, t1: int, heap: bytes, ranges: list[tuple[int, int]]) -> np.ndarray:
         """Decompress tiles [t0, t1) whose heap bytes are ``heap`` (the ``ranges`` read)."""
+        block_size = _direct_rice_block_size(self.table_header)
+        if block_size is not None:
+            return self._decode_rice(t0, t1, heap, ranges, block_size)
+        return self._decode_with_astropy(t0, t1, heap, ranges)
+
+    def _heap_offsets(
+        self, table: np.ndarray, column: _HeapColumn, ranges: list[tuple[int, int]]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per tile of ``table`` rows: (bytes, offset in the concatenated ``ranges``)."""
+        starts = np.array([a for a, _ in ranges], dtype=np.int64)
+        positions = np.cumsum([0] + [b - a for a, b in ranges])[:-1]
+        count, offset = _descriptors(table, int(self.table_header["NAXIS1"]), column)
+        nbytes = count * column.element_size
+        file_offset = self.heap_start + offset
+        k = np.maximum(np.searchsorted(starts, file_offset, side="right") - 1, 0)
+        return nbytes, np.where(nbytes > 0, file_offset - starts[k] + positions[k], 0)
+
+    def _decode_rice(
+        self, t0: int, t1: int, heap: bytes, ranges: list[tuple[int, int]], block_size: int
+    ) -> np.ndarray:
+        naxis1 = int(self.table_header["NAXIS1"])
+        _, (column,) = _table_layout(self.table_header)
+        table = np.frombuffer(self.table_bytes, dtype=np.uint8).reshape(-1, naxis1)[t0:t1]
+        nbytes, offsets = self._heap_offsets(table, column, ranges)
+        first_row = t0 * self.tile_rows
+        dtype = self.dtype
+        out = np.empty((min(t1 * self.tile_rows, self.naxis2) - first_row, self.naxis1), dtype)
+        flat = out.reshape(-1)
+        tile_pixels = self.tile_rows * self.naxis1
+        view = memoryview(heap)
+        try:
+            for k, (size, at) in enumerate(zip(nbytes.tolist(), offsets.tolist())):
+                pixels = flat[k * tile_pixels : (k + 1) * tile_pixels]
+                if size <= 0:
+                    raise ValueError("tile has no compressed bytes")
+                rcomp_decode(view[at : at + size], shape=pixels.shape, dtype=dtype,
+                             nblock=block_size, out=pixels)
+        except Exception as exc:
+            raise BadFITSError(f"cannot decompress tile {t0 + k} of HDU 1: {exc}") from exc
+        return out
+
+    def _decode_with_astropy(self, t0: int, t1: int, heap: bytes, ranges: list[tuple[int, int]]) -> np.ndarray:
         naxis1 = int(self.table_header["NAXIS1"])
         _, columns = _table_layout(self.table_header)
         table = np.frombuffer(self.table_bytes, dtype=np.uint8).reshape(-1, naxis1)[t0:t1].copy()
-        starts = np.array([a for a, _ in ranges], dtype=np.int64)
-        positions = np.cumsum([0] + [b - a for a, b in ranges])[:-1]
         limit = np.iinfo(np.int32).max
         for col in columns:
-            count, offset = _descriptors(table, naxis1, col)
-            used = count * col.element_size > 0
-            file_offset = self.heap_start + offset
-            k = np.searchsorted(starts, file_offset, side="right") - 1
-            new_offset = np.where(
-                used, file_offset - starts[np.maximum(k, 0)] + positions[np.maximum(k, 0)], 0
-            )
+            count, _ = _descriptors(table, naxis1, col)
+            nbytes, new_offset = self._heap_offsets(table, col, ranges)
+            used = nbytes > 0
             if not col.wide and new_offset.max(initial=0) > limit:
                 raise BadFITSError("too many tile bytes for one decode; read fewer rows")
             desc = np.empty(len(table), dtype=col.dtype)
@@ -526,6 +573,31 @@ class CompressedImageIndex:
                 return np.array(data, copy=True)
         except Exception as exc:
             raise BadFITSError(f"cannot decompress tiles {t0}..{t1 - 1} of HDU 1: {exc}") from exc
+
+
+#: Integer tile data RICE codes, by ZBITPIX (FITS stores 8-bit images unsigned).
+_RICE_DTYPES = {8: np.uint8, 16: np.int16, 32: np.int32}
+
+
+def _direct_rice_block_size(th: fits.Header) -> int | None:
+    """RICE block size when tiles can go straight to the RICE decoder, else None.
+
+    That is when the table holds only COMPRESSED_DATA (no ZSCALE/ZZERO/ZBLANK columns, no
+    GZIP_COMPRESSED_DATA fallback tiles) of RICE-coded integers whose BYTEPIX is the pixel
+    size (astropy's default BYTEPIX is 4, so a 16-bit image must state BYTEPIX = 2).
+    """
+    if str(th.get("ZCMPTYPE", "")).strip().upper() not in ("RICE_1", "RICE_ONE"):
+        return None
+    if int(th.get("TFIELDS", 0)) != 1 or int(th.get("ZBITPIX", 0)) not in _RICE_DTYPES:
+        return None
+    settings = {"BLOCKSIZE": 32, "BYTEPIX": 4}
+    i = 1
+    while f"ZNAME{i}" in th:
+        settings[str(th[f"ZNAME{i}"]).strip().upper()] = th.get(f"ZVAL{i}")
+        i += 1
+    if settings["BYTEPIX"] != int(th["ZBITPIX"]) // 8:
+        return None
+    return int(settings["BLOCKSIZE"])
 
 
 def _merge(spans: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
