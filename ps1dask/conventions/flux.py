@@ -8,6 +8,7 @@ emulator go through :func:`linear_pixels`, so they agree to the bit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,11 +64,57 @@ def linear_pixels(raw: npt.ArrayLike, header: Header) -> npt.NDArray[np.float32]
     ``raw`` are the values exactly as stored (integers before BZERO/BSCALE for whole files,
     floats for cutouts); ``header`` is that image's header. Applies BLANK -> NaN, BZERO and
     BSCALE, then the asinh inversion only where BSOFTEN and BOFFSET exist.
+
+    8- and 16-bit integers (whole stack files) take at most 65,536 values: their flux comes
+    from a table of the same formula evaluated once per value, so the result is the same to
+    the bit and several times faster on large arrays.
     """
+    arr = np.asarray(raw)
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and arr.size >= _TABLE_MIN_PIXELS:
+        table = _linear_table(arr.dtype.newbyteorder("=").str, *_scaling_key(header))
+        return table[arr.view(arr.dtype.str.replace("i", "u"))]  # keeps the byte order
+    return _linear_pixels_direct(arr, header)
+
+
+def _linear_pixels_direct(raw: npt.ArrayLike, header: Header) -> npt.NDArray[np.float32]:
     true = disk_to_true(raw, header)
     if is_asinh_scaled(header):
         true = linearize_stack_flux(true, float(header["BSOFTEN"]), float(header["BOFFSET"]))
     return true.astype(np.float32)
+
+
+#: Below this many pixels the formula is applied directly (a table costs 65,536 evaluations).
+_TABLE_MIN_PIXELS = 4096
+
+_ScalingKey = tuple[float, float, int | None, float | None, float | None]
+
+
+def _scaling_key(header: Header) -> _ScalingKey:
+    """The header values :func:`linear_pixels` depends on, hashable."""
+    asinh = is_asinh_scaled(header)
+    return (
+        float(header.get("BSCALE", 1.0)),
+        float(header.get("BZERO", 0.0)),
+        int(header["BLANK"]) if "BLANK" in header else None,
+        float(header["BSOFTEN"]) if asinh else None,
+        float(header["BOFFSET"]) if asinh else None,
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def _linear_table(dtype: str, bscale: float, bzero: float, blank: int | None,
+                  bsoften: float | None, boffset: float | None) -> npt.NDArray[np.float32]:
+    """Flux of every stored value of ``dtype``, indexed by the value's unsigned bit pattern."""
+    size = np.dtype(dtype).itemsize
+    values = np.arange(1 << (8 * size), dtype=np.int64).astype(f"u{size}").view(dtype)
+    header: dict[str, Any] = {"BSCALE": bscale, "BZERO": bzero}
+    if blank is not None:
+        header["BLANK"] = blank
+    if bsoften is not None:
+        header["BSOFTEN"], header["BOFFSET"] = bsoften, boffset
+    table = _linear_pixels_direct(values, header)
+    table.setflags(write=False)
+    return table
 
 
 def quantize_to_disk(
