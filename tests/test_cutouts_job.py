@@ -107,6 +107,27 @@ def test_auxiliary_images_zeropoints_and_limit(emu, dask_client, tmp_path):
     zp = ds.stack_zeropoint.values
     assert np.all((zp > 28) & (zp < 36))  # 25 + 2.5 log10(total exposure)
     assert ds.stack_flux.attrs["units"] == "count"
+    # pixel arrays use the configured Blosc codec; per-position arrays keep Zarr's default
+    group = zarr.open_group(str(store), mode="r")
+    for name in ("stack_flux", "stack_variance", "stack_mask"):
+        (codec,) = group[name].compressors
+        assert (codec.cname.value, codec.clevel, codec.shuffle.value) == ("lz4", 5, "bitshuffle")
+        assert codec.typesize == group[name].dtype.itemsize
+    assert group["stack_status"].compressors[0].to_dict()["name"] == "zstd"
+
+
+def test_pixel_compressor_comes_from_config():
+    import dask
+
+    from ps1dask.exceptions import InvalidParameterError
+    from ps1dask.storage.layout import pixel_compressor
+
+    with dask.config.set({"ps1dask.store.pixel-compressor": {"cname": "zstd", "clevel": 3, "shuffle": "shuffle"}}):
+        codec = pixel_compressor()
+    assert (codec.cname.value, codec.clevel, codec.shuffle.value) == ("zstd", 3, "shuffle")
+    for bad in ({"cname": "rar", "clevel": 3, "shuffle": "shuffle"}, {"cname": "lz4", "clevel": 3}):
+        with dask.config.set({"ps1dask.store.pixel-compressor": bad}), pytest.raises(InvalidParameterError, match="pixel-compressor"):
+            pixel_compressor()
 
 
 def test_rerun_sends_no_image_requests_and_changed_request_is_refused(emu, dask_client, tmp_path):
@@ -170,3 +191,25 @@ def test_killed_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
     whole = tmp_path / "whole.zarr"
     ps1dask.cutouts(csv, whole, max_unit_positions=4, **kwargs)
     _assert_same_store(killed, whole)
+
+
+def test_service_probes_of_auto_take_cluster_slots(emu, dask_client):
+    """The auto strategy's three probe requests run at once from the client process, in
+    threads of their own, yet each holds one of the cluster's request slots."""
+    from ps1dask.jobs import measure_profile
+    from ps1dask.planning import plan_stack_job
+    from ps1dask.positions import read_positions
+
+    plan = plan_stack_job(read_positions(_positions_in_one_skycell(5)), filters="r", service_url=emu.url)
+    service = PS1Service(emu.url)
+    name = service.throttle.name
+
+    def acquired(dask_scheduler, name=name):
+        return int(dask_scheduler.extensions["semaphores"].metrics["acquire_total"].get(name, 0))
+
+    before = dask_client.run_on_scheduler(acquired)
+    with dask_client.as_current():
+        profile = measure_profile(service, plan.units[0], "r", cores=4)
+    assert dask_client.run_on_scheduler(acquired) - before == 3
+    assert emu.metrics()["requests_total"] == 3
+    assert profile.latency_s > 0 and profile.cutout_latency_s > 0 and profile.cores == 4

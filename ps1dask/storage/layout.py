@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import dask.array as da
+import dask.config
 import numpy as np
 import xarray as xr
 import zarr
+from zarr.codecs import BloscCodec
 
 from ps1dask.exceptions import InvalidParameterError, PS1DaskError
 
@@ -176,13 +178,34 @@ def _position_variables(
 
 
 def _image_variable(
-    dims: tuple[str, ...], shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, fill: Any, attrs: dict[str, Any]
+    dims: tuple[str, ...], shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, fill: Any,
+    attrs: dict[str, Any], *, pixels: bool = False,
 ) -> tuple[xr.Variable, dict[str, Any]]:
-    """A lazily-filled array variable and its zarr encoding (nothing is computed)."""
-    return (
-        xr.Variable(dims, da.full(shape, fill, dtype=dtype, chunks=chunks), attrs=attrs),
-        {"chunks": chunks, "fill_value": fill},
-    )
+    """A lazily-filled array variable and its zarr encoding (nothing is computed).
+
+    ``pixels`` arrays (cutout images) get ``ps1dask.store.pixel-compressor``; the small
+    per-position arrays keep Zarr's default.
+    """
+    encoding: dict[str, Any] = {"chunks": chunks, "fill_value": fill}
+    if pixels:
+        encoding["compressors"] = [pixel_compressor()]
+    return xr.Variable(dims, da.full(shape, fill, dtype=dtype, chunks=chunks), attrs=attrs), encoding
+
+
+def pixel_compressor() -> BloscCodec:
+    """The Blosc codec of pixel arrays, from ``ps1dask.store.pixel-compressor``."""
+    settings = dict(dask.config.get("ps1dask.store.pixel-compressor"))
+    if set(settings) != {"cname", "clevel", "shuffle"}:
+        raise InvalidParameterError(
+            f"ps1dask.store.pixel-compressor must have exactly cname, clevel and shuffle "
+            f"(got {sorted(settings)})"
+        )
+    try:
+        return BloscCodec(
+            cname=str(settings["cname"]), clevel=int(settings["clevel"]), shuffle=str(settings["shuffle"])
+        )
+    except (ValueError, TypeError) as exc:
+        raise InvalidParameterError(f"ps1dask.store.pixel-compressor: {exc}") from exc
 
 
 def status_attrs(what: str) -> dict[str, Any]:
@@ -287,7 +310,7 @@ def create_stack_store(
         fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
         data_vars[name], encoding[name] = _image_variable(
             ("position", "filter", "y", "x"), (n, nf, h, w), (chunk, nf, h, w), dtype, fill,
-            {"units": units, "long_name": desc},
+            {"units": units, "long_name": desc}, pixels=True,
         )
     data_vars["stack_status"], encoding["stack_status"] = _image_variable(
         ("position", "filter"), (n, nf), (chunk, nf), "uint8", 0, status_attrs("outcome per position and filter")
@@ -346,7 +369,7 @@ def create_warp_store(
         fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
         data_vars[name], encoding[name] = _image_variable(
             ("position", "filter", "epoch", "y", "x"), (n, nf, ne, h, w), (chunk, 1, ec, h, w), dtype, fill,
-            {"units": units, "long_name": desc},
+            {"units": units, "long_name": desc}, pixels=True,
         )
     per_epoch = (("position", "filter", "epoch"), (n, nf, ne), (chunk, nf, ne))
     for name, (dtype, fill, attrs) in WARP_EPOCH_VARIABLES.items():
