@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,10 +111,18 @@ def measure_profile(service: PS1Service, unit: WorkUnit, band: str, cores: int) 
         call()
         return time.perf_counter() - t0
 
-    cutout_latency = timed(lambda: service.cutout_fits(filename, float(unit.ra[first]), float(unit.dec[first]), 4))
     small, large = 1 << 16, 1 << 20
-    file_latency = timed(lambda: service.read_range(filename, 0, small))
-    transfer = max(timed(lambda: service.read_range(filename, small, small + large)) - file_latency, 1e-4)
+    probes = [
+        lambda: service.cutout_fits(filename, float(unit.ra[first]), float(unit.dec[first]), 4),
+        lambda: service.read_range(filename, 0, small),
+        lambda: service.read_range(filename, small, small + large),
+    ]
+    # At once (the job waits for them), each in a copy of this context so that the
+    # cluster's current Client, hence its request slots, applies in the pool's threads too.
+    with ThreadPoolExecutor(len(probes), thread_name_prefix="ps1dask-probe") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, timed, probe) for probe in probes]
+        cutout_latency, file_latency, large_read = (f.result() for f in futures)
+    transfer = max(large_read - file_latency, 1e-4)
     return ServiceProfile(
         latency_s=file_latency,
         cutout_latency_s=cutout_latency,

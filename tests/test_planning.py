@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -120,3 +122,15 @@ def test_cost_model_picks_cutouts_when_sparse_and_files_when_dense():
     assert costs["cutout"] > 5 * min(costs["skycell"], costs["range"])
     # a cached file makes the skycell strategy the cheapest of the local ones
     assert choose_strategy(300, 240, 240, dense_runs, profile, cached=True) == "skycell"
+
+
+def test_cost_model_counts_receiving_whole_files_on_fast_networks():
+    """On loopback or a LAN the slots barely see a 60 MB file, but the cores still receive
+    it: a couple of cutouts in a skycell stay server cutouts."""
+    fast = ServiceProfile(latency_s=0.2, cutout_latency_s=0.2, bandwidth_bps=10e9, concurrency=10,
+                          cores=4, file_bytes=60e6, image_rows=6250, image_cols=6248)
+    assert choose_strategy(2, 240, 240, [(0, 480)], fast) == "cutout"
+    assert choose_strategy(16, 240, 240, [(0, 3840)], fast) == "skycell"
+    costs = strategy_costs(2, 240, 240, [(0, 480)], fast)
+    free_cpu = strategy_costs(2, 240, 240, [(0, 480)], dataclasses.replace(fast, receive_bytes_per_s=1e15))
+    assert costs["skycell"] - free_cpu["skycell"] == pytest.approx(60e6 / 400e6 / 4)

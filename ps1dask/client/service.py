@@ -91,7 +91,7 @@ class HTTPSettings:
     read_timeout: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     user_agent: str = "ps1dask"
-    chunk_size: int = 1 << 16
+    chunk_size: int = 1 << 20  # bytes per read of a streamed answer (whole files run to 100 MB)
 
     @classmethod
     def from_config(cls) -> HTTPSettings:

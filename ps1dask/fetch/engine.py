@@ -63,20 +63,21 @@ class ImageGroup:
         return cls(filename, members, unit.ra[local], unit.dec[local], unit.x0[local], unit.y0[local])
 
 
-# Tile indexes of remote files, per process: another unit often needs a skycell this one
-# already indexed (its header and tile table cost a request).
+# Tile indexes of service files, per process: another unit often needs a skycell this one
+# already indexed (its header and tile table cost a request, or parsing the cached file).
+# A file's index is the same whether it is read remotely or from the local cache.
 _INDEX_CACHE: OrderedDict[tuple[str, str], CompressedImageIndex] = OrderedDict()
 _INDEX_LOCK = threading.Lock()
 _INDEX_CACHE_SIZE = 256
 
 
-def _remote_index(service: PS1Service, filename: str) -> CompressedImageIndex:
+def _file_index(service: PS1Service, filename: str, read: ReadRange) -> CompressedImageIndex:
     key = (service.url, filename)
     with _INDEX_LOCK:
         if key in _INDEX_CACHE:
             _INDEX_CACHE.move_to_end(key)
             return _INDEX_CACHE[key]
-    index = CompressedImageIndex.read(lambda a, b: service.read_range(filename, a, b))
+    index = CompressedImageIndex.read(read)
     with _INDEX_LOCK:
         _INDEX_CACHE[key] = index
         while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
@@ -157,12 +158,14 @@ class CutoutEngine:
             def read(a: int, b: int) -> bytes:
                 return os.pread(fd, b - a, a)
 
-            self._cut_from_tiles(group, CompressedImageIndex.read(read), read)
+            self._cut_from_tiles(group, _file_index(self.service, group.filename, read), read)
 
     def _fetch_range(self, group: ImageGroup) -> None:
         try:
-            index = _remote_index(self.service, group.filename)
-            self._cut_from_tiles(group, index, lambda a, b: self.service.read_range(group.filename, a, b))
+            def read(a: int, b: int) -> bytes:
+                return self.service.read_range(group.filename, a, b)
+
+            self._cut_from_tiles(group, _file_index(self.service, group.filename, read), read)
         except ServiceError as err:
             self.on_failure(group.members.tolist(), err)
 
