@@ -71,7 +71,7 @@ def _sequential_recipe(url: str, table: pd.DataFrame, filters: str, size: int) -
     return n / (time.perf_counter() - t0)
 
 
-@register("sparse", "1,000 cutouts at random positions, emulator latency 0.2 s: rate vs the 10-slot limit and the sequential recipe")
+@register("sparse", "1,000 cutouts at random positions, emulator latency 0.2 s: rate vs the 10-slot limit and the sequential recipe; auto on the same positions")
 def bench_sparse(n: int = 1000, latency: float = 0.2, workers: int = 2, seed: int = 1) -> BenchResult:
     import ps1dask
     from ps1dask.bench.remote_emulator import emulator_process
@@ -84,6 +84,13 @@ def bench_sparse(n: int = 1000, latency: float = 0.2, workers: int = 2, seed: in
             strategy="cutout", service=emu.url,
         )
         metrics = emu.metrics()
+        # auto on the same positions: the cost model should keep sparse positions on cutouts
+        emu.reset_metrics()
+        auto, auto_wall = _timed_job(
+            ps1dask.cutouts, table, Path(tmp) / "sparse-auto.zarr", workers, filters="r", size=240,
+            strategy="auto", service=emu.url,
+        )
+        auto_metrics = emu.metrics()
         emu.reset_metrics()
         seq_rate = _sequential_recipe(emu.url, table.iloc[:40], "r", 240)
     ok = summary.statuses.get("ok", 0)
@@ -95,6 +102,13 @@ def bench_sparse(n: int = 1000, latency: float = 0.2, workers: int = 2, seed: in
     result.say(f"  fraction of the 10-slot limit (10 / {latency} s = {limit:.0f}/s): {rate / limit:.0%}")
     result.say(f"  sequential recipe (service page script, 40 cutouts): {seq_rate:.2f}/s -> {rate / seq_rate:.1f}x faster")
     result.say(f"  emulator max in flight: {metrics['max_in_flight']} (limit 10), refused {metrics['refused_over_limit']}")
+    auto_ok = auto.statuses.get("ok", 0)
+    result.figures.update(auto_seconds=auto_wall, auto_strategies=auto.strategies)
+    result.say(
+        f"  auto on the same positions: {auto_ok} cutouts in {auto_wall:.1f} s = {auto_ok / auto_wall:.1f}/s, "
+        f"strategies {auto.strategies}, {auto_metrics['requests_total']} requests, "
+        f"max in flight {auto_metrics['max_in_flight']}"
+    )
     return result
 
 
