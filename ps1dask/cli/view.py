@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     viewer.start()
     announce()
     try:
-        viewer._thread.join()  # type: ignore[union-attr]
+        viewer.wait()
     except KeyboardInterrupt:
         pass
     finally:

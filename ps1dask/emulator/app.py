@@ -67,6 +67,7 @@ from ps1dask.conventions import (
     parse_types,
     position_pixel,
 )
+from ps1dask.background_server import BackgroundServer, bind_socket
 from ps1dask.emulator import page
 from ps1dask.emulator.faults import FaultInjector, Knobs, format_retry_after
 from ps1dask.exceptions import InvalidParameterError, PS1DaskError, ServiceHTTPError
@@ -1064,19 +1065,15 @@ class Emulator:
         self._workers = workers or min(16, (os.cpu_count() or 2) + 4)
         self.state = ServiceState(self.knobs0)
         self.cache: WholeFileCache | None = None
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server = BackgroundServer("ps1dask-emulator", shutdown_timeout=0.5, backlog=512)
         self._executor: ThreadPoolExecutor | None = None
-        self._runner: web.AppRunner | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
         self._url: str | None = None
 
     # ----- life cycle ------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._server.running
 
     @property
     def url(self) -> str:
@@ -1098,68 +1095,26 @@ class Emulator:
             directory.mkdir(parents=True, exist_ok=True)
         self.cache = WholeFileCache(self.sky, directory)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="ps1dask-emulator")
-        sock = socket.create_server(
-            (self.host, self._bind_port), family=_family(self.host), backlog=512
-        )
-        sock.setblocking(False)
+        sock = bind_socket(self.host, self._bind_port, backlog=512)
         self.port = sock.getsockname()[1]
         self._url = f"http://{_url_host(self.host)}:{self.port}"
-        self._ready.clear()
-        self._error = None
-        self._thread = threading.Thread(
-            target=self._serve, args=(sock,), name="ps1dask-emulator", daemon=True
-        )
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            error, self._error = self._error, None
+        try:
+            self._server.start(sock, self._make_app)
+        except RuntimeError:
+            self._url = None
             self._cleanup_files()
-            raise RuntimeError(f"the emulator failed to start: {error!r}") from error
+            raise
         log.info("ps1dask emulator serving at %s", self._url)
         return self
 
-    def _serve(self, sock: socket.socket) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            assert self.cache is not None and self._executor is not None
-            service = Service(self.sky, self.cache, self.state, self._executor)
-            self.service = service
-            runner = web.AppRunner(service.make_app(), shutdown_timeout=0.5, access_log=None)
-            loop.run_until_complete(runner.setup())
-            site = web.SockSite(runner, sock, backlog=512)
-            loop.run_until_complete(site.start())
-            self._runner = runner
-        except BaseException as err:  # pragma: no cover - reported by start()
-            self._error = err
-            sock.close()
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            try:
-                loop.run_until_complete(runner.cleanup())
-                pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
-                for task in pending:
-                    task.cancel()
-                if pending:
-                    loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            finally:
-                loop.close()
+    def _make_app(self) -> web.Application:
+        assert self.cache is not None and self._executor is not None
+        self.service = Service(self.sky, self.cache, self.state, self._executor)
+        return self.service.make_app()
 
     def stop(self) -> None:
         """Stop serving, wait for the thread, and remove a temporary cache directory."""
-        thread, loop = self._thread, self._loop
-        if thread is not None and loop is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-        self._thread = None
-        self._loop = None
+        self._server.stop()
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
@@ -1207,8 +1162,8 @@ class Emulator:
         self._on_loop(self.state.metrics.reset)
 
     def _on_loop(self, fn: Callable[[], T]) -> T:
-        loop = self._loop
-        if loop is None or not loop.is_running() or self._thread is threading.current_thread():
+        loop = self._server.loop
+        if loop is None or not loop.is_running() or self._server.thread is threading.current_thread():
             return fn()
 
         async def settled() -> T:
@@ -1224,10 +1179,6 @@ class Emulator:
         except Exception:  # pragma: no cover - loop stopping or stuck: read directly
             future.cancel()
             return fn()
-
-
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _url_host(host: str) -> str:

@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 from aiohttp import web
 
+from ps1dask.background_server import BackgroundServer, bind_socket
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.render import (
     COLOUR_METHODS,
@@ -298,12 +299,8 @@ class ViewerApp:
         return web.json_response({"flux_unit": df.attrs.get("flux_unit"), "rows": rows}, headers=_NO_STORE)
 
 
-def _family(host: str) -> int:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
 class Viewer:
-    """The viewer of one store, served from a background thread (or :meth:`serve_forever`).
+    """The viewer of one store, served from a background thread (:meth:`wait` blocks on it).
 
     >>> with Viewer("cutouts.zarr") as v:          # doctest: +SKIP
     ...     print(v.url)
@@ -316,10 +313,7 @@ class Viewer:
         self._bind_port = int(port)
         self.port: int | None = None
         self._workers = workers or min(8, (os.cpu_count() or 2) + 2)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        self._server = BackgroundServer("ps1dask-viewer", shutdown_timeout=1.0)
         self._executor: ThreadPoolExecutor | None = None
         self.state: ViewerState | None = None
 
@@ -333,67 +327,24 @@ class Viewer:
     def _prepare(self) -> socket.socket:
         self.state = ViewerState(self.store)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="ps1dask-viewer")
-        sock = socket.create_server((self.host, self._bind_port), family=_family(self.host), backlog=128)
-        sock.setblocking(False)
+        sock = bind_socket(self.host, self._bind_port, backlog=128)
         self.port = sock.getsockname()[1]
         return sock
 
-    async def _start_site(self, sock: socket.socket) -> web.AppRunner:
+    def _make_app(self) -> web.Application:
         assert self.state is not None and self._executor is not None
-        app = ViewerApp(self.state, self._executor).make_app()
-        runner = web.AppRunner(app, shutdown_timeout=1.0, access_log=None)
-        await runner.setup()
-        await web.SockSite(runner, sock).start()
-        return runner
+        return ViewerApp(self.state, self._executor).make_app()
 
     def start(self) -> Viewer:
         """Serve from a background thread; returns when the server accepts connections."""
-        if self._thread is not None and self._thread.is_alive():
+        if self._server.running:
             return self
-        sock = self._prepare()
-        self._ready.clear()
-        self._thread = threading.Thread(target=self._serve, args=(sock,), name="ps1dask-viewer", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-        if self._error is not None:
-            err, self._error = self._error, None
-            raise RuntimeError(f"the viewer failed to start: {err!r}") from err
+        self._server.start(self._prepare(), self._make_app)
         return self
 
-    def _serve(self, sock: socket.socket) -> None:
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        self._loop = loop
-        try:
-            runner = loop.run_until_complete(self._start_site(sock))
-        except BaseException as err:  # pragma: no cover - reported by start()
-            self._error = err
-            sock.close()
-            self._ready.set()
-            loop.close()
-            return
-        self._ready.set()
-        try:
-            loop.run_forever()
-        finally:
-            loop.run_until_complete(runner.cleanup())
-            loop.close()
-
-    def serve_forever(self) -> None:
-        """Serve in this thread until interrupted (Ctrl-C)."""
-        sock = self._prepare()
-
-        async def main() -> None:
-            runner = await self._start_site(sock)
-            try:
-                await asyncio.Event().wait()
-            finally:
-                await runner.cleanup()
-
-        try:
-            asyncio.run(main())
-        finally:
-            self._shutdown_executor()
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl-C interrupts the wait with KeyboardInterrupt)."""
+        self._server.join()
 
     def _shutdown_executor(self) -> None:
         if self._executor is not None:
@@ -401,12 +352,7 @@ class Viewer:
             self._executor = None
 
     def stop(self) -> None:
-        thread, loop = self._thread, self._loop
-        if thread is not None and loop is not None and thread.is_alive():
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=30)
-        self._thread = None
-        self._loop = None
+        self._server.stop()
         self._shutdown_executor()
         self.port = None
 
