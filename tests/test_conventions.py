@@ -144,16 +144,17 @@ def test_linear_pixels_table_equals_the_formula(dtype, seed, bscale, bzero, blan
     """Whole-file integers go through a per-value table: bit-identical to the formula."""
     rng = np.random.default_rng(seed)
     info = np.iinfo(np.dtype(dtype))
-    raw = rng.integers(info.min, info.max, size=(80, 70), endpoint=True).astype(dtype)
+    raw = rng.integers(info.min, info.max, size=(160, 140), endpoint=True).astype(dtype)
     header = {"BSCALE": bscale, "BZERO": bzero}
     if blank is not None and info.min <= blank <= info.max:
         header["BLANK"] = blank
         raw[3, :5] = blank
     if asinh:
         header.update(BSOFTEN=90.0, BOFFSET=-3.0)
-    assert raw.size >= 4096  # large enough for the table path
-    got = linear_pixels(raw[:, 3:67], header)  # a non-contiguous view, as cutouts are
-    want = flux_module._linear_pixels_direct(raw[:, 3:67], header)
+    view = raw[:, 3:133]  # a non-contiguous view, as cutouts are
+    assert view.size >= flux_module._TABLE_MIN_PIXELS  # large enough for the table path
+    got = linear_pixels(view, header)
+    want = flux_module._linear_pixels_direct(view, header)
     assert got.dtype == want.dtype == np.float32
     np.testing.assert_array_equal(got, want)  # NaN == NaN here; exact otherwise
 
