@@ -9,18 +9,17 @@ a later rerun completes.
 from __future__ import annotations
 
 import importlib
-import logging
 import os
 import signal
 import threading
 import time
-import warnings
 
 import dask.config
 import distributed
 import numpy as np
 import pytest
 import zarr
+from conftest import local_cluster_client
 from _jobs import (
     assert_same_store,
     emulator_knobs,
@@ -43,14 +42,12 @@ UNIT = 4
 FIGURES: dict[str, object] = {}
 
 
-
 @pytest.fixture(scope="module")
 def dask_client():
     """A cluster of this module's own: its failures and kills must not reach other tests."""
-    from conftest import local_cluster_client
-
     with local_cluster_client() as client:
         yield client
+
 
 @pytest.fixture(scope="module")
 def table():
@@ -194,14 +191,8 @@ def test_killed_workers_lose_and_duplicate_nothing(emu, big_table, big_reference
         "distributed.scheduler.locks.lease-timeout": "2s",
         "distributed.scheduler.locks.lease-validation-interval": "200ms",
     }
-    with dask.config.set(lease), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        # The nannies pass this config to the workers (and to the ones they restart).
-        cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0",
-            silence_logs=logging.CRITICAL,
-        )
-        client = distributed.Client(cluster, set_as_default=False)
+    # The nannies pass this config to the workers (and to the ones they restart).
+    with dask.config.set(lease), local_cluster_client() as client:
         try:
             # request timeouts below the 2 s lease timeout, as the lease check demands
             svc = service(emu.url, **{"ps1dask.http.connect-timeout": 0.5, "ps1dask.http.read-timeout": 1})
@@ -238,8 +229,6 @@ def test_killed_workers_lose_and_duplicate_nothing(emu, big_table, big_reference
             metrics = emu.metrics()
         finally:
             emu.configure(latency=0.0)
-            client.close()
-            cluster.close()
     assert summary.statuses == {"ok": n}, summary
     assert_same_store(reference, store)
     assert summary.units_run == len(table) // UNIT + (len(table) % UNIT > 0)

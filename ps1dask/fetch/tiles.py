@@ -545,13 +545,11 @@ class CompressedImageIndex:
         table = np.frombuffer(self.table_bytes, dtype=np.uint8).reshape(-1, naxis1)[t0:t1].copy()
         limit = np.iinfo(np.int32).max
         for col in columns:
-            count, _ = _descriptors(table, naxis1, col)
             nbytes, new_offset = self._heap_offsets(table, col, ranges)
-            used = nbytes > 0
             if not col.wide and new_offset.max(initial=0) > limit:
                 raise BadFITSError("too many tile bytes for one decode; read fewer rows")
             desc = np.empty(len(table), dtype=col.dtype)
-            desc["count"] = np.where(used, count, 0)
+            desc["count"] = nbytes // col.element_size
             desc["offset"] = new_offset
             table[:, col.offset : col.offset + col.dtype.itemsize] = desc.view(np.uint8).reshape(
                 len(table), -1
