@@ -5,7 +5,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import signal
 import socket
+import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +18,7 @@ import pandas as pd
 import zarr
 
 from ps1dask.client import PS1Service
+from ps1dask.storage import STATUS
 from ps1dask.tessellation import locate, skycell_center
 
 #: HTTP settings that make faults cheap to survive in tests: short read timeout (stalls),
@@ -96,3 +100,26 @@ def emulator_knobs(emu: object, **knobs: object) -> Iterator[None]:
             latency=0.0, fault_rate=0.0, retry_after=1.0, stall_seconds=30.0, seed=0,
             fault_kinds=("503", "429", "reset", "truncate", "stall"),
         )
+
+
+def ok_positions(store: str | os.PathLike[str]) -> int:
+    """Positions of a stack store whose every filter is stored ok (0 before it exists)."""
+    if not (Path(store) / "stack_status" / "zarr.json").exists():
+        return 0
+    status = np.asarray(zarr.open_array(str(store), path="stack_status", mode="r")[:])
+    return int((status == STATUS["ok"]).all(axis=1).sum())
+
+
+def kill_when_stored(proc: subprocess.Popen, store: str | os.PathLike[str], at_least: int,
+                     timeout: float = 120.0) -> None:
+    """SIGKILL ``proc``'s process group once ``at_least`` positions are stored ok (or it
+    exited, or ``timeout`` passed), and reap it."""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+            if ok_positions(store) >= at_least:
+                break
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=30)

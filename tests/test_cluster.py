@@ -12,14 +12,11 @@ import time
 from pathlib import Path
 
 import distributed
-import numpy as np
 import pytest
-import zarr
-from _jobs import assert_same_store, free_port, positions_in_one_skycell
+from _jobs import assert_same_store, free_port, kill_when_stored, ok_positions, positions_in_one_skycell
 
 import ps1dask
 from ps1dask.client import RequestThrottle
-from ps1dask.storage import STATUS
 
 FILTERS = "gr"
 SIZE = 24
@@ -176,21 +173,8 @@ def test_killed_client_resumes_on_the_surviving_cluster(cli_cluster, emu, dask_c
         _cutouts_cmd(csv, store, address, emu.url), stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )
-    try:
-        deadline = time.monotonic() + 120
-        done = 0
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-            if (store / "stack_status" / "zarr.json").exists():
-                status = np.asarray(zarr.open_array(str(store), path="stack_status", mode="r")[:])
-                done = int((status == STATUS["ok"]).all(axis=1).sum())
-                if done >= 2 * UNIT:
-                    break
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    status = np.asarray(zarr.open_array(str(store), path="stack_status", mode="r")[:])
-    assert 0 < (status == STATUS["ok"]).all(axis=1).sum() < len(table), "killed too late or too early"
+    kill_when_stored(proc, store, 2 * UNIT)
+    assert 0 < ok_positions(store) < len(table), "killed too late or too early"
 
     emu.configure(latency=0.0)
     emu.reset_metrics()

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
-import pandas as pd
 import pytest
 import xarray as xr
 import zarr
+from _jobs import arrays, assert_same_store, kill_when_stored, ok_positions, positions_in_one_skycell
 
 import ps1dask
 from ps1dask.client import PS1Service
 from ps1dask.conventions import image_filename
-from ps1dask.storage import STATUS, StoreMismatchError
-from ps1dask.tessellation import SkycellId, locate, skycell_center
-
-
-def _positions_in_one_skycell(n: int, seed: int = 0, cell: str = "1405.053") -> pd.DataFrame:
-    ra0, dec0 = skycell_center(cell)
-    rng = np.random.default_rng(seed)
-    ra = ra0 + rng.uniform(-0.15, 0.15, n)
-    dec = dec0 + rng.uniform(-0.15, 0.15, n)
-    keep = locate(ra, dec).skycell.to_numpy() == f"skycell.{cell}"
-    return pd.DataFrame({"name": [f"p{i:03d}" for i in range(int(keep.sum()))], "ra": ra[keep], "dec": dec[keep]})
+from ps1dask.storage import StoreMismatchError
+from ps1dask.tessellation import SkycellId
 
 
 @pytest.fixture()
@@ -37,23 +25,8 @@ def emu(job_emulator):
     return job_emulator
 
 
-def _arrays(path) -> dict[str, np.ndarray]:
-    group = zarr.open_group(str(path), mode="r")
-    return {name: np.asarray(arr[:]) for name, arr in group.arrays()}
-
-
-def _assert_same_store(a, b) -> None:
-    xa, xb = _arrays(a), _arrays(b)
-    assert sorted(xa) == sorted(xb)
-    for name in xa:
-        if xa[name].dtype.kind == "f":
-            np.testing.assert_array_equal(xa[name], xb[name], err_msg=name)
-        else:
-            assert (xa[name] == xb[name]).all(), name
-
-
 def test_strategies_give_identical_pixels_equal_to_fitscut(emu, dask_client, tmp_path):
-    table = _positions_in_one_skycell(12)
+    table = positions_in_one_skycell(12)
     table.loc[len(table)] = ["south", 10.0, -60.0]  # outside the tessellation
     table.loc[len(table)] = ["zone14", 30.0, -34.0]  # tessellated, but no PS1 3pi images
     stores = {}
@@ -66,7 +39,7 @@ def test_strategies_give_identical_pixels_equal_to_fitscut(emu, dask_client, tmp
         assert summary.statuses == {"ok": 12, "outside_footprint": 2}, (strategy, summary)
         assert emu.metrics()["max_in_flight"] <= 10
     for strategy in ("skycell", "range", "auto"):
-        _assert_same_store(stores["cutout"], stores[strategy])
+        assert_same_store(stores["cutout"], stores[strategy])
 
     # the store holds exactly what the service's own fitscut answers for the same request
     ds = ps1dask.open_store(stores["range"])
@@ -88,7 +61,7 @@ def test_strategies_give_identical_pixels_equal_to_fitscut(emu, dask_client, tmp
 
 def test_auxiliary_images_zeropoints_and_limit(emu, dask_client, tmp_path):
     emu.configure(latency=0.05)
-    table = _positions_in_one_skycell(30, seed=3)
+    table = positions_in_one_skycell(30, seed=3)
     store = tmp_path / "aux.zarr"
     summary = ps1dask.cutouts(
         table, store, filters="gi", size=32, types="stack,stack.wt,stack.mask", strategy="cutout",
@@ -131,17 +104,17 @@ def test_pixel_compressor_comes_from_config():
 
 
 def test_rerun_sends_no_image_requests_and_changed_request_is_refused(emu, dask_client, tmp_path):
-    table = _positions_in_one_skycell(10, seed=5)
+    table = positions_in_one_skycell(10, seed=5)
     store = tmp_path / "rerun.zarr"
     kwargs = dict(filters="z", size=40, strategy="cutout", service=emu.url, client=dask_client, progress=False)
     first = ps1dask.cutouts(table, store, **kwargs)
     assert first.statuses["ok"] == len(table)
-    before = _arrays(store)
+    before = arrays(store)
     emu.reset_metrics()
     again = ps1dask.cutouts(table, store, **kwargs)
     assert emu.metrics()["requests_total"] == 0
     assert again.units_run == 0 and again.statuses == first.statuses
-    after = _arrays(store)
+    after = arrays(store)
     for name in before:
         assert before[name].tobytes() == after[name].tobytes(), name
     with pytest.raises(StoreMismatchError, match="size|width"):
@@ -155,7 +128,7 @@ def test_rerun_sends_no_image_requests_and_changed_request_is_refused(emu, dask_
 
 def test_killed_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
     emu.configure(latency=0.15)
-    table = _positions_in_one_skycell(60, seed=7)
+    table = positions_in_one_skycell(60, seed=7)
     csv = tmp_path / "positions.csv"
     table.to_csv(csv, index=False)
     killed = tmp_path / "killed.zarr"
@@ -165,21 +138,8 @@ def test_killed_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
         "--unit-size", "4",
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        done = 0
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-            if (killed / "stack_status" / "zarr.json").exists():
-                status = np.asarray(zarr.open_array(str(killed), path="stack_status", mode="r")[:])
-                done = int((status == STATUS["ok"]).all(axis=1).sum())
-                if done >= 8:
-                    break
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait(timeout=30)
-    status = np.asarray(zarr.open_array(str(killed), path="stack_status", mode="r")[:])
-    assert 0 < (status == STATUS["ok"]).all(axis=1).sum() < len(table), "kill came too late or too early"
+    kill_when_stored(proc, killed, 8)
+    assert 0 < ok_positions(killed) < len(table), "kill came too late or too early"
 
     emu.configure(latency=0.0)
     emu.reset_metrics()
@@ -190,7 +150,7 @@ def test_killed_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
     assert refetched < 2 * len(table)  # what was stored before the kill was not fetched again
     whole = tmp_path / "whole.zarr"
     ps1dask.cutouts(csv, whole, max_unit_positions=4, **kwargs)
-    _assert_same_store(killed, whole)
+    assert_same_store(killed, whole)
 
 
 def test_service_probes_of_auto_take_cluster_slots(emu, dask_client):
@@ -200,7 +160,7 @@ def test_service_probes_of_auto_take_cluster_slots(emu, dask_client):
     from ps1dask.planning import plan_stack_job
     from ps1dask.positions import read_positions
 
-    plan = plan_stack_job(read_positions(_positions_in_one_skycell(5)), filters="r", service_url=emu.url)
+    plan = plan_stack_job(read_positions(positions_in_one_skycell(5)), filters="r", service_url=emu.url)
     service = PS1Service(emu.url)
     name = service.throttle.name
 

@@ -23,6 +23,7 @@ from conftest import local_cluster_client
 from _jobs import (
     assert_same_store,
     emulator_knobs,
+    ok_positions,
     positions_in_one_skycell,
     service,
     tree_digest,
@@ -157,14 +158,6 @@ def _wait(predicate, timeout: float, what: str, step: float = 0.05) -> None:
         time.sleep(step)
 
 
-def _done_units(store) -> int:
-    path = store / "stack_status" / "zarr.json"
-    if not path.exists():
-        return 0
-    status = np.asarray(zarr.open_array(str(store), path="stack_status", mode="r")[:])
-    return int((status == STATUS["ok"]).all(axis=1).sum()) // UNIT
-
-
 @pytest.fixture(scope="module")
 def big_table():
     return positions_in_one_skycell(100, seed=12)
@@ -207,7 +200,7 @@ def test_killed_workers_lose_and_duplicate_nothing(emu, big_table, big_reference
             kills = []
             t_start = time.monotonic()
             first = _worker_pids(client)
-            _wait(lambda: _done_units(store) >= 1, 60, "a first unit")
+            _wait(lambda: ok_positions(store) >= UNIT, 60, "a first unit")
             _victim, pid = min(first.items())
             os.kill(pid, signal.SIGKILL)
             kills.append(pid)
