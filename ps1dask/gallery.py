@@ -28,23 +28,21 @@ import xarray as xr
 
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.render import (
-    COLOUR_METHODS,
     Display,
     aperture_lightcurve,
     colour_image,
     cutout_image,
     encode,
     has_warps,
-    parse_colour_filters,
     position_table,
     store_filters,
 )
 from ps1dask.render.parallel import PLOT_LOCK, map_positions
-from ps1dask.render.store import has_stacks, status_codes
+from ps1dask.render.store import has_stacks, picture_filters, picture_format, status_codes
 from ps1dask.storage import open_store
 from ps1dask.storage.layout import STATUS
 
-_MIME = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
+_MIME = {"jpg": "image/jpeg", "png": "image/png"}
 
 
 @dataclass(frozen=True)
@@ -373,26 +371,16 @@ def write_gallery(
     """
     store = Path(store)
     output = Path(output)
-    if fmt not in _MIME:
-        raise InvalidParameterError(f"format {fmt!r}: use jpg or png")
-    if method not in COLOUR_METHODS:
-        raise InvalidParameterError(f"colour method {method!r}: expected one of {COLOUR_METHODS}")
+    fmt = picture_format(fmt)
     if int(page_size) < 1:
         raise InvalidParameterError(f"page size {page_size!r} must be at least 1")
     if not 16 <= int(thumb_size) <= 1024:
         raise InvalidParameterError(f"thumbnail size {thumb_size!r} must be 16..1024 pixels")
     ds = open_store(store)
-    available = store_filters(ds)
-    thumbs = available if not filters else "".join(filters.split(","))
-    missing = [f for f in thumbs if f not in available]
-    if missing:
-        raise InvalidParameterError(f"filters {''.join(missing)} are not in the store (it has {available})")
-    rgb = None
-    if not no_colour and len(available) >= 2:
-        rgb = tuple(parse_colour_filters(colour, available))
+    thumbs, rgb = picture_filters(ds, filters, colour, no_colour, method)
     opts = GalleryOptions(
         filters=thumbs, colour=rgb, method=method, display=display or Display(),
-        thumb_size=int(thumb_size), fmt="jpg" if fmt == "jpeg" else fmt, lightcurves=bool(lightcurves),
+        thumb_size=int(thumb_size), fmt=fmt, lightcurves=bool(lightcurves),
     )
     n = int(ds.sizes["position"])
     if positions is None:
@@ -404,7 +392,7 @@ def write_gallery(
             raise InvalidParameterError(f"positions {outside[:5]} are not in 0..{n - 1}")
     status = status_codes(ds)
     counts = {name: int((status == code).sum()) for name, code in STATUS.items() if (status == code).any()}
-    summary = "filters " + available + " · " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    summary = "filters " + store_filters(ds) + " · " + ", ".join(f"{k} {v}" for k, v in counts.items())
     if has_warps(ds):
         summary += f" · warps up to {int(ds.sizes['epoch'])} epochs"
     title = title or f"PS1 cutouts: {store.name}"

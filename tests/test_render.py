@@ -237,6 +237,20 @@ def test_red_star_in_a_store_is_red_and_pictures_match_fitscut(stars_store, job_
         render.cutout_image(ds, 0, "r")
     with pytest.raises(InvalidParameterError, match="no warps"):
         render.cutout_image(ds, 0, "g", epoch=0)
+    # the choices shared by `images` and `gallery`
+    from ps1dask.render.store import picture_filters, picture_format
+
+    assert picture_format("JPEG") == "jpg" and picture_format("png") == "png"
+    with pytest.raises(InvalidParameterError, match="use jpg or png"):
+        picture_format("gif")
+    available = render.store_filters(ds)
+    assert picture_filters(ds, None, None, True, "lupton") == (available, None)
+    chosen, rgb = picture_filters(ds, available[0], None, False, "fitscut")
+    assert chosen == available[0] and rgb is not None and len(rgb) == 3
+    with pytest.raises(InvalidParameterError, match="not in the store"):
+        picture_filters(ds, "gq", None, False, "lupton")
+    with pytest.raises(InvalidParameterError, match="colour method"):
+        picture_filters(ds, None, None, False, "rainbow")
 
 
 def test_plots_cutout_with_wcs_and_catalogue_lightcurve_periodogram(stars_store, job_emulator, tmp_path):

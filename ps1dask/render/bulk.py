@@ -24,7 +24,7 @@ import pandas as pd
 import xarray as xr
 
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.render.display import COLOUR_METHODS, Display, encode, grey, parse_colour_filters
+from ps1dask.render.display import Display, encode, grey
 from ps1dask.render.parallel import map_positions
 from ps1dask.render.store import (
     _text,
@@ -32,6 +32,8 @@ from ps1dask.render.store import (
     cutout_image,
     has_warps,
     load,
+    picture_filters,
+    picture_format,
     status_codes,
     store_filters,
 )
@@ -162,22 +164,9 @@ def write_images(
     ``client``: a Dask client or scheduler address (default: the threaded scheduler with
     ``num_workers`` threads). Returns the index (also written as ``outdir/index.csv``).
     """
-    fmt = fmt.lower()
-    if fmt == "jpeg":
-        fmt = "jpg"
-    if fmt not in ("jpg", "png"):
-        raise InvalidParameterError(f"format {fmt!r}: use jpg or png")
-    if method not in COLOUR_METHODS:
-        raise InvalidParameterError(f"colour method {method!r}: expected one of {COLOUR_METHODS}")
+    fmt = picture_format(fmt)
     ds = open_store(store)
-    available = store_filters(ds)
-    chosen = available if not filters else "".join(filters.split(","))
-    missing = [f for f in chosen if f not in available]
-    if missing:
-        raise InvalidParameterError(f"filters {''.join(missing)} are not in the store (it has {available})")
-    rgb = None
-    if not no_colour and len(available) >= 2:
-        rgb = tuple(parse_colour_filters(colour, available))
+    chosen, rgb = picture_filters(ds, filters, colour, no_colour, method)
     if warps and not has_warps(ds):
         raise InvalidParameterError(f"{store} has no warps (no warp_flux); drop --warps")
     out = Path(outdir)

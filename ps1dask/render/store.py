@@ -21,6 +21,7 @@ import xarray as xr
 
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.render.display import (
+    COLOUR_METHODS,
     ByteArray,
     Display,
     composite,
@@ -40,6 +41,33 @@ def load(obj: xr.DataArray | xr.Dataset) -> Any:
 def store_filters(ds: xr.Dataset) -> str:
     """The filters of a store, in its order (e.g. ``"giy"``)."""
     return "".join(str(f) for f in ds["filter"].values)
+
+
+def picture_format(fmt: str) -> str:
+    """``jpg`` or ``png`` (``jpeg`` and upper case accepted); anything else is refused."""
+    out = str(fmt).lower()
+    out = "jpg" if out == "jpeg" else out
+    if out not in ("jpg", "png"):
+        raise InvalidParameterError(f"format {fmt!r}: use jpg or png")
+    return out
+
+
+def picture_filters(
+    ds: xr.Dataset, filters: str | None, colour: Any, no_colour: bool, method: str
+) -> tuple[str, tuple[str | None, ...] | None]:
+    """The filters to draw one by one and the (red, green, blue) filters of the colour
+    picture (None without colour) of a store; unknown filters or methods are refused."""
+    if method not in COLOUR_METHODS:
+        raise InvalidParameterError(f"colour method {method!r}: expected one of {COLOUR_METHODS}")
+    available = store_filters(ds)
+    chosen = available if not filters else "".join(filters.split(","))
+    missing = [f for f in chosen if f not in available]
+    if missing:
+        raise InvalidParameterError(f"filters {''.join(missing)} are not in the store (it has {available})")
+    rgb = None
+    if not no_colour and len(available) >= 2:
+        rgb = tuple(parse_colour_filters(colour, available))
+    return chosen, rgb
 
 
 def has_warps(ds: xr.Dataset) -> bool:
