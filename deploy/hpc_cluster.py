@@ -23,9 +23,15 @@ import threading
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("system", choices=["slurm", "pbs"], help="batch system")
-    parser.add_argument("--jobs", type=int, default=2, help="worker batch jobs to submit (default 2)")
-    parser.add_argument("--config", default=None, help="dask config YAML (e.g. deploy/jobqueue.yaml)")
-    parser.add_argument("--host", default=None, help="scheduler address to bind (default: the interface's)")
+    parser.add_argument(
+        "--jobs", type=int, default=2, help="worker batch jobs to submit (default 2)"
+    )
+    parser.add_argument(
+        "--config", default=None, help="dask config YAML (e.g. deploy/jobqueue.yaml)"
+    )
+    parser.add_argument(
+        "--host", default=None, help="scheduler address to bind (default: the interface's)"
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the job script and exit")
     args = parser.parse_args(argv)
 
@@ -39,7 +45,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import dask_jobqueue
     except ImportError:
-        print("hpc_cluster.py: error: needs dask-jobqueue (pip install dask-jobqueue)", file=sys.stderr)
+        print(
+            "hpc_cluster.py: error: needs dask-jobqueue (pip install dask-jobqueue)",
+            file=sys.stderr,
+        )
         return 1
     cls = {"slurm": dask_jobqueue.SLURMCluster, "pbs": dask_jobqueue.PBSCluster}[args.system]
     scheduler_options = {"host": args.host} if args.host else {}

@@ -28,7 +28,9 @@ QUICKSTART = [
         "emu = Emulator(seed=0, latency=0.02, cache_dir=work / 'emulator').start()\n"
         "emu.url"
     ),
-    new_markdown_cell("## Where do my positions fall?\n`ps1dask.locate` is pure computation: no request is sent."),
+    new_markdown_cell(
+        "## Where do my positions fall?\n`ps1dask.locate` is pure computation: no request is sent."
+    ),
     new_code_cell(
         "stars = pd.DataFrame(emu.sky.sources(150.40, 2.35, 600))\n"
         "stars = stars[(stars.mag_r > 16) & (stars.mag_r < 19)].head(12)\n"
@@ -36,14 +38,18 @@ QUICKSTART = [
         "targets.loc[len(targets)] = ['far-south', 10.0, -60.0]   # outside the PS1 footprint: gets a status\n"
         "ps1dask.locate(targets.ra, targets.dec).head()"
     ),
-    new_markdown_cell("## Fetch stack cutouts into one Zarr store\nA local Dask cluster starts by itself; the summary counts statuses and requests."),
+    new_markdown_cell(
+        "## Fetch stack cutouts into one Zarr store\nA local Dask cluster starts by itself; the summary counts statuses and requests."
+    ),
     new_code_cell(
         "summary = ps1dask.cutouts(targets, work / 'cutouts.zarr', filters='gri', size=64,\n"
         "                          types=('stack', 'stack.wt', 'stack.mask'), service=emu.url, n_workers=2)\n"
         "print(summary)\n"
         "print('max requests in flight seen by the service:', emu.metrics()['max_in_flight'])"
     ),
-    new_markdown_cell("## Open it with xarray\nPositions come back in input order; `ds.ps1.wcs(i)` is the WCS of cutout `i`."),
+    new_markdown_cell(
+        "## Open it with xarray\nPositions come back in input order; `ds.ps1.wcs(i)` is the WCS of cutout `i`."
+    ),
     new_code_cell(
         "ds = ps1dask.open_store(work / 'cutouts.zarr')\n"
         "print(ds)\n"
@@ -107,14 +113,8 @@ LIGHTCURVES = [
         "ds = ps1dask.open_store(work / 'lc.zarr')\n"
         "print(ds.n_epochs.values.ravel())"
     ),
-    new_code_cell(
-        "lc = ps1dask.lightcurves(work / 'lc.zarr').compute()\n"
-        "lc.head()"
-    ),
-    new_code_cell(
-        "stats = ps1dask.lightcurve_stats(lc)\n"
-        "stats"
-    ),
+    new_code_cell("lc = ps1dask.lightcurves(work / 'lc.zarr').compute()\nlc.head()"),
+    new_code_cell("stats = ps1dask.lightcurve_stats(lc)\nstats"),
     new_code_cell(
         "import matplotlib\n"
         "matplotlib.use('Agg')\n"
@@ -159,8 +159,17 @@ CLUSTER = [
 
 
 def main() -> None:
-    for name, cells in (("quickstart", QUICKSTART), ("lightcurves", LIGHTCURVES), ("cluster", CLUSTER)):
-        nb = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+    for name, cells in (
+        ("quickstart", QUICKSTART),
+        ("lightcurves", LIGHTCURVES),
+        ("cluster", CLUSTER),
+    ):
+        nb = new_notebook(
+            cells=cells,
+            metadata={
+                "kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}
+            },
+        )
         nbformat.write(nb, HERE / f"{name}.ipynb")
 
 

@@ -78,19 +78,29 @@ def _chi2_sigma(chi2: np.ndarray, dof: np.ndarray) -> np.ndarray:
     return out
 
 
-def _stats_frame(lc: pd.DataFrame, by: list[str], exclude_flags: int,
-                 error_floor: float) -> pd.DataFrame:
+def _stats_frame(
+    lc: pd.DataFrame, by: list[str], exclude_flags: int, error_floor: float
+) -> pd.DataFrame:
     """Per-group statistics of one pandas frame (every row of a group must be in it)."""
     cols = list(by) + list(STATS_COLUMNS)
     if len(lc) == 0:
-        return pd.DataFrame({c: pd.Series([], dtype=STATS_COLUMNS.get(c, lc[c].dtype if c in lc else "object"))
-                             for c in cols})
+        return pd.DataFrame(
+            {
+                c: pd.Series([], dtype=STATS_COLUMNS.get(c, lc[c].dtype if c in lc else "object"))
+                for c in cols
+            }
+        )
     ok = good_rows(lc, exclude_flags).to_numpy(dtype=bool)
     keys = lc[by]
     total = keys.groupby(by, sort=True, observed=True).size().rename("n_rows")
-    first = lc.groupby(by, sort=True, observed=True)[["ra", "dec"]].first() if {"ra", "dec"} <= set(lc.columns) \
+    first = (
+        lc.groupby(by, sort=True, observed=True)[["ra", "dec"]].first()
+        if {"ra", "dec"} <= set(lc.columns)
         else pd.DataFrame(index=total.index, data={"ra": np.nan, "dec": np.nan})
-    g = lc.loc[ok, list(by) + ["flux", "flux_err"] + (["mjd"] if "mjd" in lc.columns else [])].copy()
+    )
+    g = lc.loc[
+        ok, list(by) + ["flux", "flux_err"] + (["mjd"] if "mjd" in lc.columns else [])
+    ].copy()
     f = g["flux"].to_numpy(np.float64)
     e = g["flux_err"].to_numpy(np.float64)
     if error_floor:
@@ -116,7 +126,9 @@ def _stats_frame(lc: pd.DataFrame, by: list[str], exclude_flags: int,
     out["mean_flux_err"] = (1.0 / np.sqrt(sums["_w"])).reindex(out.index)
     with np.errstate(divide="ignore", invalid="ignore"):
         mf = out["mean_flux"].to_numpy(np.float64)
-        out["mean_mag"] = np.where(mf > 0, UJY_ZEROPOINT - 2.5 * np.log10(np.where(mf > 0, mf, 1.0)), np.nan)
+        out["mean_mag"] = np.where(
+            mf > 0, UJY_ZEROPOINT - 2.5 * np.log10(np.where(mf > 0, mf, 1.0)), np.nan
+        )
     dof = (out["n"] - 1).to_numpy(np.float64)
     c2 = chi2.reindex(out.index).to_numpy(np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -125,7 +137,9 @@ def _stats_frame(lc: pd.DataFrame, by: list[str], exclude_flags: int,
     fl = gb["flux"]
     out["amplitude"] = (fl.max() - fl.min()).reindex(out.index)
     out["amplitude_robust"] = (fl.quantile(0.95) - fl.quantile(0.05)).reindex(out.index)
-    out["max_dev_sigma"] = g.groupby(by, sort=True, observed=True)["_absdev"].max().reindex(out.index)
+    out["max_dev_sigma"] = (
+        g.groupby(by, sort=True, observed=True)["_absdev"].max().reindex(out.index)
+    )
     if "mjd" in g.columns:
         out["mjd_first"] = gb["mjd"].min().reindex(out.index)
         out["mjd_last"] = gb["mjd"].max().reindex(out.index)
@@ -170,7 +184,11 @@ def lightcurve_stats(
     meta = _stats_frame(lc._meta, by, int(exclude_flags), float(error_floor))
     frame = lc if partitioned else lc.shuffle(on=by[0])
     return frame.map_partitions(
-        _stats_frame, by, int(exclude_flags), float(error_floor), meta=meta,
+        _stats_frame,
+        by,
+        int(exclude_flags),
+        float(error_floor),
+        meta=meta,
         enforce_metadata=False,
     )
 
@@ -198,8 +216,9 @@ def variability_candidates(
     return out
 
 
-def _one_object(lc: pd.DataFrame, filter: str | Sequence[str] | None,
-                exclude_flags: int) -> pd.DataFrame:
+def _one_object(
+    lc: pd.DataFrame, filter: str | Sequence[str] | None, exclude_flags: int
+) -> pd.DataFrame:
     if not isinstance(lc, pd.DataFrame):
         lc = lc.compute()
     if "id" in lc.columns and lc["id"].nunique() > 1:
@@ -269,7 +288,9 @@ def best_period(
         model = LombScargle(t, y, dy)
         power = model.power(freq)
         best = float(np.nanmax(power))
-        fap = float(model.false_alarm_probability(best, minimum_frequency=f_min, maximum_frequency=f_max))
+        fap = float(
+            model.false_alarm_probability(best, minimum_frequency=f_min, maximum_frequency=f_max)
+        )
         method = "LombScargle"
     k = int(np.nanargmax(power))
     return PeriodResult(
@@ -302,8 +323,9 @@ class TransientFit:
 
 def _shape(dt: np.ndarray, rise: np.ndarray, decline: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
-        return np.where(dt < 0, np.exp(-0.5 * (dt / rise) ** 2),
-                        10.0 ** (-0.4 * decline * np.maximum(dt, 0.0)))
+        return np.where(
+            dt < 0, np.exp(-0.5 * (dt / rise) ** 2), 10.0 ** (-0.4 * decline * np.maximum(dt, 0.0))
+        )
 
 
 def fit_transient(
@@ -343,7 +365,9 @@ def fit_transient(
     med = np.array([np.median(y[bands == b]) for b in names]) @ onehot
     t_max = float(t[int(np.argmax((y - med) * np.sqrt(w)))])
 
-    def solve(t0: np.ndarray, rise: np.ndarray, decline: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def solve(
+        t0: np.ndarray, rise: np.ndarray, decline: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """chi2 of every (t0, rise, decline) and the linear parameters, vectorised."""
         T, R, D = np.meshgrid(t0, rise, decline, indexing="ij")
         s = _shape(t[None, :] - T.reshape(-1, 1), R.reshape(-1, 1), D.reshape(-1, 1))  # (M, N)
@@ -368,10 +392,12 @@ def fit_transient(
     hi = min(float(t.max()) + 5.0, t_max + 10.0)
     coarse = np.arange(lo, hi, 0.25)
     step = max(1, int(2e6 // max(rises.size * declines.size * t.size, 1)))  # bounded memory
-    per_t0 = np.concatenate([
-        solve(coarse[i : i + step], rises, declines)[0].reshape(-1, rises.size * declines.size)
-        for i in range(0, coarse.size, step)
-    ])
+    per_t0 = np.concatenate(
+        [
+            solve(coarse[i : i + step], rises, declines)[0].reshape(-1, rises.size * declines.size)
+            for i in range(0, coarse.size, step)
+        ]
+    )
     best_rd = np.argmin(per_t0, axis=1)
     best_c2 = per_t0[np.arange(coarse.size), best_rd]
     if not np.isfinite(best_c2).any():
@@ -396,8 +422,12 @@ def fit_transient(
 
     x, best_chi2 = starts[0], chi2_at(starts[0])
     for st in starts:
-        res = minimize(chi2_at, st, method="Nelder-Mead",
-                       options={"xatol": 1e-3, "fatol": 1e-3, "maxiter": 400})
+        res = minimize(
+            chi2_at,
+            st,
+            method="Nelder-Mead",
+            options={"xatol": 1e-3, "fatol": 1e-3, "maxiter": 400},
+        )
         if np.isfinite(res.fun) and res.fun < best_chi2:
             x, best_chi2 = res.x, float(res.fun)
     c2_best, lin = solve(np.array([x[0]]), np.array([math.exp(x[1])]), np.array([math.exp(x[2])]))

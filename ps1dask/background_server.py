@@ -51,7 +51,9 @@ class BackgroundServer:
             return
         self._ready.clear()
         self._error = None
-        self.thread = threading.Thread(target=self._serve, args=(sock, make_app), name=self.name, daemon=True)
+        self.thread = threading.Thread(
+            target=self._serve, args=(sock, make_app), name=self.name, daemon=True
+        )
         self.thread.start()
         self._ready.wait()
         if self._error is not None:
@@ -65,10 +67,12 @@ class BackgroundServer:
         asyncio.set_event_loop(loop)
         self.loop = loop
         try:
-            runner = web.AppRunner(make_app(), shutdown_timeout=self.shutdown_timeout, access_log=None)
+            runner = web.AppRunner(
+                make_app(), shutdown_timeout=self.shutdown_timeout, access_log=None
+            )
             loop.run_until_complete(runner.setup())
             loop.run_until_complete(web.SockSite(runner, sock, backlog=self.backlog).start())
-        except BaseException as err:  # reported by start()
+        except BaseException as err:  # noqa: BLE001 - any start-up failure is re-raised by start()
             self._error = err
             sock.close()
             self.loop = None

@@ -72,8 +72,9 @@ def _thumb(image: np.ndarray, opts: GalleryOptions) -> str:
     return _data_uri(encode(image, opts.fmt), opts.fmt)
 
 
-def lightcurve_png(ds: xr.Dataset, i: int, *, width: float = 3.4, height: float = 1.9,
-                   dpi: int = 90) -> tuple[bytes | None, int]:
+def lightcurve_png(
+    ds: xr.Dataset, i: int, *, width: float = 3.4, height: float = 1.9, dpi: int = 90
+) -> tuple[bytes | None, int]:
     """PNG of the aperture light curve of position ``i`` (``None`` if it has no good
     warp) and the number of points."""
     from ps1dask.plots import figure_png, lightcurve_figure
@@ -96,15 +97,31 @@ def lightcurve_png(ds: xr.Dataset, i: int, *, width: float = 3.4, height: float 
 
 
 #: Variables a task reads for its whole chunk of positions at once.
-CARD_VARIABLES = ("id", "ra", "dec", "skycell", "stack_status", "stack_zeropoint", "stack_flux",
-                  "warp_status", "n_epochs")
+CARD_VARIABLES = (
+    "id",
+    "ra",
+    "dec",
+    "skycell",
+    "stack_status",
+    "stack_zeropoint",
+    "stack_flux",
+    "warp_status",
+    "n_epochs",
+)
 
 
-def render_card(ds: xr.Dataset, i: int, opts: GalleryOptions, label: int | None = None) -> dict[str, Any]:
+def render_card(
+    ds: xr.Dataset, i: int, opts: GalleryOptions, label: int | None = None
+) -> dict[str, Any]:
     """The pictures and labels of position ``i`` of ``ds`` (a plain dict, made in a Dask
     task); ``label`` is the position number shown (default ``i``)."""
     info = position_table(ds, [i])[0]
-    card: dict[str, Any] = {"info": info.to_dict(), "thumbs": {}, "colour": None, "lightcurve": None}
+    card: dict[str, Any] = {
+        "info": info.to_dict(),
+        "thumbs": {},
+        "colour": None,
+        "lightcurve": None,
+    }
     card["info"]["index"] = int(i if label is None else label)
     card["source"] = "stack" if has_stacks(ds) else "median of the good warps"
     ok = {f for f, s in info.status.items() if s == "ok"}
@@ -236,7 +253,9 @@ def _card_html(card: dict[str, Any], opts: GalleryOptions) -> str:
     )
     epochs = info.get("n_epochs") or {}
     epoch_text = (
-        '<div class="cell">warps ' + " ".join(f"{_esc(f)}:{n}" for f, n in epochs.items()) + "</div>"
+        '<div class="cell">warps '
+        + " ".join(f"{_esc(f)}:{n}" for f, n in epochs.items())
+        + "</div>"
         if epochs
         else ""
     )
@@ -270,7 +289,9 @@ def _card_html(card: dict[str, Any], opts: GalleryOptions) -> str:
             f'src="{card["lightcurve"]}"></div>'
         )
     elif "lightcurve" in card and opts.lightcurves and card.get("lightcurve_points", None) == 0:
-        parts.append('<div class="lc"><div class="blank" style="height:40px">no good warp</div></div>')
+        parts.append(
+            '<div class="lc"><div class="blank" style="height:40px">no good warp</div></div>'
+        )
     parts.append("</div>")
     return "".join(parts)
 
@@ -308,8 +329,17 @@ def _nav(output: Path, page: int, n_pages: int) -> str:
 
 
 def _page_html(
-    cards: list[dict[str, Any]], opts: GalleryOptions, *, title: str, store: str, output: Path,
-    page: int, n_pages: int, n_positions: int, first: int, summary: str,
+    cards: list[dict[str, Any]],
+    opts: GalleryOptions,
+    *,
+    title: str,
+    store: str,
+    output: Path,
+    page: int,
+    n_pages: int,
+    n_positions: int,
+    first: int,
+    summary: str,
 ) -> str:
     big = max(64, min(opts.thumb_size, 256))
     small = max(48, min(opts.thumb_size // 2, 128))
@@ -379,8 +409,13 @@ def write_gallery(
     ds = open_store(store)
     thumbs, rgb = picture_filters(ds, filters, colour, no_colour, method)
     opts = GalleryOptions(
-        filters=thumbs, colour=rgb, method=method, display=display or Display(),
-        thumb_size=int(thumb_size), fmt=fmt, lightcurves=bool(lightcurves),
+        filters=thumbs,
+        colour=rgb,
+        method=method,
+        display=display or Display(),
+        thumb_size=int(thumb_size),
+        fmt=fmt,
+        lightcurves=bool(lightcurves),
     )
     n = int(ds.sizes["position"])
     if positions is None:
@@ -391,8 +426,12 @@ def write_gallery(
         if outside:
             raise InvalidParameterError(f"positions {outside[:5]} are not in 0..{n - 1}")
     status = status_codes(ds)
-    counts = {name: int((status == code).sum()) for name, code in STATUS.items() if (status == code).any()}
-    summary = "filters " + store_filters(ds) + " · " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    counts = {
+        name: int((status == code).sum()) for name, code in STATUS.items() if (status == code).any()
+    }
+    summary = (
+        "filters " + store_filters(ds) + " · " + ", ".join(f"{k} {v}" for k, v in counts.items())
+    )
     if has_warps(ds):
         summary += f" · warps up to {int(ds.sizes['epoch'])} epochs"
     title = title or f"PS1 cutouts: {store.name}"
@@ -403,12 +442,23 @@ def write_gallery(
     for page in range(1, n_pages + 1):
         first = (page - 1) * int(page_size)
         chunk = indices[first : first + int(page_size)]
-        cards = map_positions(task, store, chunk, preload=CARD_VARIABLES, client=client,
-                              num_workers=num_workers)
+        cards = map_positions(
+            task, store, chunk, preload=CARD_VARIABLES, client=client, num_workers=num_workers
+        )
         path = page_name(output, page)
         path.write_text(
-            _page_html(cards, opts, title=title, store=str(store), output=output, page=page,
-                       n_pages=n_pages, n_positions=len(indices), first=first, summary=summary),
+            _page_html(
+                cards,
+                opts,
+                title=title,
+                store=str(store),
+                output=output,
+                page=page,
+                n_pages=n_pages,
+                n_positions=len(indices),
+                first=first,
+                summary=summary,
+            ),
             encoding="utf-8",
         )
         written.append(path)

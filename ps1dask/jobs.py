@@ -31,21 +31,20 @@ from ps1dask.execution import (
 )
 from ps1dask.fetch.warp import WarpUnit
 from ps1dask.planning import ServiceProfile, WorkUnit, plan_stack_job
-from ps1dask.planning.plan import PositionPlan, plan_positions
 from ps1dask.planning.cost import STRATEGIES
+from ps1dask.planning.plan import PositionPlan, plan_positions
 from ps1dask.positions import PositionTable, read_positions
 from ps1dask.storage import (
     FINAL_STATUSES,
     STATUS_NAMES,
-    check_compatible,
     WarpRequest,
+    check_compatible,
     create_stack_store,
     create_warp_store,
     read_status,
     store_chunk,
 )
-from ps1dask.storage.layout import position_chunk_size
-from ps1dask.storage.layout import remove_store
+from ps1dask.storage.layout import position_chunk_size, remove_store
 from ps1dask.storage.location import check_output_location
 from ps1dask.tessellation import SkycellId, skycell_geometry_of
 
@@ -83,10 +82,14 @@ class JobSummary:
             f"store        {self.store}",
             f"positions    {self.n_positions} x filters {self.filters}",
             f"status       {statuses}",
-            f"work units   {self.units_run} run of {self.units_total} "
-            f"({self.units_total - self.units_run} already complete)",
-            f"requests     {self.requests.get('requests', 0)} "
-            f"({self.requests.get('retries', 0)} retries), {mb:.1f} MB",
+            (
+                f"work units   {self.units_run} run of {self.units_total} "
+                f"({self.units_total - self.units_run} already complete)"
+            ),
+            (
+                f"requests     {self.requests.get('requests', 0)} "
+                f"({self.requests.get('retries', 0)} retries), {mb:.1f} MB"
+            ),
             f"strategies   {', '.join(f'{k} {v}' for k, v in sorted(self.strategies.items())) or '-'}",
             f"time         {self.seconds:.1f} s, {rate:.1f} cutouts/s",
         ]
@@ -135,20 +138,31 @@ def measure_profile(service: PS1Service, unit: WorkUnit, band: str, cores: int) 
 
 
 def _open_job(
-    positions: Any, store: str | os.PathLike[str], service: str | PS1Service | None, strategy: str, resume: bool
+    positions: Any,
+    store: str | os.PathLike[str],
+    service: str | PS1Service | None,
+    strategy: str,
+    resume: bool,
 ) -> tuple[PositionTable, PS1Service, Path]:
     """Check and normalise what every job takes: strategy, positions, service, output store."""
     if strategy not in (*STRATEGIES, "auto"):
-        raise InvalidParameterError(f"strategy {strategy!r}: choose one of auto, {', '.join(STRATEGIES)}")
+        raise InvalidParameterError(
+            f"strategy {strategy!r}: choose one of auto, {', '.join(STRATEGIES)}"
+        )
     table = positions if isinstance(positions, PositionTable) else read_positions(positions)
     svc = service if isinstance(service, PS1Service) else PS1Service(service)
     store_path = Path(store)
     check_output_location(store_path, replace=not resume)
     if not resume:
         remove_store(store_path)
-    if store_path.exists() and not (store_path / "zarr.json").exists():
-        if not store_path.is_dir() or any(store_path.iterdir()):
-            raise InvalidParameterError(f"{store_path} exists and is not a ps1dask store; choose a new path")
+    if (
+        store_path.exists()
+        and not (store_path / "zarr.json").exists()
+        and (not store_path.is_dir() or any(store_path.iterdir()))
+    ):
+        raise InvalidParameterError(
+            f"{store_path} exists and is not a ps1dask store; choose a new path"
+        )
     return table, svc, store_path
 
 
@@ -216,11 +230,18 @@ def cutouts(
     """
     table, svc, store_path = _open_job(positions, store, service, strategy, resume)
     plan = plan_stack_job(
-        table, filters=filters, size=size, types=types, service_url=svc.url,
-        max_unit_positions=max_unit_positions, chunk=store_chunk(store_path),
+        table,
+        filters=filters,
+        size=size,
+        types=types,
+        service_url=svc.url,
+        max_unit_positions=max_unit_positions,
+        chunk=store_chunk(store_path),
     )
     if not check_compatible(store_path, plan.request):
-        create_stack_store(store_path, plan.request, plan.positions, plan.chunk, plan.initial_status)
+        create_stack_store(
+            store_path, plan.request, plan.positions, plan.chunk, plan.initial_status
+        )
     status = read_status(store_path)
     final = np.isin(status, list(FINAL_STATUSES))
     todo = [u for u in plan.units if not final[u.start : u.stop].all()]
@@ -240,8 +261,16 @@ def cutouts(
         )
 
     ran = _execute(
-        run_stack_unit, todo, make_spec, svc=svc, store_path=store_path, client=client,
-        n_workers=n_workers, quiet=quiet, progress=progress, measure=strategy == "auto",
+        run_stack_unit,
+        todo,
+        make_spec,
+        svc=svc,
+        store_path=store_path,
+        client=client,
+        n_workers=n_workers,
+        quiet=quiet,
+        progress=progress,
+        measure=strategy == "auto",
         probe=(plan.units[0] if plan.units else None, plan.filters[0]),
     )
     return JobSummary(
@@ -279,7 +308,12 @@ def _execute(
     strategies: dict[str, int] = {}
     errors: list[str] = []
     if not todo:
-        return {"requests": requests.snapshot(), "strategies": strategies, "errors": errors, "seconds": 0.0}
+        return {
+            "requests": requests.snapshot(),
+            "strategies": strategies,
+            "errors": errors,
+            "seconds": 0.0,
+        }
     check_output_location(store_path, write=True)
     with cluster_client(client, n_workers=n_workers, quiet=quiet) as dask_client:
         cores = sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
@@ -311,7 +345,12 @@ def _execute(
             f"{len(outcome.reports)} of {len(todo)} units finished. Rerun the same command "
             "later to resume where it stopped."
         )
-    return {"requests": requests.snapshot(), "strategies": strategies, "errors": errors, "seconds": outcome.seconds}
+    return {
+        "requests": requests.snapshot(),
+        "strategies": strategies,
+        "errors": errors,
+        "seconds": outcome.seconds,
+    }
 
 
 def _list_warp_epochs(
@@ -329,7 +368,9 @@ def _list_warp_epochs(
     reps = inside[first]
     if reps.size == 0:
         return {}
-    listing = svc.list_images_many(base.positions.ra[reps], base.positions.dec[reps], filters=bands, types=("warp",))
+    listing = svc.list_images_many(
+        base.positions.ra[reps], base.positions.dec[reps], filters=bands, types=("warp",)
+    )
     epochs: dict[tuple[int, int, str], np.ndarray] = {}
     if len(listing):
         rep_key = keys[listing["position"].to_numpy(dtype=np.int64)]
@@ -337,13 +378,19 @@ def _list_warp_epochs(
         keep = np.ones(len(listing), dtype=bool)
         if mjd_range is not None:
             keep = (mjd >= mjd_range[0]) & (mjd <= mjd_range[1])
-        frame = pd.DataFrame({"key": rep_key[keep], "band": listing["filter"].to_numpy()[keep], "mjd": mjd[keep]})
+        frame = pd.DataFrame(
+            {"key": rep_key[keep], "band": listing["filter"].to_numpy()[keep], "mjd": mjd[keep]}
+        )
         for (key, band), rows in frame.groupby(["key", "band"]):
-            epochs[(int(key) // 1000, int(key) % 1000, str(band))] = np.unique(rows["mjd"].to_numpy())
+            epochs[(int(key) // 1000, int(key) % 1000, str(band))] = np.unique(
+                rows["mjd"].to_numpy()
+            )
     return epochs
 
 
-def _epochs_from_store(path: Path, base: PositionPlan, bands: str) -> dict[tuple[int, int, str], np.ndarray]:
+def _epochs_from_store(
+    path: Path, base: PositionPlan, bands: str
+) -> dict[tuple[int, int, str], np.ndarray]:
     """The epoch lists a previous run stored (a resumed job lists nothing again)."""
     import zarr
 
@@ -405,7 +452,9 @@ def warps(
     kinds = parse_types(types)
     not_warp = [t for t in kinds if t not in WARP_TYPES]
     if not_warp:
-        raise InvalidParameterError(f"types {not_warp} are not warp images; warps() takes {sorted(WARP_TYPES)}")
+        raise InvalidParameterError(
+            f"types {not_warp} are not warp images; warps() takes {sorted(WARP_TYPES)}"
+        )
     if "warp" not in kinds:
         kinds = ("warp", *kinds)
     if mjd_range is not None:
@@ -413,16 +462,27 @@ def warps(
         if not mjd_range[0] <= mjd_range[1]:
             raise InvalidParameterError(f"mjd_range {mjd_range}: start must not be after end")
     table, svc, store_path = _open_job(positions, store, service, strategy, resume)
-    chunk = store_chunk(store_path) or min(position_chunk_size(len(bands) * 30, width, height), max_unit_positions)
+    chunk = store_chunk(store_path) or min(
+        position_chunk_size(len(bands) * 30, width, height), max_unit_positions
+    )
     base = plan_positions(table, width, height, chunk=chunk, max_unit_positions=max_unit_positions)
     request = WarpRequest(
-        filters=bands, width=width, height=height, types=kinds, n_positions=base.n_positions,
-        positions_digest=base.digest, service_url=svc.url, mjd_range=mjd_range,
+        filters=bands,
+        width=width,
+        height=height,
+        types=kinds,
+        n_positions=base.n_positions,
+        positions_digest=base.digest,
+        service_url=svc.url,
+        mjd_range=mjd_range,
     )
     if check_compatible(store_path, request, part="warp"):
         epochs = _epochs_from_store(store_path, base, bands)
     else:
-        with cluster_client(client, n_workers=n_workers, quiet=True) as dask_client, dask_client.as_current():
+        with (
+            cluster_client(client, n_workers=n_workers, quiet=True) as dask_client,
+            dask_client.as_current(),
+        ):
             epochs = _list_warp_epochs(svc, base, bands, mjd_range)
         n = base.n_positions
         counts = np.zeros((n, len(bands)), dtype=np.int64)
@@ -452,19 +512,37 @@ def warps(
         if done[unit.start : unit.stop].all():
             continue
         keys = {(pc, sc) for (pc, sc), _ in unit.skycell_groups()}
-        unit_epochs = {(pc, sc, b): epochs.get((pc, sc, b), np.empty(0)) for pc, sc in keys for b in bands}
+        unit_epochs = {
+            (pc, sc, b): epochs.get((pc, sc, b), np.empty(0)) for pc, sc in keys for b in bands
+        }
         todo.append(WarpUnit(unit, unit_epochs))
 
     def make_spec(profile: ServiceProfile) -> WarpTaskSpec:
         return WarpTaskSpec(
-            store=str(store_path.resolve()), service=svc, filters=bands, types=kinds, n_epochs_max=n_max,
-            width=width, height=height, strategy=strategy, profile=profile,
-            cache_dir=str(cache_dir) if cache_dir is not None else None, cache_bytes=None,
+            store=str(store_path.resolve()),
+            service=svc,
+            filters=bands,
+            types=kinds,
+            n_epochs_max=n_max,
+            width=width,
+            height=height,
+            strategy=strategy,
+            profile=profile,
+            cache_dir=str(cache_dir) if cache_dir is not None else None,
+            cache_bytes=None,
         )
 
     ran = _execute(
-        run_warp_unit, todo, make_spec, svc=svc, store_path=store_path, client=client,
-        n_workers=n_workers, quiet=quiet, progress=progress, measure=strategy == "auto",
+        run_warp_unit,
+        todo,
+        make_spec,
+        svc=svc,
+        store_path=store_path,
+        client=client,
+        n_workers=n_workers,
+        quiet=quiet,
+        progress=progress,
+        measure=strategy == "auto",
         probe=(todo[0].unit if todo else None, bands[0]),
     )
     status = np.asarray(zarr.open_array(str(store_path), path="warp_status", mode="r")[:])

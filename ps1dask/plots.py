@@ -123,13 +123,16 @@ def cutout_figure(
     if hasattr(source, "data_vars"):
         ds = source
         if position is None:
-            raise InvalidParameterError("cutout_figure(ds, position, band): give the position index")
+            raise InvalidParameterError(
+                "cutout_figure(ds, position, band): give the position index"
+            )
         info = render.position_table(ds, [position])[0]
         wcs = wcs if wcs is not None else ds.ps1.wcs(position)
         if colour:
             filters = None if colour is True else colour
-            image = render.colour_image(ds, position, filters, method=method, epoch=epoch,
-                                        north_up=False, **display)
+            image = render.colour_image(
+                ds, position, filters, method=method, epoch=epoch, north_up=False, **display
+            )
             rgb = render.parse_colour_filters(filters, render.store_filters(ds))
             what = "".join(b or "-" for b in rgb) + " colour"
         else:
@@ -153,7 +156,11 @@ def cutout_figure(
             )
     if ax is None:
         fig = _figure(figsize)
-        ax = fig.add_subplot(1, 1, 1, projection=wcs) if wcs is not None else fig.add_subplot(1, 1, 1)
+        ax = (
+            fig.add_subplot(1, 1, 1, projection=wcs)
+            if wcs is not None
+            else fig.add_subplot(1, 1, 1)
+        )
     else:
         fig = ax.figure
     if image.ndim == 2:
@@ -177,13 +184,22 @@ def cutout_figure(
         ra, dec, labels = _catalogue_columns(catalogue)
         x, y = wcs.all_world2pix(ra, dec, 0)
         h, w = image.shape[:2]
-        inside = np.isfinite(x) & np.isfinite(y) & (x > -0.5) & (x < w - 0.5) & (y > -0.5) & (y < h - 0.5)
+        inside = (
+            np.isfinite(x)
+            & np.isfinite(y)
+            & (x > -0.5)
+            & (x < w - 0.5)
+            & (y > -0.5)
+            & (y < h - 0.5)
+        )
         scale_arcsec = float(np.mean(np.abs(wcs.pixel_scale_matrix.diagonal()))) * 3600.0
         r_pix = marker_radius_arcsec / scale_arcsec if scale_arcsec > 0 else 8.0
         from matplotlib.patches import Circle
 
         for k in np.flatnonzero(inside):
-            ax.add_patch(Circle((x[k], y[k]), r_pix, fill=False, edgecolor="#00e5ff", linewidth=1.2))
+            ax.add_patch(
+                Circle((x[k], y[k]), r_pix, fill=False, edgecolor="#00e5ff", linewidth=1.2)
+            )
             if label_catalogue and labels is not None:
                 ax.annotate(labels[k], (x[k] + r_pix, y[k] + r_pix), color="#00e5ff", fontsize=7)
         ax.set_xlim(-0.5, w - 0.5)
@@ -240,24 +256,40 @@ def plot_lightcurve(
     df = _check_lightcurve(df)
     for band in _filters_of(df, filters):
         sel = df[df["filter"].astype(str) == band]
-        sel = sel[np.isfinite(sel["mjd"].to_numpy(dtype=float)) & np.isfinite(sel["flux"].to_numpy(dtype=float))]
+        sel = sel[
+            np.isfinite(sel["mjd"].to_numpy(dtype=float))
+            & np.isfinite(sel["flux"].to_numpy(dtype=float))
+        ]
         if sel.empty:
             continue
         err = sel["flux_err"].to_numpy(dtype=float)
         ax.errorbar(
-            sel["mjd"].to_numpy(dtype=float), sel["flux"].to_numpy(dtype=float),
+            sel["mjd"].to_numpy(dtype=float),
+            sel["flux"].to_numpy(dtype=float),
             yerr=np.where(np.isfinite(err), err, 0.0),
-            fmt=_MARKERS.get(band, "o"), color=FILTER_COLOURS.get(band, "k"), ms=markersize,
-            elinewidth=0.8, capsize=1.5, linestyle="none", label=f"{band} ({len(sel)})",
+            fmt=_MARKERS.get(band, "o"),
+            color=FILTER_COLOURS.get(band, "k"),
+            ms=markersize,
+            elinewidth=0.8,
+            capsize=1.5,
+            linestyle="none",
+            label=f"{band} ({len(sel)})",
         )
     ax.axhline(0.0, color="0.6", linewidth=0.6, zorder=0)
     ax.set_xlabel("MJD (UTC)")
     ax.set_ylabel(_flux_label(df, unit))
     if legend and ax.get_legend_handles_labels()[0]:
         if legend == "above":
-            ax.legend(fontsize=7, frameon=False, ncol=5, loc="lower center",
-                      bbox_to_anchor=(0.5, 1.0), borderaxespad=0.1, handletextpad=0.2,
-                      columnspacing=0.8)
+            ax.legend(
+                fontsize=7,
+                frameon=False,
+                ncol=5,
+                loc="lower center",
+                bbox_to_anchor=(0.5, 1.0),
+                borderaxespad=0.1,
+                handletextpad=0.2,
+                columnspacing=0.8,
+            )
         else:
             ax.legend(fontsize=7, frameon=False, ncol=5, loc="best")
     return ax
@@ -312,8 +344,15 @@ def lightcurve_figure(
     if title:
         axes[0].set_title(title, fontsize=10)
     if len(df) == 0:
-        axes[0].text(0.5, 0.5, "no measurements", transform=axes[0].transAxes, ha="center",
-                     va="center", color="0.4")
+        axes[0].text(
+            0.5,
+            0.5,
+            "no measurements",
+            transform=axes[0].transAxes,
+            ha="center",
+            va="center",
+            color="0.4",
+        )
     fig.tight_layout()
     return fig
 
@@ -366,8 +405,12 @@ def periodogram(
     from astropy.timeseries import LombScargle
 
     df = _check_lightcurve(df)
-    good = df[np.isfinite(df["mjd"].to_numpy(dtype=float)) & np.isfinite(df["flux"].to_numpy(dtype=float))]
-    bands = [b for b in _filters_of(good, filters) if int((good["filter"].astype(str) == b).sum()) >= 5]
+    good = df[
+        np.isfinite(df["mjd"].to_numpy(dtype=float)) & np.isfinite(df["flux"].to_numpy(dtype=float))
+    ]
+    bands = [
+        b for b in _filters_of(good, filters) if int((good["filter"].astype(str) == b).sum()) >= 5
+    ]
     if not bands:
         raise InvalidParameterError("a periodogram needs at least 5 measurements in one filter")
     good = good[good["filter"].astype(str).isin(bands)]
@@ -392,7 +435,9 @@ def periodogram(
 
     for band in bands:
         part = good[good["filter"].astype(str) == band]
-        ls = LombScargle(part["mjd"].to_numpy(dtype=float), part["flux"].to_numpy(dtype=float), errors(part))
+        ls = LombScargle(
+            part["mjd"].to_numpy(dtype=float), part["flux"].to_numpy(dtype=float), errors(part)
+        )
         power = ls.power(freq, method="fast", assume_regular_frequency=True)
         out.power[band] = np.asarray(power, dtype=np.float64)
     if len(bands) > 1:
@@ -400,7 +445,9 @@ def periodogram(
             from astropy.timeseries import LombScargleMultiband
 
             ls_mb = LombScargleMultiband(
-                t, good["flux"].to_numpy(dtype=float), good["filter"].astype(str).to_numpy(),
+                t,
+                good["flux"].to_numpy(dtype=float),
+                good["filter"].astype(str).to_numpy(),
                 errors(good),
             )
             out.combined = np.asarray(ls_mb.power(freq, method="fast"), dtype=np.float64)
@@ -423,13 +470,17 @@ def periodogram_figure(
     period marked; with ``fold`` a second panel of the light curve folded at that period.
     ``fig.periodogram`` holds the :class:`Periodogram`."""
     df = _check_lightcurve(df)
-    pg = periodogram(df, filters=filters, minimum_period=minimum_period, maximum_period=maximum_period)
+    pg = periodogram(
+        df, filters=filters, minimum_period=minimum_period, maximum_period=maximum_period
+    )
     fig = _figure(figsize)
     axes = fig.subplots(2 if fold else 1, 1, squeeze=False)[:, 0]
     ax = axes[0]
     period = 1.0 / pg.frequency
     for band, power in pg.power.items():
-        ax.plot(period, power, color=FILTER_COLOURS.get(band, "k"), linewidth=0.8, alpha=0.8, label=band)
+        ax.plot(
+            period, power, color=FILTER_COLOURS.get(band, "k"), linewidth=0.8, alpha=0.8, label=band
+        )
     if pg.combined is not None:
         ax.plot(period, pg.combined, color="k", linewidth=1.0, label="all filters")
     best = pg.best_period
@@ -448,9 +499,15 @@ def periodogram_figure(
             err = sel["flux_err"].to_numpy(dtype=float)
             for shift in (0.0, 1.0):
                 fax.errorbar(
-                    phase + shift, sel["flux"].to_numpy(dtype=float), yerr=np.where(np.isfinite(err), err, 0.0),
-                    fmt=_MARKERS.get(band, "o"), color=FILTER_COLOURS.get(band, "k"), ms=3,
-                    elinewidth=0.6, linestyle="none", alpha=1.0 if shift == 0 else 0.35,
+                    phase + shift,
+                    sel["flux"].to_numpy(dtype=float),
+                    yerr=np.where(np.isfinite(err), err, 0.0),
+                    fmt=_MARKERS.get(band, "o"),
+                    color=FILTER_COLOURS.get(band, "k"),
+                    ms=3,
+                    elinewidth=0.6,
+                    linestyle="none",
+                    alpha=1.0 if shift == 0 else 0.35,
                 )
         fax.set_xlabel(f"phase (period {best:.5g} d)")
         fax.set_ylabel(_flux_label(df, None))

@@ -54,6 +54,7 @@ from ps1dask.exceptions import (
     PS1DaskError,
 )
 from ps1dask.tessellation import skycell_center
+from ps1dask.wire import SKYCELL_ID_EXPECTED, SKYCELL_ID_PATTERN
 
 if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from astropy.coordinates import SkyCoord
@@ -79,7 +80,13 @@ ObjectArray = npt.NDArray[np.object_]
 RA_COLUMNS: tuple[str, ...] = ("ra", "raj2000", "ra_deg", "ramean", "radeg", "_raj2000")
 #: Column names recognised as Dec.
 DEC_COLUMNS: tuple[str, ...] = (
-    "dec", "dej2000", "decj2000", "dec_deg", "decmean", "dedeg", "_dej2000",
+    "dec",
+    "dej2000",
+    "decj2000",
+    "dec_deg",
+    "decmean",
+    "dedeg",
+    "_dej2000",
 )
 #: Column names recognised as the position id.
 ID_COLUMNS: tuple[str, ...] = ("id", "name", "objid", "objname", "source_id")
@@ -99,7 +106,13 @@ _COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 _SKIPPED_COLUMNS = ("row", "reason", "value")
 #: What reading a corrupt or mislabelled table file raises (turned into InvalidParameterError).
 _UNREADABLE: tuple[type[BaseException], ...] = (
-    OSError, ValueError, EOFError, UnicodeError, zlib.error, lzma.LZMAError, pa.ArrowException,
+    OSError,
+    ValueError,
+    EOFError,
+    UnicodeError,
+    zlib.error,
+    lzma.LZMAError,
+    pa.ArrowException,
 )
 
 
@@ -365,7 +378,11 @@ def _fits_source(path: Path) -> _Source:
         warnings.simplefilter("ignore", fits.verify.VerifyWarning)
         with fits.open(path) as hdul:
             index = next(
-                (i for i, hdu in enumerate(hdul) if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))),
+                (
+                    i
+                    for i, hdu in enumerate(hdul)
+                    if isinstance(hdu, (fits.BinTableHDU, fits.TableHDU))
+                ),
                 None,
             )
     if index is None:
@@ -458,8 +475,7 @@ def _table_source(table: Table, label: str) -> _Source:
         columns: list[str], strings: set[str], roles: dict[str, str]
     ) -> tuple[dict[str, np.ndarray], int]:
         out = {
-            c: _table_column_array(table[c], label, c, c in strings, roles.get(c))
-            for c in columns
+            c: _table_column_array(table[c], label, c, c in strings, roles.get(c)) for c in columns
         }
         return out, len(table)
 
@@ -692,9 +708,16 @@ _SEXAGESIMAL_RE = (
     r"|\s*[mM'\x{2032}]?)"
     r"|\s*(?P<u0>[hHdD\x{00b0}]))?$"
 )
-_SKYCELL_RE = r"^(?i:skycell\.)?(?P<p>[0-9]{3,4})\.(?P<s>[0-9]{1,3})$"
 _NONFINITE_WORDS = (
-    "nan", "+nan", "-nan", "inf", "+inf", "-inf", "infinity", "+infinity", "-infinity",
+    "nan",
+    "+nan",
+    "-nan",
+    "inf",
+    "+inf",
+    "-inf",
+    "infinity",
+    "+infinity",
+    "-infinity",
 )
 
 # Problem codes (0 = fine). Messages are filled with the axis name.
@@ -817,9 +840,7 @@ def _parse_angle_strings(
     if decimal.any():
         deg[decimal] = _arrow_float(pc.filter(trimmed, pa.array(decimal)))
         codes[decimal] = np.where(np.isfinite(deg[decimal]), _OK, _NONFINITE)
-    words = _arrow_bool(
-        pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(_NONFINITE_WORDS))
-    )
+    words = _arrow_bool(pc.is_in(pc.utf8_lower(trimmed), value_set=pa.array(_NONFINITE_WORDS)))
     codes[words] = _NONFINITE
     rest = np.flatnonzero(~missing & ~decimal & ~words)
     if rest.size:
@@ -913,16 +934,16 @@ def _parse_skycells(
     present = ~_arrow_bool(pc.or_kleene(pc.is_null(strings), pc.equal(strings, "")))
     if not present.any():
         return ra, dec, present, problems
-    parts = pc.extract_regex(strings, pattern=_SKYCELL_RE)
+    parts = pc.extract_regex(strings, pattern=f"^{SKYCELL_ID_PATTERN}$")
     matched = _arrow_bool(parts.is_valid())
     for i in np.flatnonzero(present & ~matched):
-        problems[int(i)] = "skycell: not a skycell id (expected 'skycell.PPPP.SSS' or 'PPPP.SSS')"
+        problems[int(i)] = f"skycell: not a skycell id ({SKYCELL_ID_EXPECTED})"
     good = np.flatnonzero(matched)
     if good.size == 0:
         return ra, dec, present, problems
     take = pa.array(good)
-    proj = _arrow_float(pc.take(parts.field("p"), take)).astype(np.int64)
-    sub = _arrow_float(pc.take(parts.field("s"), take)).astype(np.int64)
+    proj = _arrow_float(pc.take(parts.field("projcell"), take)).astype(np.int64)
+    sub = _arrow_float(pc.take(parts.field("subcell"), take)).astype(np.int64)
     keys, inverse = np.unique(proj * 1000 + sub, return_inverse=True)
     centers = np.full((keys.size, 2), np.nan)
     unknown: dict[int, str] = {}
@@ -1184,7 +1205,9 @@ def read_positions(
         )
         log.warning(
             "skipped %d of %d rows of %s with unusable positions (see PositionTable.skipped)",
-            bad_rows.size, n, source.label,
+            bad_rows.size,
+            n,
+            source.label,
         )
     kept = np.flatnonzero(keep)
     all_kept = kept.size == n
@@ -1268,7 +1291,9 @@ def _duplicates(
         parts.append(f"  and {len(items) - MAX_ROWS_SHOWN} more duplicated ids")
     message = (
         f"{len(items)} {'id is' if len(items) == 1 else 'ids are'} used by more than one row "
-        "(0-based rows); ids key the output store and must be unique:\n" + "\n".join(parts) + "\nMake the ids unique, or use the "
+        "(0-based rows); ids key the output store and must be unique:\n"
+        + "\n".join(parts)
+        + "\nMake the ids unique, or use the "
         "0-based row numbers as ids by passing id_col=False (or removing the id column)."
     )
     return np.sort(rows), message

@@ -97,7 +97,11 @@ def emulator_knobs(emu: object, **knobs: object) -> Iterator[None]:
         yield
     finally:
         emu.configure(  # type: ignore[attr-defined]
-            latency=0.0, fault_rate=0.0, retry_after=1.0, stall_seconds=30.0, seed=0,
+            latency=0.0,
+            fault_rate=0.0,
+            retry_after=1.0,
+            stall_seconds=30.0,
+            seed=0,
             fault_kinds=("503", "429", "reset", "truncate", "stall"),
         )
 
@@ -110,8 +114,9 @@ def ok_positions(store: str | os.PathLike[str]) -> int:
     return int((status == STATUS["ok"]).all(axis=1).sum())
 
 
-def kill_when_stored(proc: subprocess.Popen, store: str | os.PathLike[str], at_least: int,
-                     timeout: float = 120.0) -> None:
+def kill_when_stored(
+    proc: subprocess.Popen, store: str | os.PathLike[str], at_least: int, timeout: float = 120.0
+) -> None:
     """SIGKILL ``proc``'s process group once ``at_least`` positions are stored ok (or it
     exited, or ``timeout`` passed), and reap it."""
     try:

@@ -36,7 +36,10 @@ def local_cluster_client():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         cluster = distributed.LocalCluster(
-            n_workers=2, threads_per_worker=2, processes=True, dashboard_address=":0",
+            n_workers=2,
+            threads_per_worker=2,
+            processes=True,
+            dashboard_address=":0",
             silence_logs=logging.ERROR,
         )
         # not the default client: other tests must not find a cluster they did not ask for

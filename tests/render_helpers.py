@@ -53,8 +53,14 @@ def stack_store(base: Path, emulator, client) -> Path:
         if "stack" not in _cache:
             path = base / "stars.zarr"
             summary = ps1dask.cutouts(
-                positions_table(), path, filters=FILTERS, size=SIZE, strategy="cutout",
-                service=emulator.url, client=client, progress=False,
+                positions_table(),
+                path,
+                filters=FILTERS,
+                size=SIZE,
+                strategy="cutout",
+                service=emulator.url,
+                client=client,
+                progress=False,
             )
             assert summary.statuses == {"ok": 3 * len(STARS), "outside_footprint": 3}, summary
             _cache["stack"] = path
@@ -119,10 +125,16 @@ def add_warps(src: Path, dst: Path) -> Path:
     pc = int(chunks[0])
     new = xr.Dataset(
         {
-            "warp_flux": (("position", "filter", "epoch", "y", "x"), warp,
-                          {"units": "count", "long_name": "warp flux, linear"}),
-            "warp_mjd": (("position", "filter", "epoch"), mjd,
-                         {"units": "d", "long_name": "MJD (UTC) of mid-exposure"}),
+            "warp_flux": (
+                ("position", "filter", "epoch", "y", "x"),
+                warp,
+                {"units": "count", "long_name": "warp flux, linear"},
+            ),
+            "warp_mjd": (
+                ("position", "filter", "epoch"),
+                mjd,
+                {"units": "d", "long_name": "MJD (UTC) of mid-exposure"},
+            ),
             "warp_status": (("position", "filter", "epoch"), wstatus),
             "warp_zeropoint": (("position", "filter", "epoch"), zp, {"units": "mag"}),
             "n_epochs": (("position", "filter"), n_epochs),

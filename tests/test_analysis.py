@@ -25,12 +25,27 @@ def _times(rng: np.random.Generator, n: int, seasons: int = 4) -> np.ndarray:
     return np.sort(np.concatenate([nights, nights + 20.0 / 1440.0]))
 
 
-def _frame(ident: str, t: np.ndarray, band: np.ndarray, true: np.ndarray, err: np.ndarray,
-           rng: np.random.Generator) -> pd.DataFrame:
-    return pd.DataFrame({
-        "id": ident, "ra": 10.0, "dec": 20.0, "filter": band, "mjd": t,
-        "flux": true + rng.normal(0.0, err), "flux_err": err, "flags": 0, "true": true,
-    })
+def _frame(
+    ident: str,
+    t: np.ndarray,
+    band: np.ndarray,
+    true: np.ndarray,
+    err: np.ndarray,
+    rng: np.random.Generator,
+) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "id": ident,
+            "ra": 10.0,
+            "dec": 20.0,
+            "filter": band,
+            "mjd": t,
+            "flux": true + rng.normal(0.0, err),
+            "flux_err": err,
+            "flags": 0,
+            "true": true,
+        }
+    )
 
 
 def constant_stars(n: int, seed: int = 0) -> pd.DataFrame:
@@ -134,7 +149,9 @@ def test_transient_peak_within_a_day():
         t = np.sort(peak - 60.0 + np.cumsum(rng.uniform(1.5, 4.5, 45)))
         band = np.where(np.arange(t.size) % 2 == 0, "g", "r")
         dt = t - peak
-        shape = np.where(dt < 0, np.exp(-0.5 * (dt / rise) ** 2), 10 ** (-0.4 * decline * np.maximum(dt, 0)))
+        shape = np.where(
+            dt < 0, np.exp(-0.5 * (dt / rise) ** 2), 10 ** (-0.4 * decline * np.maximum(dt, 0))
+        )
         true = np.where(band == "g", 20.0, 30.0) + np.where(band == "g", 400.0, 300.0) * shape
         lc = _frame("t", t, band, true, np.sqrt(9.0 + 0.02 * true), rng)
         fit = fit_transient(lc)

@@ -43,7 +43,6 @@ FILTERS, SIZE, UNIT = "r", 16, 4
 TRIED: list[str] = []
 
 
-
 @pytest.fixture(scope="module")
 def dask_client():
     """A cluster of this module's own: its failures and kills must not reach other tests."""
@@ -51,6 +50,7 @@ def dask_client():
 
     with local_cluster_client() as client:
         yield client
+
 
 @pytest.fixture(scope="module", autouse=True)
 def _report():
@@ -70,8 +70,15 @@ def existing(job_emulator, dask_client, table, tmp_path_factory):
     job_emulator.configure(latency=0.0, fault_rate=0.0)
     store = tmp_path_factory.mktemp("bad-input") / "existing.zarr"
     summary = ps1dask.cutouts(
-        table, store, filters=FILTERS, size=SIZE, strategy="cutout", service=job_emulator.url,
-        client=dask_client, progress=False, max_unit_positions=UNIT,
+        table,
+        store,
+        filters=FILTERS,
+        size=SIZE,
+        strategy="cutout",
+        service=job_emulator.url,
+        client=dask_client,
+        progress=False,
+        max_unit_positions=UNIT,
     )
     assert summary.statuses == {"ok": len(table)}
     return store
@@ -164,14 +171,31 @@ def _cli(args: list[str], capsys) -> tuple[int, str]:
     return code, captured.err
 
 
-@pytest.mark.parametrize(("name", "options", "expected"), CLI_CASES, ids=[
-    f"{n}{'-' + '-'.join(o).strip('-') if o else ''}" for n, o, _ in CLI_CASES
-])
-def test_cli_bad_input_clear_error_store_intact(name, options, expected, inputs, existing, job_emulator, capsys):
+@pytest.mark.parametrize(
+    ("name", "options", "expected"),
+    CLI_CASES,
+    ids=[f"{n}{'-' + '-'.join(o).strip('-') if o else ''}" for n, o, _ in CLI_CASES],
+)
+def test_cli_bad_input_clear_error_store_intact(
+    name, options, expected, inputs, existing, job_emulator, capsys
+):
     before = tree_digest(existing)
     path = inputs.get(name, inputs["good.csv"].parent / name)
-    args = [str(path), "-o", str(existing), "--filters", FILTERS, "--size", str(SIZE),
-            "--strategy", "cutout", "--service", job_emulator.url, "--unit-size", str(UNIT)]
+    args = [
+        str(path),
+        "-o",
+        str(existing),
+        "--filters",
+        FILTERS,
+        "--size",
+        str(SIZE),
+        "--strategy",
+        "cutout",
+        "--service",
+        job_emulator.url,
+        "--unit-size",
+        str(UNIT),
+    ]
     args += options  # later options win
     code, err = _cli(args, capsys)
     assert code == 1, err
@@ -200,7 +224,9 @@ def test_cli_bad_input_clear_error_store_intact(name, options, expected, inputs,
         ({"positions": "nodec"}, InvalidParameterError, "no dec column"),
     ],
 )
-def test_api_bad_input_raises_ps1dask_error_store_intact(kwargs, error, expected, table, existing, job_emulator, dask_client):
+def test_api_bad_input_raises_ps1dask_error_store_intact(
+    kwargs, error, expected, table, existing, job_emulator, dask_client
+):
     before = tree_digest(existing)
     positions: object = table
     kind = kwargs.pop("positions", None)
@@ -212,8 +238,16 @@ def test_api_bad_input_raises_ps1dask_error_store_intact(kwargs, error, expected
         positions = table.assign(name=["same"] * len(table))
     elif kind == "nodec":
         positions = table.rename(columns={"dec": "declination"})
-    call = {"filters": FILTERS, "size": SIZE, "strategy": "cutout", "service": job_emulator.url,
-            "client": dask_client, "progress": False, "max_unit_positions": UNIT, **kwargs}
+    call = {
+        "filters": FILTERS,
+        "size": SIZE,
+        "strategy": "cutout",
+        "service": job_emulator.url,
+        "client": dask_client,
+        "progress": False,
+        "max_unit_positions": UNIT,
+        **kwargs,
+    }
     with pytest.raises(error) as info:
         ps1dask.cutouts(positions, existing, **call)
     assert isinstance(info.value, PS1DaskError)
@@ -223,8 +257,14 @@ def test_api_bad_input_raises_ps1dask_error_store_intact(kwargs, error, expected
 
 
 def test_foreign_paths_are_refused_and_left_alone(inputs, job_emulator, dask_client, tmp_path):
-    call = {"filters": FILTERS, "size": SIZE, "strategy": "cutout", "service": job_emulator.url,
-            "client": dask_client, "progress": False}
+    call = {
+        "filters": FILTERS,
+        "size": SIZE,
+        "strategy": "cutout",
+        "service": job_emulator.url,
+        "client": dask_client,
+        "progress": False,
+    }
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "thesis.tex").write_text("precious")
@@ -278,8 +318,13 @@ def _unprivileged() -> list[str]:
 def _run_cli_calls(calls: list[list[str]], prefix: list[str], **popen) -> list[tuple[int, str]]:
     env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     proc = subprocess.run(
-        [*prefix, sys.executable, "-c", _RUNNER, json.dumps(calls)], capture_output=True,
-        text=True, env=env, timeout=240, check=False, **popen,
+        [*prefix, sys.executable, "-c", _RUNNER, json.dumps(calls)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=240,
+        check=False,
+        **popen,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return [tuple(r) for r in json.loads(proc.stdout.strip().splitlines()[-1])]
@@ -301,12 +346,23 @@ def test_read_only_output_clear_error_store_intact(existing, inputs, job_emulato
     status[:UNIT] = STATUS["pending"]  # a unit still to do: the job wants to write
     locked = tmp_path / "locked"
     locked.mkdir()
-    common = ["--filters", FILTERS, "--size", str(SIZE), "--strategy", "cutout",
-              "--service", job_emulator.url, "--unit-size", str(UNIT), "--workers", "1"]
+    common = [
+        "--filters",
+        FILTERS,
+        "--size",
+        str(SIZE),
+        "--strategy",
+        "cutout",
+        "--service",
+        job_emulator.url,
+        "--unit-size",
+        str(UNIT),
+        "--workers",
+        "1",
+    ]
     good = str(inputs["good.csv"])
     calls = [
-        [
-            "cutouts", good, "-o", str(locked / "new.zarr"), *common],
+        ["cutouts", good, "-o", str(locked / "new.zarr"), *common],
         ["cutouts", good, "-o", str(partial), *common],
         ["cutouts", good, "-o", str(partial), "--no-resume", *common],
     ]
@@ -327,15 +383,31 @@ def test_read_only_output_clear_error_store_intact(existing, inputs, job_emulato
         assert want in err and "Traceback" not in err, err
     assert tree_digest(partial) == before
     assert not (locked / "new.zarr").exists()
-    TRIED.extend(["read-only parent dir", "read-only existing store", "read-only store --no-resume"])
+    TRIED.extend(
+        ["read-only parent dir", "read-only existing store", "read-only store --no-resume"]
+    )
 
 
-def test_full_output_location_clear_error_then_resume(table, inputs, existing, job_emulator, dask_client, tmp_path):
+def test_full_output_location_clear_error_then_resume(
+    table, inputs, existing, job_emulator, dask_client, tmp_path
+):
     """A write that fails during the job (file size limit: EFBIG, as a full disk gives
     ENOSPC) stops the job with a clear error; the store stays consistent and resumes."""
     store = tmp_path / "full.zarr"
-    common = ["--filters", FILTERS, "--size", str(SIZE), "--strategy", "cutout",
-              "--service", job_emulator.url, "--unit-size", str(UNIT), "--workers", "1"]
+    common = [
+        "--filters",
+        FILTERS,
+        "--size",
+        str(SIZE),
+        "--strategy",
+        "cutout",
+        "--service",
+        job_emulator.url,
+        "--unit-size",
+        str(UNIT),
+        "--workers",
+        "1",
+    ]
     limit = 48 * 1024  # the metadata fits, the image chunks (4 x 128 x 128 x 4 bytes) do not
 
     def limited() -> None:  # in the child (and its dask workers), before exec
@@ -347,7 +419,8 @@ def test_full_output_location_clear_error_then_resume(table, inputs, existing, j
 
     [(code, err)] = _run_cli_calls(
         [["cutouts", str(inputs["good.csv"]), "-o", str(store), *common, "--size", "128"]],
-        [], preexec_fn=limited,
+        [],
+        preexec_fn=limited,
     )
     assert code == 1, err
     lines = err.strip().splitlines()  # the local cluster prints its dashboard link first
@@ -359,8 +432,15 @@ def test_full_output_location_clear_error_then_resume(table, inputs, existing, j
     assert set(np.unique(status).tolist()) <= {STATUS["pending"]}  # nothing claimed done
     # space again: the same command completes the store
     summary = ps1dask.cutouts(
-        inputs["good.csv"], store, filters=FILTERS, size=128, strategy="cutout",
-        service=job_emulator.url, client=dask_client, progress=False, max_unit_positions=UNIT,
+        inputs["good.csv"],
+        store,
+        filters=FILTERS,
+        size=128,
+        strategy="cutout",
+        service=job_emulator.url,
+        client=dask_client,
+        progress=False,
+        max_unit_positions=UNIT,
     )
     assert summary.statuses == {"ok": len(table)}
     TRIED.append("output location full (RLIMIT_FSIZE) mid-job")
@@ -403,7 +483,13 @@ def test_cache_paths_never_escape(name, tmp_path):
 @settings(max_examples=200, deadline=None)
 @given(
     prefix=st.text(max_size=30),
-    middle=st.sampled_from(["rings.v3.skycell.1405.053.stk.g.unconv.fits", "rings.v3.skycell.0001.002.wrp.r.55000_1234.mask.fits", ""]),
+    middle=st.sampled_from(
+        [
+            "rings.v3.skycell.1405.053.stk.g.unconv.fits",
+            "rings.v3.skycell.0001.002.wrp.r.55000_1234.mask.fits",
+            "",
+        ]
+    ),
     suffix=st.text(max_size=10),
     url=st.one_of(st.just("https://ps1images.stsci.edu"), st.text(max_size=20)),
 )
@@ -463,16 +549,49 @@ def test_emulator_binds_loopback_by_default(emulator_cache):
 # --- fuzzing the parsers ------------------------------------------------------------------------
 
 _COLUMN_NAMES = st.sampled_from(
-    ["ra", "dec", "RA", "Dec", "raj2000", "dej2000", "id", "name", "skycell", "mag", "", " ra ",
-     "ra_deg", "dec_deg", "objid", "0", "x"]
+    [
+        "ra",
+        "dec",
+        "RA",
+        "Dec",
+        "raj2000",
+        "dej2000",
+        "id",
+        "name",
+        "skycell",
+        "mag",
+        "",
+        " ra ",
+        "ra_deg",
+        "dec_deg",
+        "objid",
+        "0",
+        "x",
+    ]
 )
 _CELLS = st.one_of(
     st.none(),
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(2**70), max_value=2**70),
     st.text(max_size=12),
-    st.sampled_from(["05 34 31.94", "+22:00:52.2", "5h34m31.94s", "skycell.1405.053", "1405.053",
-                     "nan", "inf", "-0", "1e400", "", " ", "24:00:00", "-90", "90.0000001"]),
+    st.sampled_from(
+        [
+            "05 34 31.94",
+            "+22:00:52.2",
+            "5h34m31.94s",
+            "skycell.1405.053",
+            "1405.053",
+            "nan",
+            "inf",
+            "-0",
+            "1e400",
+            "",
+            " ",
+            "24:00:00",
+            "-90",
+            "90.0000001",
+        ]
+    ),
     st.booleans(),
     st.binary(max_size=6),
 )
@@ -510,17 +629,42 @@ def test_property_read_positions_dataframes(frame):
 _TEXT_LINES = st.lists(
     st.one_of(
         st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=30),
-        st.lists(st.sampled_from(["ra", "dec", "id", "10.5", "-5", "nan", '"', "a b", "#", "",
-                                  "05:34:31.9", "+22 00 52", "skycell.1405.053", "1e999"]),
-                 max_size=5).map(",".join),
+        st.lists(
+            st.sampled_from(
+                [
+                    "ra",
+                    "dec",
+                    "id",
+                    "10.5",
+                    "-5",
+                    "nan",
+                    '"',
+                    "a b",
+                    "#",
+                    "",
+                    "05:34:31.9",
+                    "+22 00 52",
+                    "skycell.1405.053",
+                    "1e999",
+                ]
+            ),
+            max_size=5,
+        ).map(",".join),
     ),
     max_size=6,
 )
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(lines=_TEXT_LINES, header=st.sampled_from(["ra,dec\n", "ra dec id\n", "RA\tDEC\n", "", "# c\nra;dec\n"]),
-       suffix=st.sampled_from([".csv", ".txt", ".tsv", ".dat"]))
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    lines=_TEXT_LINES,
+    header=st.sampled_from(["ra,dec\n", "ra dec id\n", "RA\tDEC\n", "", "# c\nra;dec\n"]),
+    suffix=st.sampled_from([".csv", ".txt", ".tsv", ".dat"]),
+)
 def test_property_read_positions_csv_text(lines, header, suffix, tmp_path):
     path = tmp_path / f"fuzz{suffix}"
     path.write_text(header + "\n".join(lines), encoding="utf-8", errors="surrogatepass")
@@ -531,8 +675,13 @@ def test_property_read_positions_csv_text(lines, header, suffix, tmp_path):
     _assert_valid_table(table)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(content=st.binary(max_size=300), suffix=st.sampled_from([".csv", ".parquet", ".fits", ".xml", ".csv.gz", ".ecsv"]))
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    content=st.binary(max_size=300),
+    suffix=st.sampled_from([".csv", ".parquet", ".fits", ".xml", ".csv.gz", ".ecsv"]),
+)
 def test_property_read_positions_garbage_files(content, suffix, tmp_path):
     path = tmp_path / f"garbage{suffix}"
     path.write_bytes(content)
@@ -554,8 +703,15 @@ _GOOD_LISTING = (
 @given(
     text=st.one_of(
         st.text(max_size=400),
-        st.builds(lambda cut, junk: _GOOD_LISTING[:cut] + junk, st.integers(0, len(_GOOD_LISTING)), st.text(max_size=40)),
-        st.lists(st.sampled_from([*LISTING_COLUMNS, "1405", "x", "nan", "1e999", "-", ",", "\t"]), max_size=30).map(" ".join),
+        st.builds(
+            lambda cut, junk: _GOOD_LISTING[:cut] + junk,
+            st.integers(0, len(_GOOD_LISTING)),
+            st.text(max_size=40),
+        ),
+        st.lists(
+            st.sampled_from([*LISTING_COLUMNS, "1405", "x", "nan", "1e999", "-", ",", "\t"]),
+            max_size=30,
+        ).map(" ".join),
     ),
     sep=st.sampled_from([None, " ", ",", "\t", "comma"]),
 )
@@ -597,7 +753,9 @@ def test_property_truncated_fits_answers_raise_or_are_whole(compressed, cut, raw
 @settings(max_examples=150, deadline=None)
 @given(
     compressed=st.booleans(),
-    flips=st.lists(st.tuples(st.integers(0, 4 * 2880), st.integers(0, 255)), min_size=1, max_size=6),
+    flips=st.lists(
+        st.tuples(st.integers(0, 4 * 2880), st.integers(0, 255)), min_size=1, max_size=6
+    ),
     raw=st.booleans(),
 )
 def test_property_garbled_fits_answers_raise_only_bad_fits(compressed, flips, raw):

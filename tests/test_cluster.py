@@ -13,7 +13,13 @@ from pathlib import Path
 
 import distributed
 import pytest
-from _jobs import assert_same_store, free_port, kill_when_stored, ok_positions, positions_in_one_skycell
+from _jobs import (
+    assert_same_store,
+    free_port,
+    kill_when_stored,
+    ok_positions,
+    positions_in_one_skycell,
+)
 
 import ps1dask
 from ps1dask.client import RequestThrottle
@@ -62,19 +68,47 @@ def cli_cluster(tmp_path_factory):
         log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
         procs.append(
             subprocess.Popen(
-                [*_dask_cli(), *args], stdout=log, stderr=subprocess.STDOUT, env=env,
+                [*_dask_cli(), *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
                 start_new_session=True,
             )
         )
         log.close()
 
     try:
-        start("scheduler", ["scheduler", "--host", "127.0.0.1", "--port", str(port),
-                            "--dashboard-address", "127.0.0.1:0"])
+        start(
+            "scheduler",
+            [
+                "scheduler",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--dashboard-address",
+                "127.0.0.1:0",
+            ],
+        )
         for i in (1, 2):
-            start(f"worker{i}", ["worker", address, "--host", "127.0.0.1", "--name", f"w{i}",
-                                 "--nthreads", "2", "--nworkers", "1", "--no-dashboard",
-                                 "--memory-limit", "2GiB"])
+            start(
+                f"worker{i}",
+                [
+                    "worker",
+                    address,
+                    "--host",
+                    "127.0.0.1",
+                    "--name",
+                    f"w{i}",
+                    "--nthreads",
+                    "2",
+                    "--nworkers",
+                    "1",
+                    "--no-dashboard",
+                    "--memory-limit",
+                    "2GiB",
+                ],
+            )
         deadline = time.monotonic() + 90
         client = None
         while client is None:
@@ -100,7 +134,10 @@ def cli_cluster(tmp_path_factory):
 
 
 def _tail(logs: Path) -> str:
-    return "\n".join(f"--- {p.name}\n" + p.read_text(errors="replace")[-2000:] for p in sorted(logs.glob("*.log")))
+    return "\n".join(
+        f"--- {p.name}\n" + p.read_text(errors="replace")[-2000:]
+        for p in sorted(logs.glob("*.log"))
+    )
 
 
 @pytest.fixture()
@@ -112,9 +149,25 @@ def emu(job_emulator):
 
 def _cutouts_cmd(csv: Path, store: Path, address: str, url: str) -> list[str]:
     return [
-        sys.executable, "-m", "ps1dask", "cutouts", str(csv), "-o", str(store),
-        "--filters", FILTERS, "--size", str(SIZE), "--strategy", "cutout", "--service", url,
-        "--unit-size", str(UNIT), "--scheduler", address,
+        sys.executable,
+        "-m",
+        "ps1dask",
+        "cutouts",
+        str(csv),
+        "-o",
+        str(store),
+        "--filters",
+        FILTERS,
+        "--size",
+        str(SIZE),
+        "--strategy",
+        "cutout",
+        "--service",
+        url,
+        "--unit-size",
+        str(UNIT),
+        "--scheduler",
+        address,
     ]
 
 
@@ -128,8 +181,12 @@ def test_cli_job_on_a_command_line_cluster(cli_cluster, emu, dask_client, tmp_pa
     emu.configure(latency=0.05)
     env = {**os.environ, **CLUSTER_ENV}
     proc = subprocess.run(
-        _cutouts_cmd(csv, store, address, emu.url), capture_output=True, text=True, env=env,
-        timeout=180, check=False,
+        _cutouts_cmd(csv, store, address, emu.url),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"ok {2 * len(table)}" in proc.stdout
@@ -141,7 +198,9 @@ def test_cli_job_on_a_command_line_cluster(cli_cluster, emu, dask_client, tmp_pa
 
     # the work ran on the command-line workers, through the cluster-wide semaphore
     name = RequestThrottle(url=emu.url).name
-    peaks = client.run(lambda: __import__("ps1dask.client.throttle", fromlist=["_PEAK"])._PEAK.get(name, 0))
+    peaks = client.run(
+        lambda: __import__("ps1dask.client.throttle", fromlist=["_PEAK"])._PEAK.get(name, 0)
+    )
     assert len(peaks) == 2 and all(p > 0 for p in peaks.values()), peaks
     semaphores = client.run_on_scheduler(
         lambda dask_scheduler: sorted(dask_scheduler.extensions["semaphores"].max_leases.items())
@@ -152,8 +211,15 @@ def test_cli_job_on_a_command_line_cluster(cli_cluster, emu, dask_client, tmp_pa
     emu.configure(latency=0.0)
     reference = tmp_path / "reference.zarr"
     ps1dask.cutouts(
-        csv, reference, filters=FILTERS, size=SIZE, strategy="cutout", service=emu.url,
-        client=dask_client, progress=False, max_unit_positions=UNIT,
+        csv,
+        reference,
+        filters=FILTERS,
+        size=SIZE,
+        strategy="cutout",
+        service=emu.url,
+        client=dask_client,
+        progress=False,
+        max_unit_positions=UNIT,
     )
     assert_same_store(reference, store)
 
@@ -170,8 +236,11 @@ def test_killed_client_resumes_on_the_surviving_cluster(cli_cluster, emu, dask_c
     emu.configure(latency=0.2)
     env = {**os.environ, **CLUSTER_ENV}
     proc = subprocess.Popen(
-        _cutouts_cmd(csv, store, address, emu.url), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL, env=env, start_new_session=True,
+        _cutouts_cmd(csv, store, address, emu.url),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        start_new_session=True,
     )
     kill_when_stored(proc, store, 2 * UNIT)
     assert 0 < ok_positions(store) < len(table), "killed too late or too early"
@@ -179,15 +248,26 @@ def test_killed_client_resumes_on_the_surviving_cluster(cli_cluster, emu, dask_c
     emu.configure(latency=0.0)
     emu.reset_metrics()
     rerun = subprocess.run(
-        _cutouts_cmd(csv, store, address, emu.url), capture_output=True, text=True, env=env,
-        timeout=180, check=False,
+        _cutouts_cmd(csv, store, address, emu.url),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
     )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     refetched = emu.metrics()["requests_by_endpoint"].get("/cgi-bin/fitscut.cgi", 0)
     assert refetched < 2 * len(table)  # what was stored before the kill is not fetched again
     reference = tmp_path / "reference.zarr"
     ps1dask.cutouts(
-        csv, reference, filters=FILTERS, size=SIZE, strategy="cutout", service=emu.url,
-        client=dask_client, progress=False, max_unit_positions=UNIT,
+        csv,
+        reference,
+        filters=FILTERS,
+        size=SIZE,
+        strategy="cutout",
+        service=emu.url,
+        client=dask_client,
+        progress=False,
+        max_unit_positions=UNIT,
     )
     assert_same_store(reference, store)

@@ -62,8 +62,9 @@ def test_combine_is_the_inverse_variance_mean_with_exact_errors():
     assert (co.ninputs == e).all() and co.n_epochs == e
     # zero-point rescaling: warps at another zero point come out in common units
     scale = 10 ** (0.4 * rng.uniform(-0.3, 0.3, e))
-    co2 = combine_epochs(flux / scale[:, None, None], var / scale[:, None, None] ** 2, scale=scale,
-                         clip_sigma=None)
+    co2 = combine_epochs(
+        flux / scale[:, None, None], var / scale[:, None, None] ** 2, scale=scale, clip_sigma=None
+    )
     np.testing.assert_allclose(co2.flux, co.flux, rtol=1e-4)
     # without a variance image each warp's scatter is its variance
     co3 = combine_epochs(flux, None, clip_sigma=None)
@@ -131,8 +132,16 @@ def test_bright_stars_keep_their_flux_when_the_seeing_changes():
 def store(tmp_path_factory):
     path = tmp_path_factory.mktemp("coadd") / "syn.zarr"
     truth = make_synthetic_store(
-        path, n_positions=12, filters="gr", n_epochs=24, size=48, chunk=4, epoch_chunk=8,
-        seed=21, kinds=("constant", "periodic"), mag_range=(15.5, 18.5),
+        path,
+        n_positions=12,
+        filters="gr",
+        n_epochs=24,
+        size=48,
+        chunk=4,
+        epoch_chunk=8,
+        seed=21,
+        kinds=("constant", "periodic"),
+        mag_range=(15.5, 18.5),
     )
     return path, truth
 

@@ -105,7 +105,9 @@ def test_asinh_roundtrip(flux, bsoften, boffset):
 
 
 @settings(max_examples=100)
-@given(hnp.arrays(np.float64, st.integers(1, 200), elements=st.floats(-300.0, 5e5)))  # within int16 range
+@given(
+    hnp.arrays(np.float64, st.integers(1, 200), elements=st.floats(-300.0, 5e5))
+)  # within int16 range
 def test_quantised_roundtrip_error_is_below_half_a_step(flux):
     h = dict(PAGE_SCALING, BLANK=-32768)
     v = asinh_encode_flux(flux, h["BSOFTEN"], h["BOFFSET"])
@@ -275,7 +277,18 @@ def test_filenames_match_the_service():
     st.integers(635, 2643),
     st.integers(0, 99),
     st.sampled_from(list(FILTERS)),
-    st.sampled_from(["stack", "stack.wt", "stack.mask", "stack.exp", "stack.num", "warp", "warp.wt", "warp.mask"]),
+    st.sampled_from(
+        [
+            "stack",
+            "stack.wt",
+            "stack.mask",
+            "stack.exp",
+            "stack.num",
+            "warp",
+            "warp.wt",
+            "warp.mask",
+        ]
+    ),
     st.integers(5_000_000_000, 5_700_000_000),
 )
 def test_filename_roundtrip(projcell, subcell, band, kind, mjd_e5):
@@ -287,7 +300,9 @@ def test_filename_roundtrip(projcell, subcell, band, kind, mjd_e5):
         assert parsed.mjd == pytest.approx(mjd, abs=5e-6)
 
 
-@pytest.mark.parametrize("bad", ["../../etc/passwd", "rings.v3.skycell.1405.053.stk.q.unconv.fits", "x.fits"])
+@pytest.mark.parametrize(
+    "bad", ["../../etc/passwd", "rings.v3.skycell.1405.053.stk.q.unconv.fits", "x.fits"]
+)
 def test_foreign_filenames_rejected(bad):
     with pytest.raises(InvalidParameterError):
         parse_filename(bad)
@@ -309,7 +324,9 @@ def test_filters_and_types():
 def test_zeropoints():
     assert stack_zeropoint(1000.0) == pytest.approx(32.5)
     assert warp_zeropoint(24.5, 100.0) == pytest.approx(29.5)
-    assert header_zeropoint(_skycell_header(warp=True)) == pytest.approx(24.56 + 2.5 * math.log10(43))
+    assert header_zeropoint(_skycell_header(warp=True)) == pytest.approx(
+        24.56 + 2.5 * math.log10(43)
+    )
     assert header_zeropoint(_skycell_header()) == pytest.approx(25 + 2.5 * math.log10(1200))
 
 

@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import xarray as xr
 import zarr
-from _jobs import arrays, assert_same_store, kill_when_stored, ok_positions, positions_in_one_skycell
+from _jobs import (
+    arrays,
+    assert_same_store,
+    kill_when_stored,
+    ok_positions,
+    positions_in_one_skycell,
+)
 
 import ps1dask
 from ps1dask.client import PS1Service
@@ -33,8 +39,15 @@ def test_strategies_give_identical_pixels_equal_to_fitscut(emu, dask_client, tmp
     for strategy in ("cutout", "skycell", "range", "auto"):
         stores[strategy] = tmp_path / f"{strategy}.zarr"
         summary = ps1dask.cutouts(
-            table, stores[strategy], filters="r", size=50, strategy=strategy, service=emu.url,
-            client=dask_client, cache_dir=tmp_path / f"cache-{strategy}", progress=False,
+            table,
+            stores[strategy],
+            filters="r",
+            size=50,
+            strategy=strategy,
+            service=emu.url,
+            client=dask_client,
+            cache_dir=tmp_path / f"cache-{strategy}",
+            progress=False,
         )
         assert summary.statuses == {"ok": 12, "outside_footprint": 2}, (strategy, summary)
         assert emu.metrics()["max_in_flight"] <= 10
@@ -64,8 +77,16 @@ def test_auxiliary_images_zeropoints_and_limit(emu, dask_client, tmp_path):
     table = positions_in_one_skycell(30, seed=3)
     store = tmp_path / "aux.zarr"
     summary = ps1dask.cutouts(
-        table, store, filters="gi", size=32, types="stack,stack.wt,stack.mask", strategy="cutout",
-        service=emu.url, client=dask_client, progress=False, max_unit_positions=8,
+        table,
+        store,
+        filters="gi",
+        size=32,
+        types="stack,stack.wt,stack.mask",
+        strategy="cutout",
+        service=emu.url,
+        client=dask_client,
+        progress=False,
+        max_unit_positions=8,
     )
     metrics = emu.metrics()
     n = len(table)
@@ -95,18 +116,30 @@ def test_pixel_compressor_comes_from_config():
     from ps1dask.exceptions import InvalidParameterError
     from ps1dask.storage.layout import pixel_compressor
 
-    with dask.config.set({"ps1dask.store.pixel-compressor": {"cname": "zstd", "clevel": 3, "shuffle": "shuffle"}}):
+    with dask.config.set(
+        {"ps1dask.store.pixel-compressor": {"cname": "zstd", "clevel": 3, "shuffle": "shuffle"}}
+    ):
         codec = pixel_compressor()
     assert (codec.cname.value, codec.clevel, codec.shuffle.value) == ("zstd", 3, "shuffle")
     for bad in ({"cname": "rar", "clevel": 3, "shuffle": "shuffle"}, {"cname": "lz4", "clevel": 3}):
-        with dask.config.set({"ps1dask.store.pixel-compressor": bad}), pytest.raises(InvalidParameterError, match="pixel-compressor"):
+        with (
+            dask.config.set({"ps1dask.store.pixel-compressor": bad}),
+            pytest.raises(InvalidParameterError, match="pixel-compressor"),
+        ):
             pixel_compressor()
 
 
 def test_rerun_sends_no_image_requests_and_changed_request_is_refused(emu, dask_client, tmp_path):
     table = positions_in_one_skycell(10, seed=5)
     store = tmp_path / "rerun.zarr"
-    kwargs = dict(filters="z", size=40, strategy="cutout", service=emu.url, client=dask_client, progress=False)
+    kwargs = {
+        "filters": "z",
+        "size": 40,
+        "strategy": "cutout",
+        "service": emu.url,
+        "client": dask_client,
+        "progress": False,
+    }
     first = ps1dask.cutouts(table, store, **kwargs)
     assert first.statuses["ok"] == len(table)
     before = arrays(store)
@@ -133,17 +166,42 @@ def test_killed_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
     table.to_csv(csv, index=False)
     killed = tmp_path / "killed.zarr"
     cmd = [
-        sys.executable, "-m", "ps1dask", "cutouts", str(csv), "-o", str(killed), "--filters", "gr",
-        "--size", "24", "--strategy", "cutout", "--service", emu.url, "--workers", "1",
-        "--unit-size", "4",
+        sys.executable,
+        "-m",
+        "ps1dask",
+        "cutouts",
+        str(csv),
+        "-o",
+        str(killed),
+        "--filters",
+        "gr",
+        "--size",
+        "24",
+        "--strategy",
+        "cutout",
+        "--service",
+        emu.url,
+        "--workers",
+        "1",
+        "--unit-size",
+        "4",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     kill_when_stored(proc, killed, 8)
     assert 0 < ok_positions(killed) < len(table), "kill came too late or too early"
 
     emu.configure(latency=0.0)
     emu.reset_metrics()
-    kwargs = dict(filters="gr", size=24, strategy="cutout", service=emu.url, client=dask_client, progress=False)
+    kwargs = {
+        "filters": "gr",
+        "size": 24,
+        "strategy": "cutout",
+        "service": emu.url,
+        "client": dask_client,
+        "progress": False,
+    }
     resumed = ps1dask.cutouts(csv, killed, max_unit_positions=4, **kwargs)
     refetched = emu.metrics()["requests_total"]
     assert resumed.statuses == {"ok": 2 * len(table)}
@@ -160,7 +218,9 @@ def test_service_probes_of_auto_take_cluster_slots(emu, dask_client):
     from ps1dask.planning import plan_stack_job
     from ps1dask.positions import read_positions
 
-    plan = plan_stack_job(read_positions(positions_in_one_skycell(5)), filters="r", service_url=emu.url)
+    plan = plan_stack_job(
+        read_positions(positions_in_one_skycell(5)), filters="r", service_url=emu.url
+    )
     service = PS1Service(emu.url)
     name = service.throttle.name
 

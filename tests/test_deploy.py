@@ -158,7 +158,9 @@ def test_kubernetes_manifest(manifests):
     claim = pvc["metadata"]["name"]
     for spec in (cluster["spec"]["worker"]["spec"], pod["spec"]):
         volumes = {v["name"]: v for v in spec["volumes"]}
-        assert any(v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in volumes.values())
+        assert any(
+            v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in volumes.values()
+        )
     for where in ("worker/worker", "pod/client"):
         assert {"name": "data", "mountPath": "/data"} in containers[where]["volumeMounts"]
 
@@ -180,7 +182,10 @@ def test_same_values_everywhere(compose, manifests):
     assert jq["ps1dask"]["service"]["url"] == url
     for system in ("slurm", "pbs"):
         prologue = "\n".join(jq["jobqueue"][system]["job-script-prologue"])
-        assert f"export {LEASE_ENV}={jq['distributed']['scheduler']['locks']['lease-timeout']}" in prologue
+        assert (
+            f"export {LEASE_ENV}={jq['distributed']['scheduler']['locks']['lease-timeout']}"
+            in prologue
+        )
         assert f"export {URL_ENV}={url}" in prologue
 
 
@@ -200,7 +205,9 @@ def test_dockerfile_installs_the_package():
     instructions = _dockerfile()
     froms = [rest for word, rest in instructions if word == "FROM"]
     assert froms[0].startswith("python:${PYTHON_VERSION}-slim AS base")
-    version = next(rest for word, rest in instructions if word == "ARG" and rest.startswith("PYTHON_VERSION="))
+    version = next(
+        rest for word, rest in instructions if word == "ARG" and rest.startswith("PYTHON_VERSION=")
+    )
     pyver = tuple(int(x) for x in version.split("=")[1].split("."))
     requires = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"]
     assert pyver >= tuple(int(x) for x in requires.removeprefix(">=").split("."))
@@ -220,16 +227,24 @@ def test_dockerfile_installs_the_package():
 
 def test_dockerignore_keeps_what_the_build_needs():
     patterns = [
-        line.strip() for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
+        line.strip()
+        for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     ]
-    needed = ["pyproject.toml", "ps1dask/__init__.py", "ps1dask/ps1dask.yaml",
-              "ps1dask/data/ps1grid.csv", "deploy/dask.yaml"]
+    needed = [
+        "pyproject.toml",
+        "ps1dask/__init__.py",
+        "ps1dask/ps1dask.yaml",
+        "ps1dask/data/ps1grid.csv",
+        "deploy/dask.yaml",
+    ]
     for path in needed:
         assert (ROOT / path).exists(), path
         for pattern in patterns:
             p = pattern.removeprefix("**/")
-            assert not fnmatch.fnmatch(path, pattern) and not path.startswith(p.rstrip("/") + "/"), (path, pattern)
+            assert not fnmatch.fnmatch(path, pattern) and not path.startswith(
+                p.rstrip("/") + "/"
+            ), (path, pattern)
     assert ".git" in patterns
 
 
@@ -247,9 +262,20 @@ def test_readme_commands_are_valid():
         args = parser.parse_args(argv[1:])
         if args.command == "cutouts":
             assert args.scheduler and args.scheduler.startswith("tcp://"), command
-    for name in ("docker-compose.yml", "kubernetes.yaml", "jobqueue.yaml", "hpc_cluster.py", "Dockerfile"):
+    for name in (
+        "docker-compose.yml",
+        "kubernetes.yaml",
+        "jobqueue.yaml",
+        "hpc_cluster.py",
+        "Dockerfile",
+    ):
         assert name in text, name
-    for key in ("distributed.scheduler.locks.lease-timeout", "ps1dask.service.url", LEASE_ENV, URL_ENV):
+    for key in (
+        "distributed.scheduler.locks.lease-timeout",
+        "ps1dask.service.url",
+        LEASE_ENV,
+        URL_ENV,
+    ):
         assert key in text, key
 
 
@@ -260,7 +286,10 @@ def test_jobqueue_yaml_and_helper():
     loaded = _yaml("jobqueue.yaml")
     merged = dask.config.merge(dask.config.config, loaded)
     with dask.config.set({k: merged[k] for k in loaded}):
-        assert _seconds(dask.config.get("distributed.scheduler.locks.lease-timeout")) > _request_bound()
+        assert (
+            _seconds(dask.config.get("distributed.scheduler.locks.lease-timeout"))
+            > _request_bound()
+        )
         for cls in (dask_jobqueue.SLURMCluster, dask_jobqueue.PBSCluster):
             cluster = cls(scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"})
             try:

@@ -50,9 +50,7 @@ from ps1dask.imaging import (
 )
 
 # PS1 headers' HIERARCH keywords (FPA.ZP, ...) copied into cutout headers: expected.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Keyword name:astropy.io.fits.verify.VerifyWarning"
-)
+pytestmark = pytest.mark.filterwarnings("ignore:Keyword name:astropy.io.fits.verify.VerifyWarning")
 
 HEADER = " ".join(LISTING_COLUMNS)
 # NGC 7222 field (skycell 1405.053) and the Crab (skycell 1784.059).
@@ -61,8 +59,15 @@ CRAB = (83.63321, 22.01446)
 TIMEOUT = 60
 
 DEFAULT_KNOBS = dict(
-    latency=0.0, bandwidth=None, work_per_mpix=0.0, fault_rate=0.0, fault_kinds=FAULT_KINDS,
-    retry_after=1.0, stall_seconds=30.0, seed=0, max_concurrency=10,
+    latency=0.0,
+    bandwidth=None,
+    work_per_mpix=0.0,
+    fault_rate=0.0,
+    fault_kinds=FAULT_KINDS,
+    retry_after=1.0,
+    stall_seconds=30.0,
+    seed=0,
+    max_concurrency=10,
 )
 
 
@@ -126,8 +131,13 @@ def test_listing_skycell_reference_row(emu):
     assert float(first[3]) == pytest.approx(2.19980905757, abs=1e-11)
     assert (float(first[2]), float(first[3])) == skycell_center("1405.053")
     for row, band in zip(rows, "girzy"):
-        assert row[5:] == ["0.0", "stack", stack_name(band=band),
-                           stack_name(band=band).rsplit("/", 1)[1], "0"]
+        assert row[5:] == [
+            "0.0",
+            "stack",
+            stack_name(band=band),
+            stack_name(band=band).rsplit("/", 1)[1],
+            "0",
+        ]
 
 
 def test_listing_separators_and_position_echo(emu):
@@ -165,11 +175,15 @@ def test_listing_filters_types_and_warps(emu):
 def test_listing_parameter_forms(emu):
     base = rows_of(listing(emu, ra=RA, dec=DEC, filters="gr", type="stack,warp"))
     url = emu.url + "/cgi-bin/ps1filenames.py"
-    repeated = requests.get(url, params=[("ra", RA), ("dec", DEC), ("filters", "GR"),
-                                         ("type", "stack"), ("type", "warp")], timeout=TIMEOUT)
+    repeated = requests.get(
+        url,
+        params=[("ra", RA), ("dec", DEC), ("filters", "GR"), ("type", "stack"), ("type", "warp")],
+        timeout=TIMEOUT,
+    )
     assert rows_of(repeated.text) == base
-    form = requests.post(url, data={"ra": RA, "dec": DEC, "filters": "gr", "type": "stack,warp"},
-                         timeout=TIMEOUT)
+    form = requests.post(
+        url, data={"ra": RA, "dec": DEC, "filters": "gr", "type": "stack,warp"}, timeout=TIMEOUT
+    )
     assert rows_of(form.text) == base
     # types the real service knows but the emulator does not synthesise list nothing
     assert listing(emu, ra=RA, dec=DEC, type="stack.psf") == HEADER + "\n"
@@ -185,11 +199,14 @@ def test_listing_invalid_skycell_is_400(emu, cell):
     assert r.text.strip()
 
 
-@pytest.mark.parametrize("params", [
-    {"ra": 10.0, "dec": -35.0},     # zone 14: in the tessellation, no 3pi data
-    {"ra": 10.0, "dec": -60.0},     # south of the tessellation
-    {"skycell": "0500.044"},        # a valid skycell outside the footprint
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"ra": 10.0, "dec": -35.0},  # zone 14: in the tessellation, no 3pi data
+        {"ra": 10.0, "dec": -60.0},  # south of the tessellation
+        {"skycell": "0500.044"},  # a valid skycell outside the footprint
+    ],
+)
 def test_listing_outside_footprint_is_header_only(emu, params):
     assert listing(emu, **params) == HEADER + "\n"
 
@@ -204,17 +221,23 @@ def test_listing_bad_position_is_400(emu, ra, dec):
 def test_listing_post_file_matches_get(emu):
     positions = [(RA, DEC), CRAB, (10.0, -60.0), (0.0, 88.0)]
     body = "\n".join(f"{ra} {dec}" for ra, dec in positions)
-    r = requests.post(emu.url + "/cgi-bin/ps1filenames.py",
-                      data={"filters": "gr", "type": "stack"},
-                      files={"file": StringIO(body)}, timeout=TIMEOUT)
+    r = requests.post(
+        emu.url + "/cgi-bin/ps1filenames.py",
+        data={"filters": "gr", "type": "stack"},
+        files={"file": StringIO(body)},
+        timeout=TIMEOUT,
+    )
     assert r.status_code == 200
     expected = []
     for ra, dec in positions:
         expected += rows_of(listing(emu, ra=ra, dec=dec, filters="gr", type="stack"))
     assert rows_of(r.text) == expected
     assert len(expected) == 3 * 2  # the position south of the grid lists nothing
-    bad = requests.post(emu.url + "/cgi-bin/ps1filenames.py",
-                        files={"file": StringIO("10 20\n\n# comment\n10 x\n")}, timeout=TIMEOUT)
+    bad = requests.post(
+        emu.url + "/cgi-bin/ps1filenames.py",
+        files={"file": StringIO("10 20\n\n# comment\n10 x\n")},
+        timeout=TIMEOUT,
+    )
     assert bad.status_code == 400 and "line 4" in bad.text
 
 
@@ -227,15 +250,18 @@ def test_stsci_bulk_script_recipe(emu):
     cbuf = StringIO()
     cbuf.write("\n".join(["{} {}".format(ra, dec) for (ra, dec) in zip(tra, tdec)]))
     cbuf.seek(0)
-    r = requests.post(ps1filename, data=dict(filters="ri", type="stack"),
-                      files=dict(file=cbuf), timeout=TIMEOUT)
+    r = requests.post(
+        ps1filename, data=dict(filters="ri", type="stack"), files=dict(file=cbuf), timeout=TIMEOUT
+    )
     r.raise_for_status()
     tab = Table.read(r.text, format="ascii")
     assert tab.colnames == list(LISTING_COLUMNS)
     assert len(tab) == 2 * len(tra)  # every test position is in the footprint
     urlbase = "{}?size={}&format={}".format(fitscut_url, 240, "fits")
-    tab["url"] = ["{}&ra={}&dec={}&red={}".format(urlbase, ra, dec, filename)
-                  for (filename, ra, dec) in zip(tab["filename"], tab["ra"], tab["dec"])]
+    tab["url"] = [
+        "{}&ra={}&dec={}&red={}".format(urlbase, ra, dec, filename)
+        for (filename, ra, dec) in zip(tab["filename"], tab["ra"], tab["dec"])
+    ]
     tab.sort(["projcell", "subcell", "filter"])
     for row in tab[:4]:
         got = requests.get(row["url"], timeout=TIMEOUT)
@@ -262,12 +288,15 @@ def whole_g(emu):
     return r.content, header, linear
 
 
-@pytest.mark.parametrize("pos", [
-    {"ra": RA, "dec": DEC, "size": 240},
-    {"ra": 332.61, "dec": 2.19, "size": "100,60"},
-    {"x": 5, "y": 6230, "size": 50},              # 0-based pixels at an image corner
-    {"x": RA, "y": DEC, "wcs": 1, "size": 33},
-])
+@pytest.mark.parametrize(
+    "pos",
+    [
+        {"ra": RA, "dec": DEC, "size": 240},
+        {"ra": 332.61, "dec": 2.19, "size": "100,60"},
+        {"x": 5, "y": 6230, "size": 50},  # 0-based pixels at an image corner
+        {"x": RA, "y": DEC, "wcs": 1, "size": 33},
+    ],
+)
 def test_fitscut_fits_equals_linearised_whole_file(emu, whole_g, pos):
     _, header, linear = whole_g
     r = fitscut(emu, red=stack_name(), format="fits", **pos)
@@ -320,31 +349,49 @@ def test_fitscut_warp_fits(emu):
     ref = type(emu.sky.images(parse_filename(name).skycell, "r", ("warp",))[0]).from_filename(name)
     header = emu.sky.image_header(ref)
     box = cutout_box(*position_pixel(header, RA, DEC), 64)
-    expected = cut(box, header["NAXIS1"], header["NAXIS2"],
-                   lambda rr, cc: linear_pixels(emu.sky.render_disk(ref, rr, cc), header))
+    expected = cut(
+        box,
+        header["NAXIS1"],
+        header["NAXIS2"],
+        lambda rr, cc: linear_pixels(emu.sky.render_disk(ref, rr, cc), header),
+    )
     assert np.array_equal(data, expected, equal_nan=True)
 
 
 def test_fitscut_parameters(emu):
     # case-insensitive names, W,H size
-    r = get(emu, "/cgi-bin/fitscut.cgi", RED=stack_name(band="i"), RA=RA, Dec=DEC,
-            SIZE="30,20", FORMAT="fits")
+    r = get(
+        emu,
+        "/cgi-bin/fitscut.cgi",
+        RED=stack_name(band="i"),
+        RA=RA,
+        Dec=DEC,
+        SIZE="30,20",
+        FORMAT="fits",
+    )
     assert r.status_code == 200
     assert fits.getdata(io.BytesIO(r.content)).shape == (20, 30)
     # the name without its leading slash is accepted too
-    assert fitscut(emu, red=stack_name().lstrip("/"), ra=RA, dec=DEC, size=8,
-                   format="fits").status_code == 200
+    assert (
+        fitscut(
+            emu, red=stack_name().lstrip("/"), ra=RA, dec=DEC, size=8, format="fits"
+        ).status_code
+        == 200
+    )
     bad = [
         ({"size": 6001}, 400),
         ({"size": "0"}, 400),
         ({"size": "a,b"}, 400),
         ({"format": "gif"}, 400),
-        ({"green": stack_name(band="r"), "format": "fits"}, 400),   # colour FITS
+        ({"green": stack_name(band="r"), "format": "fits"}, 400),  # colour FITS
         ({"red": ""}, 400),
         ({"ra": "x"}, 400),
         ({"red": "/etc/passwd"}, 404),
-        ({"red": stack_name(cell="0500.044")}, 404),                # outside the footprint
-        ({"red": "/rings.v3.skycell/1405/053/rings.v3.skycell.1405.053.wrp.g.50000_00000.fits"}, 404),
+        ({"red": stack_name(cell="0500.044")}, 404),  # outside the footprint
+        (
+            {"red": "/rings.v3.skycell/1405/053/rings.v3.skycell.1405.053.wrp.g.50000_00000.fits"},
+            404,
+        ),
         ({"red": "/rings.v3.skycell/1405/054/rings.v3.skycell.1405.053.stk.g.unconv.fits"}, 404),
     ]
     for change, status in bad:
@@ -360,15 +407,33 @@ def test_fitscut_jpeg_png_and_colour(emu):
     img = Image.open(io.BytesIO(r.content))
     assert img.format == "JPEG" and img.mode == "L" and img.size == (100, 100)
 
-    r = fitscut(emu, red=stack_name(), size="120,60", output_size=60, format="png",
-                asinh="false", invert="true", autoscale=99, **common)
+    r = fitscut(
+        emu,
+        red=stack_name(),
+        size="120,60",
+        output_size=60,
+        format="png",
+        asinh="false",
+        invert="true",
+        autoscale=99,
+        **common,
+    )
     assert r.headers["Content-Type"] == "image/png"
     img = Image.open(io.BytesIO(r.content))
     assert img.format == "PNG" and img.size == (60, 30)
 
-    r = fitscut(emu, red=stack_name(band="y"), green=stack_name(band="i"),
-                blue=stack_name(band="g"), size=80, output_size=40, format="jpeg",
-                zoom=1, compass=1, **common)
+    r = fitscut(
+        emu,
+        red=stack_name(band="y"),
+        green=stack_name(band="i"),
+        blue=stack_name(band="g"),
+        size=80,
+        output_size=40,
+        format="jpeg",
+        zoom=1,
+        compass=1,
+        **common,
+    )
     assert r.status_code == 200, r.text
     img = Image.open(io.BytesIO(r.content))
     assert img.mode == "RGB" and img.size == (40, 40)
@@ -376,16 +441,19 @@ def test_fitscut_jpeg_png_and_colour(emu):
     assert arr.std() > 0  # not a flat picture
 
     # explicit display limits: the same picture as grey_image of the FITS cutout
-    fits_px = fits.getdata(io.BytesIO(fitscut(
-        emu, red=stack_name(), size=32, format="fits", **common).content))
+    fits_px = fits.getdata(
+        io.BytesIO(fitscut(emu, red=stack_name(), size=32, format="fits", **common).content)
+    )
     lo, hi = np.nanpercentile(fits_px, [10, 90])
-    png = fitscut(emu, red=stack_name(), size=32, format="png", asinh="false",
-                  min=lo, max=hi, **common)
+    png = fitscut(
+        emu, red=stack_name(), size=32, format="png", asinh="false", min=lo, max=hi, **common
+    )
     expected = fitscut_grey(fits_px, vmin=lo, vmax=hi, asinh=False)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(png.content))), expected)
 
-    r = fitscut(emu, red=stack_name(band="z"), blue=stack_name(band="g"), size=32,
-                format="png", **common)  # two bands still make a colour image
+    r = fitscut(
+        emu, red=stack_name(band="z"), blue=stack_name(band="g"), size=32, format="png", **common
+    )  # two bands still make a colour image
     assert Image.open(io.BytesIO(r.content)).mode == "RGB"
 
 
@@ -415,7 +483,7 @@ def test_whole_file_head_and_ranges(emu, whole_g):
         r = ranged(spec)
         assert r.status_code == 206, spec
         assert r.headers["Content-Range"] == f"bytes {start}-{end}/{size}"
-        assert r.content == content[start:end + 1]
+        assert r.content == content[start : end + 1]
     r = ranged(f"bytes={size}-")
     assert r.status_code == 416 and r.headers["Content-Range"] == f"bytes */{size}"
     assert ranged("bytes=0-1,5-9").status_code == 200  # several ranges: the whole file
@@ -423,15 +491,18 @@ def test_whole_file_head_and_ranges(emu, whole_g):
     assert head.status_code == 206 and head.headers["Content-Length"] == "10"
 
 
-@pytest.mark.parametrize("path", [
-    "/rings.v3.skycell/1405/053/rings.v3.skycell.1405.053.stk.q.unconv.fits",
-    "/rings.v3.skycell/1405/053/rings.v3.skycell.1405.054.stk.g.unconv.fits",
-    "/rings.v3.skycell/0500/044/rings.v3.skycell.0500.044.stk.g.unconv.fits",
-    "/rings.v3.skycell/1405/053/..%2F..%2F..%2Fetc%2Fpasswd",
-    "/rings.v3.skycell/1405/053/../../../etc/passwd",
-    "/rings.v3.skycell/../../etc/passwd",
-    "/rings.v3.skycell/1405/053/rings.v3.skycell.1405.053.wrp.g.50000_00000.fits",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/rings.v3.skycell/1405/053/rings.v3.skycell.1405.053.stk.q.unconv.fits",
+        "/rings.v3.skycell/1405/053/rings.v3.skycell.1405.054.stk.g.unconv.fits",
+        "/rings.v3.skycell/0500/044/rings.v3.skycell.0500.044.stk.g.unconv.fits",
+        "/rings.v3.skycell/1405/053/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/rings.v3.skycell/1405/053/../../../etc/passwd",
+        "/rings.v3.skycell/../../etc/passwd",
+        "/rings.v3.skycell/1405/053/rings.v3.skycell.1405.053.wrp.g.50000_00000.fits",
+    ],
+)
 def test_whole_file_unknown_names_are_404(emu, path):
     conn = http.client.HTTPConnection(urlsplit(emu.url).netloc, timeout=TIMEOUT)
     conn.request("GET", path)  # raw path: no client-side normalisation
@@ -470,13 +541,21 @@ def test_metrics_count_and_reset(emu):
     sizes = [len(get(emu, "/cgi-bin/ps1filenames.py", skycell="1405.053").content)]
     sizes.append(len(fitscut(emu, red=stack_name(), ra=RA, dec=DEC, size=16).content))
     sizes.append(len(get(emu, "/cgi-bin/ps1filenames.py", skycell="1").content))  # 400
-    sizes.append(len(requests.get(emu.url + stack_name(), headers={"Range": "bytes=0-99"},
-                                  timeout=TIMEOUT).content))
-    get(emu, "/_emulator/truth", ra=RA, dec=DEC)   # not a service request
+    sizes.append(
+        len(
+            requests.get(
+                emu.url + stack_name(), headers={"Range": "bytes=0-99"}, timeout=TIMEOUT
+            ).content
+        )
+    )
+    get(emu, "/_emulator/truth", ra=RA, dec=DEC)  # not a service request
     m = metrics(emu)
     assert m["requests_total"] == 4
-    assert m["requests_by_endpoint"] == {"/cgi-bin/ps1filenames.py": 2,
-                                         "/cgi-bin/fitscut.cgi": 1, "files": 1}
+    assert m["requests_by_endpoint"] == {
+        "/cgi-bin/ps1filenames.py": 2,
+        "/cgi-bin/fitscut.cgi": 1,
+        "files": 1,
+    }
     assert m["bytes_sent"] == sum(sizes)
     assert m["range_requests"] == 1
     assert m["max_in_flight"] == 1 and m["in_flight"] == 0
@@ -494,8 +573,9 @@ def _burst(emu, n):
 
     def worker(i):
         barrier.wait()
-        r = requests.get(emu.url + "/cgi-bin/ps1filenames.py",
-                         params={"skycell": "1405.053"}, timeout=TIMEOUT)
+        r = requests.get(
+            emu.url + "/cgi-bin/ps1filenames.py", params={"skycell": "1405.053"}, timeout=TIMEOUT
+        )
         results[i] = (r.status_code, r.headers.get("Retry-After"))
 
     threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
@@ -570,8 +650,10 @@ def test_fault_reset(emu):
 def test_fault_truncate_announces_full_length(emu):
     emu.configure(fault_rate=1.0, fault_kinds="truncate")
     conn = http.client.HTTPConnection(urlsplit(emu.url).netloc, timeout=TIMEOUT)
-    conn.request("GET", "/cgi-bin/fitscut.cgi?red=" + stack_name()
-                 + f"&ra={RA}&dec={DEC}&size=64&format=fits")
+    conn.request(
+        "GET",
+        "/cgi-bin/fitscut.cgi?red=" + stack_name() + f"&ra={RA}&dec={DEC}&size=64&format=fits",
+    )
     resp = conn.getresponse()
     assert resp.status == 200
     announced = int(resp.getheader("Content-Length"))
@@ -591,8 +673,9 @@ def test_fault_stall(emu):
     # a client that gives up is no longer counted in flight
     emu.configure(stall_seconds=20)
     with pytest.raises(requests.Timeout):
-        requests.get(emu.url + "/cgi-bin/ps1filenames.py", params={"skycell": "1405.053"},
-                     timeout=0.3)
+        requests.get(
+            emu.url + "/cgi-bin/ps1filenames.py", params={"skycell": "1405.053"}, timeout=0.3
+        )
     deadline = time.monotonic() + 3
     while emu.metrics()["in_flight"] and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -607,8 +690,11 @@ def test_faults_are_seeded_and_deterministic(emu):
         outcomes = []
         for _ in range(24):
             try:
-                r = requests.get(emu.url + "/cgi-bin/ps1filenames.py",
-                                 params={"skycell": "1405.053"}, timeout=TIMEOUT)
+                r = requests.get(
+                    emu.url + "/cgi-bin/ps1filenames.py",
+                    params={"skycell": "1405.053"},
+                    timeout=TIMEOUT,
+                )
                 _ = r.content
                 outcomes.append(str(r.status_code))
             except requests.exceptions.ChunkedEncodingError:
@@ -638,8 +724,9 @@ def test_knobs_validation_and_config_endpoint(emu):
     with pytest.raises(InvalidParameterError):
         emu.configure(no_such_knob=1)
     assert Knobs(bandwidth=0).bandwidth is None
-    r = requests.post(emu.url + "/_emulator/config", json={"latency": 0.05, "bandwidth": 2},
-                      timeout=TIMEOUT)
+    r = requests.post(
+        emu.url + "/_emulator/config", json={"latency": 0.05, "bandwidth": 2}, timeout=TIMEOUT
+    )
     assert r.status_code == 200 and r.json()["latency"] == 0.05
     assert emu.knobs.latency == 0.05 and emu.knobs.bandwidth == 2.0
     bad = requests.post(emu.url + "/_emulator/config", json={"fault_rate": -1}, timeout=TIMEOUT)
@@ -654,8 +741,7 @@ def test_latency_and_bandwidth(emu):
     assert time.monotonic() - t0 >= 0.3
     emu.configure(latency=0.0, bandwidth=0.5)  # 0.5 MB/s
     t0 = time.monotonic()
-    r = requests.get(emu.url + stack_name(), headers={"Range": "bytes=0-249999"},
-                     timeout=TIMEOUT)
+    r = requests.get(emu.url + stack_name(), headers={"Range": "bytes=0-249999"}, timeout=TIMEOUT)
     elapsed = time.monotonic() - t0
     assert len(r.content) == 250_000 and elapsed >= 0.45
 
@@ -697,8 +783,9 @@ def test_ps1cutouts_page(emu):
     cell = get(emu, "/cgi-bin/ps1cutouts", pos="skycell.1405.053", filter="r")
     assert cell.status_code == 200 and cell.text.count("<img ") == 1
     warps = get(emu, "/cgi-bin/ps1cutouts", pos=f"{RA} {DEC}", filter="g", filetypes="warp")
-    assert warps.text.count("<img ") == len(rows_of(listing(emu, ra=RA, dec=DEC, filters="g",
-                                                             type="warp")))
+    assert warps.text.count("<img ") == len(
+        rows_of(listing(emu, ra=RA, dec=DEC, filters="g", type="warp"))
+    )
     named = get(emu, "/cgi-bin/ps1cutouts", pos="ring nebula")
     assert named.status_code == 400 and "offline" in named.text
 
@@ -723,7 +810,9 @@ def test_generic_stretches():
     assert grey_image(with_nan, vmin=0, vmax=99, asinh=False, inverted=True)[-1, 0] == 255
     rgb = rgb_image(data, None, data[::-1])
     assert rgb.shape == (10, 10, 3)
-    assert np.all(np.abs(rgb[..., 1].astype(int) - (rgb[..., 0].astype(int) + rgb[..., 2]) / 2) <= 1)
+    assert np.all(
+        np.abs(rgb[..., 1].astype(int) - (rgb[..., 0].astype(int) + rgb[..., 2]) / 2) <= 1
+    )
     assert percentile_limits(np.full((3, 3), np.nan)) == (0.0, 1.0)
     assert output_shape(120, 60, output_size=60) == (60, 30)
     assert output_shape(10, 10, zoom=2.5) == (25, 25)
@@ -770,17 +859,36 @@ def test_fitscut_stretches():
 
 def test_cli_prints_url_first_and_serves(tmp_path):
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ps1dask", "emulator", "--port", "0", "--seed", "3",
-         "--cache-dir", str(tmp_path / "cache")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "ps1dask",
+            "emulator",
+            "--port",
+            "0",
+            "--seed",
+            "3",
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         first = proc.stdout.readline().strip()
-        assert first.startswith("http://127.0.0.1:"), (first, proc.stderr.read() if proc.poll() is not None else "")
-        r = requests.get(first + "/cgi-bin/ps1filenames.py", params={"skycell": "1405.053"},
-                         timeout=TIMEOUT)
+        assert first.startswith("http://127.0.0.1:"), (
+            first,
+            proc.stderr.read() if proc.poll() is not None else "",
+        )
+        r = requests.get(
+            first + "/cgi-bin/ps1filenames.py", params={"skycell": "1405.053"}, timeout=TIMEOUT
+        )
         assert r.status_code == 200 and r.text.startswith(HEADER)
-        assert requests.get(first + "/_emulator/metrics", timeout=TIMEOUT).json()["requests_total"] == 1
+        assert (
+            requests.get(first + "/_emulator/metrics", timeout=TIMEOUT).json()["requests_total"]
+            == 1
+        )
     finally:
         proc.terminate()
         try:
@@ -801,6 +909,14 @@ def test_cli_help_mentions_the_knobs():
     parser = argparse.ArgumentParser(prog="ps1dask")
     cli_emulator.register(parser.add_subparsers())
     text = parser._subparsers._group_actions[0].choices["emulator"].format_help()
-    for flag in ("--port", "--latency", "--bandwidth", "--fault-rate", "--fault-kinds",
-                 "--seed", "--cache-dir", "--host"):
+    for flag in (
+        "--port",
+        "--latency",
+        "--bandwidth",
+        "--fault-rate",
+        "--fault-kinds",
+        "--seed",
+        "--cache-dir",
+        "--host",
+    ):
         assert flag in text

@@ -19,7 +19,6 @@ import distributed
 import numpy as np
 import pytest
 import zarr
-from conftest import local_cluster_client
 from _jobs import (
     assert_same_store,
     emulator_knobs,
@@ -28,6 +27,7 @@ from _jobs import (
     service,
     tree_digest,
 )
+from conftest import local_cluster_client
 
 import ps1dask
 from ps1dask.client import PS1Service
@@ -68,8 +68,15 @@ def reference(job_emulator, dask_client, table, tmp_path_factory):
     job_emulator.configure(latency=0.0, fault_rate=0.0)
     store = tmp_path_factory.mktemp("faults") / "reference.zarr"
     summary = ps1dask.cutouts(
-        table, store, filters=FILTERS, size=SIZE, strategy="cutout", service=job_emulator.url,
-        client=dask_client, progress=False, max_unit_positions=UNIT,
+        table,
+        store,
+        filters=FILTERS,
+        size=SIZE,
+        strategy="cutout",
+        service=job_emulator.url,
+        client=dask_client,
+        progress=False,
+        max_unit_positions=UNIT,
     )
     assert summary.statuses == {"ok": len(FILTERS) * len(table)}
     return store
@@ -86,8 +93,16 @@ def _report_figures():
 
 def _run(table, store, url_or_service, client, **kw):
     return ps1dask.cutouts(
-        table, store, filters=FILTERS, size=SIZE, strategy=kw.pop("strategy", "cutout"),
-        service=url_or_service, client=client, progress=False, max_unit_positions=UNIT, **kw,
+        table,
+        store,
+        filters=FILTERS,
+        size=SIZE,
+        strategy=kw.pop("strategy", "cutout"),
+        service=url_or_service,
+        client=client,
+        progress=False,
+        max_unit_positions=UNIT,
+        **kw,
     )
 
 
@@ -99,8 +114,14 @@ def test_each_fault_kind_loses_nothing(kind, rate, emu, dask_client, table, refe
     n = len(FILTERS) * len(table)
     store = tmp_path / f"{kind}.zarr"
     svc = service(emu.url)
-    with emulator_knobs(emu, fault_rate=rate, fault_kinds=(kind,), retry_after=0.1,
-                        stall_seconds=1.5, seed=len(kind) * 7 + int(rate * 100)):
+    with emulator_knobs(
+        emu,
+        fault_rate=rate,
+        fault_kinds=(kind,),
+        retry_after=0.1,
+        stall_seconds=1.5,
+        seed=len(kind) * 7 + int(rate * 100),
+    ):
         summary = _run(table, store, svc, dask_client)
     metrics = emu.metrics()
     assert summary.statuses == {"ok": n}, (kind, summary)
@@ -130,8 +151,9 @@ def test_mixed_faults_every_strategy(strategy, emu, dask_client, table, referenc
     # seed 49 faults the first two requests (reset, truncate): the whole-file downloads
     seed = {"range": 5, "skycell": 49}[strategy]
     with emulator_knobs(emu, fault_rate=0.2, retry_after=0.1, stall_seconds=1.5, seed=seed):
-        summary = _run(table, store, svc, dask_client, strategy=strategy,
-                       cache_dir=tmp_path / "cache")
+        summary = _run(
+            table, store, svc, dask_client, strategy=strategy, cache_dir=tmp_path / "cache"
+        )
     metrics = emu.metrics()
     assert summary.statuses == {"ok": n}, summary
     assert_same_store(reference, store)
@@ -188,7 +210,9 @@ def test_killed_workers_lose_and_duplicate_nothing(emu, big_table, big_reference
     with dask.config.set(lease), local_cluster_client() as client:
         try:
             # request timeouts below the 2 s lease timeout, as the lease check demands
-            svc = service(emu.url, **{"ps1dask.http.connect-timeout": 0.5, "ps1dask.http.read-timeout": 1})
+            svc = service(
+                emu.url, **{"ps1dask.http.connect-timeout": 0.5, "ps1dask.http.read-timeout": 1}
+            )
             client.run(importlib.import_module, "ps1dask.execution.tasks")  # warm the imports
             emu.configure(latency=0.2)
             emu.reset_metrics()
@@ -314,14 +338,28 @@ def test_persistent_503_cli_exit_code_and_message(emu, dask_client, table, tmp_p
     table.to_csv(csv, index=False)
     store = tmp_path / "cli.zarr"
     args = [
-        "cutouts", str(csv), "-o", str(store), "--filters", FILTERS, "--size", str(SIZE),
-        "--strategy", "cutout", "--service", emu.url, "--unit-size", str(UNIT),
-        "--scheduler", dask_client.scheduler.address,
+        "cutouts",
+        str(csv),
+        "-o",
+        str(store),
+        "--filters",
+        FILTERS,
+        "--size",
+        str(SIZE),
+        "--strategy",
+        "cutout",
+        "--service",
+        emu.url,
+        "--unit-size",
+        str(UNIT),
+        "--scheduler",
+        dask_client.scheduler.address,
     ]
     from ps1dask.cli import main
 
-    with dask.config.set({**_fast(), "ps1dask.http.attempts": 2}), emulator_knobs(
-        emu, fault_rate=1.0, fault_kinds=("429",), retry_after=0.2
+    with (
+        dask.config.set({**_fast(), "ps1dask.http.attempts": 2}),
+        emulator_knobs(emu, fault_rate=1.0, fault_kinds=("429",), retry_after=0.2),
     ):
         code = main(args)
     err = capsys.readouterr().err

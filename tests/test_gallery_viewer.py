@@ -65,13 +65,27 @@ class Browser:
         self.loop = asyncio.new_event_loop()
         self.proc = subprocess.Popen(
             [
-                binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                "--disable-sync", "--disable-extensions", "--hide-scrollbars", "--mute-audio",
-                f"--user-data-dir={profile}", "--remote-debugging-port=0",
-                "--remote-allow-origins=*", f"--window-size={width},{height}", "about:blank",
+                binary,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-extensions",
+                "--hide-scrollbars",
+                "--mute-audio",
+                f"--user-data-dir={profile}",
+                "--remote-debugging-port=0",
+                "--remote-allow-origins=*",
+                f"--window-size={width},{height}",
+                "about:blank",
             ],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 60
@@ -111,9 +125,13 @@ class Browser:
             self._events.append(data)
             if method == "Runtime.exceptionThrown":
                 d = params.get("exceptionDetails", {})
-                self.errors.append(f"exception: {d.get('exception', {}).get('description') or d.get('text')}")
+                self.errors.append(
+                    f"exception: {d.get('exception', {}).get('description') or d.get('text')}"
+                )
             elif method == "Runtime.consoleAPICalled" and params.get("type") in ("error", "assert"):
-                text = " ".join(str(a.get("value", a.get("description", ""))) for a in params.get("args", []))
+                text = " ".join(
+                    str(a.get("value", a.get("description", ""))) for a in params.get("args", [])
+                )
                 self.errors.append(f"console.{params['type']}: {text}")
             elif method == "Log.entryAdded" and params.get("entry", {}).get("level") == "error":
                 e = params["entry"]
@@ -123,7 +141,9 @@ class Browser:
         self._id += 1
         fut = self.loop.create_future()
         self._pending[self._id] = fut
-        await self.ws.send_str(json.dumps({"id": self._id, "method": method, "params": params or {}}))
+        await self.ws.send_str(
+            json.dumps({"id": self._id, "method": method, "params": params or {}})
+        )
         reply = await asyncio.wait_for(fut, timeout)
         if "error" in reply:
             raise RuntimeError(f"{method}: {reply['error']}")
@@ -134,8 +154,11 @@ class Browser:
 
     def eval(self, expression: str, timeout: float = 60):
         """The value of a JS expression (promises awaited)."""
-        result = self.send("Runtime.evaluate", {"expression": expression, "awaitPromise": True,
-                                                "returnByValue": True}, timeout)
+        result = self.send(
+            "Runtime.evaluate",
+            {"expression": expression, "awaitPromise": True, "returnByValue": True},
+            timeout,
+        )
         if "exceptionDetails" in result:
             raise AssertionError(f"JS error in {expression!r}: {result['exceptionDetails']}")
         return result["result"].get("value")
@@ -150,8 +173,11 @@ class Browser:
 
     def goto(self, url: str, timeout: float = 60) -> None:
         self.send("Page.navigate", {"url": url})
-        self.wait_for(f"document.readyState === 'complete' && location.href.startsWith({json.dumps(url[:20])})",
-                      timeout, f"{url} to load")
+        self.wait_for(
+            f"document.readyState === 'complete' && location.href.startsWith({json.dumps(url[:20])})",
+            timeout,
+            f"{url} to load",
+        )
 
     def screenshot(self, path: Path) -> Image.Image:
         data = base64.b64decode(self.send("Page.captureScreenshot", {"format": "png"})["data"])
@@ -222,7 +248,7 @@ def test_gallery_html_pages_labels_and_inlined_images(stars_store, stars_warp_st
     pages = write_gallery(stars_warp_store, tmp_path / "g" / "gallery.html", page_size=4)
     assert [p.name for p in pages] == ["gallery.html", "gallery-p002.html"]
     first, second = (p.read_text() for p in pages)
-    assert 'src="http' not in first and "<link rel=\"stylesheet\"" not in first  # self-contained
+    assert 'src="http' not in first and '<link rel="stylesheet"' not in first  # self-contained
     # page 1: 4 cards, each a colour composite + 3 thumbnails + a light curve, all inlined
     assert first.count('class="card"') == 4
     assert len(re.findall(r'src="data:image/jpeg;base64,', first)) == 4 * 4
@@ -234,15 +260,40 @@ def test_gallery_html_pages_labels_and_inlined_images(stars_store, stars_warp_st
     assert second.count('class="card"') == 2 and "south" in second
     assert "outside footprint" in second and 'href="gallery.html"' in second
     # a stack-only store: no light curves; two-band colour choice and png thumbnails
-    single = write_gallery(stars_store, tmp_path / "s.html", colour="yg", fmt="png", thumb_size=32)[0].read_text()
+    single = write_gallery(stars_store, tmp_path / "s.html", colour="yg", fmt="png", thumb_size=32)[
+        0
+    ].read_text()
     assert "data:image/png" in single and 'class="lc"' not in single and "y·g colour" in single
     # the CLI
     from ps1dask.cli import main
 
-    assert main(["gallery", str(stars_store), "-o", str(tmp_path / "cli.html"), "--page-size", "2",
-                 "--stretch", "linear", "--method", "fitscut", "--threads", "2"]) == 0
-    assert sorted(p.name for p in tmp_path.glob("cli*.html")) == ["cli-p002.html", "cli-p003.html", "cli.html"]
-    assert main(["gallery", str(stars_store), "-o", str(tmp_path / "x.html"), "--page-size", "0"]) == 1
+    assert (
+        main(
+            [
+                "gallery",
+                str(stars_store),
+                "-o",
+                str(tmp_path / "cli.html"),
+                "--page-size",
+                "2",
+                "--stretch",
+                "linear",
+                "--method",
+                "fitscut",
+                "--threads",
+                "2",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in tmp_path.glob("cli*.html")) == [
+        "cli-p002.html",
+        "cli-p003.html",
+        "cli.html",
+    ]
+    assert (
+        main(["gallery", str(stars_store), "-o", str(tmp_path / "x.html"), "--page-size", "0"]) == 1
+    )
 
 
 @needs_chromium
@@ -263,22 +314,30 @@ def test_gallery_in_chromium(stars_warp_store, browser, tmp_path):
     shot = browser.screenshot(tmp_path / "gallery-page1.png")
     assert shot.size[0] >= 1000 and _not_blank(shot) > 20
     # client-side search
-    browser.eval("(() => { const q = document.getElementById('search'); q.value = 'orange';"
-                 " q.dispatchEvent(new Event('input')); })()")
+    browser.eval(
+        "(() => { const q = document.getElementById('search'); q.value = 'orange';"
+        " q.dispatchEvent(new Event('input')); })()"
+    )
     assert browser.eval("document.querySelectorAll('.card:not(.hidden)').length") == 1
     assert browser.eval("document.getElementById('shown').textContent") == "1"
     # page links
     browser.eval("document.querySelector('a[data-page=\"2\"]').click()")
-    browser.wait_for("location.href.endsWith('gallery-p002.html') && document.readyState === 'complete'",
-                     what="page 2")
+    browser.wait_for(
+        "location.href.endsWith('gallery-p002.html') && document.readyState === 'complete'",
+        what="page 2",
+    )
     browser.wait_for(ALL_IMAGES_DECODED, what="page 2 images")
     assert browser.eval("document.querySelectorAll('.card').length") == 2
-    assert "outside footprint" in browser.eval("document.querySelector('.card[data-index=\"5\"]').innerText")
+    assert "outside footprint" in browser.eval(
+        "document.querySelector('.card[data-index=\"5\"]').innerText"
+    )
     browser.screenshot(tmp_path / "gallery-page2.png")
     assert browser.errors == []
 
 
-def test_stores_without_stacks_show_the_median_of_the_warps(stars_warp_store, job_emulator, dask_client, tmp_path):
+def test_stores_without_stacks_show_the_median_of_the_warps(
+    stars_warp_store, job_emulator, dask_client, tmp_path
+):
     from ps1dask.render.bulk import write_images
     from ps1dask.viewer import Viewer
 
@@ -299,7 +358,12 @@ def test_stores_without_stacks_show_the_median_of_the_warps(stars_warp_store, jo
     with Viewer(store) as viewer:
         reply = requests.get(viewer.url + "/image/0.png", params={"band": "colour"}, timeout=60)
         assert reply.status_code == 200 and reply.content[:4] == b"\x89PNG"
-        assert requests.get(viewer.url + "/api/positions", timeout=60).json()["items"][5]["status"]["g"] == "no_data"
+        assert (
+            requests.get(viewer.url + "/api/positions", timeout=60).json()["items"][5]["status"][
+                "g"
+            ]
+            == "no_data"
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -315,15 +379,26 @@ def test_viewer_http_api(stars_warp_store):
         assert viewer.url.startswith("http://127.0.0.1:")
         get = lambda path, **kw: requests.get(viewer.url + path, timeout=60, **kw)
         info = get("/api/info").json()
-        assert info["n_positions"] == 6 and info["filters"] == "giy" and info["warps"] and info["colour"] == "yig"
+        assert (
+            info["n_positions"] == 6
+            and info["filters"] == "giy"
+            and info["warps"]
+            and info["colour"] == "yig"
+        )
         listing = get("/api/positions", params={"q": "ORAN"}).json()
         assert listing["total"] == 1 and listing["items"][0]["id"] == "orange"
-        assert get("/api/positions", params={"offset": 4, "limit": 10}).json()["items"][1]["id"] == "south"
+        assert (
+            get("/api/positions", params={"offset": 4, "limit": 10}).json()["items"][1]["id"]
+            == "south"
+        )
         pos = get("/api/position/3").json()
         assert pos["id"] == "bright" and len(pos["epochs"]["g"]) == 12
         assert pos["epochs"]["g"][2]["status"] == "blank" and pos["epochs"]["g"][0]["mjd"] > 56000
         # the PNG the page shows is the one the Python API renders
-        reply = get("/image/0.png", params={"band": "i", "stretch": "linear", "contrast": "2", "invert": "1"})
+        reply = get(
+            "/image/0.png",
+            params={"band": "i", "stretch": "linear", "contrast": "2", "invert": "1"},
+        )
         assert reply.headers["Content-Type"] == "image/png"
         np.testing.assert_array_equal(
             np.asarray(Image.open(io.BytesIO(reply.content))),
@@ -331,15 +406,23 @@ def test_viewer_http_api(stars_warp_store):
         )
         colour = Image.open(io.BytesIO(get("/image/0.png", params={"band": "colour"}).content))
         assert colour.mode == "RGB" and colour.size == (64, 64)
-        warp = Image.open(io.BytesIO(get("/image/3.png", params={"band": "g", "epoch": "4", "size": "128"}).content))
+        warp = Image.open(
+            io.BytesIO(
+                get("/image/3.png", params={"band": "g", "epoch": "4", "size": "128"}).content
+            )
+        )
         assert warp.size == (128, 128)
         lc = get("/api/lightcurve/3").json()
         assert lc["flux_unit"] == "uJy" and len(lc["rows"]) == 11 + 8 + 9
         assert get("/lightcurve/3.png").content[:4] == b"\x89PNG"
         # bad requests: clear 400s, not tracebacks
-        for path, params in (("/image/99.png", {}), ("/image/0.png", {"band": "r"}),
-                             ("/image/0.png", {"stretch": "log"}), ("/image/0.png", {"band": "g", "epoch": "40"}),
-                             ("/api/position/x", {})):
+        for path, params in (
+            ("/image/99.png", {}),
+            ("/image/0.png", {"band": "r"}),
+            ("/image/0.png", {"stretch": "log"}),
+            ("/image/0.png", {"band": "g", "epoch": "40"}),
+            ("/api/position/x", {}),
+        ):
             bad = get(path, params=params)
             assert bad.status_code == 400 and "error" in bad.json(), (path, params)
 
@@ -362,7 +445,9 @@ def test_viewer_renders_off_the_event_loop(stars_store):
             done = {}
 
             def fetch():
-                done["image"] = requests.get(viewer.url + "/image/0.png?band=g", timeout=30).status_code
+                done["image"] = requests.get(
+                    viewer.url + "/image/0.png?band=g", timeout=30
+                ).status_code
 
             t = threading.Thread(target=fetch)
             t.start()
@@ -379,14 +464,19 @@ def test_viewer_renders_off_the_event_loop(stars_store):
 def test_view_cli_serves_on_loopback(stars_store):
     proc = subprocess.Popen(
         [sys.executable, "-m", "ps1dask", "view", str(stars_store), "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
     try:
         line = proc.stdout.readline()
         match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
         assert match, (line, proc.stderr.read() if proc.poll() is not None else "")
         assert requests.get(match.group(1) + "/api/info", timeout=30).json()["n_positions"] == 6
-        assert "<title>ps1dask viewer</title>" in requests.get(match.group(1) + "/", timeout=30).text
+        assert (
+            "<title>ps1dask viewer</title>" in requests.get(match.group(1) + "/", timeout=30).text
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -396,14 +486,18 @@ def test_view_cli_serves_on_loopback(stars_store):
 def test_viewer_in_chromium(stars_warp_store, browser, tmp_path):
     from ps1dask.viewer import Viewer
 
-    loaded = "(() => { const v = document.getElementById('view'); return v.complete && v.naturalWidth > 0" \
-             " && v.getAttribute('data-loaded') === v.getAttribute('src'); })()"
+    loaded = (
+        "(() => { const v = document.getElementById('view'); return v.complete && v.naturalWidth > 0"
+        " && v.getAttribute('data-loaded') === v.getAttribute('src'); })()"
+    )
     src = "document.getElementById('view').getAttribute('src')"
 
     def control(js: str) -> str:
         before = browser.eval(src)
         browser.eval(js)
-        browser.wait_for(f"{src} !== {json.dumps(before)}", what=f"the picture to change after {js}")
+        browser.wait_for(
+            f"{src} !== {json.dumps(before)}", what=f"the picture to change after {js}"
+        )
         browser.wait_for(loaded, what=f"the picture to load after {js}")
         return browser.eval(src)
 
@@ -412,8 +506,10 @@ def test_viewer_in_chromium(stars_warp_store, browser, tmp_path):
         browser.wait_for(loaded, what="the first picture")
         assert browser.eval("document.getElementById('pid').textContent") == "red"
         assert "band=colour" in browser.eval(src)
-        browser.wait_for("document.getElementById('lcimg').complete && document.getElementById('lcimg').naturalWidth > 0",
-                         what="the light curve")
+        browser.wait_for(
+            "document.getElementById('lcimg').complete && document.getElementById('lcimg').naturalWidth > 0",
+            what="the light curve",
+        )
         shot = browser.screenshot(tmp_path / "viewer-colour.png")
         assert _not_blank(shot) > 20
         # the star in the middle of the picture is red
@@ -427,16 +523,22 @@ def test_viewer_in_chromium(stars_warp_store, browser, tmp_path):
 
         url = control("document.querySelector('#bands button[data-band=\"g\"]').click()")
         assert "band=g" in url
-        url = control("(() => { const s = document.getElementById('stretch'); s.value = 'linear';"
-                      " s.dispatchEvent(new Event('change')); })()")
+        url = control(
+            "(() => { const s = document.getElementById('stretch'); s.value = 'linear';"
+            " s.dispatchEvent(new Event('change')); })()"
+        )
         assert "stretch=linear" in url
-        url = control("(() => { const s = document.getElementById('contrast'); s.value = '1';"
-                      " s.dispatchEvent(new Event('input')); })()")
+        url = control(
+            "(() => { const s = document.getElementById('contrast'); s.value = '1';"
+            " s.dispatchEvent(new Event('input')); })()"
+        )
         assert "contrast=2.0000" in url
         url = control("document.getElementById('invert').click()")
         assert "invert=1" in url
-        url = control("(() => { const s = document.getElementById('epoch'); s.value = '3';"
-                      " s.dispatchEvent(new Event('input')); })()")
+        url = control(
+            "(() => { const s = document.getElementById('epoch'); s.value = '3';"
+            " s.dispatchEvent(new Event('input')); })()"
+        )
         assert "epoch=3" in url
         assert "warp 4/12" in browser.eval("document.getElementById('epochinfo').textContent")
         browser.screenshot(tmp_path / "viewer-warp.png")
@@ -454,7 +556,9 @@ def test_viewer_in_chromium(stars_warp_store, browser, tmp_path):
         assert len(seen) >= 4 and 2 not in seen  # the blank epoch is skipped
         # another position from the list, by keyboard
         browser.eval("document.dispatchEvent(new KeyboardEvent('keydown', {key: 'ArrowRight'}))")
-        browser.wait_for("document.getElementById('pid').textContent === 'orange'", what="next position")
+        browser.wait_for(
+            "document.getElementById('pid').textContent === 'orange'", what="next position"
+        )
         browser.wait_for(loaded, what="the next position's picture")
         # the position outside the footprint: a black picture, statuses shown, no error
         browser.eval("document.querySelector('.item[data-index=\"5\"]').click()")

@@ -100,8 +100,17 @@ def test_psf_correction_gives_total_flux_in_any_seeing_and_with_masked_pixels():
 def synthetic(tmp_path_factory):
     path = tmp_path_factory.mktemp("lc") / "syn.zarr"
     truth = make_synthetic_store(
-        path, n_positions=14, filters="gr", n_epochs=24, size=48, chunk=4, epoch_chunk=8,
-        seed=3, mag_range=(15.5, 19.5), blank_fraction=0.08, failed_fraction=0.03,
+        path,
+        n_positions=14,
+        filters="gr",
+        n_epochs=24,
+        size=48,
+        chunk=4,
+        epoch_chunk=8,
+        seed=3,
+        mag_range=(15.5, 19.5),
+        blank_fraction=0.08,
+        failed_fraction=0.03,
     )
     return path, truth
 
@@ -163,9 +172,20 @@ def test_partitions_hold_whole_positions_in_order(synthetic):
 
 def test_without_variance_mask_or_psf_widths(tmp_path):
     truth = make_synthetic_store(
-        tmp_path / "bare.zarr", n_positions=8, filters="i", n_epochs=16, size=48, chunk=8,
-        seed=9, variance=False, mask=False, psf_fwhm=False, stack=False, kinds=("constant",),
-        mag_range=(15.0, 17.5), cr_fraction=0.0,
+        tmp_path / "bare.zarr",
+        n_positions=8,
+        filters="i",
+        n_epochs=16,
+        size=48,
+        chunk=8,
+        seed=9,
+        variance=False,
+        mask=False,
+        psf_fwhm=False,
+        stack=False,
+        kinds=("constant",),
+        mag_range=(15.0, 17.5),
+        cr_fraction=0.0,
     )
     df = lightcurves_frame(tmp_path / "bare.zarr")
     assert "stack_flux" not in df.columns
@@ -190,9 +210,19 @@ def test_memory_per_partition_does_not_grow_with_epochs(tmp_path):
     peaks = {}
     for e in (8, 48):
         path = tmp_path / f"m{e}.zarr"
-        make_synthetic_store(path, n_positions=8, filters="r", n_epochs=e, size=64, chunk=8,
-                             epoch_chunk=8, seed=e, padding=False, stack=False)
-        (bounds, spec), = _partition_args(path)
+        make_synthetic_store(
+            path,
+            n_positions=8,
+            filters="r",
+            n_epochs=e,
+            size=64,
+            chunk=8,
+            epoch_chunk=8,
+            seed=e,
+            padding=False,
+            stack=False,
+        )
+        ((bounds, spec),) = _partition_args(path)
         read_partition(bounds, spec)
         tracemalloc.start()
         frame = read_partition(bounds, spec)
@@ -223,7 +253,9 @@ def test_bad_requests_are_refused(tmp_path, synthetic):
 def test_cli_lightcurves(synthetic, tmp_path, capsys):
     path, truth = synthetic
     out = tmp_path / "lc.parquet"
-    assert main(["lightcurves", str(path), "-o", str(out), "--radius", "5", "--annulus", "10,18"]) == 0
+    assert (
+        main(["lightcurves", str(path), "-o", str(out), "--radius", "5", "--annulus", "10,18"]) == 0
+    )
     said = capsys.readouterr().out
     assert f"{len(truth.epochs):,} epochs of 28 light curves (14 positions)" in said
     back = pd.read_parquet(out)
@@ -246,7 +278,11 @@ def _isolated(src: dict, others: list[dict], band: str = "r", radius: float = 6.
         if o["id"] == src["id"]:
             continue
         d = math.hypot((o["ra"] - src["ra"]) * cosd, o["dec"] - src["dec"]) * 3600.0
-        if d < radius and o[f"mag_{band}"] < max(src[f"mag_{band}"], src["variability"].get("peak_mag", 99)) + 4.5:
+        if (
+            d < radius
+            and o[f"mag_{band}"]
+            < max(src[f"mag_{band}"], src["variability"].get("peak_mag", 99)) + 4.5
+        ):
             return False
     return True
 
@@ -258,7 +294,9 @@ def _pick_sources(sky) -> dict[str, list[dict]]:
 
     ra0, dec0 = skycell_center(CELL)
     srcs = sky.sources(ra0, dec0, 3000.0)
-    cells = locate(np.array([s["ra"] for s in srcs]), np.array([s["dec"] for s in srcs])).skycell.to_numpy()
+    cells = locate(
+        np.array([s["ra"] for s in srcs]), np.array([s["dec"] for s in srcs])
+    ).skycell.to_numpy()
     picks: dict[str, list[dict]] = {"constant": [], "periodic": [], "transient": []}
     for s, cell in sorted(zip(srcs, cells), key=lambda sc: sc[0]["mag_r"]):
         s["skycell"] = cell.replace("skycell.", "")
@@ -271,11 +309,18 @@ def _pick_sources(sky) -> dict[str, list[dict]]:
             picks["periodic"].append(s)
         elif kind == "transient" and s["variability"]["peak_mag"] < 18.5:
             v = s["variability"]
-            near = [abs(e.mjd_mid_utc - v["peak_mjd"]) for b in "gr" for e in sky.warp_epochs(s["skycell"], b)]
+            near = [
+                abs(e.mjd_mid_utc - v["peak_mjd"])
+                for b in "gr"
+                for e in sky.warp_epochs(s["skycell"], b)
+            ]
             if min(near) < 0.5:
                 picks["transient"].append(s)
-    return {"constant": picks["constant"][:8], "periodic": picks["periodic"][:2],
-            "transient": picks["transient"][:2]}
+    return {
+        "constant": picks["constant"][:8],
+        "periodic": picks["periodic"][:2],
+        "transient": picks["transient"][:2],
+    }
 
 
 @pytest.fixture(scope="module")
@@ -286,11 +331,22 @@ def emulator_store(job_emulator, dask_client, tmp_path_factory):
     picks = _pick_sources(emu.sky)
     assert len(picks["constant"]) >= 6 and picks["periodic"] and picks["transient"], picks
     chosen = [s for group in picks.values() for s in group]
-    table = pd.DataFrame({"name": [str(s["id"]) for s in chosen], "ra": [s["ra"] for s in chosen],
-                          "dec": [s["dec"] for s in chosen]})
+    table = pd.DataFrame(
+        {
+            "name": [str(s["id"]) for s in chosen],
+            "ra": [s["ra"] for s in chosen],
+            "dec": [s["dec"] for s in chosen],
+        }
+    )
     path = tmp_path_factory.mktemp("e2e") / "field.zarr"
-    common = {"filters": "gr", "size": 48, "service": emu.url, "client": dask_client,
-              "strategy": "cutout", "progress": False}
+    common = {
+        "filters": "gr",
+        "size": 48,
+        "service": emu.url,
+        "client": dask_client,
+        "strategy": "cutout",
+        "progress": False,
+    }
     ps1dask.cutouts(table, path, types=("stack", "stack.wt", "stack.mask"), **common)
     summary = ps1dask.warps(table, path, types=("warp", "warp.wt", "warp.mask"), **common)
     assert summary.statuses.get("failed", 0) == 0
@@ -331,7 +387,10 @@ def test_e2e_light_curves_match_the_truth(emulator_store):
     assert not cands & constant
     assert {str(s["id"]) for s in picks["periodic"]} <= cands
     # the stack in the same aperture agrees with the mean of the warps
-    ratio = const.set_index(["id", "filter"]).mean_flux / lc.groupby(["id", "filter"]).stack_flux.first()
+    ratio = (
+        const.set_index(["id", "filter"]).mean_flux
+        / lc.groupby(["id", "filter"]).stack_flux.first()
+    )
     assert abs(ratio.dropna().median() - 1.0) < 0.02
 
 

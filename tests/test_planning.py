@@ -65,8 +65,11 @@ def test_boxes_equal_the_per_header_rule():
 @given(st.integers(1, 400), st.integers(1, 64), st.booleans())
 def test_units_own_whole_chunks_and_cover_the_footprint(n, unit_size, dense):
     plan = plan_stack_job(
-        read_positions(_table(n, seed=n, dense=dense)), filters="gr", size=64,
-        service_url=URL, max_unit_positions=unit_size,
+        read_positions(_table(n, seed=n, dense=dense)),
+        filters="gr",
+        size=64,
+        service_url=URL,
+        max_unit_positions=unit_size,
     )
     chunk = plan.chunk
     covered = np.zeros(n, dtype=bool)
@@ -113,8 +116,15 @@ def test_row_runs_merge_and_clip():
 
 
 def test_cost_model_picks_cutouts_when_sparse_and_files_when_dense():
-    profile = ServiceProfile(latency_s=0.2, bandwidth_bps=200e6, concurrency=10, cores=2,
-                             file_bytes=60e6, image_rows=6243, image_cols=6240)
+    profile = ServiceProfile(
+        latency_s=0.2,
+        bandwidth_bps=200e6,
+        concurrency=10,
+        cores=2,
+        file_bytes=60e6,
+        image_rows=6243,
+        image_cols=6240,
+    )
     assert choose_strategy(1, 240, 240, [(1000, 1240)], profile) == "cutout"
     dense_runs = [(0, 6243)]
     assert choose_strategy(300, 240, 240, dense_runs, profile) in ("skycell", "range")
@@ -127,10 +137,20 @@ def test_cost_model_picks_cutouts_when_sparse_and_files_when_dense():
 def test_cost_model_counts_receiving_whole_files_on_fast_networks():
     """On loopback or a LAN the slots barely see a 60 MB file, but the cores still receive
     it: a couple of cutouts in a skycell stay server cutouts."""
-    fast = ServiceProfile(latency_s=0.2, cutout_latency_s=0.2, bandwidth_bps=10e9, concurrency=10,
-                          cores=4, file_bytes=60e6, image_rows=6250, image_cols=6248)
+    fast = ServiceProfile(
+        latency_s=0.2,
+        cutout_latency_s=0.2,
+        bandwidth_bps=10e9,
+        concurrency=10,
+        cores=4,
+        file_bytes=60e6,
+        image_rows=6250,
+        image_cols=6248,
+    )
     assert choose_strategy(2, 240, 240, [(0, 480)], fast) == "cutout"
     assert choose_strategy(16, 240, 240, [(0, 3840)], fast) == "skycell"
     costs = strategy_costs(2, 240, 240, [(0, 480)], fast)
-    free_cpu = strategy_costs(2, 240, 240, [(0, 480)], dataclasses.replace(fast, receive_bytes_per_s=1e15))
+    free_cpu = strategy_costs(
+        2, 240, 240, [(0, 480)], dataclasses.replace(fast, receive_bytes_per_s=1e15)
+    )
     assert costs["skycell"] - free_cpu["skycell"] == pytest.approx(60e6 / 400e6 / 4)

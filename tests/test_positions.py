@@ -102,12 +102,19 @@ def test_fits_first_table_hdu(tmp_path: Path) -> None:
     df = _positions()
     objid = np.arange(7, dtype=np.int64) + 10**17  # beyond float precision: must stay exact
     table = Table(
-        {"RAJ2000": df["ra"].to_numpy() * u.deg, "DEJ2000": df["dec"].to_numpy() * u.deg,
-         "objID": objid}
+        {
+            "RAJ2000": df["ra"].to_numpy() * u.deg,
+            "DEJ2000": df["dec"].to_numpy() * u.deg,
+            "objID": objid,
+        }
     )
     hdul = fits.HDUList(
-        [fits.PrimaryHDU(np.zeros((2, 2))), fits.ImageHDU(np.ones((2, 2))),
-         fits.table_to_hdu(table), fits.table_to_hdu(Table({"ra": [1.0], "dec": [2.0]}))]
+        [
+            fits.PrimaryHDU(np.zeros((2, 2))),
+            fits.ImageHDU(np.ones((2, 2))),
+            fits.table_to_hdu(table),
+            fits.table_to_hdu(Table({"ra": [1.0], "dec": [2.0]})),
+        ]
     )
     for name in ("pos.fits", "pos.fits.gz", "pos.fit"):
         hdul.writeto(tmp_path / name)
@@ -122,19 +129,22 @@ def test_fits_without_table(tmp_path: Path) -> None:
 
 def test_votable_file(tmp_path: Path) -> None:
     df = _positions()
-    table = Table({"_RAJ2000": df["ra"].to_numpy() * u.deg,
-                   "_DEJ2000": df["dec"].to_numpy() * u.deg,
-                   "source_id": np.arange(7, dtype=np.int64) + 2**62})
+    table = Table(
+        {
+            "_RAJ2000": df["ra"].to_numpy() * u.deg,
+            "_DEJ2000": df["dec"].to_numpy() * u.deg,
+            "source_id": np.arange(7, dtype=np.int64) + 2**62,
+        }
+    )
     for name in ("pos.xml", "pos.vot"):
         table.write(tmp_path / name, format="votable")
-        _assert_matches(
-            read_positions(tmp_path / name), df, [str(2**62 + i) for i in range(7)]
-        )
+        _assert_matches(read_positions(tmp_path / name), df, [str(2**62 + i) for i in range(7)])
 
 
 def test_votable_sexagesimal_strings_with_vizier_units(tmp_path: Path) -> None:
-    table = Table({"RAJ2000": ["05 34 31.94", "12 00 00.00"],
-                   "DEJ2000": ["+22 00 52.2", "-00 30 00.0"]})
+    table = Table(
+        {"RAJ2000": ["05 34 31.94", "12 00 00.00"], "DEJ2000": ["+22 00 52.2", "-00 30 00.0"]}
+    )
     table["RAJ2000"].unit = "h:m:s"  # as VizieR writes it (not an astropy unit)
     table["DEJ2000"].unit = "d:m:s"
     path = tmp_path / "viz.vot"
@@ -148,8 +158,13 @@ def test_votable_sexagesimal_strings_with_vizier_units(tmp_path: Path) -> None:
 
 def test_ecsv_file_and_structured_array(tmp_path: Path) -> None:
     df = _positions()
-    table = QTable({"ra": (df["ra"].to_numpy() / 15.0) * u.hourangle,
-                    "dec": df["dec"].to_numpy() * u.deg, "name": df["name"].to_numpy()})
+    table = QTable(
+        {
+            "ra": (df["ra"].to_numpy() / 15.0) * u.hourangle,
+            "dec": df["dec"].to_numpy() * u.deg,
+            "name": df["name"].to_numpy(),
+        }
+    )
     table.write(tmp_path / "pos.ecsv")
     _assert_matches(read_positions(tmp_path / "pos.ecsv"), df, list(df["name"]))
     rec = df.to_records(index=False)
@@ -166,8 +181,12 @@ def test_dask_dataframe() -> None:
 
 def test_astropy_table_quantities_and_units() -> None:
     df = _positions()
-    qt = QTable({"ra": (df["ra"].to_numpy() / 15.0) * u.hourangle,
-                 "dec": (df["dec"].to_numpy() * 60.0) * u.arcmin})
+    qt = QTable(
+        {
+            "ra": (df["ra"].to_numpy() / 15.0) * u.hourangle,
+            "dec": (df["dec"].to_numpy() * 60.0) * u.arcmin,
+        }
+    )
     _assert_matches(read_positions(qt), df, [str(i) for i in range(7)])
     tab = Table({"ra": np.radians(df["ra"].to_numpy()), "dec": df["dec"].to_numpy()})
     tab["ra"].unit = u.rad
@@ -189,8 +208,9 @@ def test_astropy_skycoord_column(frame: str) -> None:
     np.testing.assert_allclose(table.ra, ra, atol=1e-9, rtol=0)
     np.testing.assert_allclose(table.dec, dec, atol=1e-9, rtol=0)
     assert list(table.ids) == list(df["name"])
-    named = read_positions(QTable({"where": coord, "ra": np.zeros(7), "dec": np.zeros(7)}),
-                           ra_col="where")
+    named = read_positions(
+        QTable({"where": coord, "ra": np.zeros(7), "dec": np.zeros(7)}), ra_col="where"
+    )
     np.testing.assert_allclose(named.ra, ra, atol=1e-9, rtol=0)
 
 
@@ -224,9 +244,14 @@ def test_unsupported_inputs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("ra", "dec", "ident"),
-    [("RA", "DEC", "ID"), ("raMean", "decMean", "objID"), ("ra_deg", "dec_deg", "objname"),
-     ("RADEG", "DEDEG", "Name"), ("_RAJ2000", "_DEJ2000", "source_id"),
-     ("RAJ2000", "DECJ2000", "name")],
+    [
+        ("RA", "DEC", "ID"),
+        ("raMean", "decMean", "objID"),
+        ("ra_deg", "dec_deg", "objname"),
+        ("RADEG", "DEDEG", "Name"),
+        ("_RAJ2000", "_DEJ2000", "source_id"),
+        ("RAJ2000", "DECJ2000", "name"),
+    ],
 )
 def test_column_detection(ra: str, dec: str, ident: str) -> None:
     table = read_positions({"other": [0, 0], ra: [1.0, 2.0], dec: [3.0, 4.0], ident: ["a", "b"]})
@@ -236,8 +261,14 @@ def test_column_detection(ra: str, dec: str, ident: str) -> None:
 
 
 def test_explicit_columns_and_id_col_false() -> None:
-    data = {"ra": [9.0, 9.0], "dec": [9.0, 9.0], "x": [1.0, 2.0], "y": [3.0, 4.0],
-            "id": ["a", "a"], "label": ["p", "q"]}
+    data = {
+        "ra": [9.0, 9.0],
+        "dec": [9.0, 9.0],
+        "x": [1.0, 2.0],
+        "y": [3.0, 4.0],
+        "id": ["a", "a"],
+        "label": ["p", "q"],
+    }
     table = read_positions(data, ra_col="X", dec_col="y", id_col="label")
     np.testing.assert_array_equal(table.ra, [1.0, 2.0])
     assert list(table.ids) == ["p", "q"]
@@ -299,15 +330,19 @@ def test_sexagesimal_matches_skycoord(ra: str, dec: str) -> None:
 
 def test_numeric_strings_and_mixed_objects() -> None:
     table = read_positions(
-        {"ra": ["10.5", 20, np.float32(30.5), b"12:00:00", " 1e1 "],
-         "dec": [b"-1.5", "2", 3.25, -4, "+5"]}
+        {
+            "ra": ["10.5", 20, np.float32(30.5), b"12:00:00", " 1e1 "],
+            "dec": [b"-1.5", "2", 3.25, -4, "+5"],
+        }
     )
     np.testing.assert_allclose(table.ra, [10.5, 20.0, 30.5, 180.0, 10.0])
     np.testing.assert_allclose(table.dec, [-1.5, 2.0, 3.25, -4.0, 5.0])
 
 
 def test_ra_modulo_360_and_footprint_not_checked() -> None:
-    table = read_positions({"ra": [-10.0, 360.0, 725.0, -1e-20, 359.9999999999], "dec": [-80.0] * 5})
+    table = read_positions(
+        {"ra": [-10.0, 360.0, 725.0, -1e-20, 359.9999999999], "dec": [-80.0] * 5}
+    )
     np.testing.assert_allclose(table.ra, [350.0, 0.0, 5.0, 0.0, 359.9999999999], atol=1e-12)
     assert np.all((table.ra >= 0.0) & (table.ra < 360.0))
     assert len(table) == 5  # dec -80 is outside PS1 but not an error here
@@ -318,8 +353,13 @@ def test_skycell_rows_are_skycell_centres(tmp_path: Path) -> None:
     table = read_positions({"skycell": cells})
     for i, cell in enumerate(cells):
         assert (table.ra[i], table.dec[i]) == skycell_center(cell)
-    mixed = pd.DataFrame({"ra": [1.0, np.nan, None], "dec": [2.0, np.nan, None],
-                          "skycell": ["1405.053", "skycell.2069.026", None]})
+    mixed = pd.DataFrame(
+        {
+            "ra": [1.0, np.nan, None],
+            "dec": [2.0, np.nan, None],
+            "skycell": ["1405.053", "skycell.2069.026", None],
+        }
+    )
     with pytest.raises(InvalidPositionError, match="row 2"):
         read_positions(mixed)
     got = read_positions(mixed.iloc[:2])
@@ -433,8 +473,7 @@ def test_missing_id_is_a_bad_row() -> None:
 
 
 def test_duplicate_ids_always_error() -> None:
-    data = {"ra": [1.0, 2.0, 3.0, 4.0, 5.0], "dec": [0.0] * 5,
-            "name": ["x", "y", "x", "z", "y"]}
+    data = {"ra": [1.0, 2.0, 3.0, 4.0, 5.0], "dec": [0.0] * 5, "name": ["x", "y", "x", "z", "y"]}
     for skip in (False, True):
         with pytest.raises(InvalidPositionError) as info:
             read_positions(data, skip_bad=skip)
@@ -509,9 +548,14 @@ def test_property_sexagesimal_round_trip(ra: float, dec: float) -> None:
 
 @settings(max_examples=150, deadline=None)
 @given(
-    h=st.integers(0, 23), m=st.integers(0, 59), s=st.floats(0, 59.999, allow_nan=False),
-    d=st.integers(-89, 89), dm=st.integers(0, 59), ds=st.floats(0, 59.999, allow_nan=False),
-    sep=st.sampled_from([":", " "]), negzero=st.booleans(),
+    h=st.integers(0, 23),
+    m=st.integers(0, 59),
+    s=st.floats(0, 59.999, allow_nan=False),
+    d=st.integers(-89, 89),
+    dm=st.integers(0, 59),
+    ds=st.floats(0, 59.999, allow_nan=False),
+    sep=st.sampled_from([":", " "]),
+    negzero=st.booleans(),
 )
 def test_property_sexagesimal_agrees_with_astropy(
     h: int, m: int, s: float, d: int, dm: int, ds: float, sep: str, negzero: bool
@@ -538,7 +582,9 @@ garbage = st.one_of(
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ra=st.lists(garbage, min_size=1, max_size=8), data=st.data())
-def test_property_garbage_only_raises_invalid_position(ra: list[object], data: st.DataObject) -> None:
+def test_property_garbage_only_raises_invalid_position(
+    ra: list[object], data: st.DataObject
+) -> None:
     dec = data.draw(st.lists(garbage, min_size=len(ra), max_size=len(ra)))
     skycell = data.draw(st.lists(garbage, min_size=len(ra), max_size=len(ra)))
     for columns in ({"ra": ra, "dec": dec}, {"ra": ra, "dec": dec, "skycell": skycell}):
@@ -563,12 +609,17 @@ def test_timing_million_numeric_rows(tmp_path: Path, capsys: pytest.CaptureFixtu
     df.to_parquet(tmp_path / "m.parquet", index=False)
     df.to_csv(tmp_path / "m.csv", index=False)
     times = {}
-    for label, src in (("DataFrame", df), ("Parquet", tmp_path / "m.parquet"),
-                       ("CSV", tmp_path / "m.csv")):
+    for label, src in (
+        ("DataFrame", df),
+        ("Parquet", tmp_path / "m.parquet"),
+        ("CSV", tmp_path / "m.csv"),
+    ):
         start = time.perf_counter()
         table = read_positions(src)
         times[label] = time.perf_counter() - start
         assert len(table) == n
     with capsys.disabled():
-        print("\nread_positions, 10^6 numeric rows: "
-              + ", ".join(f"{k} {v:.2f} s" for k, v in times.items()))
+        print(
+            "\nread_positions, 10^6 numeric rows: "
+            + ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
+        )

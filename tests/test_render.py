@@ -54,13 +54,17 @@ def test_asinh_and_linear_stretch_on_known_values():
     assert list(asinh[0]) == [0, 84, 145, 221, 255, 0]  # asinh lifts the faint end
     linear = render.grey(data, stretch="linear", vmin=0.0, vmax=1.0)
     assert list(linear[0]) == [0, 64, 128, 255, 255, 0]  # clipped at both ends
-    assert list(render.grey(np.array([[10.0, 15.0, 20.0]]), stretch="linear", vmin=10, vmax=20)[0]) == [0, 128, 255]
+    assert list(
+        render.grey(np.array([[10.0, 15.0, 20.0]]), stretch="linear", vmin=10, vmax=20)[0]
+    ) == [0, 128, 255]
     # the service's grey picture, pixel for pixel
     rng = np.random.default_rng(0)
     field = rng.normal(0, 1, (20, 30))
     np.testing.assert_array_equal(render.grey(field), fitscut_grey(field))
-    np.testing.assert_array_equal(render.grey(field, stretch="linear", invert=True),
-                                  fitscut_grey(field, asinh=False, inverted=True))
+    np.testing.assert_array_equal(
+        render.grey(field, stretch="linear", invert=True),
+        fitscut_grey(field, asinh=False, inverted=True),
+    )
 
 
 def test_percentile_autoscale_invert_contrast_and_nan():
@@ -88,11 +92,18 @@ def test_percentile_autoscale_invert_contrast_and_nan():
 
 
 def test_display_settings_are_validated_and_parsed_from_query_strings():
-    d = Display.from_params({"stretch": "linear", "min": "1", "max": "9", "contrast": "2", "invert": "1"})
+    d = Display.from_params(
+        {"stretch": "linear", "min": "1", "max": "9", "contrast": "2", "invert": "1"}
+    )
     assert d == Display(stretch="linear", vmin=1.0, vmax=9.0, contrast=2.0, invert=True)
     assert Display.from_params({"asinh": "false"}).stretch == "linear"
-    for bad in ({"stretch": "log"}, {"autoscale": "20"}, {"contrast": "0"}, {"invert": "maybe"},
-                {"min": "x"}):
+    for bad in (
+        {"stretch": "log"},
+        {"autoscale": "20"},
+        {"contrast": "0"},
+        {"invert": "maybe"},
+        {"min": "x"},
+    ):
         with pytest.raises(InvalidParameterError):
             Display.from_params(bad)
     with pytest.raises(InvalidParameterError, match="after|below|max"):
@@ -109,10 +120,14 @@ def test_fitscut_composite_is_the_services_and_keeps_channel_order():
     # channel order: red parameter -> channel 0
     ramp = np.tile(np.linspace(0, 1, 20), (30, 1))
     img = render.fitscut_rgb(ramp, np.zeros_like(ramp), -ramp, stretch="linear", vmin=0, vmax=1)
-    assert (img[..., 0][:, -1] == 255).all() and (img[..., 1] == 0).all() and (img[..., 2] == 0).all()
+    assert (
+        (img[..., 0][:, -1] == 255).all() and (img[..., 1] == 0).all() and (img[..., 2] == 0).all()
+    )
     # two bands: the missing one is the mean of the others
     two = render.fitscut_rgb(ramp, None, np.zeros_like(ramp), stretch="linear", vmin=0, vmax=1)
-    np.testing.assert_allclose(two[..., 1].astype(float), (two[..., 0].astype(float) + two[..., 2]) / 2, atol=1)
+    np.testing.assert_allclose(
+        two[..., 1].astype(float), (two[..., 0].astype(float) + two[..., 2]) / 2, atol=1
+    )
     with pytest.raises(InvalidParameterError):
         render.fitscut_rgb(ramp, None, None)
 
@@ -212,13 +227,19 @@ def test_red_star_in_a_store_is_red_and_pictures_match_fitscut(stars_store, job_
     files = {b: image_filename(SkycellId(1405, 53), b) for b in "giy"}
     _, ra, dec = STARS[0][:3]
     # the service's own colour JPEG/PNG of the same cutout: fitscut method, same pixels
-    theirs = _fitscut(job_emulator, {"red": files["y"], "green": files["i"], "blue": files["g"]}, ra, dec)
+    theirs = _fitscut(
+        job_emulator, {"red": files["y"], "green": files["i"], "blue": files["g"]}, ra, dec
+    )
     ours = render.colour_image(ds, 0, "yig", method="fitscut")
     np.testing.assert_array_equal(ours, theirs)
     for band, extra, settings in (
         ("g", {}, {}),
         ("i", {"asinh": "false", "invert": "true"}, {"stretch": "linear", "invert": True}),
-        ("y", {"min": "-5", "max": "200", "autoscale": "99"}, {"vmin": -5, "vmax": 200, "autoscale": 99}),
+        (
+            "y",
+            {"min": "-5", "max": "200", "autoscale": "99"},
+            {"vmin": -5, "vmax": 200, "autoscale": 99},
+        ),
     ):
         theirs = _fitscut(job_emulator, {"red": files[band]}, ra, dec, **extra)
         np.testing.assert_array_equal(render.cutout_image(ds, 0, band, **settings), theirs)
@@ -253,7 +274,9 @@ def test_red_star_in_a_store_is_red_and_pictures_match_fitscut(stars_store, job_
         picture_filters(ds, None, None, False, "rainbow")
 
 
-def test_plots_cutout_with_wcs_and_catalogue_lightcurve_periodogram(stars_store, job_emulator, tmp_path):
+def test_plots_cutout_with_wcs_and_catalogue_lightcurve_periodogram(
+    stars_store, job_emulator, tmp_path
+):
     from matplotlib.patches import Circle
 
     from ps1dask import plots
@@ -278,8 +301,17 @@ def test_plots_cutout_with_wcs_and_catalogue_lightcurve_periodogram(stars_store,
     rows = []
     for band, amp in zip("giy", (1.0, 0.7, 0.5)):
         mjd = np.sort(55000 + rng.uniform(0, 300, 40))
-        rows.append(pd.DataFrame({"filter": band, "mjd": mjd, "id": "v1", "flux_err": 2.0,
-                                  "flux": 100 + 30 * amp * np.sin(2 * np.pi * mjd / 2.5) + rng.normal(0, 2, 40)}))
+        rows.append(
+            pd.DataFrame(
+                {
+                    "filter": band,
+                    "mjd": mjd,
+                    "id": "v1",
+                    "flux_err": 2.0,
+                    "flux": 100 + 30 * amp * np.sin(2 * np.pi * mjd / 2.5) + rng.normal(0, 2, 40),
+                }
+            )
+        )
     lc = pd.concat(rows, ignore_index=True)
     fig = plots.lightcurve_figure(lc)
     ax = fig.axes[0]
@@ -296,7 +328,9 @@ def test_plots_cutout_with_wcs_and_catalogue_lightcurve_periodogram(stars_store,
     assert fig.periodogram.best_period == pytest.approx(2.5, rel=0.01)
     assert set(fig.periodogram.power) == {"g", "i", "y"}
     fig.savefig(tmp_path / "periodogram.png")
-    assert plots.periodogram(lc[lc["filter"] == "g"], minimum_period=1.0).best_period == pytest.approx(2.5, rel=0.01)
+    assert plots.periodogram(
+        lc[lc["filter"] == "g"], minimum_period=1.0
+    ).best_period == pytest.approx(2.5, rel=0.01)
 
 
 def test_aperture_lightcurve_from_warp_pixels(stars_store, stars_warp_store):
@@ -315,7 +349,9 @@ def test_aperture_lightcurve_from_warp_pixels(stars_store, stars_warp_store):
         # the injected amplitude comes back (in microjansky, the PSF inside the aperture)
         slope = np.polyfit(phase, part["flux"], 1)[0]
         stack = ds.stack_flux.values[3, f]
-        expected = counts_to_microjansky(injected_amplitude(stack), float(ds.stack_zeropoint.values[3, f]))
+        expected = counts_to_microjansky(
+            injected_amplitude(stack), float(ds.stack_zeropoint.values[3, f])
+        )
         assert slope == pytest.approx(expected, rel=0.1), band
     # microjansky: the mean y flux is the star's AB magnitude
     y_mean = lc[lc["filter"] == "y"]["flux"].mean()
@@ -343,17 +379,43 @@ def test_bulk_images_threads_and_cluster(stars_warp_store, dask_client, tmp_path
     assert red[c, c, 0] > red[c, c, 1] > red[c, c, 2]
     assert (tmp_path / "threads" / "index.csv").exists()
     # on the cluster, PNG, the same pictures
-    cluster = write_images(stars_warp_store, tmp_path / "cluster", fmt="png", client=dask_client, no_colour=True,
-                           filters="g")
+    cluster = write_images(
+        stars_warp_store,
+        tmp_path / "cluster",
+        fmt="png",
+        client=dask_client,
+        no_colour=True,
+        filters="g",
+    )
     assert list(cluster["file"][cluster["file"] != ""]) == [f"{s[0]}_g.png" for s in STARS]
     a = np.asarray(Image.open(tmp_path / "cluster" / "red_g.png"))
-    np.testing.assert_array_equal(a, render.cutout_image(ps1dask.open_store(stars_warp_store), 0, "g"))
+    np.testing.assert_array_equal(
+        a, render.cutout_image(ps1dask.open_store(stars_warp_store), 0, "g")
+    )
     # the CLI
-    assert main(["images", str(stars_warp_store), "-o", str(tmp_path / "cli"), "--format", "png",
-                 "--stretch", "linear", "--invert", "--size", "32"]) == 0
+    assert (
+        main(
+            [
+                "images",
+                str(stars_warp_store),
+                "-o",
+                str(tmp_path / "cli"),
+                "--format",
+                "png",
+                "--stretch",
+                "linear",
+                "--invert",
+                "--size",
+                "32",
+            ]
+        )
+        == 0
+    )
     pic = Image.open(tmp_path / "cli" / "white_i.png")
     assert pic.size == (32, 32)
-    assert main(["images", str(stars_warp_store), "-o", str(tmp_path / "bad"), "--filters", "r"]) == 1
+    assert (
+        main(["images", str(stars_warp_store), "-o", str(tmp_path / "bad"), "--filters", "r"]) == 1
+    )
 
 
 def test_safe_file_names():

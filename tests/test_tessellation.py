@@ -61,7 +61,9 @@ def test_cell_id_forms_agree():
     assert str(SkycellId.parse("1405.53")) == "skycell.1405.053"
 
 
-@pytest.mark.parametrize("bad", ["1405", "skycell.9999.001", "1405.100", "abc", (486, 0), (2643, 100)])
+@pytest.mark.parametrize(
+    "bad", ["1405", "skycell.9999.001", "1405.100", "abc", (486, 0), (2643, 100)]
+)
 def test_invalid_skycells(bad):
     with pytest.raises(InvalidSkycellError):
         skycell_center(bad)
@@ -126,7 +128,9 @@ def test_held_out_positions_match_independent_implementation():
     # stress the hard places: zone edges, RA wrap, the pole
     grid = load_grid()
     edges = rng.choice(grid.dec_max[:-1], 300) + rng.normal(0, 1e-3, 300)
-    ra = np.concatenate([ra, rng.uniform(0, 360, 300), rng.normal(0, 0.3, 200), rng.uniform(0, 360, 200)])
+    ra = np.concatenate(
+        [ra, rng.uniform(0, 360, 300), rng.normal(0, 0.3, 200), rng.uniform(0, 360, 200)]
+    )
     dec = np.concatenate([dec, edges, rng.uniform(-30, 80, 200), rng.uniform(84, 89.999, 200)])
     got = locate(ra, dec)
     mismatches = []
@@ -135,7 +139,9 @@ def test_held_out_positions_match_independent_implementation():
         row = got.iloc[i]
         same_cell = (row.projcell, row.subcell) == (projcell, subcell)
         if not same_cell or abs(row.x - x) > 1e-5 or abs(row.y - y) > 1e-5:
-            mismatches.append((i, ra[i], dec[i], row.skycell, projcell, subcell, row.x - x, row.y - y))
+            mismatches.append(
+                (i, ra[i], dec[i], row.skycell, projcell, subcell, row.x - x, row.y - y)
+            )
     assert not mismatches, mismatches[:5]
 
 
@@ -153,7 +159,9 @@ def test_pixel_roundtrips_through_skycell_wcs(ra, dec):
     x, y = wcs.all_world2pix(ra % 360.0, dec, 1)
     assert abs(float(x) - row.x) < 1e-6 and abs(float(y) - row.y) < 1e-6
     back_ra, back_dec = wcs.all_pix2world(row.x, row.y, 1)
-    sep = np.hypot(((float(back_ra) - ra + 180) % 360 - 180) * np.cos(np.radians(dec)), float(back_dec) - dec)
+    sep = np.hypot(
+        ((float(back_ra) - ra + 180) % 360 - 180) * np.cos(np.radians(dec)), float(back_dec) - dec
+    )
     assert sep < 1e-9
 
 
@@ -178,7 +186,10 @@ def test_ra_is_taken_modulo_360(ra, dec, turns):
         cells = [skycell_wcs((int(r.projcell[0]), int(r.subcell[0]))) for r in (a, b)]
         for cell, (x, y) in zip(cells, [(a.x[0], a.y[0]), (b.x[0], b.y[0])]):
             back = cell.all_pix2world(x, y, 1)
-            assert abs(((float(back[0]) - ra + 180) % 360) - 180) < 1e-9 and abs(float(back[1]) - dec) < 1e-9
+            assert (
+                abs(((float(back[0]) - ra + 180) % 360) - 180) < 1e-9
+                and abs(float(back[1]) - dec) < 1e-9
+            )
 
 
 def test_every_inner_skycell_centre_locates_to_itself():

@@ -19,7 +19,13 @@ from hypothesis import strategies as st
 
 from ps1dask.conventions import CutoutBox, cut, cut_array, linear_pixels
 from ps1dask.exceptions import BadFITSError
-from ps1dask.fetch.tiles import BLOCK, CompressedImageIndex, _direct_rice_block_size, _merge, read_region
+from ps1dask.fetch.tiles import (
+    BLOCK,
+    CompressedImageIndex,
+    _direct_rice_block_size,
+    _merge,
+    read_region,
+)
 
 NX = 6240  # PS1 skycell width in zones 22-23
 BLANK = -32768
@@ -357,13 +363,16 @@ def test_other_compressions_and_types(compression, tile_rows, dtype):
 
 
 @pytest.mark.parametrize(
-    ("dtype", "tile_rows"), [(np.int16, 1), (np.int32, 1), (np.uint8, 1), (np.int16, 7), (np.int32, 3)]
+    ("dtype", "tile_rows"),
+    [(np.int16, 1), (np.int32, 1), (np.uint8, 1), (np.int16, 7), (np.int32, 3)],
 )
 def test_direct_rice_decoding_equals_astropy(dtype, tile_rows):
     """The direct RICE path (PS1's files) and the astropy path agree with astropy's own read."""
     rng = np.random.default_rng(5)
     info = np.iinfo(dtype)
-    data = rng.integers(max(info.min, -30000), min(info.max, 30000), size=(45, 97), endpoint=True).astype(dtype)
+    data = rng.integers(
+        max(info.min, -30000), min(info.max, 30000), size=(45, 97), endpoint=True
+    ).astype(dtype)
     data[10] = data[10, 0]  # a constant row
     hdu = fits.CompImageHDU(data=data, compression_type="RICE_1", tile_shape=(tile_rows, 97))
     buf = io.BytesIO()

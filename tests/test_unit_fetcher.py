@@ -47,8 +47,10 @@ def test_members_decode_to_their_cell_and_type(n, inner, n_types, data):
     for i, member in zip(positions.tolist(), members.tolist()):
         assert probe._decode(member) == ((i, *index), types[ti])
     # and distinct across the whole index space
-    every = {int(probe._encode(np.array([i]), *idx, t)[0])
-             for i in range(min(n, 3))
-             for idx in np.ndindex(*inner)
-             for t in range(n_types)}
+    every = {
+        int(probe._encode(np.array([i]), *idx, t)[0])
+        for i in range(min(n, 3))
+        for idx in np.ndindex(*inner)
+        for t in range(n_types)
+    }
     assert len(every) == min(n, 3) * int(np.prod(inner)) * n_types

@@ -21,7 +21,9 @@ def _positions(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     ra, dec = ra0 + rng.uniform(-0.18, 0.18, 3 * n), dec0 + rng.uniform(-0.18, 0.18, 3 * n)
     keep = np.flatnonzero(locate(ra, dec).skycell.to_numpy() == f"skycell.{CELL}")[:n]
-    return pd.DataFrame({"name": [f"w{i}" for i in range(len(keep))], "ra": ra[keep], "dec": dec[keep]})
+    return pd.DataFrame(
+        {"name": [f"w{i}" for i in range(len(keep))], "ra": ra[keep], "dec": dec[keep]}
+    )
 
 
 @pytest.fixture()
@@ -36,8 +38,15 @@ def test_warp_epochs_times_and_blanks(emu, dask_client, tmp_path):
     table.loc[len(table)] = ["south", 20.0, -70.0]
     store = tmp_path / "warps.zarr"
     summary = ps1dask.warps(
-        table, store, filters="gr", size=32, types=("warp", "warp.mask"), strategy="cutout",
-        service=emu.url, client=dask_client, progress=False,
+        table,
+        store,
+        filters="gr",
+        size=32,
+        types=("warp", "warp.mask"),
+        strategy="cutout",
+        service=emu.url,
+        client=dask_client,
+        progress=False,
     )
     assert summary.statuses.get("failed", 0) == 0
     assert emu.metrics()["max_in_flight"] <= 10
@@ -53,10 +62,13 @@ def test_warp_epochs_times_and_blanks(emu, dask_client, tmp_path):
         # UTC mid-exposure, exactly the emulator's truth epochs, sorted by time
         np.testing.assert_allclose(mjd, [e.mjd_mid_utc for e in truth], atol=1e-8)
         assert (np.diff(mjd) > 0).all()
-        np.testing.assert_allclose(ds.warp_mjd_obs_tai.values[0, bi, :n], [e.mjd_obs_tai for e in truth], atol=1e-9)
+        np.testing.assert_allclose(
+            ds.warp_mjd_obs_tai.values[0, bi, :n], [e.mjd_obs_tai for e in truth], atol=1e-9
+        )
         np.testing.assert_allclose(
             ds.warp_zeropoint.values[0, bi, :n],
-            [e.fpa_zp + 2.5 * np.log10(e.exptime) for e in truth], atol=1e-5,
+            [e.fpa_zp + 2.5 * np.log10(e.exptime) for e in truth],
+            atol=1e-5,
         )
         assert np.isnan(ds.warp_mjd.values[0, bi, n:]).all()
     status = ds.warp_status.values
@@ -77,8 +89,15 @@ def test_warp_epochs_times_and_blanks(emu, dask_client, tmp_path):
     # a rerun fetches nothing: not even the blank warps, and no listing
     emu.reset_metrics()
     again = ps1dask.warps(
-        table, store, filters="gr", size=32, types=("warp", "warp.mask"), strategy="cutout",
-        service=emu.url, client=dask_client, progress=False,
+        table,
+        store,
+        filters="gr",
+        size=32,
+        types=("warp", "warp.mask"),
+        strategy="cutout",
+        service=emu.url,
+        client=dask_client,
+        progress=False,
     )
     assert emu.metrics()["requests_total"] == 0
     assert again.statuses == summary.statuses
@@ -92,10 +111,27 @@ def test_warp_strategies_agree_and_share_a_store_with_stacks(emu, dask_client, t
     stores = {}
     for strategy in ("cutout", "range"):
         stores[strategy] = tmp_path / f"{strategy}.zarr"
-        ps1dask.cutouts(table, stores[strategy], filters="i", size=40, service=emu.url, client=dask_client,
-                        strategy="cutout", progress=False)
-        ps1dask.warps(table, stores[strategy], filters="i", size=40, mjd_range=window, strategy=strategy,
-                      service=emu.url, client=dask_client, progress=False)
+        ps1dask.cutouts(
+            table,
+            stores[strategy],
+            filters="i",
+            size=40,
+            service=emu.url,
+            client=dask_client,
+            strategy="cutout",
+            progress=False,
+        )
+        ps1dask.warps(
+            table,
+            stores[strategy],
+            filters="i",
+            size=40,
+            mjd_range=window,
+            strategy=strategy,
+            service=emu.url,
+            client=dask_client,
+            progress=False,
+        )
     a = zarr.open_group(str(stores["cutout"]), mode="r")
     b = zarr.open_group(str(stores["range"]), mode="r")
     for name in ("warp_flux", "warp_mjd", "warp_status", "warp_zeropoint", "stack_flux"):

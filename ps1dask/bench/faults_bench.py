@@ -40,11 +40,13 @@ LEASE = {
 def _field(n: int, seed: int) -> pd.DataFrame:
     """``n`` positions over a few skycells (0.6 x 0.6 deg), named, as a survey field."""
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({
-        "name": [f"t{i:05d}" for i in range(n)],
-        "ra": rng.uniform(332.3, 332.9, n),
-        "dec": rng.uniform(1.9, 2.5, n),
-    })
+    return pd.DataFrame(
+        {
+            "name": [f"t{i:05d}" for i in range(n)],
+            "ra": rng.uniform(332.3, 332.9, n),
+            "dec": rng.uniform(1.9, 2.5, n),
+        }
+    )
 
 
 def _arrays(path: Path) -> dict[str, np.ndarray]:
@@ -74,8 +76,13 @@ def _differences(a: Path, b: Path) -> list[str]:
     "answering 503; every store compared with a fault-free run",
 )
 def bench_faults(
-    n: int = 400, workers: int = 2, seed: int = 4, latency: float = 0.05,
-    rates: tuple[float, ...] = (0.05, 0.2), filters: str = "gr", size: int = 32,
+    n: int = 400,
+    workers: int = 2,
+    seed: int = 4,
+    latency: float = 0.05,
+    rates: tuple[float, ...] = (0.05, 0.2),
+    filters: str = "gr",
+    size: int = 32,
 ) -> BenchResult:
     import dask.config
     import distributed
@@ -87,12 +94,17 @@ def bench_faults(
 
     result = BenchResult("faults")
     table = _field(n, seed)
-    with tempfile.TemporaryDirectory() as tmp, dask.config.set(LEASE), emulator_process(
-        Path(tmp) / "emu", seed=seed, latency=latency
-    ) as emu:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        dask.config.set(LEASE),
+        emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu,
+    ):
         root = Path(tmp)
         cluster = distributed.LocalCluster(
-            n_workers=workers, threads_per_worker=2, processes=True, dashboard_address=":0",
+            n_workers=workers,
+            threads_per_worker=2,
+            processes=True,
+            dashboard_address=":0",
             silence_logs=logging.CRITICAL,
         )
         client = distributed.Client(cluster, set_as_default=False)
@@ -101,8 +113,16 @@ def bench_faults(
 
         def run(store: Path, strategy: str = "cutout") -> Any:
             return ps1dask.cutouts(
-                table, store, filters=filters, size=size, strategy=strategy, service=service,
-                client=client, progress=False, max_unit_positions=16, cache_dir=root / f"cache-{store.stem}",
+                table,
+                store,
+                filters=filters,
+                size=size,
+                strategy=strategy,
+                service=service,
+                client=client,
+                progress=False,
+                max_unit_positions=16,
+                cache_dir=root / f"cache-{store.stem}",
             )
 
         try:
@@ -113,7 +133,9 @@ def bench_faults(
 
             emu.configure(fault_rate=0.0, latency=0.0)
             cells = locate(table.ra, table.dec).skycell.unique()
-            emu.render_files([image_filename(SkycellId.parse(c), b) for c in cells for b in filters])
+            emu.render_files(
+                [image_filename(SkycellId.parse(c), b) for c in cells for b in filters]
+            )
             emu.configure(latency=latency)
             t0 = time.perf_counter()
             reference = run(root / "reference.zarr")
@@ -125,11 +147,18 @@ def bench_faults(
             rows = []
             mixes = [((kind,), rate) for kind in KINDS for rate in rates] + [(KINDS, max(rates))]
             for kinds, rate in mixes:
-                label = f"{'+'.join(kinds) if len(kinds) < len(KINDS) else 'all kinds'} at {rate:.0%}"
+                label = (
+                    f"{'+'.join(kinds) if len(kinds) < len(KINDS) else 'all kinds'} at {rate:.0%}"
+                )
                 for strategy in ("cutout",) if len(kinds) == 1 else ("cutout", "auto"):
                     store = root / f"{'-'.join(kinds)}-{rate}-{strategy}.zarr"
-                    emu.configure(fault_rate=rate, fault_kinds=list(kinds), retry_after=0.2,
-                                  stall_seconds=3.0, seed=seed + len(rows))
+                    emu.configure(
+                        fault_rate=rate,
+                        fault_kinds=list(kinds),
+                        retry_after=0.2,
+                        stall_seconds=3.0,
+                        seed=seed + len(rows),
+                    )
                     emu.reset_metrics()
                     t0 = time.perf_counter()
                     summary = run(store, strategy)
@@ -138,10 +167,19 @@ def bench_faults(
                     emu.configure(fault_rate=0.0)
                     diffs = _differences(root / "reference.zarr", store)
                     ok = summary.statuses.get("ok", 0)
-                    rows.append({"mix": label, "strategy": strategy, "cutouts": ok, "lost": n_cut - ok,
-                                 "differ": diffs, "faults": m["faults_injected"],
-                                 "requests": m["requests_total"], "max_in_flight": m["max_in_flight"],
-                                 "seconds": seconds})
+                    rows.append(
+                        {
+                            "mix": label,
+                            "strategy": strategy,
+                            "cutouts": ok,
+                            "lost": n_cut - ok,
+                            "differ": diffs,
+                            "faults": m["faults_injected"],
+                            "requests": m["requests_total"],
+                            "max_in_flight": m["max_in_flight"],
+                            "seconds": seconds,
+                        }
+                    )
                     result.say(
                         f"  {label:22s} {strategy:6s} {ok} cutouts, lost {n_cut - ok}, "
                         f"{'identical' if not diffs else 'DIFFER: ' + ', '.join(diffs)}; "
@@ -178,9 +216,14 @@ def bench_faults(
                 diffs = _differences(root / "reference.zarr", store)
                 ok = summary.statuses.get("ok", 0)
                 redone = m["requests_by_endpoint"].get("/cgi-bin/fitscut.cgi", 0) - n_cut
-                result.figures["kills"] = {"killed": kills, "cutouts": ok, "lost": n_cut - ok,
-                                           "differ": diffs, "redone_requests": redone,
-                                           "max_in_flight": m["max_in_flight"]}
+                result.figures["kills"] = {
+                    "killed": kills,
+                    "cutouts": ok,
+                    "lost": n_cut - ok,
+                    "differ": diffs,
+                    "redone_requests": redone,
+                    "max_in_flight": m["max_in_flight"],
+                }
                 result.say(
                     f"  {kills} worker processes killed: {ok} cutouts, lost {n_cut - ok}, "
                     f"{'identical' if not diffs else 'DIFFER: ' + ', '.join(diffs)}, "
@@ -195,8 +238,17 @@ def bench_faults(
                 refusing = PS1Service(emu.url)
             t0 = time.perf_counter()
             try:
-                ps1dask.cutouts(table, store, filters=filters, size=size, strategy="cutout",
-                                service=refusing, client=client, progress=False, max_unit_positions=16)
+                ps1dask.cutouts(
+                    table,
+                    store,
+                    filters=filters,
+                    size=size,
+                    strategy="cutout",
+                    service=refusing,
+                    client=client,
+                    progress=False,
+                    max_unit_positions=16,
+                )
                 message = "did NOT stop"
             except JobAbortedError as err:
                 message = str(err).split(". ")[0]
@@ -205,9 +257,13 @@ def bench_faults(
             emu.configure(fault_rate=0.0)
             summary = run(store)
             diffs = _differences(root / "reference.zarr", store)
-            result.figures["refusing"] = {"seconds": seconds, "requests": m["requests_total"],
-                                          "rate": m["requests_total"] / seconds,
-                                          "resumed_ok": summary.statuses.get("ok", 0), "differ": diffs}
+            result.figures["refusing"] = {
+                "seconds": seconds,
+                "requests": m["requests_total"],
+                "rate": m["requests_total"] / seconds,
+                "resumed_ok": summary.statuses.get("ok", 0),
+                "differ": diffs,
+            }
             result.say(
                 f"  persistent 503: {message!r} after {seconds:.1f} s, {m['requests_total']} requests "
                 f"({m['requests_total'] / seconds:.0f}/s, max in flight {m['max_in_flight']}); "
@@ -217,10 +273,14 @@ def bench_faults(
         finally:
             client.close()
             cluster.close()
-    lost = sum(r["lost"] for r in result.figures["mixes"]) + result.figures.get("kills", {}).get("lost", 0)
+    lost = sum(r["lost"] for r in result.figures["mixes"]) + result.figures.get("kills", {}).get(
+        "lost", 0
+    )
     differ = [r["mix"] for r in result.figures["mixes"] if r["differ"]]
-    worst = max([r["max_in_flight"] for r in result.figures["mixes"]]
-                + [result.figures.get("kills", {}).get("max_in_flight", 0)])
+    worst = max(
+        [r["max_in_flight"] for r in result.figures["mixes"]]
+        + [result.figures.get("kills", {}).get("max_in_flight", 0)]
+    )
     result.figures.update(lost=lost, differ=differ, max_in_flight=worst)
     result.say(
         f"  overall: {'NOTHING lost' if not lost else f'{lost} cutouts LOST'}, "

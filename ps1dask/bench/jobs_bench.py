@@ -33,14 +33,22 @@ def _local_client(workers: int) -> Iterator[Any]:
     """A LocalCluster of worker processes (closed on exit), not the default client."""
     import distributed
 
-    with distributed.LocalCluster(
-        n_workers=workers, threads_per_worker=2, processes=True, dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    ) as cluster, distributed.Client(cluster, set_as_default=False) as client:
+    with (
+        distributed.LocalCluster(
+            n_workers=workers,
+            threads_per_worker=2,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
         yield client
 
 
-def _timed_job(job: Any, table: pd.DataFrame, store: Path, workers: int, **kwargs: Any) -> tuple[Any, float]:
+def _timed_job(
+    job: Any, table: pd.DataFrame, store: Path, workers: int, **kwargs: Any
+) -> tuple[Any, float]:
     """Run one ps1dask job on a fresh local cluster; (summary, wall seconds of the job)."""
     with _local_client(workers) as client:
         t0 = time.perf_counter()
@@ -57,38 +65,68 @@ def _sequential_recipe(url: str, table: pd.DataFrame, filters: str, size: int) -
 
     t0 = time.perf_counter()
     buf = io.StringIO("\n".join(f"{r} {d}" for r, d in zip(table.ra, table.dec)))
-    r = requests.post(f"{url}/cgi-bin/ps1filenames.py", data={"filters": filters, "type": "stack"}, files={"file": buf})
+    r = requests.post(
+        f"{url}/cgi-bin/ps1filenames.py",
+        data={"filters": filters, "type": "stack"},
+        files={"file": buf},
+    )
     r.raise_for_status()
     tab = Table.read(r.text, format="ascii")
     n = 0
     for row in tab:
         got = requests.get(
             f"{url}/cgi-bin/fitscut.cgi",
-            params={"ra": row["ra"], "dec": row["dec"], "size": size, "format": "fits", "red": row["filename"]},
+            params={
+                "ra": row["ra"],
+                "dec": row["dec"],
+                "size": size,
+                "format": "fits",
+                "red": row["filename"],
+            },
         )
         got.raise_for_status()
         n += 1
     return n / (time.perf_counter() - t0)
 
 
-@register("sparse", "1,000 cutouts at random positions, emulator latency 0.2 s: rate vs the 10-slot limit and the sequential recipe; auto on the same positions")
-def bench_sparse(n: int = 1000, latency: float = 0.2, workers: int = 2, seed: int = 1) -> BenchResult:
+@register(
+    "sparse",
+    "1,000 cutouts at random positions, emulator latency 0.2 s: rate vs the 10-slot limit and the sequential recipe; auto on the same positions",
+)
+def bench_sparse(
+    n: int = 1000, latency: float = 0.2, workers: int = 2, seed: int = 1
+) -> BenchResult:
     import ps1dask
     from ps1dask.bench.remote_emulator import emulator_process
 
     result = BenchResult("sparse")
     table = _random_sky(n, seed)
-    with tempfile.TemporaryDirectory() as tmp, emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu,
+    ):
         summary, wall = _timed_job(
-            ps1dask.cutouts, table, Path(tmp) / "sparse.zarr", workers, filters="r", size=240,
-            strategy="cutout", service=emu.url,
+            ps1dask.cutouts,
+            table,
+            Path(tmp) / "sparse.zarr",
+            workers,
+            filters="r",
+            size=240,
+            strategy="cutout",
+            service=emu.url,
         )
         metrics = emu.metrics()
         # auto on the same positions: the cost model should keep sparse positions on cutouts
         emu.reset_metrics()
         auto, auto_wall = _timed_job(
-            ps1dask.cutouts, table, Path(tmp) / "sparse-auto.zarr", workers, filters="r", size=240,
-            strategy="auto", service=emu.url,
+            ps1dask.cutouts,
+            table,
+            Path(tmp) / "sparse-auto.zarr",
+            workers,
+            filters="r",
+            size=240,
+            strategy="auto",
+            service=emu.url,
         )
         auto_metrics = emu.metrics()
         emu.reset_metrics()
@@ -96,12 +134,26 @@ def bench_sparse(n: int = 1000, latency: float = 0.2, workers: int = 2, seed: in
     ok = summary.statuses.get("ok", 0)
     rate = ok / wall
     limit = 10 / latency
-    result.figures.update(cutouts=ok, seconds=wall, rate=rate, limit_rate=limit, sequential_rate=seq_rate,
-                          max_in_flight=metrics["max_in_flight"])
-    result.say(f"sparse: {ok} cutouts in {wall:.1f} s (job wall time, cluster start excluded) = {rate:.1f}/s")
-    result.say(f"  fraction of the 10-slot limit (10 / {latency} s = {limit:.0f}/s): {rate / limit:.0%}")
-    result.say(f"  sequential recipe (service page script, 40 cutouts): {seq_rate:.2f}/s -> {rate / seq_rate:.1f}x faster")
-    result.say(f"  emulator max in flight: {metrics['max_in_flight']} (limit 10), refused {metrics['refused_over_limit']}")
+    result.figures.update(
+        cutouts=ok,
+        seconds=wall,
+        rate=rate,
+        limit_rate=limit,
+        sequential_rate=seq_rate,
+        max_in_flight=metrics["max_in_flight"],
+    )
+    result.say(
+        f"sparse: {ok} cutouts in {wall:.1f} s (job wall time, cluster start excluded) = {rate:.1f}/s"
+    )
+    result.say(
+        f"  fraction of the 10-slot limit (10 / {latency} s = {limit:.0f}/s): {rate / limit:.0%}"
+    )
+    result.say(
+        f"  sequential recipe (service page script, 40 cutouts): {seq_rate:.2f}/s -> {rate / seq_rate:.1f}x faster"
+    )
+    result.say(
+        f"  emulator max in flight: {metrics['max_in_flight']} (limit 10), refused {metrics['refused_over_limit']}"
+    )
     auto_ok = auto.statuses.get("ok", 0)
     result.figures.update(auto_seconds=auto_wall, auto_strategies=auto.strategies)
     result.say(
@@ -113,7 +165,9 @@ def bench_sparse(n: int = 1000, latency: float = 0.2, workers: int = 2, seed: in
 
 
 @register("dense", "2,000 positions in a 1x1 deg field at latency 0.2 s: each strategy and auto")
-def bench_dense(n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int = 2, filters: str = "r") -> BenchResult:
+def bench_dense(
+    n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int = 2, filters: str = "r"
+) -> BenchResult:
     import ps1dask
     from ps1dask.bench.remote_emulator import emulator_process
     from ps1dask.conventions import image_filename
@@ -124,20 +178,34 @@ def bench_dense(n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int
     table = pd.DataFrame({"ra": rng.uniform(180.0, 181.0, n), "dec": rng.uniform(10.0, 11.0, n)})
     cells = locate(table.ra, table.dec).skycell.unique()
     times: dict[str, float] = {}
-    with tempfile.TemporaryDirectory() as tmp, emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu,
+    ):
         # The real service has its files on disk: render the emulator's whole files first.
         t0 = time.perf_counter()
         emu.configure(latency=0.0)
-        emu.render_files([image_filename(SkycellId.parse(c), band) for c in cells for band in filters])
+        emu.render_files(
+            [image_filename(SkycellId.parse(c), band) for c in cells for band in filters]
+        )
         emu.configure(latency=latency)
-        result.say(f"dense: {n} positions in {len(cells)} skycells; emulator files rendered in {time.perf_counter() - t0:.0f} s (not timed)")
+        result.say(
+            f"dense: {n} positions in {len(cells)} skycells; emulator files rendered in {time.perf_counter() - t0:.0f} s (not timed)"
+        )
         with _local_client(workers) as client:
             for strategy in ("cutout", "skycell", "range", "auto"):
                 emu.reset_metrics()
                 t0 = time.perf_counter()
                 summary = ps1dask.cutouts(
-                    table, Path(tmp) / f"{strategy}.zarr", filters=filters, size=240, strategy=strategy,
-                    service=emu.url, client=client, progress=False, cache_dir=Path(tmp) / f"cache-{strategy}",
+                    table,
+                    Path(tmp) / f"{strategy}.zarr",
+                    filters=filters,
+                    size=240,
+                    strategy=strategy,
+                    service=emu.url,
+                    client=client,
+                    progress=False,
+                    cache_dir=Path(tmp) / f"cache-{strategy}",
                 )
                 times[strategy] = time.perf_counter() - t0
                 m = emu.metrics()
@@ -148,8 +216,10 @@ def bench_dense(n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int
                 )
     best_fixed = min(times["cutout"], times["skycell"], times["range"])
     result.figures.update(times=times)
-    result.say(f"  auto is {times['cutout'] / times['auto']:.1f}x faster than cutout; "
-               f"{times['auto'] / best_fixed:.2f}x the best fixed strategy")
+    result.say(
+        f"  auto is {times['cutout'] / times['auto']:.1f}x faster than cutout; "
+        f"{times['auto'] / best_fixed:.2f}x the best fixed strategy"
+    )
     return result
 
 
@@ -185,16 +255,31 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
 
     result = BenchResult("warps")
     table = _random_sky(n, seed)
-    with tempfile.TemporaryDirectory() as tmp, emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu,
+    ):
         summary, wall = _timed_job(
-            ps1dask.warps, table, Path(tmp) / "warps.zarr", workers, filters="r", size=64,
-            strategy="cutout", service=emu.url,
+            ps1dask.warps,
+            table,
+            Path(tmp) / "warps.zarr",
+            workers,
+            filters="r",
+            size=64,
+            strategy="cutout",
+            service=emu.url,
         )
         metrics = emu.metrics()
     fetched = sum(v for k, v in summary.statuses.items() if k in ("ok", "blank"))
     rate = fetched / wall
     limit = 10 / latency
-    result.figures.update(cutouts=fetched, seconds=wall, rate=rate, limit_rate=limit, max_in_flight=metrics["max_in_flight"])
+    result.figures.update(
+        cutouts=fetched,
+        seconds=wall,
+        rate=rate,
+        limit_rate=limit,
+        max_in_flight=metrics["max_in_flight"],
+    )
     result.say(
         f"warps: {fetched} warp cutouts ({summary.statuses.get('blank', 0)} blank) of {n} positions in "
         f"{wall:.1f} s (listing included) = {rate:.1f}/s, {rate / limit:.0%} of the 10-slot limit "

@@ -16,22 +16,39 @@ from pathlib import Path
 from ps1dask.bench.registry import BenchResult, register
 
 
-def _store(root: Path, name: str, *, n: int, filters: str, epochs: int, size: int,
-           chunk: int, seed: int = 0) -> Path:
+def _store(
+    root: Path,
+    name: str,
+    *,
+    n: int,
+    filters: str,
+    epochs: int,
+    size: int,
+    chunk: int,
+    seed: int = 0,
+) -> Path:
     from ps1dask.lightcurves.synthetic import make_synthetic_store
     from ps1dask.storage.layout import warp_epoch_chunk
 
     path = root / name
     make_synthetic_store(
-        path, n_positions=n, filters=filters, n_epochs=epochs, size=size, chunk=chunk,
-        epoch_chunk=warp_epoch_chunk(chunk, epochs, size, size), seed=seed, padding=False,
+        path,
+        n_positions=n,
+        filters=filters,
+        n_epochs=epochs,
+        size=size,
+        chunk=chunk,
+        epoch_chunk=warp_epoch_chunk(chunk, epochs, size, size),
+        seed=seed,
+        padding=False,
     )
     return path
 
 
 @register("lightcurves", "forced-photometry light curves per second from a synthetic warp store")
-def bench_lightcurves(n: int = 128, epochs: int = 30, filters: str = "gr", size: int = 64,
-                      repeat: int = 2) -> BenchResult:
+def bench_lightcurves(
+    n: int = 128, epochs: int = 30, filters: str = "gr", size: int = 64, repeat: int = 2
+) -> BenchResult:
     import dask
 
     from ps1dask.lightcurves import lightcurves
@@ -41,8 +58,15 @@ def bench_lightcurves(n: int = 128, epochs: int = 30, filters: str = "gr", size:
     chunk = position_chunk_size(len(filters), size, size)
     with tempfile.TemporaryDirectory(prefix="ps1dask-bench-") as tmp:
         t0 = time.perf_counter()
-        path = _store(Path(tmp), "lc.zarr", n=n, filters=filters, epochs=epochs, size=size,
-                      chunk=min(chunk, max(n // 4, 1)))
+        path = _store(
+            Path(tmp),
+            "lc.zarr",
+            n=n,
+            filters=filters,
+            epochs=epochs,
+            size=size,
+            chunk=min(chunk, max(n // 4, 1)),
+        )
         build = time.perf_counter() - t0
         curves = n * len(filters)
         figures = {}
@@ -58,10 +82,17 @@ def bench_lightcurves(n: int = 128, epochs: int = 30, filters: str = "gr", size:
         t_sync, rows = figures["sync"]
         t_thr, _ = figures["threads"]
         result.figures.update(
-            positions=n, filters=filters, epochs=epochs, size=size, rows=rows,
-            seconds_one_thread=t_sync, seconds_threads=t_thr,
-            curves_per_second_one_thread=curves / t_sync, curves_per_second=curves / t_thr,
-            epochs_per_second=rows / t_thr, store_build_seconds=build,
+            positions=n,
+            filters=filters,
+            epochs=epochs,
+            size=size,
+            rows=rows,
+            seconds_one_thread=t_sync,
+            seconds_threads=t_thr,
+            curves_per_second_one_thread=curves / t_sync,
+            curves_per_second=curves / t_thr,
+            epochs_per_second=rows / t_thr,
+            store_build_seconds=build,
         )
         result.say(
             f"lightcurves: {curves} light curves ({n} positions x {len(filters)} filters, "
@@ -90,9 +121,13 @@ def _peak(func, *args, **kwargs) -> tuple[float, object]:
     return peak / 1e6, out
 
 
-@register("lightcurve-memory",
-          "peak memory of one light-curve partition and one coadd task for 10, 30, 100 epochs")
-def bench_lightcurve_memory(n: int = 16, size: int = 64, epochs: tuple[int, ...] = (10, 30, 100)) -> BenchResult:
+@register(
+    "lightcurve-memory",
+    "peak memory of one light-curve partition and one coadd task for 10, 30, 100 epochs",
+)
+def bench_lightcurve_memory(
+    n: int = 16, size: int = 64, epochs: tuple[int, ...] = (10, 30, 100)
+) -> BenchResult:
     from ps1dask.coadd import coadd_warps
     from ps1dask.coadd.store import CoaddSpec, coadd_chunk
     from ps1dask.conventions import DEFAULT_BAD_BITS
@@ -104,31 +139,48 @@ def bench_lightcurve_memory(n: int = 16, size: int = 64, epochs: tuple[int, ...]
     with tempfile.TemporaryDirectory(prefix="ps1dask-bench-") as tmp:
         for e in epochs:
             path = _store(Path(tmp), f"mem{e}.zarr", n=n, filters="r", epochs=e, size=size, chunk=n)
-            (bounds, spec), = _partition_args(path)[:1]
+            ((bounds, spec),) = _partition_args(path)[:1]
             read_partition(bounds, spec)  # warm imports and caches outside the measurement
             t0 = time.perf_counter()
             lc_mb, frame = _peak(read_partition, bounds, spec)
             lc_s = time.perf_counter() - t0
             coadd_warps(path)  # creates the arrays (and warms up)
             cspec = CoaddSpec(
-                path=str(path.resolve()), bins=None, n_bins=1, clip_sigma=3.0, clip_fraction=None,
-                bad_bits=int(DEFAULT_BAD_BITS), weighting="image", memory_bytes=64 << 20, has_variance=True,
-                has_mask=True, has_psf=True, use_stack_zeropoint=True,
+                path=str(path.resolve()),
+                bins=None,
+                n_bins=1,
+                clip_sigma=3.0,
+                clip_fraction=None,
+                bad_bits=int(DEFAULT_BAD_BITS),
+                weighting="image",
+                memory_bytes=64 << 20,
+                has_variance=True,
+                has_mask=True,
+                has_psf=True,
+                use_stack_zeropoint=True,
             )
             co_mb, _ = _peak(coadd_chunk, (0, n), cspec)
             image_mb = n * e * size * size * 4 / 1e6
             chunk_mb = n * warp_epoch_chunk(n, e, size, size) * size * size * 4 / 1e6
             rows.append((e, lc_mb, co_mb, image_mb, chunk_mb, len(frame), lc_s))
             result.figures[f"epochs_{e}"] = {
-                "lightcurve_partition_peak_mb": lc_mb, "coadd_task_peak_mb": co_mb,
-                "warp_flux_of_partition_mb": image_mb, "warp_flux_chunk_mb": chunk_mb,
+                "lightcurve_partition_peak_mb": lc_mb,
+                "coadd_task_peak_mb": co_mb,
+                "warp_flux_of_partition_mb": image_mb,
+                "warp_flux_chunk_mb": chunk_mb,
                 "rows": len(frame),
             }
-        result.say(f"lightcurve-memory: one partition of {n} positions, 1 filter, {size}x{size} "
-                   "cutouts with flux, variance and mask (tracemalloc peaks)")
-        result.say("  epochs | light curves peak | coadd task peak | warp_flux of the partition | one warp_flux chunk")
+        result.say(
+            f"lightcurve-memory: one partition of {n} positions, 1 filter, {size}x{size} "
+            "cutouts with flux, variance and mask (tracemalloc peaks)"
+        )
+        result.say(
+            "  epochs | light curves peak | coadd task peak | warp_flux of the partition | one warp_flux chunk"
+        )
         for e, lc_mb, co_mb, image_mb, chunk_mb, _, _ in rows:
-            result.say(f"  {e:6d} | {lc_mb:14.1f} MB | {co_mb:12.1f} MB | {image_mb:22.1f} MB | {chunk_mb:10.1f} MB")
+            result.say(
+                f"  {e:6d} | {lc_mb:14.1f} MB | {co_mb:12.1f} MB | {image_mb:22.1f} MB | {chunk_mb:10.1f} MB"
+            )
         first, last = rows[0], rows[-1]
         result.figures["lightcurve_peak_growth"] = last[1] / first[1]
         result.figures["epoch_growth"] = last[0] / first[0]

@@ -43,5 +43,10 @@ def _load_all() -> None:
     # Benchmarks register themselves on import.
     import importlib
 
-    for module in ("ps1dask.bench.locate_bench", "ps1dask.bench.jobs_bench", "ps1dask.bench.lightcurve_bench", "ps1dask.bench.faults_bench"):
+    for module in (
+        "ps1dask.bench.locate_bench",
+        "ps1dask.bench.jobs_bench",
+        "ps1dask.bench.lightcurve_bench",
+        "ps1dask.bench.faults_bench",
+    ):
         importlib.import_module(module)

@@ -41,7 +41,16 @@ class EmulatorProcess:
 @contextlib.contextmanager
 def emulator_process(cache_dir: str | Path, **knobs: Any) -> Iterator[EmulatorProcess]:
     """Start ``python -m ps1dask emulator --port 0`` with knobs as flags; stop it on exit."""
-    cmd = [sys.executable, "-m", "ps1dask", "emulator", "--port", "0", "--cache-dir", str(cache_dir)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ps1dask",
+        "emulator",
+        "--port",
+        "0",
+        "--cache-dir",
+        str(cache_dir),
+    ]
     for key, value in knobs.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

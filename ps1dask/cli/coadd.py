@@ -47,16 +47,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a ps1dask Zarr store holding warps")
-    p.add_argument("--bins", type=_bins, default=None,
-                   help="all (one coadd of every epoch; default), season (split at gaps of more "
-                   "than 60 days) or a bin width in days")
-    p.add_argument("--clip-sigma", type=float, default=3.0,
-                   help="outlier rejection threshold across epochs (default 3)")
+    p.add_argument(
+        "--bins",
+        type=_bins,
+        default=None,
+        help="all (one coadd of every epoch; default), season (split at gaps of more "
+        "than 60 days) or a bin width in days",
+    )
+    p.add_argument(
+        "--clip-sigma",
+        type=float,
+        default=3.0,
+        help="outlier rejection threshold across epochs (default 3)",
+    )
     p.add_argument("--no-clip", action="store_true", help="no outlier rejection")
-    p.add_argument("--weighting", choices=["image", "pixel"], default="image",
-                   help="one inverse-variance weight per warp (default) or per pixel")
-    p.add_argument("--zeropoint", choices=["stack", "fixed"], default="stack",
-                   help="common zero point: the stack's where there is one, else 25 (default); "
-                   "or always 25")
-    p.add_argument("--scheduler", default=None, help="address of a Dask scheduler (default: local threads)")
+    p.add_argument(
+        "--weighting",
+        choices=["image", "pixel"],
+        default="image",
+        help="one inverse-variance weight per warp (default) or per pixel",
+    )
+    p.add_argument(
+        "--zeropoint",
+        choices=["stack", "fixed"],
+        default="stack",
+        help="common zero point: the stack's where there is one, else 25 (default); or always 25",
+    )
+    p.add_argument(
+        "--scheduler", default=None, help="address of a Dask scheduler (default: local threads)"
+    )
     p.set_defaults(func=run)

@@ -18,7 +18,9 @@ def _demo_positions(sky: object, n: int, seed: int) -> pd.DataFrame:
     stars = pd.DataFrame(sky.sources(ra0, dec0, 1500.0))  # type: ignore[attr-defined]
     stars = stars[(stars.mag_r > 15.5) & (stars.mag_r < 19.0)]
     stars = stars.sample(n=min(n, len(stars)), random_state=seed).sort_values("mag_r")
-    table = pd.DataFrame({"name": [f"star{i:03d}" for i in range(len(stars))], "ra": stars.ra, "dec": stars.dec})
+    table = pd.DataFrame(
+        {"name": [f"star{i:03d}" for i in range(len(stars))], "ra": stars.ra, "dec": stars.dec}
+    )
     extra = pd.DataFrame(
         {
             "name": ["south-of-footprint", "crab-nebula-field"],
@@ -40,9 +42,13 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     store = out / "cutouts.zarr"
-    print(f"ps1dask {ps1dask.__version__} demo: an emulated PS1 service, a local Dask cluster, one Zarr store")
+    print(
+        f"ps1dask {ps1dask.__version__} demo: an emulated PS1 service, a local Dask cluster, one Zarr store"
+    )
     with Emulator(seed=args.seed, latency=args.latency, cache_dir=out / "emulator-cache") as emu:
-        print(f"emulator serving {emu.url} (latency {args.latency} s per request, seed {args.seed})")
+        print(
+            f"emulator serving {emu.url} (latency {args.latency} s per request, seed {args.seed})"
+        )
         positions = _demo_positions(emu.sky, args.positions, args.seed)
         table_path = out / "positions.csv"
         positions.to_csv(table_path, index=False)
@@ -75,17 +81,25 @@ def run(args: argparse.Namespace) -> int:
                 continue
             image = ds.stack_flux.sel(filter=band).values[i]
             variance = ds.stack_variance.sel(filter=band).values[i]
-            flux, err = aperture_flux(image, variance, radius=12.0, annulus=(18.0, 26.0))
+            flux, _err = aperture_flux(image, variance, radius=12.0, annulus=(18.0, 26.0))
             zp = float(ds.stack_zeropoint.sel(filter=band).values[i])
             ra, dec = float(ds.ra.values[i]), float(ds.dec.values[i])
             near = truth.iloc[int(np.argmin((truth.ra - ra) ** 2 + (truth.dec - dec) ** 2))]
-            rows.append({"id": name, f"mag_{band}_measured": float(flux_to_abmag(flux, zp)), f"mag_{band}_true": near[f"mag_{band}"]})
+            rows.append(
+                {
+                    "id": name,
+                    f"mag_{band}_measured": float(flux_to_abmag(flux, zp)),
+                    f"mag_{band}_true": near[f"mag_{band}"],
+                }
+            )
         phot = pd.DataFrame(rows)
         if len(phot):
             phot["difference"] = phot.iloc[:, 1] - phot.iloc[:, 2]
             print(f"\naperture photometry ({band}) of the stars vs the emulator's truth:")
             print(phot.head(10).to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-            print(f"median |difference| {phot.difference.abs().median():.3f} mag over {len(phot)} stars")
+            print(
+                f"median |difference| {phot.difference.abs().median():.3f} mag over {len(phot)} stars"
+            )
     print(f"\nstore: {store}  (ps1dask.open_store({str(store)!r}))")
     return 0
 
@@ -101,13 +115,21 @@ def register(sub: argparse._SubParsersAction) -> None:
             "the stars' magnitudes in the store and compare them with the emulator's truth."
         ),
     )
-    p.add_argument("-o", "--output", default="ps1dask-demo", help="output directory (default ./ps1dask-demo)")
-    p.add_argument("--positions", type=int, default=40, help="number of star positions (default 40)")
+    p.add_argument(
+        "-o", "--output", default="ps1dask-demo", help="output directory (default ./ps1dask-demo)"
+    )
+    p.add_argument(
+        "--positions", type=int, default=40, help="number of star positions (default 40)"
+    )
     p.add_argument("--filters", default="gri", help="filters (default gri)")
     p.add_argument("--size", type=int, default=96, help="cutout size in pixels (default 96)")
     p.add_argument("--strategy", default="auto", choices=["auto", "cutout", "skycell", "range"])
     p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
-    p.add_argument("--latency", type=float, default=0.05, help="emulated service latency in s (default 0.05)")
+    p.add_argument(
+        "--latency", type=float, default=0.05, help="emulated service latency in s (default 0.05)"
+    )
     p.add_argument("--seed", type=int, default=0, help="emulator sky seed (default 0)")
-    p.add_argument("--resume", action="store_true", help="keep an existing output directory and resume")
+    p.add_argument(
+        "--resume", action="store_true", help="keep an existing output directory and resume"
+    )
     p.set_defaults(func=run)

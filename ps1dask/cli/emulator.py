@@ -17,8 +17,9 @@ def run(args: argparse.Namespace) -> int:
     from ps1dask.emulator.app import Emulator
 
     if args.verbose:
-        logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                            format="%(asctime)s %(name)s %(message)s")
+        logging.basicConfig(
+            level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
+        )
         logging.getLogger("aiohttp.access").setLevel(logging.INFO)
     if args.host not in _LOOPBACK:
         print(
@@ -52,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as err:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        print(f"ps1dask emulator: error: cannot listen on {args.host}:{args.port}: {err}",
-              file=sys.stderr)
+        print(
+            f"ps1dask emulator: error: cannot listen on {args.host}:{args.port}: {err}",
+            file=sys.stderr,
+        )
         return 1
     try:
         url = emu.url
@@ -61,7 +64,8 @@ def run(args: argparse.Namespace) -> int:
         knobs = emu.knobs
         faults = (
             f"{knobs.fault_rate:g} of requests ({', '.join(knobs.fault_kinds)})"
-            if knobs.fault_rate > 0 else "none"
+            if knobs.fault_rate > 0
+            else "none"
         )
         print(
             f"ps1dask emulator of ps1images.stsci.edu (synthetic sky, seed {args.seed})\n"
@@ -111,36 +115,92 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--host", default="127.0.0.1",
-                   help="address to bind (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=0,
-                   help="port to bind (default 0: any free port; the URL is printed)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="seed of the synthetic sky and of the fault generator (default 0)")
-    p.add_argument("--cache-dir", default=None,
-                   help="directory for rendered whole skycell files (default: a temporary "
-                        "directory removed on exit)")
-    p.add_argument("--latency", type=float, default=0.0, metavar="S",
-                   help="server-side delay per request, seconds (default 0)")
-    p.add_argument("--bandwidth", type=float, default=None, metavar="MBPS",
-                   help="per-response bandwidth in MB/s (default: unlimited)")
-    p.add_argument("--work-per-mpix", type=float, default=0.0, metavar="S",
-                   help="extra seconds per million cutout pixels, emulating the service's "
-                        "decompression time (default 0)")
-    p.add_argument("--fault-rate", type=float, default=0.0, metavar="P",
-                   help="probability of a fault per request, 0..1 (default 0)")
-    p.add_argument("--fault-kinds", default=",".join(FAULT_KINDS), metavar="KINDS",
-                   help=f"comma list of faults to draw from (default {','.join(FAULT_KINDS)}): "
-                        "503/429 with Retry-After, reset (TCP RST), truncate (short body), "
-                        "stall (hold the request --stall-seconds)")
-    p.add_argument("--retry-after", type=float, default=1.0, metavar="S",
-                   help="Retry-After seconds of 503/429 answers (default 1)")
-    p.add_argument("--stall-seconds", type=float, default=30.0, metavar="S",
-                   help="how long a stall fault holds a request (default 30)")
-    p.add_argument("--max-concurrency", type=int, default=10, metavar="N",
-                   help="requests one client address may have in flight before getting 503 "
-                        "(default 10, STScI's limit)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="rendering threads (default: CPUs + 4, at most 16)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument(
+        "--port",
+        type=int,
+        default=0,
+        help="port to bind (default 0: any free port; the URL is printed)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of the synthetic sky and of the fault generator (default 0)",
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="directory for rendered whole skycell files (default: a temporary "
+        "directory removed on exit)",
+    )
+    p.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="server-side delay per request, seconds (default 0)",
+    )
+    p.add_argument(
+        "--bandwidth",
+        type=float,
+        default=None,
+        metavar="MBPS",
+        help="per-response bandwidth in MB/s (default: unlimited)",
+    )
+    p.add_argument(
+        "--work-per-mpix",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="extra seconds per million cutout pixels, emulating the service's "
+        "decompression time (default 0)",
+    )
+    p.add_argument(
+        "--fault-rate",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of a fault per request, 0..1 (default 0)",
+    )
+    p.add_argument(
+        "--fault-kinds",
+        default=",".join(FAULT_KINDS),
+        metavar="KINDS",
+        help=f"comma list of faults to draw from (default {','.join(FAULT_KINDS)}): "
+        "503/429 with Retry-After, reset (TCP RST), truncate (short body), "
+        "stall (hold the request --stall-seconds)",
+    )
+    p.add_argument(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="Retry-After seconds of 503/429 answers (default 1)",
+    )
+    p.add_argument(
+        "--stall-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="how long a stall fault holds a request (default 30)",
+    )
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=10,
+        metavar="N",
+        help="requests one client address may have in flight before getting 503 "
+        "(default 10, STScI's limit)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="rendering threads (default: CPUs + 4, at most 16)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     p.set_defaults(func=run)

@@ -47,20 +47,44 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a ps1dask Zarr store")
-    p.add_argument("-o", "--output", default="gallery.html", help="output HTML file (default gallery.html)")
+    p.add_argument(
+        "-o", "--output", default="gallery.html", help="output HTML file (default gallery.html)"
+    )
     p.add_argument("--page-size", type=int, default=100, help="positions per page (default 100)")
-    p.add_argument("--filters", default=None, help="filters of the thumbnails (default: all of the store's)")
-    p.add_argument("--colour", default=None,
-                   help="red, green, blue filters of the composite, e.g. yig (default: reddest/middle/bluest)")
+    p.add_argument(
+        "--filters", default=None, help="filters of the thumbnails (default: all of the store's)"
+    )
+    p.add_argument(
+        "--colour",
+        default=None,
+        help="red, green, blue filters of the composite, e.g. yig (default: reddest/middle/bluest)",
+    )
     p.add_argument("--no-colour", action="store_true", help="no colour composite")
-    p.add_argument("--method", choices=["lupton", "fitscut"], default="lupton",
-                   help="colour composite: lupton (true colours, default) or fitscut (the service's per-band scaling)")
-    p.add_argument("--thumb-size", type=int, default=128, help="largest side of a thumbnail in pixels (default 128)")
-    p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="inlined image format (default jpg)")
-    p.add_argument("--no-lightcurves", action="store_true", help="no light-curve plots for warp stores")
+    p.add_argument(
+        "--method",
+        choices=["lupton", "fitscut"],
+        default="lupton",
+        help="colour composite: lupton (true colours, default) or fitscut (the service's per-band scaling)",
+    )
+    p.add_argument(
+        "--thumb-size",
+        type=int,
+        default=128,
+        help="largest side of a thumbnail in pixels (default 128)",
+    )
+    p.add_argument(
+        "--format", choices=["jpg", "png"], default="jpg", help="inlined image format (default jpg)"
+    )
+    p.add_argument(
+        "--no-lightcurves", action="store_true", help="no light-curve plots for warp stores"
+    )
     p.add_argument("--title", default=None, help="page title")
     add_display_arguments(p)
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", default=None, help="address of a Dask scheduler (default: threads here)")
-    where.add_argument("--threads", type=int, default=None, help="threads of the local threaded scheduler")
+    where.add_argument(
+        "--scheduler", default=None, help="address of a Dask scheduler (default: threads here)"
+    )
+    where.add_argument(
+        "--threads", type=int, default=None, help="threads of the local threaded scheduler"
+    )
     p.set_defaults(func=run)

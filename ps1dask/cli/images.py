@@ -10,18 +10,47 @@ from ps1dask.render import Display
 def add_display_arguments(p: argparse.ArgumentParser) -> None:
     """The display options shared by ``images`` and ``gallery``."""
     g = p.add_argument_group("display (as on the PS1 cutout service)")
-    g.add_argument("--stretch", choices=["asinh", "linear"], default="asinh", help="display curve (default asinh)")
-    g.add_argument("--autoscale", type=float, default=99.5,
-                   help="display limits at the (100-P, P) percentiles of each image (default 99.5)")
-    g.add_argument("--min", dest="vmin", type=float, default=None, help="explicit lower display limit (linear flux)")
-    g.add_argument("--max", dest="vmax", type=float, default=None, help="explicit upper display limit (linear flux)")
-    g.add_argument("--contrast", type=float, default=1.0, help="divide the display range by this (default 1)")
+    g.add_argument(
+        "--stretch",
+        choices=["asinh", "linear"],
+        default="asinh",
+        help="display curve (default asinh)",
+    )
+    g.add_argument(
+        "--autoscale",
+        type=float,
+        default=99.5,
+        help="display limits at the (100-P, P) percentiles of each image (default 99.5)",
+    )
+    g.add_argument(
+        "--min",
+        dest="vmin",
+        type=float,
+        default=None,
+        help="explicit lower display limit (linear flux)",
+    )
+    g.add_argument(
+        "--max",
+        dest="vmax",
+        type=float,
+        default=None,
+        help="explicit upper display limit (linear flux)",
+    )
+    g.add_argument(
+        "--contrast", type=float, default=1.0, help="divide the display range by this (default 1)"
+    )
     g.add_argument("--invert", action="store_true", help="negative images (dark stars on white)")
 
 
 def display_from_args(args: argparse.Namespace) -> Display:
-    return Display(stretch=args.stretch, autoscale=args.autoscale, vmin=args.vmin, vmax=args.vmax,
-                   contrast=args.contrast, invert=args.invert)
+    return Display(
+        stretch=args.stretch,
+        autoscale=args.autoscale,
+        vmin=args.vmin,
+        vmax=args.vmax,
+        contrast=args.contrast,
+        invert=args.invert,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -44,8 +73,10 @@ def run(args: argparse.Namespace) -> int:
     )
     written = int((index["file"] != "").sum())
     skipped = len(index) - written
-    print(f"wrote {written} images of {index['position'].nunique()} positions to {args.output} "
-          f"({skipped} without an image: see {args.output}/index.csv)")
+    print(
+        f"wrote {written} images of {index['position'].nunique()} positions to {args.output} "
+        f"({skipped} without an image: see {args.output}/index.csv)"
+    )
     return 0
 
 
@@ -64,18 +95,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", help="a ps1dask Zarr store")
     p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="image format (default jpg)")
+    p.add_argument(
+        "--format", choices=["jpg", "png"], default="jpg", help="image format (default jpg)"
+    )
     p.add_argument("--filters", default=None, help="filters to write (default: all of the store's)")
-    p.add_argument("--colour", default=None,
-                   help="red, green, blue filters of the composite, e.g. yig (default: reddest/middle/bluest)")
+    p.add_argument(
+        "--colour",
+        default=None,
+        help="red, green, blue filters of the composite, e.g. yig (default: reddest/middle/bluest)",
+    )
     p.add_argument("--no-colour", action="store_true", help="no colour composites")
-    p.add_argument("--method", choices=["lupton", "fitscut"], default="lupton",
-                   help="colour composite: lupton (true colours, default) or fitscut (the service's per-band scaling)")
+    p.add_argument(
+        "--method",
+        choices=["lupton", "fitscut"],
+        default="lupton",
+        help="colour composite: lupton (true colours, default) or fitscut (the service's per-band scaling)",
+    )
     p.add_argument("--size", type=int, default=None, help="resample to this longest side in pixels")
     p.add_argument("--warps", action="store_true", help="also one picture per good warp epoch")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     add_display_arguments(p)
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", default=None, help="address of a Dask scheduler (default: threads here)")
-    where.add_argument("--threads", type=int, default=None, help="threads of the local threaded scheduler")
+    where.add_argument(
+        "--scheduler", default=None, help="address of a Dask scheduler (default: threads here)"
+    )
+    where.add_argument(
+        "--threads", type=int, default=None, help="threads of the local threaded scheduler"
+    )
     p.set_defaults(func=run)

@@ -6,7 +6,15 @@ import argparse
 from typing import Any
 
 
-def add_job_arguments(p: argparse.ArgumentParser, *, size: str, size_help: str, types: str, types_help: str, unit_size: int) -> None:
+def add_job_arguments(
+    p: argparse.ArgumentParser,
+    *,
+    size: str,
+    size_help: str,
+    types: str,
+    types_help: str,
+    unit_size: int,
+) -> None:
     p.add_argument(
         "positions",
         help="table of positions: CSV, Parquet, FITS or VOTable with ra/dec (degrees or "
@@ -23,13 +31,33 @@ def add_job_arguments(p: argparse.ArgumentParser, *, size: str, size_help: str, 
         help="how to fetch: server cutouts, whole skycell files, HTTP range reads of row "
         "tiles, or auto (a cost model per skycell; default). All give the same pixels.",
     )
-    p.add_argument("--service", default=None, help="service URL (default: ps1dask.service.url, i.e. STScI)")
+    p.add_argument(
+        "--service", default=None, help="service URL (default: ps1dask.service.url, i.e. STScI)"
+    )
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, e.g. tcp://host:8786")
-    where.add_argument("--workers", type=int, default=None, help="worker processes of the local cluster (default 2)")
-    p.add_argument("--no-resume", action="store_true", help="delete an existing store and start over")
-    p.add_argument("--unit-size", type=int, default=unit_size, help=f"positions per Dask task (default {unit_size})")
-    p.add_argument("--cache-dir", default=None, help="whole-file cache directory (skycell strategy)")
+    where.add_argument(
+        "--scheduler",
+        default=None,
+        help="address of a running Dask scheduler, e.g. tcp://host:8786",
+    )
+    where.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes of the local cluster (default 2)",
+    )
+    p.add_argument(
+        "--no-resume", action="store_true", help="delete an existing store and start over"
+    )
+    p.add_argument(
+        "--unit-size",
+        type=int,
+        default=unit_size,
+        help=f"positions per Dask task (default {unit_size})",
+    )
+    p.add_argument(
+        "--cache-dir", default=None, help="whole-file cache directory (skycell strategy)"
+    )
 
 
 def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:

@@ -13,7 +13,9 @@ def _annulus(text: str) -> tuple[float, float]:
     try:
         inner, outer = (float(v) for v in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"annulus {text!r}: expected INNER,OUTER in pixels") from None
+        raise argparse.ArgumentTypeError(
+            f"annulus {text!r}: expected INNER,OUTER in pixels"
+        ) from None
     return inner, outer
 
 
@@ -25,7 +27,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.output)
     suffix = out.suffix.lower()
     if suffix not in (".parquet", ".pq", ".csv"):
-        raise InvalidParameterError(f"{out}: output must end in .parquet (a Parquet dataset) or .csv")
+        raise InvalidParameterError(
+            f"{out}: output must end in .parquet (a Parquet dataset) or .csv"
+        )
     t0 = time.perf_counter()
     lc = lightcurves(
         args.store,
@@ -83,15 +87,30 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a ps1dask Zarr store holding warps")
-    p.add_argument("-o", "--output", required=True,
-                   help="output: .parquet (a Parquet dataset directory, one file per store chunk) or .csv")
-    p.add_argument("--radius", type=float, default=6.0, help="aperture radius, pixels of 0.25\" (default 6)")
-    p.add_argument("--annulus", type=_annulus, default=(12.0, 20.0),
-                   help="background annulus INNER,OUTER in pixels (default 12,20)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output: .parquet (a Parquet dataset directory, one file per store chunk) or .csv",
+    )
+    p.add_argument(
+        "--radius", type=float, default=6.0, help='aperture radius, pixels of 0.25" (default 6)'
+    )
+    p.add_argument(
+        "--annulus",
+        type=_annulus,
+        default=(12.0, 20.0),
+        help="background annulus INNER,OUTER in pixels (default 12,20)",
+    )
     p.add_argument("--filters", default=None, help="subset of the store's filters (default: all)")
     p.add_argument("--no-stack", action="store_true", help="leave out the stack photometry columns")
-    p.add_argument("--no-apcorr", action="store_true",
-                   help="plain aperture fluxes (no PSF correction to total flux)")
+    p.add_argument(
+        "--no-apcorr",
+        action="store_true",
+        help="plain aperture fluxes (no PSF correction to total flux)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing Parquet output")
-    p.add_argument("--scheduler", default=None, help="address of a Dask scheduler (default: local threads)")
+    p.add_argument(
+        "--scheduler", default=None, help="address of a Dask scheduler (default: local threads)"
+    )
     p.set_defaults(func=run)

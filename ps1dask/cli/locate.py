@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     out = pd.concat([table.reset_index(drop=True), located], axis=1)
     _write_table(out, Path(args.output))
     n_out = int((~located["in_footprint"]).sum())
-    print(f"located {len(out)} positions in {located['skycell'].nunique()} skycells "
-          f"({n_out} outside the PS1 3pi footprint) -> {args.output}")
+    print(
+        f"located {len(out)} positions in {located['skycell'].nunique()} skycells "
+        f"({n_out} outside the PS1 3pi footprint) -> {args.output}"
+    )
     return 0
 
 

@@ -11,8 +11,10 @@ def run(args: argparse.Namespace) -> int:
 
     viewer = Viewer(args.store, host=args.host, port=args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving {args.store} to the network on {args.host} (no authentication)",
-              file=sys.stderr)
+        print(
+            f"warning: serving {args.store} to the network on {args.host} (no authentication)",
+            file=sys.stderr,
+        )
 
     def announce() -> None:
         print(f"ps1dask viewer of {args.store} at {viewer.url}/  (Ctrl-C to stop)", flush=True)
@@ -46,7 +48,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a ps1dask Zarr store")
-    p.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 = any free port)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1, this machine only)")
+    p.add_argument(
+        "--port", type=int, default=8765, help="TCP port (default 8765; 0 = any free port)"
+    )
+    p.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="interface to listen on (default 127.0.0.1, this machine only)",
+    )
     p.add_argument("--open", action="store_true", help="open the page in the default web browser")
     p.set_defaults(func=run)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ps1dask.exceptions import InvalidParameterError
 from ps1dask.cli.jobargs import add_job_arguments, job_kwargs, report
+from ps1dask.exceptions import InvalidParameterError
 from ps1dask.jobs import warps
 
 
@@ -15,12 +15,16 @@ def _mjd_range(text: str | None) -> tuple[float, float] | None:
     try:
         start, end = (float(v) for v in text.split(","))
     except ValueError:
-        raise InvalidParameterError(f"--mjd-range {text!r}: expected START,END in MJD days") from None
+        raise InvalidParameterError(
+            f"--mjd-range {text!r}: expected START,END in MJD days"
+        ) from None
     return start, end
 
 
 def run(args: argparse.Namespace) -> int:
-    summary = warps(args.positions, args.output, mjd_range=_mjd_range(args.mjd_range), **job_kwargs(args))
+    summary = warps(
+        args.positions, args.output, mjd_range=_mjd_range(args.mjd_range), **job_kwargs(args)
+    )
     return report(summary, "warp cutouts")
 
 
@@ -42,10 +46,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_job_arguments(
         p,
         size="64",
-        size_help="cutout size in pixels, N or W,H (default 64 = 16\")",
+        size_help='cutout size in pixels, N or W,H (default 64 = 16")',
         types="warp",
         types_help="comma list: warp, warp.wt (variance), warp.mask (default: warp)",
         unit_size=16,
     )
-    p.add_argument("--mjd-range", default=None, help="START,END: only warps observed in this MJD range")
+    p.add_argument(
+        "--mjd-range", default=None, help="START,END: only warps observed in this MJD range"
+    )
     p.set_defaults(func=run)

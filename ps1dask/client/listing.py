@@ -16,6 +16,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ps1dask.exceptions import BadResponseError
+from ps1dask.wire import LISTING_COLUMNS
 
 __all__ = [
     "LISTING_COLUMNS",
@@ -26,19 +27,6 @@ __all__ = [
     "parse_listing",
 ]
 
-#: Columns of the image list, in the service's order.
-LISTING_COLUMNS = (
-    "projcell",
-    "subcell",
-    "ra",
-    "dec",
-    "filter",
-    "mjd",
-    "type",
-    "filename",
-    "shortname",
-    "badflag",
-)
 _INT_COLUMNS = ("projcell", "subcell", "badflag")
 _FLOAT_COLUMNS = ("ra", "dec", "mjd")
 _STR_COLUMNS = ("filter", "type", "filename", "shortname")

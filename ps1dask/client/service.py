@@ -64,16 +64,14 @@ from ps1dask.exceptions import (
     TruncatedResponseError,
 )
 from ps1dask.tessellation import SkycellId, SkycellLike
+from ps1dask.wire import FITSCUT_PATH, LIST_PATH, SKYCELL_ID_EXPECTED, SKYCELL_ID_RE
 
 __all__ = ["HTTPSettings", "PS1Service", "is_retryable", "shared_session"]
 
-LIST_PATH = "/cgi-bin/ps1filenames.py"
-CUTOUT_PATH = "/cgi-bin/fitscut.cgi"
 #: Bytes of an error answer kept for the error message.
 ERROR_BODY_LIMIT = 64 * 1024
 #: Keywords that describe stored (not linear float32) pixels; dropped from repaired headers.
 _SCALING_KEYWORDS = ("BZERO", "BSCALE", "BLANK", "BSOFTEN", "BOFFSET")
-_SKYCELL_FORMAT = re.compile(r"^\s*(?:skycell\.)?(\d{1,4})\.(\d{1,3})\s*$")
 _CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
 _TAG = re.compile(r"<[^>]*>")
 _JPEG_MAGIC = b"\xff\xd8\xff"
@@ -282,12 +280,10 @@ def _position_arrays(ra: npt.ArrayLike, dec: npt.ArrayLike) -> tuple[np.ndarray,
 def _skycell_param(skycell: SkycellLike) -> str:
     """``PPPP.SSS`` for the service; the format is checked here, existence by the service."""
     if isinstance(skycell, str):
-        match = _SKYCELL_FORMAT.match(skycell)
+        match = SKYCELL_ID_RE.match(skycell)
         if not match:
-            raise InvalidSkycellError(
-                f"{skycell!r} is not a skycell id (expected 'skycell.PPPP.SSS' or 'PPPP.SSS')"
-            )
-        projcell, subcell = int(match.group(1)), int(match.group(2))
+            raise InvalidSkycellError(f"{skycell!r} is not a skycell id ({SKYCELL_ID_EXPECTED})")
+        projcell, subcell = int(match["projcell"]), int(match["subcell"])
     else:
         try:
             projcell, subcell = (int(v) for v in skycell)
@@ -586,7 +582,7 @@ class PS1Service:
                 )
             return hdu
 
-        return self._request("GET", CUTOUT_PATH, kind="cutout", params=params, parse=parse)
+        return self._request("GET", FITSCUT_PATH, kind="cutout", params=params, parse=parse)
 
     def cutout_image(
         self,
@@ -652,7 +648,7 @@ class PS1Service:
                 )
             return answer.body
 
-        return self._request("GET", CUTOUT_PATH, kind="image", params=params, parse=parse)
+        return self._request("GET", FITSCUT_PATH, kind="image", params=params, parse=parse)
 
     # -- whole files and byte ranges -----------------------------------------------------------
 

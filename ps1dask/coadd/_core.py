@@ -67,8 +67,9 @@ def parse_bins(bins: None | str | float) -> None | str | float:
     return width
 
 
-def epoch_bins(mjd: npt.ArrayLike, usable: npt.ArrayLike | None = None,
-               bins: None | str | float = None) -> npt.NDArray[np.int64]:
+def epoch_bins(
+    mjd: npt.ArrayLike, usable: npt.ArrayLike | None = None, bins: None | str | float = None
+) -> npt.NDArray[np.int64]:
     """Bin index of each epoch (``-1`` for epochs not used), bins numbered in time order.
 
     ``mjd`` is one (position, filter)'s epoch times (NaN for padding), ``usable`` marks the
@@ -121,7 +122,9 @@ class Coadd:
 
 
 def _matched(
-    f: npt.NDArray[np.float32], v: npt.NDArray[np.float32], usable: npt.NDArray[np.bool_],
+    f: npt.NDArray[np.float32],
+    v: npt.NDArray[np.float32],
+    usable: npt.NDArray[np.bool_],
     sigma: FloatArray,
 ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
     """Copies of the warps convolved to the broadest Gaussian PSF among them (for rejection).
@@ -142,10 +145,12 @@ def _matched(
             continue
         good = usable[e].astype(np.float32)
         den = gaussian_filter(good, sk, mode="constant", truncate=4.0)
-        num = gaussian_filter(np.where(usable[e], f[e], 0.0).astype(np.float32), sk,
-                              mode="constant", truncate=4.0)
-        vnum = gaussian_filter(np.where(usable[e], v[e], 0.0).astype(np.float32), sk,
-                               mode="constant", truncate=4.0)
+        num = gaussian_filter(
+            np.where(usable[e], f[e], 0.0).astype(np.float32), sk, mode="constant", truncate=4.0
+        )
+        vnum = gaussian_filter(
+            np.where(usable[e], v[e], 0.0).astype(np.float32), sk, mode="constant", truncate=4.0
+        )
         radius = int(4.0 * sk + 0.5)
         k1 = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sk) ** 2)
         k1 /= k1.sum()
@@ -159,8 +164,13 @@ def _matched(
 
 
 def _reject(
-    f: npt.NDArray[np.float32], v: npt.NDArray[np.float32], usable: npt.NDArray[np.bool_],
-    w: npt.NDArray[np.float32], clip_sigma: float, clip_fraction: float, maxiters: int,
+    f: npt.NDArray[np.float32],
+    v: npt.NDArray[np.float32],
+    usable: npt.NDArray[np.bool_],
+    w: npt.NDArray[np.float32],
+    clip_sigma: float,
+    clip_fraction: float,
+    maxiters: int,
 ) -> npt.NDArray[np.bool_]:
     """Pixels kept by the iterated clip around the median, then the weighted mean."""
     keep = usable.copy()

@@ -185,13 +185,19 @@ def coadd_chunk(bounds: tuple[int, int], spec: CoaddSpec) -> dict[str, Any]:
                         None if va is None else va[q, sel],
                         None if ma is None else ma[q, sel],
                         scale=scale,
-                        psf_sigma=None if psf is None else psf[p, f, sel] / FWHM_PER_SIGMA / PIXEL_ARCSEC,
+                        psf_sigma=None
+                        if psf is None
+                        else psf[p, f, sel] / FWHM_PER_SIGMA / PIXEL_ARCSEC,
                         bad_bits=spec.bad_bits,
                         clip_sigma=spec.clip_sigma,
                         clip_fraction=spec.clip_fraction,
                         weighting=spec.weighting,
                     )
-                    out_flux[p, f, b], out_var[p, f, b], out_n[p, f, b] = co.flux, co.variance, co.ninputs
+                    out_flux[p, f, b], out_var[p, f, b], out_n[p, f, b] = (
+                        co.flux,
+                        co.variance,
+                        co.ninputs,
+                    )
                     out_t0[p, f, b] = float(np.nanmin(mjd[p, f, sel]))
                     out_t1[p, f, b] = float(np.nanmax(mjd[p, f, sel]))
                     out_ne[p, f, b] = sel.size
@@ -220,8 +226,9 @@ def _remove_coadd_arrays(path: str) -> None:
             del g[name]
 
 
-def _create_arrays(path: str, n_pos: int, nf: int, nb: int, h: int, w: int, chunk: int,
-                   attrs: dict[str, Any]) -> None:
+def _create_arrays(
+    path: str, n_pos: int, nf: int, nb: int, h: int, w: int, chunk: int, attrs: dict[str, Any]
+) -> None:
     import dask.array as da
     import xarray as xr
 
@@ -235,26 +242,44 @@ def _create_arrays(path: str, n_pos: int, nf: int, nb: int, h: int, w: int, chun
         return da.full(shape, fill, dtype=dtype, chunks=chunks)
 
     data_vars = {
-        "coadd_flux": (img, full((n_pos, nf, nb_, h, w), np.nan, "float32", ichunks),
-                       {"units": "count", "long_name": "coadd of warps (counts of coadd_zeropoint)",
-                        **attrs}),
-        "coadd_variance": (img, full((n_pos, nf, nb_, h, w), np.nan, "float32", ichunks),
-                           {"units": "count2", "long_name": "variance of coadd_flux"}),
-        "coadd_ninputs": (img, full((n_pos, nf, nb_, h, w), 0, "uint16", ichunks),
-                          {"units": "1", "long_name": "warps entering each pixel (after masks "
-                           "and clipping)"}),
-        "coadd_mjd_start": (per, full((n_pos, nf, nb_), np.nan, "float64", pchunks),
-                            {"units": "d", "long_name": "UTC mid-exposure MJD of the bin's "
-                             "first warp"}),
-        "coadd_mjd_end": (per, full((n_pos, nf, nb_), np.nan, "float64", pchunks),
-                          {"units": "d", "long_name": "UTC mid-exposure MJD of the bin's "
-                           "last warp"}),
-        "coadd_nepochs": (per, full((n_pos, nf, nb_), 0, "int16", pchunks),
-                          {"units": "1", "long_name": "warps in the bin"}),
-        "coadd_zeropoint": (("position", "filter"),
-                            full((n_pos, nf), np.nan, "float32", (chunk, nf)),
-                            {"units": "mag", "long_name": "AB zero point: mag = -2.5 "
-                             "log10(coadd_flux) + coadd_zeropoint"}),
+        "coadd_flux": (
+            img,
+            full((n_pos, nf, nb_, h, w), np.nan, "float32", ichunks),
+            {"units": "count", "long_name": "coadd of warps (counts of coadd_zeropoint)", **attrs},
+        ),
+        "coadd_variance": (
+            img,
+            full((n_pos, nf, nb_, h, w), np.nan, "float32", ichunks),
+            {"units": "count2", "long_name": "variance of coadd_flux"},
+        ),
+        "coadd_ninputs": (
+            img,
+            full((n_pos, nf, nb_, h, w), 0, "uint16", ichunks),
+            {"units": "1", "long_name": "warps entering each pixel (after masks and clipping)"},
+        ),
+        "coadd_mjd_start": (
+            per,
+            full((n_pos, nf, nb_), np.nan, "float64", pchunks),
+            {"units": "d", "long_name": "UTC mid-exposure MJD of the bin's first warp"},
+        ),
+        "coadd_mjd_end": (
+            per,
+            full((n_pos, nf, nb_), np.nan, "float64", pchunks),
+            {"units": "d", "long_name": "UTC mid-exposure MJD of the bin's last warp"},
+        ),
+        "coadd_nepochs": (
+            per,
+            full((n_pos, nf, nb_), 0, "int16", pchunks),
+            {"units": "1", "long_name": "warps in the bin"},
+        ),
+        "coadd_zeropoint": (
+            ("position", "filter"),
+            full((n_pos, nf), np.nan, "float32", (chunk, nf)),
+            {
+                "units": "mag",
+                "long_name": "AB zero point: mag = -2.5 log10(coadd_flux) + coadd_zeropoint",
+            },
+        ),
     }
     ds = xr.Dataset(data_vars, coords={"coadd_bin": ("coadd_bin", np.arange(nb_, dtype=np.int64))})
     encoding = {
@@ -267,8 +292,9 @@ def _create_arrays(path: str, n_pos: int, nf: int, nb: int, h: int, w: int, chun
         "coadd_zeropoint": {"chunks": (chunk, nf), "fill_value": np.nan},
     }
     with quiet_zarr_warnings():
-        ds.to_zarr(path, mode="a", compute=False, zarr_format=3, consolidated=True,
-                   encoding=encoding)
+        ds.to_zarr(
+            path, mode="a", compute=False, zarr_format=3, consolidated=True, encoding=encoding
+        )
 
 
 def coadd_warps(
@@ -350,11 +376,18 @@ def coadd_warps(
     bounds = [(a, min(a + chunk, n_pos)) for a in range(0, n_pos, chunk)]
     use_stack = zeropoint == "stack" and "stack_zeropoint" in names
     spec = CoaddSpec(
-        path=root, bins=bins, n_bins=0, clip_sigma=clip_sigma,
+        path=root,
+        bins=bins,
+        n_bins=0,
+        clip_sigma=clip_sigma,
         clip_fraction=None if clip_fraction is None else float(clip_fraction),
-        bad_bits=int(bad_bits), weighting=weighting, memory_bytes=int(memory_bytes),
-        has_variance="warp_variance" in names, has_mask="warp_mask" in names,
-        has_psf="warp_psf_fwhm" in names, use_stack_zeropoint=use_stack,
+        bad_bits=int(bad_bits),
+        weighting=weighting,
+        memory_bytes=int(memory_bytes),
+        has_variance="warp_variance" in names,
+        has_mask="warp_mask" in names,
+        has_psf="warp_psf_fwhm" in names,
+        use_stack_zeropoint=use_stack,
     )
 
     def run(func: Any, items: list[Any], **kw: Any) -> list[Any]:
@@ -383,7 +416,13 @@ def coadd_warps(
     bins_label = "all" if bins is None else ("season" if bins == "season" else f"{bins:g} d")
     _remove_coadd_arrays(root)
     _create_arrays(
-        root, n_pos, nf, n_bins, h, w, chunk,
+        root,
+        n_pos,
+        nf,
+        n_bins,
+        h,
+        w,
+        chunk,
         attrs={
             "coadd_bins": bins_label,
             "coadd_clip_sigma": "none" if clip_sigma is None else float(clip_sigma),
@@ -392,7 +431,8 @@ def coadd_warps(
             "coadd_weighting": weighting,
             "coadd_bad_bits": int(bad_bits),
             "coadd_zeropoint_rule": "stack zero point where a stack exists, else 25"
-            if use_stack else "25",
+            if use_stack
+            else "25",
         },
     )
     results = run(coadd_chunk, bounds, spec=spec) if n_bins > 0 else []
@@ -452,8 +492,15 @@ def coadd_photometry(
             ids = np.asarray(g["id"][pos]).astype(object)
             prow = np.asarray(g["position"][pos])
             ra, dec = np.asarray(g["ra"][pos]), np.asarray(g["dec"][pos])
-            x, y = position_in_cutout(ra, dec, np.asarray(g["crval1"][pos]), np.asarray(g["crval2"][pos]),
-                                      np.asarray(g["crpix1"][pos]), np.asarray(g["crpix2"][pos]), scale)
+            x, y = position_in_cutout(
+                ra,
+                dec,
+                np.asarray(g["crval1"][pos]),
+                np.asarray(g["crval2"][pos]),
+                np.asarray(g["crpix1"][pos]),
+                np.asarray(g["crpix2"][pos]),
+                scale,
+            )
             flux = np.asarray(g["coadd_flux"][pos])
             var = np.asarray(g["coadd_variance"][pos])
             nin = np.asarray(g["coadd_ninputs"][pos])
@@ -469,7 +516,9 @@ def coadd_photometry(
                 szp = np.asarray(g["stack_zeropoint"][pos]).astype(np.float64)
                 sst = np.asarray(g["stack_status"][pos])
         n = stop - start
-        geos = [aperture_geometry((h, w), (float(x[p]), float(y[p])), radius, annulus) for p in range(n)]
+        geos = [
+            aperture_geometry((h, w), (float(x[p]), float(y[p])), radius, annulus) for p in range(n)
+        ]
         for f in range(nf):
             for b in range(nb):
                 pp = np.flatnonzero(ne[:, f, b] > 0)
@@ -480,10 +529,19 @@ def coadd_photometry(
                 geo = [geos[i] for i in pp]
                 fwhm = None
                 if aperture_correction:
-                    fwhm = psf_fwhm_from_data(imgs, vv, None, geometry=geo, exposure=np.zeros(pp.size))
-                cols = forced_photometry(imgs, vv, None, geometry=geo, zeropoint=zp[pp, f],
-                                         psf_fwhm=fwhm, bad_bits=bad_bits,
-                                         aperture_correction=aperture_correction)
+                    fwhm = psf_fwhm_from_data(
+                        imgs, vv, None, geometry=geo, exposure=np.zeros(pp.size)
+                    )
+                cols = forced_photometry(
+                    imgs,
+                    vv,
+                    None,
+                    geometry=geo,
+                    zeropoint=zp[pp, f],
+                    psf_fwhm=fwhm,
+                    bad_bits=bad_bits,
+                    aperture_correction=aperture_correction,
+                )
                 s_f = np.full(pp.size, np.nan)
                 s_e = np.full(pp.size, np.nan)
                 if has_stack:
@@ -492,22 +550,61 @@ def coadd_photometry(
                         q = pp[ok]
                         sfw = None
                         if aperture_correction:
-                            sfw = psf_fwhm_from_data(sflux[q, f], None if svar is None else svar[q, f],
-                                                     None if smask is None else smask[q, f],
-                                                     geometry=[geos[i] for i in q],
-                                                     exposure=np.zeros(q.size), bad_bits=bad_bits)
+                            sfw = psf_fwhm_from_data(
+                                sflux[q, f],
+                                None if svar is None else svar[q, f],
+                                None if smask is None else smask[q, f],
+                                geometry=[geos[i] for i in q],
+                                exposure=np.zeros(q.size),
+                                bad_bits=bad_bits,
+                            )
                         sc = forced_photometry(
-                            sflux[q, f], None if svar is None else svar[q, f],
-                            None if smask is None else smask[q, f], geometry=[geos[i] for i in q],
-                            zeropoint=szp[q, f], psf_fwhm=sfw, bad_bits=bad_bits,
+                            sflux[q, f],
+                            None if svar is None else svar[q, f],
+                            None if smask is None else smask[q, f],
+                            geometry=[geos[i] for i in q],
+                            zeropoint=szp[q, f],
+                            psf_fwhm=sfw,
+                            bad_bits=bad_bits,
                             aperture_correction=aperture_correction,
                         )
                         s_f[ok], s_e[ok] = sc.flux, sc.flux_err
                 for j, p in enumerate(pp):
-                    rows.append((ids[p], int(prow[p]), ra[p], dec[p], filters[f], b, t0[p, f, b],
-                                 t1[p, f, b], int(ne[p, f, b]), cols.flux[j], cols.flux_err[j],
-                                 int(cols.flags[j]), s_f[j], s_e[j]))
-    columns = ["id", "position", "ra", "dec", "filter", "coadd_bin", "mjd_start", "mjd_end",
-               "n_epochs", "flux", "flux_err", "flags", "stack_flux", "stack_flux_err"]
+                    rows.append(
+                        (
+                            ids[p],
+                            int(prow[p]),
+                            ra[p],
+                            dec[p],
+                            filters[f],
+                            b,
+                            t0[p, f, b],
+                            t1[p, f, b],
+                            int(ne[p, f, b]),
+                            cols.flux[j],
+                            cols.flux_err[j],
+                            int(cols.flags[j]),
+                            s_f[j],
+                            s_e[j],
+                        )
+                    )
+    columns = [
+        "id",
+        "position",
+        "ra",
+        "dec",
+        "filter",
+        "coadd_bin",
+        "mjd_start",
+        "mjd_end",
+        "n_epochs",
+        "flux",
+        "flux_err",
+        "flags",
+        "stack_flux",
+        "stack_flux_err",
+    ]
     out = pd.DataFrame(rows, columns=columns)
-    return out.sort_values(["position", "filter", "coadd_bin"], kind="stable").reset_index(drop=True)
+    return out.sort_values(["position", "filter", "coadd_bin"], kind="stable").reset_index(
+        drop=True
+    )

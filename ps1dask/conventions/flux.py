@@ -103,8 +103,14 @@ def _scaling_key(header: Header) -> _ScalingKey:
 
 
 @functools.lru_cache(maxsize=128)
-def _linear_table(dtype: str, bscale: float, bzero: float, blank: int | None,
-                  bsoften: float | None, boffset: float | None) -> npt.NDArray[np.float32]:
+def _linear_table(
+    dtype: str,
+    bscale: float,
+    bzero: float,
+    blank: int | None,
+    bsoften: float | None,
+    boffset: float | None,
+) -> npt.NDArray[np.float32]:
     """Flux of every stored value of ``dtype``, indexed by the value's unsigned bit pattern."""
     size = np.dtype(dtype).itemsize
     values = np.arange(1 << (8 * size), dtype=np.int64).astype(f"u{size}").view(dtype)

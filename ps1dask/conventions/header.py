@@ -71,7 +71,14 @@ def cutout_header(source: fits.Header, x0: int, y0: int, width: int, height: int
     out["NAXIS"] = 2
     out["NAXIS1"] = width
     out["NAXIS2"] = height
-    skip = set(CUTOUT_DROPPED_KEYWORDS) | {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND"}
+    skip = set(CUTOUT_DROPPED_KEYWORDS) | {
+        "SIMPLE",
+        "BITPIX",
+        "NAXIS",
+        "NAXIS1",
+        "NAXIS2",
+        "EXTEND",
+    }
     for card in source.cards:
         key = card.keyword
         if key in skip or key.startswith("Z") or key in ("", "COMMENT", "HISTORY"):

@@ -29,8 +29,13 @@ class MaskBit(enum.IntFlag):
 
 #: Bits that make a pixel unusable for photometry by default.
 DEFAULT_BAD_BITS = (
-    MaskBit.FLAT | MaskBit.DARK | MaskBit.BLANK | MaskBit.SAT | MaskBit.LOW
-    | MaskBit.CR | MaskBit.CONV_BAD
+    MaskBit.FLAT
+    | MaskBit.DARK
+    | MaskBit.BLANK
+    | MaskBit.SAT
+    | MaskBit.LOW
+    | MaskBit.CR
+    | MaskBit.CONV_BAD
 )
 
 

@@ -49,13 +49,14 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 import numpy as np
 from aiohttp import web
 from astropy.io import fits
 from multidict import CIMultiDict
 
+from ps1dask.background_server import BackgroundServer, bind_socket
 from ps1dask.conventions import (
     FILTERS,
     cut,
@@ -67,7 +68,6 @@ from ps1dask.conventions import (
     parse_types,
     position_pixel,
 )
-from ps1dask.background_server import BackgroundServer, bind_socket
 from ps1dask.emulator import page
 from ps1dask.emulator.faults import FaultInjector, Knobs, format_retry_after
 from ps1dask.exceptions import InvalidParameterError, PS1DaskError, ServiceHTTPError
@@ -81,6 +81,7 @@ from ps1dask.imaging import (
     resize_image,
 )
 from ps1dask.tessellation import SkycellId, locate, skycell_center
+from ps1dask.wire import CUTOUTS_PAGE_PATH, FILES_PREFIX, FITSCUT_PATH, LIST_PATH, LISTING_COLUMNS
 
 try:  # the synthetic sky (ImageRef may live in sky.py or files.py)
     from ps1dask.emulator.sky import ImageRef, SyntheticSky
@@ -95,29 +96,21 @@ log = logging.getLogger("ps1dask.emulator")
 # expected, and the server thread should not fill the user's console with it. (A targeted,
 # process-wide filter: catch_warnings is not thread-safe in the rendering threads.)
 warnings.filterwarnings(
-    "ignore", message=r"Keyword name .* HIERARCH card will be created",
+    "ignore",
+    message=r"Keyword name .* HIERARCH card will be created",
     category=fits.verify.VerifyWarning,
 )
 
 T = TypeVar("T")
 
-#: Header line of ``ps1filenames.py`` (joined with the chosen separator).
-LISTING_COLUMNS = (
-    "projcell", "subcell", "ra", "dec", "filter", "mjd", "type", "filename", "shortname",
-    "badflag",
-)
 #: Types the real service lists but the emulator does not synthesise (catalogues, PSFs):
 #: accepted and silently empty, like a type with no files.
 UNSYNTHESISED_TYPES = frozenset({"stack.psf", "stack.mdc", "stack.cmf", "warp.cmf", "warp.mdc"})
 SEPARATORS = {"": " ", "space": " ", " ": " ", "comma": ",", ",": ",", "tab": "\t", "\t": "\t"}
 
-FITSCUT_PATH = "/cgi-bin/fitscut.cgi"
-FILENAMES_PATH = "/cgi-bin/ps1filenames.py"
-CUTOUTS_PATH = "/cgi-bin/ps1cutouts"
-FILES_PREFIX = "/rings.v3.skycell/"
 EMULATOR_PREFIX = "/_emulator/"
 #: Endpoint names of ``requests_by_endpoint``.
-ENDPOINTS = (FITSCUT_PATH, FILENAMES_PATH, CUTOUTS_PATH, "files", "other")
+ENDPOINTS = (FITSCUT_PATH, LIST_PATH, CUTOUTS_PAGE_PATH, "files", "other")
 
 DEFAULT_CUTOUT_SIZE = 240
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
@@ -128,7 +121,7 @@ def endpoint_of(path: str) -> str | None:
     """Metrics name of a request path; None for the emulator's own ``/_emulator/*``."""
     if path.startswith(EMULATOR_PREFIX) or path == EMULATOR_PREFIX.rstrip("/"):
         return None
-    if path in (FITSCUT_PATH, FILENAMES_PATH, CUTOUTS_PATH):
+    if path in (FITSCUT_PATH, LIST_PATH, CUTOUTS_PAGE_PATH):
         return path
     if path.startswith(FILES_PREFIX):
         return "files"
@@ -339,8 +332,12 @@ class Reply:
                 yield data
 
 
-def text_reply(text: str, status: int = 200, content_type: str = "text/plain",
-               headers: Mapping[str, str] | None = None) -> Reply:
+def text_reply(
+    text: str,
+    status: int = 200,
+    content_type: str = "text/plain",
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
     hdrs = {"Content-Type": f"{content_type}; charset=utf-8", **(headers or {})}
     return Reply(status, hdrs, text.encode("utf-8"))
 
@@ -362,7 +359,8 @@ def parse_byte_range(value: str, size: int) -> tuple[int, int] | None:
     if not match or (match[1] == "" and match[2] == ""):
         return None
     unsatisfiable = HTTPFailure(
-        416, f"range {value!r} not satisfiable for {size} bytes",
+        416,
+        f"range {value!r} not satisfiable for {size} bytes",
         {"Content-Range": f"bytes */{size}"},
     )
     if match[1] == "":
@@ -386,7 +384,9 @@ def _values(params: Mapping[str, Any], name: str) -> list[str]:
     return [str(v).strip() for v in values if v is not None and str(v).strip()]
 
 
-def _float_param(params: Mapping[str, str], name: str, default: float | None = None) -> float | None:
+def _float_param(
+    params: Mapping[str, str], name: str, default: float | None = None
+) -> float | None:
     raw = params.get(name)
     if raw is None or str(raw).strip() == "":
         return default
@@ -542,7 +542,9 @@ class Service:
         if "/" in text and "/" + text.lstrip("/") != ref.filename:
             raise HTTPFailure(404, f"{text!r}: no such file (it would be {ref.filename})")
         if not self.sky.has_data(ref.skycell):
-            raise HTTPFailure(404, f"{text!r}: no PS1 data for {ref.skycell} (outside the 3pi footprint)")
+            raise HTTPFailure(
+                404, f"{text!r}: no PS1 data for {ref.skycell} (outside the 3pi footprint)"
+            )
         if ref.filename not in self._listing(ref.skycell, ref.band, ref.image_type):
             raise HTTPFailure(404, f"{text!r}: no such image (not listed by ps1filenames.py)")
         return ref
@@ -590,10 +592,19 @@ class Service:
             for ref in self._images(sid, filters, types):
                 mjd = "0.0" if ref.mjd is None else repr(float(ref.mjd))
                 filename = ref.filename
-                lines.append(sep.join((
-                    head, ref.band, mjd, ref.image_type, filename,
-                    filename.rsplit("/", 1)[-1], "0",
-                )))
+                lines.append(
+                    sep.join(
+                        (
+                            head,
+                            ref.band,
+                            mjd,
+                            ref.image_type,
+                            filename,
+                            filename.rsplit("/", 1)[-1],
+                            "0",
+                        )
+                    )
+                )
 
         skycell = str(params.get("skycell") or "").strip()
         if skycell:
@@ -650,8 +661,9 @@ class Service:
             return ("radec", x, y)
         return ("pixel", x, y)
 
-    def cut_linear(self, ref: Any, position: tuple[str, float, float] | None,
-                   size: tuple[int, int]) -> tuple[np.ndarray, Any, fits.Header]:
+    def cut_linear(
+        self, ref: Any, position: tuple[str, float, float] | None, size: tuple[int, int]
+    ) -> tuple[np.ndarray, Any, fits.Header]:
         """Linear float32 cutout of one image, the fitscut way (thread pool)."""
         header = self._header(ref)
         naxis1, naxis2 = int(header["NAXIS1"]), int(header["NAXIS2"])
@@ -665,11 +677,15 @@ class Service:
         else:
             xc, yc = position[1] + 1.0, position[2] + 1.0  # 0-based pixel -> 1-based
         if not (math.isfinite(xc) and math.isfinite(yc)):
-            raise InvalidParameterError(f"position {position[1:]} does not project onto {ref.shortname}")  # type: ignore[index]
+            raise InvalidParameterError(
+                f"position {position[1:]} does not project onto {ref.shortname}"
+            )  # type: ignore[index]
         box = cutout_box(xc, yc, size)
         sky = self.sky
         pixels = cut(
-            box, naxis1, naxis2,
+            box,
+            naxis1,
+            naxis2,
             lambda rows, cols: linear_pixels(sky.render_disk(ref, rows, cols), header),
         )
         return pixels, box, header
@@ -711,7 +727,9 @@ class Service:
             raise InvalidParameterError(f"output_size={output_size} is not a whole number")
         planes = {c: self.cut_linear(r, position, size)[0] for c, r in refs.items()}
         if colour:
-            image = fitscut_rgb(planes.get("red"), planes.get("green"), planes.get("blue"), **display)
+            image = fitscut_rgb(
+                planes.get("red"), planes.get("green"), planes.get("blue"), **display
+            )
         else:
             image = fitscut_grey(planes["red"], **display)
         height, width = image.shape[:2]
@@ -805,17 +823,19 @@ class Service:
         return _json_response(self.state.knobs.as_dict())
 
     async def emulator_info(self, request: web.Request) -> web.Response:
-        return _json_response({
-            "service": "ps1dask emulator of ps1images.stsci.edu",
-            "seed": getattr(self.sky, "seed", None),
-            "knobs": self.state.knobs.as_dict(),
-            "endpoints": {
-                "truth": "/_emulator/truth?ra=&dec=&radius=&mjd=",
-                "metrics": "/_emulator/metrics",
-                "metrics_reset": "POST /_emulator/metrics/reset",
-                "config": "GET|POST /_emulator/config",
-            },
-        })
+        return _json_response(
+            {
+                "service": "ps1dask emulator of ps1images.stsci.edu",
+                "seed": getattr(self.sky, "seed", None),
+                "knobs": self.state.knobs.as_dict(),
+                "endpoints": {
+                    "truth": "/_emulator/truth?ra=&dec=&radius=&mjd=",
+                    "metrics": "/_emulator/metrics",
+                    "metrics_reset": "POST /_emulator/metrics/reset",
+                    "config": "GET|POST /_emulator/config",
+                },
+            }
+        )
 
     # ----- the middleware: accounting, limits, faults, latency, bandwidth ----------------------
 
@@ -848,9 +868,12 @@ class Service:
                 return web.Response()  # the client hung up; nothing to send
             if fault in ("503", "429"):
                 state.metrics.fault(fault)
-                message = "service temporarily unavailable" if fault == "503" else "too many requests"
+                message = (
+                    "service temporarily unavailable" if fault == "503" else "too many requests"
+                )
                 reply = _error_reply(
-                    int(fault), f"{message} (emulated fault)",
+                    int(fault),
+                    f"{message} (emulated fault)",
                     {"Retry-After": format_retry_after(knobs.retry_after)},
                 )
                 return await self._transmit(request, reply, None, knobs)
@@ -898,8 +921,9 @@ class Service:
             return result
         raise TypeError(f"service handler returned {type(result).__name__}")  # pragma: no cover
 
-    async def _transmit(self, request: web.Request, reply: Reply, fault: str | None,
-                        knobs: Knobs) -> web.StreamResponse:
+    async def _transmit(
+        self, request: web.Request, reply: Reply, fault: str | None, knobs: Knobs
+    ) -> web.StreamResponse:
         metrics = self.state.metrics
         metrics.status(reply.status)
         resp = web.StreamResponse(status=reply.status, headers=reply.headers)
@@ -952,15 +976,15 @@ class Service:
     def make_app(self) -> web.Application:
         app = web.Application(middlewares=[self.middleware], client_max_size=256 * 1024**2)
         svc = self._service
-        app.router.add_route("GET", FILENAMES_PATH, svc(self.filenames))
-        app.router.add_route("POST", FILENAMES_PATH, svc(self.filenames))
+        app.router.add_route("GET", LIST_PATH, svc(self.filenames))
+        app.router.add_route("POST", LIST_PATH, svc(self.filenames))
         app.router.add_route("GET", FITSCUT_PATH, svc(self.fitscut))
         app.router.add_route("POST", FITSCUT_PATH, svc(self.fitscut))
-        app.router.add_route("GET", CUTOUTS_PATH, svc(self.cutouts_page))
-        app.router.add_route("POST", CUTOUTS_PATH, svc(self.cutouts_page))
+        app.router.add_route("GET", CUTOUTS_PAGE_PATH, svc(self.cutouts_page))
+        app.router.add_route("POST", CUTOUTS_PAGE_PATH, svc(self.cutouts_page))
         # Whole files: GET also answers HEAD.
         app.router.add_get(
-            r"/rings.v3.skycell/{projcell:\d{4}}/{subcell:\d{3}}/{name:[A-Za-z0-9._]+}",
+            FILES_PREFIX + r"{projcell:\d{4}}/{subcell:\d{3}}/{name:[A-Za-z0-9._]+}",
             svc(self.whole_file),
         )
         app.router.add_get("/", svc(self.index))
@@ -1050,9 +1074,15 @@ class Emulator:
         sky: SyntheticSky | None = None,
     ) -> None:
         self.knobs0 = Knobs(
-            latency=latency, bandwidth=bandwidth, work_per_mpix=work_per_mpix,
-            fault_rate=fault_rate, fault_kinds=fault_kinds, retry_after=retry_after,
-            stall_seconds=stall_seconds, seed=seed, max_concurrency=max_concurrency,
+            latency=latency,
+            bandwidth=bandwidth,
+            work_per_mpix=work_per_mpix,
+            fault_rate=fault_rate,
+            fault_kinds=fault_kinds,
+            retry_after=retry_after,
+            stall_seconds=stall_seconds,
+            seed=seed,
+            max_concurrency=max_concurrency,
         )
         self.seed = seed
         self.sky = sky if sky is not None else SyntheticSky(seed=seed)
@@ -1129,7 +1159,7 @@ class Emulator:
             self._finalizer.detach()
             self._finalizer = None
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -1163,7 +1193,11 @@ class Emulator:
 
     def _on_loop(self, fn: Callable[[], T]) -> T:
         loop = self._server.loop
-        if loop is None or not loop.is_running() or self._server.thread is threading.current_thread():
+        if (
+            loop is None
+            or not loop.is_running()
+            or self._server.thread is threading.current_thread()
+        ):
             return fn()
 
         async def settled() -> T:
@@ -1176,7 +1210,7 @@ class Emulator:
         future = asyncio.run_coroutine_threadsafe(settled(), loop)
         try:
             return future.result(timeout=10)
-        except Exception:  # pragma: no cover - loop stopping or stuck: read directly
+        except Exception:  # noqa: BLE001  # pragma: no cover - loop stopping or stuck: read directly
             future.cancel()
             return fn()
 

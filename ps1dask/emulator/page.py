@@ -25,9 +25,8 @@ from urllib.parse import urlencode
 from ps1dask.conventions import FILTERS, IMAGE_TYPES, MAX_CUTOUT_SIZE
 from ps1dask.exceptions import InvalidParameterError, InvalidSkycellError
 from ps1dask.tessellation import SkycellId, locate, skycell_center
+from ps1dask.wire import CUTOUTS_PAGE_PATH, FITSCUT_PATH
 
-FITSCUT = "/cgi-bin/fitscut.cgi"
-PAGE = "/cgi-bin/ps1cutouts"
 AUXILIARY = ("data", "mask", "wt", "exp", "expwt", "num")
 DISPLAY_SIZES = (0, 120, 180, 240, 300, 360, 480, 600, 800, 1024)
 #: JPEG display side when output_size is 0 ("default") and the cutout is larger.
@@ -204,7 +203,7 @@ def _form_html(form: _Form) -> str:
         for n in sorted(set(DISPLAY_SIZES) | {form.output_size})
     )
     return f"""
-<form method="get" action="{PAGE}">
+<form method="get" action="{CUTOUTS_PAGE_PATH}">
  <fieldset><label for="pos">Position or skycell</label>
   <input type="text" id="pos" name="pos" value="{_esc(form.pos)}"
    placeholder="83.63321 22.01446 | 05 34 31.97 +22 00 52.1 | skycell.1784.059"></fieldset>
@@ -216,7 +215,7 @@ def _form_html(form: _Form) -> str:
   <label>JPEG display size <select name="output_size">{sizes}</select></label>
   <input type="hidden" name="autoscale" value="{form.autoscale:g}"></fieldset>
  <fieldset><input type="submit" value="Submit"> <input type="reset" value="Reset">
-  <a href="{PAGE}">Clear</a></fieldset>
+  <a href="{CUTOUTS_PAGE_PATH}">Clear</a></fieldset>
 </form>"""
 
 
@@ -286,8 +285,13 @@ def _results(service: Any, form: _Form) -> str:
     refs = list(service._images(sid, form.filters, types)) if types else []
     display = form.display_size
     common = {"ra": repr(ra), "dec": repr(dec), "size": form.size}
-    jpeg = {**common, "format": "jpg", "output_size": display, "asinh": "True",
-            "autoscale": f"{form.autoscale:g}"}
+    jpeg = {
+        **common,
+        "format": "jpg",
+        "output_size": display,
+        "asinh": "True",
+        "autoscale": f"{form.autoscale:g}",
+    }
     tiles: list[str] = []
 
     stacks = {r.band: r for r in refs if r.image_type == "stack"}
@@ -299,7 +303,7 @@ def _results(service: Any, form: _Form) -> str:
             b for b in (bands[-1], bands[len(bands) // 2] if green else None, bands[0]) if b
         )
         src = _url(
-            FITSCUT,
+            FITSCUT_PATH,
             red=red.filename,
             green=green.filename if green else None,
             blue=blue.filename,
@@ -318,10 +322,10 @@ def _results(service: Any, form: _Form) -> str:
         label = f"{ref.image_type} {sid} {ref.band}"
         if ref.mjd is not None:
             label += f" MJD {float(ref.mjd):.5f}"
-        src = _url(FITSCUT, red=ref.filename, **jpeg)
+        src = _url(FITSCUT_PATH, red=ref.filename, **jpeg)
         links = [
             ("FITS", ref.filename),
-            ("FITS-cutout", _url(FITSCUT, red=ref.filename, format="fits", **common)),
+            ("FITS-cutout", _url(FITSCUT_PATH, red=ref.filename, format="fits", **common)),
         ]
         tiles.append(_tile(label, src, display, display, links))
     if not tiles:
@@ -337,7 +341,7 @@ def index_page(knobs: Mapping[str, Any]) -> str:
 <style>{_STYLE} td{{padding:0 .8em}}</style></head><body>
 <h1>ps1dask emulator of ps1images.stsci.edu</h1>
 <ul>
-<li><a href="{PAGE}">/cgi-bin/ps1cutouts</a>: the cutout web page</li>
+<li><a href="{CUTOUTS_PAGE_PATH}">/cgi-bin/ps1cutouts</a>: the cutout web page</li>
 <li><a href="/cgi-bin/ps1filenames.py?skycell=1405.053">/cgi-bin/ps1filenames.py</a>:
  image lists (ra/dec, skycell, or POST a file of 'ra dec' lines)</li>
 <li>/cgi-bin/fitscut.cgi: cutouts (FITS, JPEG, PNG, colour)</li>

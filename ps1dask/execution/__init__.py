@@ -14,9 +14,9 @@ __all__ = [
     "RunOutcome",
     "StackTaskSpec",
     "UnitReport",
+    "WarpTaskSpec",
     "cluster_client",
     "run_stack_unit",
     "run_units",
-    "WarpTaskSpec",
     "run_warp_unit",
 ]

@@ -56,13 +56,16 @@ def cluster_client(
         with distributed.Client(configured) as c:
             yield c
         return
-    with distributed.LocalCluster(
-        n_workers=n_workers or 2,
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        dashboard_address=":0",
-        silence_logs=logging.ERROR,
-    ) as cluster, distributed.Client(cluster) as c:
+    with (
+        distributed.LocalCluster(
+            n_workers=n_workers or 2,
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            dashboard_address=":0",
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
         if not quiet:
             print(f"Dask dashboard: {c.dashboard_link}", file=sys.stderr, flush=True)
         yield c
@@ -131,7 +134,9 @@ def run_units(
     outcome = RunOutcome()
     t0 = time.perf_counter()
     pending = {
-        dask_client.submit(func, unit, spec, key=f"{key_prefix}-{unit.index}", priority=-i, pure=False)
+        dask_client.submit(
+            func, unit, spec, key=f"{key_prefix}-{unit.index}", priority=-i, pure=False
+        )
         for i, unit in enumerate(units)
     }
     bar = tqdm(
@@ -158,7 +163,9 @@ def run_units(
                     f"pre-empted?): {err}"
                 )
             except CommClosedError as err:
-                failure = JobAbortedError(f"stopped: lost the connection to the Dask scheduler ({err})")
+                failure = JobAbortedError(
+                    f"stopped: lost the connection to the Dask scheduler ({err})"
+                )
             except PS1DaskError as err:
                 failure = err
             except OSError as err:
@@ -178,7 +185,11 @@ def run_units(
             ok = report.statuses.get("ok", 0)
             cutouts += ok
             bar.update(report.n_positions)
-            bar.set_postfix(cutouts=cutouts, requests=outcome.requests.snapshot().get("requests", 0), refresh=False)
+            bar.set_postfix(
+                cutouts=cutouts,
+                requests=outcome.requests.snapshot().get("requests", 0),
+                refresh=False,
+            )
             unavailable_streak = unavailable_streak + 1 if report.unavailable else 0
             if unavailable_streak >= abort_after_unavailable:
                 outcome.aborted = (
@@ -198,7 +209,9 @@ def run_units(
             still = wait_for_running_units(dask_client, key_prefix)
             if still:
                 logger.warning(
-                    "%d work unit(s) of %s were still running when ps1dask stopped", still, key_prefix
+                    "%d work unit(s) of %s were still running when ps1dask stopped",
+                    still,
+                    key_prefix,
                 )
         outcome.seconds = time.perf_counter() - t0
     if failure is not None:

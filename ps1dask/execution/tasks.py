@@ -54,8 +54,14 @@ def _fetch_context(spec: Any) -> tuple[PS1Service, LocalFileCache | None, dict[s
     needs_cache = spec.strategy in ("skycell", "auto")
     cache = LocalFileCache(spec.cache_dir, spec.cache_bytes) if needs_cache else None
     common = {
-        "filters": spec.filters, "types": spec.types, "width": spec.width, "height": spec.height,
-        "strategy": spec.strategy, "service": service, "cache": cache, "profile": spec.profile,
+        "filters": spec.filters,
+        "types": spec.types,
+        "width": spec.width,
+        "height": spec.height,
+        "strategy": spec.strategy,
+        "service": service,
+        "cache": cache,
+        "profile": spec.profile,
     }
     return service, cache, common
 
@@ -78,7 +84,9 @@ def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
     """Fetch, linearise and cut every cutout of ``unit``, then write its chunks."""
     service, _, common = _fetch_context(spec)
     result = StackUnitFetcher(unit, **common).run()
-    write_unit_chunks(Path(spec.store), unit.start, unit.stop, result.images, result.status, result.zeropoint)
+    write_unit_chunks(
+        Path(spec.store), unit.start, unit.stop, result.images, result.status, result.zeropoint
+    )
     return _report(unit, service, result, result.status)
 
 
@@ -104,6 +112,8 @@ def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:
     service, _, common = _fetch_context(spec)
     result = WarpUnitFetcher(work, n_epochs_max=spec.n_epochs_max, **common).run()
     unit = work.unit
-    write_warp_chunks(Path(spec.store), unit.start, unit.stop, result.images, result.meta, result.status)
+    write_warp_chunks(
+        Path(spec.store), unit.start, unit.stop, result.images, result.meta, result.status
+    )
     # status 0 also pads the epoch axis: count only real outcomes
     return _report(unit, service, result, result.status[result.status > 0])

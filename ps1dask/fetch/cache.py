@@ -41,7 +41,9 @@ class LocalFileCache:
 
     def __init__(self, directory: str | Path | None = None, max_bytes: int | None = None) -> None:
         self.directory = Path(directory) if directory is not None else default_cache_directory()
-        self.max_bytes = int(max_bytes if max_bytes is not None else dask.config.get("ps1dask.cache.max-bytes"))
+        self.max_bytes = int(
+            max_bytes if max_bytes is not None else dask.config.get("ps1dask.cache.max-bytes")
+        )
         self.directory.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, filename: str, service_url: str) -> Path:

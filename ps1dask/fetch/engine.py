@@ -58,9 +58,13 @@ class ImageGroup:
     strategy: str = "cutout"
 
     @classmethod
-    def for_unit(cls, unit: Any, filename: str, local: npt.NDArray[np.int64], members: npt.NDArray[np.int64]) -> ImageGroup:
+    def for_unit(
+        cls, unit: Any, filename: str, local: npt.NDArray[np.int64], members: npt.NDArray[np.int64]
+    ) -> ImageGroup:
         """The group of a work unit's positions ``local`` (indices in the unit) in one image."""
-        return cls(filename, members, unit.ra[local], unit.dec[local], unit.x0[local], unit.y0[local])
+        return cls(
+            filename, members, unit.ra[local], unit.dec[local], unit.x0[local], unit.y0[local]
+        )
 
 
 # Tile indexes of service files, per process: another unit often needs a skycell this one
@@ -113,7 +117,9 @@ class CutoutEngine:
             return strategy
         runs = row_runs(group.y0, self.height, self.profile.image_rows)
         cached = self.cache is not None and self.cache.contains(group.filename, self.service.url)
-        return choose_strategy(len(group.members), self.width, self.height, runs, self.profile, cached=cached)
+        return choose_strategy(
+            len(group.members), self.width, self.height, runs, self.profile, cached=cached
+        )
 
     # -- strategies ---------------------------------------------------------------------
 
@@ -128,7 +134,9 @@ class CutoutEngine:
             return
         self.on_cutout(member, np.asarray(hdu.data, dtype=np.float32), hdu.header)
 
-    def _cut_from_tiles(self, group: ImageGroup, index: CompressedImageIndex, read: ReadRange) -> None:
+    def _cut_from_tiles(
+        self, group: ImageGroup, index: CompressedImageIndex, read: ReadRange
+    ) -> None:
         runs = row_runs(group.y0, self.height, index.naxis2, max_gap=self.height)
         # Decompress whole row tiles, but linearise only the pixels each cutout takes
         # (elementwise, so the same values as linearising the rows first).
@@ -162,6 +170,7 @@ class CutoutEngine:
 
     def _fetch_range(self, group: ImageGroup) -> None:
         try:
+
             def read(a: int, b: int) -> bytes:
                 return self.service.read_range(group.filename, a, b)
 
@@ -178,7 +187,9 @@ class CutoutEngine:
         for g in groups:
             used[g.strategy] = used.get(g.strategy, 0) + len(g.members)
             if g.strategy == "cutout":
-                jobs.extend(lambda g=g, k=k: self._fetch_cutout(g, k) for k in range(len(g.members)))
+                jobs.extend(
+                    lambda g=g, k=k: self._fetch_cutout(g, k) for k in range(len(g.members))
+                )
             elif g.strategy == "skycell":
                 jobs.append(lambda g=g: self._fetch_skycell(g))
             else:

@@ -50,11 +50,23 @@ class StackUnitFetcher(UnitFetcher):
     ) -> None:
         n, nf = unit.n_positions, len(filters)
         super().__init__(
-            unit, inner=(nf,), filters=filters, types=types, width=width, height=height,
-            strategy=strategy, service=service, cache=cache, profile=profile,
+            unit,
+            inner=(nf,),
+            filters=filters,
+            types=types,
+            width=width,
+            height=height,
+            strategy=strategy,
+            service=service,
+            cache=cache,
+            profile=profile,
         )
         self.images = empty_images(STACK_VARIABLES, types, (n, nf, height, width))
-        self.status = np.where(unit.fetch, STATUS["pending"], STATUS["outside_footprint"])[:, None].repeat(nf, 1).astype(np.uint8)
+        self.status = (
+            np.where(unit.fetch, STATUS["pending"], STATUS["outside_footprint"])[:, None]
+            .repeat(nf, 1)
+            .astype(np.uint8)
+        )
         self.zeropoint = np.full((n, nf), np.nan, dtype=np.float32)
 
     def on_cutout(self, cell: Cell, image_type: str, pixels: np.ndarray, header: Any) -> None:
@@ -74,8 +86,13 @@ class StackUnitFetcher(UnitFetcher):
 
     def result(self, strategies: dict[str, int], seconds: float) -> UnitResult:
         return UnitResult(
-            images=self.images, status=self.status, zeropoint=self.zeropoint, strategies=strategies,
-            errors=self.log.errors, unavailable=self.log.unavailable, seconds=seconds,
+            images=self.images,
+            status=self.status,
+            zeropoint=self.zeropoint,
+            strategies=strategies,
+            errors=self.log.errors,
+            unavailable=self.log.unavailable,
+            seconds=seconds,
         )
 
     def combine(self) -> None:

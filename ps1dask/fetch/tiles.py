@@ -533,13 +533,20 @@ class CompressedImageIndex:
                 pixels = flat[k * tile_pixels : (k + 1) * tile_pixels]
                 if size <= 0:
                     raise ValueError("tile has no compressed bytes")
-                rcomp_decode(view[at : at + size], shape=pixels.shape, dtype=dtype,
-                             nblock=block_size, out=pixels)
+                rcomp_decode(
+                    view[at : at + size],
+                    shape=pixels.shape,
+                    dtype=dtype,
+                    nblock=block_size,
+                    out=pixels,
+                )
         except Exception as exc:
             raise BadFITSError(f"cannot decompress tile {t0 + k} of HDU 1: {exc}") from exc
         return out
 
-    def _decode_with_astropy(self, t0: int, t1: int, heap: bytes, ranges: list[tuple[int, int]]) -> np.ndarray:
+    def _decode_with_astropy(
+        self, t0: int, t1: int, heap: bytes, ranges: list[tuple[int, int]]
+    ) -> np.ndarray:
         naxis1 = int(self.table_header["NAXIS1"])
         _, columns = _table_layout(self.table_header)
         table = np.frombuffer(self.table_bytes, dtype=np.uint8).reshape(-1, naxis1)[t0:t1].copy()

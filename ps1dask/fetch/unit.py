@@ -31,7 +31,9 @@ def to_store_dtype(pixels: np.ndarray, dtype: str) -> np.ndarray:
     return pixels
 
 
-def empty_images(variables: dict[str, tuple[str, str, str, str]], types: tuple[str, ...], shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+def empty_images(
+    variables: dict[str, tuple[str, str, str, str]], types: tuple[str, ...], shape: tuple[int, ...]
+) -> dict[str, np.ndarray]:
     """Arrays of a unit's images, filled as the store's fill values."""
     out = {}
     for t in types:
@@ -94,8 +96,13 @@ class UnitFetcher(abc.ABC):
         self._outcome: dict[tuple[Any, ...], int] = {}
         self._lock = threading.Lock()
         self.engine = CutoutEngine(
-            width=width, height=height, service=service, cache=cache, profile=profile,
-            on_cutout=self._store_cutout, on_failure=self._on_failure,
+            width=width,
+            height=height,
+            service=service,
+            cache=cache,
+            profile=profile,
+            on_cutout=self._store_cutout,
+            on_failure=self._on_failure,
         )
 
     # -- members: a cell and an image type in one integer ---------------------------------

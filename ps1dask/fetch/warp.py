@@ -50,7 +50,9 @@ class WarpUnitResult:
     seconds: float = 0.0
 
 
-def coverage_weights(width: int, height: int, radius: float = COVERAGE_RADIUS) -> npt.NDArray[np.bool_]:
+def coverage_weights(
+    width: int, height: int, radius: float = COVERAGE_RADIUS
+) -> npt.NDArray[np.bool_]:
     """Pixels within ``radius`` of the cutout's target pixel (W//2, H//2)."""
     y, x = np.mgrid[:height, :width]
     return (x - width // 2) ** 2 + (y - height // 2) ** 2 <= radius**2
@@ -75,8 +77,16 @@ class WarpUnitFetcher(UnitFetcher):
     ) -> None:
         n, nf, ne = work.unit.n_positions, len(filters), n_epochs_max
         super().__init__(
-            work.unit, inner=(nf, ne), filters=filters, types=types, width=width, height=height,
-            strategy=strategy, service=service, cache=cache, profile=profile,
+            work.unit,
+            inner=(nf, ne),
+            filters=filters,
+            types=types,
+            width=width,
+            height=height,
+            strategy=strategy,
+            service=service,
+            cache=cache,
+            profile=profile,
         )
         self.epochs = work.epochs
         self.n_epochs = n_epochs_max
@@ -117,21 +127,32 @@ class WarpUnitFetcher(UnitFetcher):
         for (projcell, subcell), members in self.unit.skycell_groups():
             sid = SkycellId(projcell, subcell)
             for bi, band in enumerate(self.filters):
-                for ei, mjd in enumerate(self.epochs.get((projcell, subcell, band), np.empty(0)).tolist()):
+                for ei, mjd in enumerate(
+                    self.epochs.get((projcell, subcell, band), np.empty(0)).tolist()
+                ):
                     for ti, image_type in enumerate(self.types):
-                        out.append(self._group(image_filename(sid, band, image_type, mjd), members, bi, ei, ti))
+                        out.append(
+                            self._group(
+                                image_filename(sid, band, image_type, mjd), members, bi, ei, ti
+                            )
+                        )
         return out
 
     def result(self, strategies: dict[str, int], seconds: float) -> WarpUnitResult:
         return WarpUnitResult(
-            images=self.images, meta=self.meta, status=self.status, strategies=strategies,
-            errors=self.log.errors, unavailable=self.log.unavailable, seconds=seconds,
+            images=self.images,
+            meta=self.meta,
+            status=self.status,
+            strategies=strategies,
+            errors=self.log.errors,
+            unavailable=self.log.unavailable,
+            seconds=seconds,
         )
 
     def combine(self) -> None:
         flux = self.images["warp_flux"]
         mask = self.images.get("warp_mask")
-        for (i, bi, ei, image_type) in list(self._outcome):
+        for i, bi, ei, image_type in list(self._outcome):
             if image_type != "warp":
                 continue
             outcomes = [self._outcome.get((i, bi, ei, t), STATUS["failed"]) for t in self.types]
@@ -149,5 +170,9 @@ class WarpUnitFetcher(UnitFetcher):
             coverage = float(near.mean()) if near.size else 0.0
             self.meta["warp_coverage"][i, bi, ei] = coverage
             # no usable pixel near the position: a blank warp, recorded and never refetched
-            self.status[i, bi, ei] = STATUS["ok"] if np.any(np.isfinite(flux[i, bi, ei][self._near])) else STATUS["blank"]
+            self.status[i, bi, ei] = (
+                STATUS["ok"]
+                if np.any(np.isfinite(flux[i, bi, ei][self._near]))
+                else STATUS["blank"]
+            )
         # positions outside the footprint have no epochs; their status stays 0 (padding)

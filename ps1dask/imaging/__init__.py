@@ -91,9 +91,7 @@ def resize_image(image: npt.NDArray[np.uint8], width: int, height: int) -> npt.N
     return np.asarray(Image.fromarray(arr).resize((int(width), int(height)), method))
 
 
-def encode_image(
-    image: npt.NDArray[np.uint8], fmt: str = "jpg", quality: int = 90
-) -> bytes:
+def encode_image(image: npt.NDArray[np.uint8], fmt: str = "jpg", quality: int = 90) -> bytes:
     """Encode an 8-bit grey or RGB image (rows top to bottom) as JPEG or PNG bytes."""
     from PIL import Image
 
@@ -105,7 +103,9 @@ def encode_image(
         ) from None
     arr = np.asarray(image)
     if arr.dtype != np.uint8 or arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] != 3):
-        raise InvalidParameterError(f"expected a uint8 (H, W) or (H, W, 3) image, got {arr.dtype} {arr.shape}")
+        raise InvalidParameterError(
+            f"expected a uint8 (H, W) or (H, W, 3) image, got {arr.dtype} {arr.shape}"
+        )
     buf = io.BytesIO()
     options = {"quality": int(quality)} if pil_format == "JPEG" else {"optimize": False}
     Image.fromarray(arr).save(buf, format=pil_format, **options)

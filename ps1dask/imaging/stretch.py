@@ -148,7 +148,9 @@ def asinh_channels(
     norm = [np.where(np.isfinite(t), t, 0.0) for t in norm]
     total = np.sum(norm, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        weight = np.where(total != 0, np.arcsinh(nonlinearity * total) / (nonlinearity * total), 1.0)
+        weight = np.where(
+            total != 0, np.arcsinh(nonlinearity * total) / (nonlinearity * total), 1.0
+        )
     scaled = [t * weight for t in norm]
     peak = np.max(scaled, axis=0)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -248,7 +250,9 @@ def rgb_image(
     """
     _channels(red, green, blue)  # validates
     scaled: list[FloatArray | None] = [
-        None if chan is None else stretch(
+        None
+        if chan is None
+        else stretch(
             chan, vmin=vmin, vmax=vmax, autoscale=autoscale, asinh=asinh, softening=softening
         )
         for chan in (red, green, blue)

@@ -75,7 +75,9 @@ class LCFlag(enum.IntFlag):
 
 
 #: Rows with any of these flags should not be used (``lightcurve_stats`` drops them).
-BAD_FLAGS = LCFlag.BLANK | LCFlag.FAILED | LCFlag.SATURATED | LCFlag.NO_BACKGROUND | LCFlag.UNRELIABLE
+BAD_FLAGS = (
+    LCFlag.BLANK | LCFlag.FAILED | LCFlag.SATURATED | LCFlag.NO_BACKGROUND | LCFlag.UNRELIABLE
+)
 
 
 def flag_names(value: int) -> list[str]:
@@ -97,8 +99,13 @@ def position_in_cutout(
     The fitscut rule puts the position within half a pixel of ``(W//2, H//2)``; this is its
     exact place, which forced photometry centres on.
     """
-    x, y = project(np.asarray(ra, np.float64), np.asarray(dec, np.float64),
-                   np.asarray(crval1, np.float64), np.asarray(crval2, np.float64), scale_deg)
+    x, y = project(
+        np.asarray(ra, np.float64),
+        np.asarray(dec, np.float64),
+        np.asarray(crval1, np.float64),
+        np.asarray(crval2, np.float64),
+        scale_deg,
+    )
     return x + np.asarray(crpix1, np.float64) - 1.0, y + np.asarray(crpix2, np.float64) - 1.0
 
 
@@ -159,15 +166,18 @@ def estimate_psf_sigma(
     ys = slice(max(cy - half, 0), min(cy + half + 1, ny))
     d = data[:, ys, xs] - np.asarray(background, np.float64).reshape(n)[:, None, None]
     yy, xx = np.mgrid[ys, xs]
-    inside = ((xx[None] - cen[:, 0, None, None]) ** 2 + (yy[None] - cen[:, 1, None, None]) ** 2
-              <= fit_radius**2)
+    inside = (xx[None] - cen[:, 0, None, None]) ** 2 + (
+        yy[None] - cen[:, 1, None, None]
+    ) ** 2 <= fit_radius**2
     ok = good[:, ys, xs] & inside & np.isfinite(d)
     if variances is not None:
         v = np.asarray(variances, dtype=np.float64)[:, ys, xs]
         ok &= np.isfinite(v) & (v > 0)
         w = np.where(ok, 1.0 / np.where(ok, v, 1.0), 0.0)
     else:
-        sky = np.broadcast_to(np.asarray(np.nan if sky_sigma is None else sky_sigma, np.float64), (n,))
+        sky = np.broadcast_to(
+            np.asarray(np.nan if sky_sigma is None else sky_sigma, np.float64), (n,)
+        )
         inv = np.where(np.isfinite(sky) & (sky > 0), 1.0 / np.where(sky > 0, sky, 1.0) ** 2, 0.0)
         w = ok * inv[:, None, None]
     d = np.where(ok, d, 0.0)
@@ -176,8 +186,9 @@ def estimate_psf_sigma(
     chi2 = np.empty((n, _SIGMA_GRID.size))
     amp = np.empty((n, _SIGMA_GRID.size))
     for j, s in enumerate(_SIGMA_GRID):
-        psf = gaussian_pixel_psf((d.shape[1], d.shape[2]),
-                                 (cen[:, 0] - xs.start, cen[:, 1] - ys.start), np.full(n, s))
+        psf = gaussian_pixel_psf(
+            (d.shape[1], d.shape[2]), (cen[:, 0] - xs.start, cen[:, 1] - ys.start), np.full(n, s)
+        )
         wpp = np.einsum("nij,nij->n", w * psf, psf)
         wpd = np.einsum("nij,nij->n", w * psf, d)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -254,8 +265,15 @@ def psf_fwhm_from_data(
     background, sky, n_sky = clipped_stats(ring_vals)
     background = np.where(n_sky >= 5, background, np.nan)
     centres = np.array([g.position for g in geometry], dtype=np.float64)
-    sigma, snr = estimate_psf_sigma(data, variances, usable & np.isfinite(background)[:, None, None],
-                                    centres, np.nan_to_num(background), sky, min_snr=min_snr)
+    sigma, snr = estimate_psf_sigma(
+        data,
+        variances,
+        usable & np.isfinite(background)[:, None, None],
+        centres,
+        np.nan_to_num(background),
+        sky,
+        min_snr=min_snr,
+    )
     per_exposure = combine_exposure_sigma(sigma, snr, exposure)
     return per_exposure * FWHM_PER_SIGMA * PIXEL_ARCSEC
 
@@ -304,7 +322,11 @@ def forced_photometry(
     measured = st == _OK
     sigma = None
     if aperture_correction and psf_fwhm is not None:
-        sigma = np.broadcast_to(np.asarray(psf_fwhm, dtype=np.float64), (n,)) / FWHM_PER_SIGMA / PIXEL_ARCSEC
+        sigma = (
+            np.broadcast_to(np.asarray(psf_fwhm, dtype=np.float64), (n,))
+            / FWHM_PER_SIGMA
+            / PIXEL_ARCSEC
+        )
     res = measure_apertures(
         data, variances, geometry=geometry, mask=masks, bad_bits=bad_bits, psf_sigma=sigma
     )
@@ -324,14 +346,18 @@ def forced_photometry(
     if coverage is not None:
         cov = np.broadcast_to(np.asarray(coverage, dtype=np.float64), (n,))
         flags |= np.where(ok & (cov < min_coverage), int(LCFlag.LOW_COVERAGE), 0).astype(np.int32)
-    flags |= np.where(ok & ((res.mask_bits & int(MaskBit.SAT)) != 0), int(LCFlag.SATURATED), 0).astype(np.int32)
+    flags |= np.where(
+        ok & ((res.mask_bits & int(MaskBit.SAT)) != 0), int(LCFlag.SATURATED), 0
+    ).astype(np.int32)
     flags |= np.where(ok & (res.n_sky < 5), int(LCFlag.NO_BACKGROUND), 0).astype(np.int32)
     corrected = np.isfinite(res.apcorr)
     flags |= np.where(ok & ~corrected, int(LCFlag.NO_APCORR), 0).astype(np.int32)
     unreliable = (corrected & (res.apcorr > MAX_APCORR)) | (masked & ~corrected)
     flags |= np.where(ok & unreliable, int(LCFlag.UNRELIABLE), 0).astype(np.int32)
     info_bits = ~int(bad_bits) & ~int(MaskBit.BLANK) & 0xFFFF
-    flags |= np.where(ok & ((res.mask_bits & info_bits) != 0), int(LCFlag.SUSPECT_PIXELS), 0).astype(np.int32)
+    flags |= np.where(
+        ok & ((res.mask_bits & info_bits) != 0), int(LCFlag.SUSPECT_PIXELS), 0
+    ).astype(np.int32)
     return PhotometryColumns(
         flux=flux,
         flux_err=flux_err,

@@ -106,8 +106,13 @@ def _psf_sigma_ok(values: np.ndarray) -> np.ndarray:
 
 
 def _stack_photometry(
-    spec: _Spec, g: zarr.Group, start: int, stop: int, geometries: list[Any],
-    ys: slice, xs: slice,
+    spec: _Spec,
+    g: zarr.Group,
+    start: int,
+    stop: int,
+    geometries: list[Any],
+    ys: slice,
+    xs: slice,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(flux, flux_err) in microjansky of the stacks, ``(n_positions, n_filters)``."""
     n = stop - start
@@ -119,14 +124,23 @@ def _stack_photometry(
     status = _read(g, "stack_status", slice(start, stop))[:, fidx]
     psf = (
         _read(g, "stack_psf_fwhm", slice(start, stop))[:, fidx]
-        if "stack_psf_fwhm" in spec.has else np.full((n, nf), np.nan)
+        if "stack_psf_fwhm" in spec.has
+        else np.full((n, nf), np.nan)
     )
     for k, fi in enumerate(spec.filter_index):
         if not (status[:, k] == 1).any():
             continue
         img = _read(g, "stack_flux", slice(start, stop), fi, ys, xs)
-        var = _read(g, "stack_variance", slice(start, stop), fi, ys, xs) if "stack_variance" in spec.has else None
-        msk = _read(g, "stack_mask", slice(start, stop), fi, ys, xs) if "stack_mask" in spec.has else None
+        var = (
+            _read(g, "stack_variance", slice(start, stop), fi, ys, xs)
+            if "stack_variance" in spec.has
+            else None
+        )
+        msk = (
+            _read(g, "stack_mask", slice(start, stop), fi, ys, xs)
+            if "stack_mask" in spec.has
+            else None
+        )
         pp = np.flatnonzero((status[:, k] == 1) & np.isfinite(zp[:, k]))
         if pp.size == 0:
             continue
@@ -134,8 +148,11 @@ def _stack_photometry(
         if spec.aperture_correction and spec.estimate_psf and np.isnan(fwhm).any():
             # stacks of one filter in one partition (neighbouring skycells) share one estimate
             est = psf_fwhm_from_data(
-                img[pp], None if var is None else var[pp], None if msk is None else msk[pp],
-                geometry=[geometries[i] for i in pp], exposure=np.zeros(pp.size),
+                img[pp],
+                None if var is None else var[pp],
+                None if msk is None else msk[pp],
+                geometry=[geometries[i] for i in pp],
+                exposure=np.zeros(pp.size),
                 bad_bits=spec.bad_bits,
             )
             fwhm = np.where(np.isnan(fwhm), est, fwhm)
@@ -154,9 +171,18 @@ def _stack_photometry(
 
 
 def _measure_batch(
-    spec: _Spec, out: dict[str, list[np.ndarray]], k: int, pp: np.ndarray, ee: np.ndarray,
-    e0: int, img: np.ndarray, var: np.ndarray | None, msk: np.ndarray | None,
-    geometries: list[Any], per_epoch: dict[str, np.ndarray], psf_all: np.ndarray,
+    spec: _Spec,
+    out: dict[str, list[np.ndarray]],
+    k: int,
+    pp: np.ndarray,
+    ee: np.ndarray,
+    e0: int,
+    img: np.ndarray,
+    var: np.ndarray | None,
+    msk: np.ndarray | None,
+    geometries: list[Any],
+    per_epoch: dict[str, np.ndarray],
+    psf_all: np.ndarray,
     exposure_key: np.ndarray,
 ) -> None:
     """Measure the images (pp, ee) of one block of filter ``k``; append the columns to ``out``."""
@@ -167,9 +193,13 @@ def _measure_batch(
     estimated = np.zeros(pp.size, bool)
     if spec.aperture_correction and spec.estimate_psf and np.isnan(fwhm).any():
         est = psf_fwhm_from_data(
-            img[pp, ee], None if var is None else var[pp, ee],
-            None if msk is None else msk[pp, ee], geometry=geo,
-            exposure=exposure_key[pp, k, eg], status=st, bad_bits=spec.bad_bits,
+            img[pp, ee],
+            None if var is None else var[pp, ee],
+            None if msk is None else msk[pp, ee],
+            geometry=geo,
+            exposure=exposure_key[pp, k, eg],
+            status=st,
+            bad_bits=spec.bad_bits,
         )
         estimated = np.isnan(fwhm) & np.isfinite(est)
         fwhm = np.where(estimated, est, fwhm)
@@ -189,11 +219,12 @@ def _measure_batch(
     out["p"].append(pp)
     out["f"].append(np.full(pp.size, k))
     out["e"].append(eg)
-    for name in ("flux", "flux_err", "mag", "mag_err", "background", "n_masked",
-                 "apcorr"):
+    for name in ("flux", "flux_err", "mag", "mag_err", "background", "n_masked", "apcorr"):
         out[name].append(getattr(cols, name))
     measured = np.isfinite(cols.apcorr)
-    out["flags"].append(cols.flags | np.where(estimated & measured, int(LCFlag.PSF_ESTIMATED), 0).astype(np.int32))
+    out["flags"].append(
+        cols.flags | np.where(estimated & measured, int(LCFlag.PSF_ESTIMATED), 0).astype(np.int32)
+    )
     out["fwhm"].append(np.where(np.isfinite(fwhm), fwhm, np.nan))
 
 
@@ -209,8 +240,15 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
     rows = _read(g, "position", pos).astype(np.int64)
     ra, dec = _read(g, "ra", pos), _read(g, "dec", pos)
     if {"crval1", "crval2", "crpix1", "crpix2"} <= spec.has:
-        x, y = position_in_cutout(ra, dec, _read(g, "crval1", pos), _read(g, "crval2", pos),
-                                  _read(g, "crpix1", pos), _read(g, "crpix2", pos), spec.scale_deg)
+        x, y = position_in_cutout(
+            ra,
+            dec,
+            _read(g, "crval1", pos),
+            _read(g, "crval2", pos),
+            _read(g, "crpix1", pos),
+            _read(g, "crpix2", pos),
+            spec.scale_deg,
+        )
     else:  # no WCS stored: the fitscut centre pixel
         x, y = np.full(n, float(spec.width // 2)), np.full(n, float(spec.height // 2))
     half = stamp_half_size(spec.annulus)
@@ -219,15 +257,24 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
     xs, ys = slice(x_lo, x_hi), slice(y_lo, y_hi)
     shape = (y_hi - y_lo, x_hi - x_lo)
     geometries = [
-        aperture_geometry(shape, (float(x[p]) - x_lo, float(y[p]) - y_lo), spec.radius, spec.annulus)
+        aperture_geometry(
+            shape, (float(x[p]) - x_lo, float(y[p]) - y_lo), spec.radius, spec.annulus
+        )
         for p in range(n)
     ]
 
     fidx = list(spec.filter_index)
     n_ep = _read(g, "n_epochs", pos)[:, fidx].astype(np.int64)
     per_epoch: dict[str, np.ndarray] = {}
-    for name in ("warp_mjd", "warp_mjd_obs_tai", "warp_exptime", "warp_zeropoint",
-                 "warp_coverage", "warp_status", "warp_psf_fwhm"):
+    for name in (
+        "warp_mjd",
+        "warp_mjd_obs_tai",
+        "warp_exptime",
+        "warp_zeropoint",
+        "warp_coverage",
+        "warp_status",
+        "warp_psf_fwhm",
+    ):
         if name in spec.has:
             per_epoch[name] = _read(g, name, pos)[:, fidx]
     n_epochs_axis = per_epoch["warp_zeropoint"].shape[2]
@@ -237,23 +284,58 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
     t_key = per_epoch.get("warp_mjd_obs_tai", per_epoch.get("warp_mjd", missing))
     exposure_key = np.round(t_key * 86400.0)
 
-    out: dict[str, list[np.ndarray]] = {k: [] for k in
-                                        ("p", "f", "e", "flux", "flux_err", "mag", "mag_err",
-                                         "background", "n_masked", "apcorr", "flags", "fwhm")}
+    out: dict[str, list[np.ndarray]] = {
+        k: []
+        for k in (
+            "p",
+            "f",
+            "e",
+            "flux",
+            "flux_err",
+            "mag",
+            "mag_err",
+            "background",
+            "n_masked",
+            "apcorr",
+            "flags",
+            "fwhm",
+        )
+    }
     for k, fi in enumerate(spec.filter_index):
         e_max = int(n_ep[:, k].max(initial=0))
         for e0 in range(0, e_max, spec.epoch_chunk):
             e1 = min(e0 + spec.epoch_chunk, e_max)
             img = _read(g, "warp_flux", pos, fi, slice(e0, e1), ys, xs)
-            var = _read(g, "warp_variance", pos, fi, slice(e0, e1), ys, xs) if "warp_variance" in spec.has else None
-            msk = _read(g, "warp_mask", pos, fi, slice(e0, e1), ys, xs) if "warp_mask" in spec.has else None
+            var = (
+                _read(g, "warp_variance", pos, fi, slice(e0, e1), ys, xs)
+                if "warp_variance" in spec.has
+                else None
+            )
+            msk = (
+                _read(g, "warp_mask", pos, fi, slice(e0, e1), ys, xs)
+                if "warp_mask" in spec.has
+                else None
+            )
             # every (position, epoch) of the block below n_epochs, measured in batches taken
             # epoch by epoch (the positions sharing an exposure share a PSF estimate)
             e_all, p_all = np.nonzero(np.arange(e0, e1)[:, None] < n_ep[None, :, k])
             for b0 in range(0, p_all.size, _BATCH_IMAGES):
                 pp, ee = p_all[b0 : b0 + _BATCH_IMAGES], e_all[b0 : b0 + _BATCH_IMAGES]
-                _measure_batch(spec, out, k, pp, ee, e0, img, var, msk, geometries, per_epoch,
-                               psf_all, exposure_key)
+                _measure_batch(
+                    spec,
+                    out,
+                    k,
+                    pp,
+                    ee,
+                    e0,
+                    img,
+                    var,
+                    msk,
+                    geometries,
+                    per_epoch,
+                    psf_all,
+                    exposure_key,
+                )
             del img, var, msk
     if not out["p"]:
         return _empty_frame(spec.columns)
@@ -426,15 +508,25 @@ def lightcurves(
     import dask.dataframe as dd
 
     parts = _partition_args(
-        store, radius=radius, annulus=annulus, filters=filters, bad_bits=bad_bits,
-        include_stack=include_stack, aperture_correction=aperture_correction,
-        estimate_psf=estimate_psf, min_coverage=min_coverage,
+        store,
+        radius=radius,
+        annulus=annulus,
+        filters=filters,
+        bad_bits=bad_bits,
+        include_stack=include_stack,
+        aperture_correction=aperture_correction,
+        estimate_psf=estimate_psf,
+        min_coverage=min_coverage,
         positions_per_partition=positions_per_partition,
     )
     spec = parts[0][1]
     return dd.from_map(
-        read_partition, [b for b, _ in parts], spec=spec, meta=_empty_frame(spec.columns),
-        label="ps1dask-lightcurves", enforce_metadata=False,
+        read_partition,
+        [b for b, _ in parts],
+        spec=spec,
+        meta=_empty_frame(spec.columns),
+        label="ps1dask-lightcurves",
+        enforce_metadata=False,
     )
 
 
@@ -444,7 +536,9 @@ def lightcurves_frame(store: str | os.PathLike[str], **options: Any) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
-def _partition_args(store: str | os.PathLike[str], **options: Any) -> list[tuple[tuple[int, int], _Spec]]:
+def _partition_args(
+    store: str | os.PathLike[str], **options: Any
+) -> list[tuple[tuple[int, int], _Spec]]:
     per = options.pop("positions_per_partition", None)
     spec, n_pos, chunk = _store_spec(
         store,

@@ -51,7 +51,9 @@ def true_flux_ujy(source: dict[str, Any] | pd.Series, band: str, mjd: Any) -> np
     mean = 3631e6 * 10.0 ** (-0.4 * float(source[f"mag_{band}"]))
     kind = source["kind"]
     if kind == "periodic":
-        phase = 2 * np.pi * (t - _PHASE_EPOCH_MJD) / float(source["period"]) + float(source["phase"])
+        phase = 2 * np.pi * (t - _PHASE_EPOCH_MJD) / float(source["period"]) + float(
+            source["phase"]
+        )
         return mean * (1.0 + float(source["amplitude"]) * np.sin(phase))
     if kind == "transient":
         dt = t - float(source["peak_mjd"])
@@ -145,8 +147,13 @@ def make_synthetic_store(
     kind = np.array([kinds[i % len(kinds)] for i in range(n)], dtype=object)
     mag_r = rng.uniform(*mag_range, n)
     colour = rng.uniform(0.2, 0.8, n)
-    offsets = {"g": colour, "r": 0.0 * colour, "i": -0.4 * colour, "z": -0.55 * colour,
-               "y": -0.65 * colour}
+    offsets = {
+        "g": colour,
+        "r": 0.0 * colour,
+        "i": -0.4 * colour,
+        "z": -0.55 * colour,
+        "y": -0.65 * colour,
+    }
     src: dict[str, Any] = {"id": ids, "ra": ra, "dec": dec, "kind": kind}
     for b in filters:
         src[f"mag_{b}"] = mag_r + offsets[b]
@@ -249,12 +256,18 @@ def make_synthetic_store(
     enc: dict[str, dict[str, Any]] = {}
     ec = E if not epoch_chunk else min(int(epoch_chunk), E)
     wchunks = (chunk, 1, ec, H, W)
-    data_vars["warp_flux"] = (("position", "filter", "epoch", "y", "x"), flux,
-                              {"units": "count", "long_name": "warp flux, linear"})
+    data_vars["warp_flux"] = (
+        ("position", "filter", "epoch", "y", "x"),
+        flux,
+        {"units": "count", "long_name": "warp flux, linear"},
+    )
     enc["warp_flux"] = {"chunks": wchunks}
     if variance:
-        data_vars["warp_variance"] = (("position", "filter", "epoch", "y", "x"), var,
-                                      {"units": "count2"})
+        data_vars["warp_variance"] = (
+            ("position", "filter", "epoch", "y", "x"),
+            var,
+            {"units": "count2"},
+        )
         enc["warp_variance"] = {"chunks": wchunks}
     if mask:
         data_vars["warp_mask"] = (("position", "filter", "epoch", "y", "x"), msk, {"units": "1"})
@@ -280,8 +293,9 @@ def make_synthetic_store(
 
     if stack:
         total_exp = np.nansum(np.where(np.isfinite(mjd), exptime, 0.0), axis=2)
-        szp = np.array([[stack_zeropoint(max(t, exptime)) for t in row] for row in total_exp],
-                       dtype=np.float32)
+        szp = np.array(
+            [[stack_zeropoint(max(t, exptime)) for t in row] for row in total_exp], dtype=np.float32
+        )
         sflux = np.zeros((n, nf, H, W), np.float32)
         svar = np.zeros((n, nf, H, W), np.float32)
         s_sig = 1.2 / FWHM_PER_SIGMA / _PIXEL_ARCSEC
@@ -304,8 +318,11 @@ def make_synthetic_store(
         data_vars["stack_mask"] = (sv, np.zeros((n, nf, H, W), np.uint16), {"units": "1"})
         data_vars["stack_zeropoint"] = (("position", "filter"), szp, {"units": "mag"})
         data_vars["stack_status"] = (("position", "filter"), np.ones((n, nf), np.uint8))
-        data_vars["stack_psf_fwhm"] = (("position", "filter"), np.full((n, nf), 1.2, np.float32),
-                                       {"units": "arcsec"})
+        data_vars["stack_psf_fwhm"] = (
+            ("position", "filter"),
+            np.full((n, nf), 1.2, np.float32),
+            {"units": "arcsec"},
+        )
         for name in ("stack_flux", "stack_variance", "stack_mask"):
             enc[name] = {"chunks": (chunk, nf, H, W)}
         for name in ("stack_zeropoint", "stack_status", "stack_psf_fwhm"):
@@ -345,9 +362,32 @@ def make_synthetic_store(
     for p in range(n):
         for f, b in enumerate(filters):
             for e in range(int(n_ep[p, f])):
-                rows.append((ids[p], b, e, mjd[p, f, e], mjd_obs_tai[p, f, e], float(zp[p, f, e]),
-                             float(fwhm[p, f, e]), int(status[p, f, e]), true_flux[p, f, e]))
-    epochs = pd.DataFrame(rows, columns=["id", "filter", "epoch", "mjd", "mjd_obs_tai",
-                                         "zeropoint", "psf_fwhm", "status", "true_flux"])
+                rows.append(
+                    (
+                        ids[p],
+                        b,
+                        e,
+                        mjd[p, f, e],
+                        mjd_obs_tai[p, f, e],
+                        float(zp[p, f, e]),
+                        float(fwhm[p, f, e]),
+                        int(status[p, f, e]),
+                        true_flux[p, f, e],
+                    )
+                )
+    epochs = pd.DataFrame(
+        rows,
+        columns=[
+            "id",
+            "filter",
+            "epoch",
+            "mjd",
+            "mjd_obs_tai",
+            "zeropoint",
+            "psf_fwhm",
+            "status",
+            "true_flux",
+        ],
+    )
     sources["frac_x"], sources["frac_y"] = frac_x, frac_y
     return SyntheticTruth(path=path, sources=sources, epochs=epochs, filters=filters, size=size)

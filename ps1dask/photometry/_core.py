@@ -271,8 +271,18 @@ def measure_apertures(
     if rows.size == 0:
         nan = np.full(n, np.nan)
         zeros = np.zeros(n, np.int32)
-        return ApertureResults(nan, nan, background, sky_sigma, n_sky, zeros, np.zeros(n),
-                               nan, np.zeros(n, np.int64), zeros)
+        return ApertureResults(
+            nan,
+            nan,
+            background,
+            sky_sigma,
+            n_sky,
+            zeros,
+            np.zeros(n),
+            nan,
+            np.zeros(n, np.int64),
+            zeros,
+        )
     ys, xs = slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
     wb = np.stack([g.weights[ys, xs] for g in geoms])  # (1 or n, hb, wb)
     good = ~excluded[:, ys, xs]

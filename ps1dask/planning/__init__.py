@@ -3,4 +3,11 @@
 from ps1dask.planning.cost import ServiceProfile, choose_strategy
 from ps1dask.planning.plan import StackPlan, WorkUnit, fitscut_boxes, plan_stack_job
 
-__all__ = ["ServiceProfile", "StackPlan", "WorkUnit", "choose_strategy", "fitscut_boxes", "plan_stack_job"]
+__all__ = [
+    "ServiceProfile",
+    "StackPlan",
+    "WorkUnit",
+    "choose_strategy",
+    "fitscut_boxes",
+    "plan_stack_job",
+]

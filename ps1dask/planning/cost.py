@@ -64,7 +64,9 @@ class ServiceProfile:
     receive_bytes_per_s: float = 400e6
 
 
-def row_runs(y0: npt.ArrayLike, height: int, n_rows: int, max_gap: int = 64) -> list[tuple[int, int]]:
+def row_runs(
+    y0: npt.ArrayLike, height: int, n_rows: int, max_gap: int = 64
+) -> list[tuple[int, int]]:
     """Merged [start, stop) runs of image rows that boxes starting at ``y0`` touch."""
     first = np.sort(np.asarray(y0, dtype=np.int64))
     starts = np.clip(first, 0, n_rows)
@@ -97,7 +99,9 @@ def strategy_costs(
     cutout_slot = cutout_latency + (width * height * 4 + CUTOUT_HEADER_BYTES) / p.bandwidth_bps
     row_bytes = p.file_bytes / max(p.image_rows, 1)
     whole_slot = 0.0 if cached else p.latency_s + p.file_bytes / p.bandwidth_bps
-    range_slot = (RANGE_INDEX_REQUESTS + len(runs)) * p.latency_s + rows_needed * row_bytes / p.bandwidth_bps
+    range_slot = (
+        RANGE_INDEX_REQUESTS + len(runs)
+    ) * p.latency_s + rows_needed * row_bytes / p.bandwidth_bps
     cores = max(p.cores, 1)
     cutout_bytes = n_cutouts * (width * height * 4 + CUTOUT_HEADER_BYTES)
     whole_bytes = 0.0 if cached else p.file_bytes

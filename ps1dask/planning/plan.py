@@ -146,7 +146,9 @@ def plan_positions(
 ) -> PositionPlan:
     """Locate, order by skycell (then image row), compute fitscut boxes, cut into units."""
     if int(max_unit_positions) < 1:
-        raise InvalidParameterError(f"max_unit_positions (--unit-size) must be >= 1, got {max_unit_positions}")
+        raise InvalidParameterError(
+            f"max_unit_positions (--unit-size) must be >= 1, got {max_unit_positions}"
+        )
     frame = positions.frame
     n = len(frame)
     ra = frame["ra"].to_numpy(dtype=np.float64)
@@ -258,7 +260,9 @@ def plan_stack_job(
         kinds = ("stack", *kinds)
     if chunk is None:
         chunk = min(position_chunk_size(len(bands), width, height), max_unit_positions)
-    base = plan_positions(positions, width, height, chunk=chunk, max_unit_positions=max_unit_positions)
+    base = plan_positions(
+        positions, width, height, chunk=chunk, max_unit_positions=max_unit_positions
+    )
     initial = np.zeros((base.n_positions, len(bands)), dtype=np.uint8)
     initial[~base.inside] = STATUS["outside_footprint"]
     request = StackRequest(

@@ -41,7 +41,18 @@ from ps1dask.storage import open_store, quiet_zarr_warnings
 from ps1dask.storage.layout import STATUS, STATUS_NAMES
 
 #: Columns of the index (``index.csv``).
-INDEX_COLUMNS = ("position", "id", "ra", "dec", "skycell", "filter", "epoch", "mjd", "status", "file")
+INDEX_COLUMNS = (
+    "position",
+    "id",
+    "ra",
+    "dec",
+    "skycell",
+    "filter",
+    "epoch",
+    "mjd",
+    "status",
+    "file",
+)
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
@@ -93,8 +104,20 @@ def export_position(sub: xr.Dataset, k: int, i: int, opts: ExportOptions) -> lis
     rows: list[tuple[Any, ...]] = []
 
     def add(band: str, epoch: int | None, mjd: float, code: int, name: str | None) -> None:
-        rows.append((i, pid, ra, dec, cell, band, -1 if epoch is None else epoch, mjd,
-                     STATUS_NAMES.get(code, "unknown"), name or ""))
+        rows.append(
+            (
+                i,
+                pid,
+                ra,
+                dec,
+                cell,
+                band,
+                -1 if epoch is None else epoch,
+                mjd,
+                STATUS_NAMES.get(code, "unknown"),
+                name or "",
+            )
+        )
 
     ext = opts.fmt
     for band in opts.filters:
@@ -117,14 +140,18 @@ def export_position(sub: xr.Dataset, k: int, i: int, opts: ExportOptions) -> lis
         worst = max((status[b] for b in bands), key=lambda c: c != STATUS["ok"])
         add(f"colour:{label}", None, np.nan, STATUS["ok"] if ok else worst, name)
     if opts.warps and has_warps(sub):
-        names = [v for v in ("warp_flux", "warp_mjd", "warp_status", "n_epochs") if v in sub.variables]
+        names = [
+            v for v in ("warp_flux", "warp_mjd", "warp_status", "n_epochs") if v in sub.variables
+        ]
         meta = load(sub[names].isel(position=k))  # one read of this position's warps
         ne = int(sub.sizes["epoch"])
         for band in opts.filters:
             f = filters.index(band)
             n = int(meta["n_epochs"].values[f]) if "n_epochs" in meta else ne
             for e in range(min(n, ne)):
-                code = int(meta["warp_status"].values[f, e]) if "warp_status" in meta else STATUS["ok"]
+                code = (
+                    int(meta["warp_status"].values[f, e]) if "warp_status" in meta else STATUS["ok"]
+                )
                 mjd = float(meta["warp_mjd"].values[f, e]) if "warp_mjd" in meta else np.nan
                 name = None
                 if code == STATUS["ok"]:
@@ -171,20 +198,45 @@ def write_images(
         raise InvalidParameterError(f"{store} has no warps (no warp_flux); drop --warps")
     out = Path(outdir)
     out.mkdir(parents=True, exist_ok=True)
-    ids = [_text(v) for v in load(ds["id"]).values] if "id" in ds.variables else [str(i) for i in range(ds.sizes["position"])]
+    ids = (
+        [_text(v) for v in load(ds["id"]).values]
+        if "id" in ds.variables
+        else [str(i) for i in range(ds.sizes["position"])]
+    )
     opts = ExportOptions(
-        outdir=str(out.resolve()), names=dict(enumerate(safe_names(ids))), filters=chosen, colour=rgb,
-        method=method, display=display or Display(), fmt=fmt, size=size, warps=bool(warps),
+        outdir=str(out.resolve()),
+        names=dict(enumerate(safe_names(ids))),
+        filters=chosen,
+        colour=rgb,
+        method=method,
+        display=display or Display(),
+        fmt=fmt,
+        size=size,
+        warps=bool(warps),
         quality=int(quality),
     )
     # visit positions in the store's chunk (plan) order: each task reads few chunks
     with quiet_zarr_warnings():
         plan_rows = xr.open_zarr(str(store))["position"].values
     order = [int(r) for r in plan_rows]
-    results = map_positions(functools.partial(_export_task, opts=opts), store, order,
-                            preload=("id", "ra", "dec", "skycell", "stack_status", "stack_flux",
-                                     "stack_zeropoint", "warp_status", "n_epochs"),
-                            client=client, num_workers=num_workers)
+    results = map_positions(
+        functools.partial(_export_task, opts=opts),
+        store,
+        order,
+        preload=(
+            "id",
+            "ra",
+            "dec",
+            "skycell",
+            "stack_status",
+            "stack_flux",
+            "stack_zeropoint",
+            "warp_status",
+            "n_epochs",
+        ),
+        client=client,
+        num_workers=num_workers,
+    )
     rows = [r for part in results for r in part]
     index = pd.DataFrame(rows, columns=list(INDEX_COLUMNS))
     index = index.sort_values(["position", "epoch", "filter"], kind="stable").reset_index(drop=True)

@@ -204,7 +204,9 @@ def _check_channels(channels: Sequence[npt.ArrayLike | None]) -> list[FloatArray
         raise InvalidParameterError("a colour image needs at least two of red, green, blue")
     shapes = {c.shape for c in given}
     if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-        raise InvalidParameterError(f"colour channels must be 2-d images of one shape, got {shapes}")
+        raise InvalidParameterError(
+            f"colour channels must be 2-d images of one shape, got {shapes}"
+        )
     return out
 
 
@@ -226,8 +228,13 @@ def fitscut_rgb(
     chans = _check_channels([red, green, blue])
     limits = [d.limits(c) for c in chans if c is not None]
     img = _fitscut_rgb(
-        *chans, vmin=[lo for lo, _ in limits], vmax=[hi for _, hi in limits],
-        autoscale=d.autoscale, asinh=d.asinh, inverted=d.invert, north_up=north_up,
+        *chans,
+        vmin=[lo for lo, _ in limits],
+        vmax=[hi for _, hi in limits],
+        autoscale=d.autoscale,
+        asinh=d.asinh,
+        inverted=d.invert,
+        north_up=north_up,
     )
     return _resize(img, size)
 
@@ -358,8 +365,16 @@ def composite(
 ) -> ByteArray:
     """A colour composite by ``method`` (``"lupton"``, default, or ``"fitscut"``)."""
     if method == "lupton":
-        return lupton_rgb(red, green, blue, display, zeropoints=zeropoints, north_up=north_up,
-                          size=size, **settings)
+        return lupton_rgb(
+            red,
+            green,
+            blue,
+            display,
+            zeropoints=zeropoints,
+            north_up=north_up,
+            size=size,
+            **settings,
+        )
     if method == "fitscut":
         return fitscut_rgb(red, green, blue, display, north_up=north_up, size=size, **settings)
     raise InvalidParameterError(f"colour method {method!r}: expected one of {COLOUR_METHODS}")
@@ -378,7 +393,9 @@ def default_colour_filters(filters: str | Sequence[str]) -> tuple[str, str | Non
     return present[-1], middle, present[0]
 
 
-def parse_colour_filters(spec: str | Sequence[str] | None, available: str | Sequence[str]) -> tuple[str | None, ...]:
+def parse_colour_filters(
+    spec: str | Sequence[str] | None, available: str | Sequence[str]
+) -> tuple[str | None, ...]:
     """``(red, green, blue)`` filter names from a spec like ``"yig"`` or ``"y,i,g"`` (red
     first; ``None`` or ``""`` = :func:`default_colour_filters`); each must be available."""
     if spec is None or (isinstance(spec, str) and not spec.strip()):

@@ -51,8 +51,20 @@ def aperture_lightcurve(
         empty.attrs["flux_unit"] = "count"
         return empty
     i = _position_index(ds, position)
-    names = [v for v in ("warp_flux", "warp_variance", "warp_mask", "warp_mjd", "warp_status",
-                         "warp_zeropoint", "n_epochs", "id") if v in ds.variables]
+    names = [
+        v
+        for v in (
+            "warp_flux",
+            "warp_variance",
+            "warp_mask",
+            "warp_mjd",
+            "warp_status",
+            "warp_zeropoint",
+            "n_epochs",
+            "id",
+        )
+        if v in ds.variables
+    ]
     sub = load(ds[names].isel(position=i))
     flux = sub["warp_flux"].values
     nf, ne, h, w = flux.shape

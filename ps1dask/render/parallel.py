@@ -81,7 +81,9 @@ def map_positions(
         partition_size = max(1, min(32, -(-len(indices) // (2 * workers))))
     parts = chunked(indices, partition_size)
     path = str(Path(store).resolve())
-    bag = db.from_sequence(parts, npartitions=len(parts)).map(_run_chunk, func, path, tuple(preload))
+    bag = db.from_sequence(parts, npartitions=len(parts)).map(
+        _run_chunk, func, path, tuple(preload)
+    )
     if client is None:
         chunks = bag.compute(scheduler="threads", num_workers=workers)
     elif client == "sync":
@@ -97,7 +99,10 @@ def map_positions(
 
 
 def _run_chunk(
-    indices: list[int], func: Callable[[xr.Dataset, int, int], Any], path: str, preload: tuple[str, ...]
+    indices: list[int],
+    func: Callable[[xr.Dataset, int, int], Any],
+    path: str,
+    preload: tuple[str, ...],
 ) -> list[Any]:
     sub = open_cached(path).isel(position=indices)
     names = [v for v in preload if v in sub.variables]

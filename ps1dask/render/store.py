@@ -63,7 +63,9 @@ def picture_filters(
     chosen = available if not filters else "".join(filters.split(","))
     missing = [f for f in chosen if f not in available]
     if missing:
-        raise InvalidParameterError(f"filters {''.join(missing)} are not in the store (it has {available})")
+        raise InvalidParameterError(
+            f"filters {''.join(missing)} are not in the store (it has {available})"
+        )
     rgb = None
     if not no_colour and len(available) >= 2:
         rgb = tuple(parse_colour_filters(colour, available))
@@ -88,7 +90,9 @@ def status_codes(ds: xr.Dataset) -> npt.NDArray[np.uint8]:
     if "stack_status" in ds.variables:
         return np.asarray(load(ds["stack_status"]).values, dtype=np.uint8)
     if "warp_status" not in ds.variables:
-        return np.full((ds.sizes["position"], ds.sizes["filter"]), STATUS["no_data"], dtype=np.uint8)
+        return np.full(
+            (ds.sizes["position"], ds.sizes["filter"]), STATUS["no_data"], dtype=np.uint8
+        )
     warp = np.asarray(load(ds["warp_status"]).values, dtype=np.uint8)
     codes = np.arange(1, max(STATUS.values()) + 1)
     counts = (warp[..., None] == codes).sum(axis=2)  # (position, filter, code)
@@ -117,7 +121,9 @@ def _filter_index(ds: xr.Dataset, band: str) -> int:
     return filters.index(band)
 
 
-def warp_median(ds: xr.Dataset, position: int, band: str) -> tuple[npt.NDArray[np.float64], float | None]:
+def warp_median(
+    ds: xr.Dataset, position: int, band: str
+) -> tuple[npt.NDArray[np.float64], float | None]:
     """Median of the good warps of one position and filter, on the scale of their median
     zero point (the picture of a store without stacks), and that zero point."""
     i = _position_index(ds, position)
@@ -125,7 +131,11 @@ def warp_median(ds: xr.Dataset, position: int, band: str) -> tuple[npt.NDArray[n
     names = [v for v in ("warp_flux", "warp_status", "warp_zeropoint") if v in ds.variables]
     sub = load(ds[names].isel(position=i, filter=f))
     flux = np.asarray(sub["warp_flux"].values, dtype=np.float64)
-    good = (sub["warp_status"].values == STATUS["ok"]) if "warp_status" in sub else np.ones(len(flux), bool)
+    good = (
+        (sub["warp_status"].values == STATUS["ok"])
+        if "warp_status" in sub
+        else np.ones(len(flux), bool)
+    )
     if not good.any():
         return np.full(flux.shape[1:], np.nan), None
     flux = flux[good]
@@ -178,8 +188,13 @@ class CutoutInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "index": self.index, "id": self.id, "ra": self.ra, "dec": self.dec,
-            "skycell": self.skycell, "status": self.status, "n_epochs": self.n_epochs,
+            "index": self.index,
+            "id": self.id,
+            "ra": self.ra,
+            "dec": self.dec,
+            "skycell": self.skycell,
+            "status": self.status,
+            "n_epochs": self.n_epochs,
         }
 
 
@@ -189,7 +204,9 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-def position_table(ds: xr.Dataset, positions: Sequence[int] | slice | None = None) -> list[CutoutInfo]:
+def position_table(
+    ds: xr.Dataset, positions: Sequence[int] | slice | None = None
+) -> list[CutoutInfo]:
     """:class:`CutoutInfo` of the given positions (all by default), reading only metadata."""
     n = int(ds.sizes["position"])
     if positions is None:
@@ -286,38 +303,62 @@ def colour_image(
             sel = ds[zp_var][i, f] if epoch is None else ds[zp_var][i, f, int(epoch)]
             zp = float(load(sel).values)
         zps.append(zp)
-    return composite(*planes, display, method=method, zeropoints=zps, north_up=north_up,
-                     size=size, **settings)
+    return composite(
+        *planes, display, method=method, zeropoints=zps, north_up=north_up, size=size, **settings
+    )
 
 
 def cutout_bytes(
-    ds: xr.Dataset, position: int, band: str, display: Display | None = None, *,
-    fmt: str = "png", epoch: int | None = None, size: int | None = None, quality: int = 90,
+    ds: xr.Dataset,
+    position: int,
+    band: str,
+    display: Display | None = None,
+    *,
+    fmt: str = "png",
+    epoch: int | None = None,
+    size: int | None = None,
+    quality: int = 90,
     **settings: Any,
 ) -> bytes:
     """PNG (default) or JPEG bytes of :func:`cutout_image`."""
-    return encode(cutout_image(ds, position, band, display, epoch=epoch, size=size, **settings),
-                  fmt, quality)
+    return encode(
+        cutout_image(ds, position, band, display, epoch=epoch, size=size, **settings), fmt, quality
+    )
 
 
 def colour_bytes(
-    ds: xr.Dataset, position: int, filters: str | Sequence[str] | None = None,
-    display: Display | None = None, *, fmt: str = "png", method: str = "lupton",
-    epoch: int | None = None, size: int | None = None, quality: int = 90, **settings: Any,
+    ds: xr.Dataset,
+    position: int,
+    filters: str | Sequence[str] | None = None,
+    display: Display | None = None,
+    *,
+    fmt: str = "png",
+    method: str = "lupton",
+    epoch: int | None = None,
+    size: int | None = None,
+    quality: int = 90,
+    **settings: Any,
 ) -> bytes:
     """PNG (default) or JPEG bytes of :func:`colour_image`."""
-    img = colour_image(ds, position, filters, display, method=method, epoch=epoch, size=size,
-                       **settings)
+    img = colour_image(
+        ds, position, filters, display, method=method, epoch=epoch, size=size, **settings
+    )
     return encode(img, fmt, quality)
 
 
-def cutout_pil(ds: xr.Dataset, position: int, band: str, display: Display | None = None,
-               **kwargs: Any) -> Any:
+def cutout_pil(
+    ds: xr.Dataset, position: int, band: str, display: Display | None = None, **kwargs: Any
+) -> Any:
     """:func:`cutout_image` as a :class:`PIL.Image.Image`."""
     return to_pil(cutout_image(ds, position, band, display, **kwargs))
 
 
-def colour_pil(ds: xr.Dataset, position: int, filters: str | Sequence[str] | None = None,
-               display: Display | None = None, **kwargs: Any) -> Any:
+def colour_pil(
+    ds: xr.Dataset,
+    position: int,
+    filters: str | Sequence[str] | None = None,
+    display: Display | None = None,
+    **kwargs: Any,
+) -> Any:
     """:func:`colour_image` as a :class:`PIL.Image.Image`."""
     return to_pil(colour_image(ds, position, filters, display, **kwargs))

@@ -20,13 +20,12 @@ from ps1dask.storage.layout import (
     check_compatible,
     create_stack_store,
     create_warp_store,
+    quiet_zarr_warnings,
     read_request,
     read_status,
     store_chunk,
 )
-from ps1dask.storage.layout import quiet_zarr_warnings
 from ps1dask.storage.writer import write_unit_chunks, write_warp_chunks
-
 
 # Our stores hold variable-length strings (ids, skycells), the zarr-extensions "string"
 # type that the v3 core spec does not list yet; zarr warns each time such an array is read,
@@ -56,18 +55,18 @@ __all__ = [
     "STACK_VARIABLES",
     "STATUS",
     "STATUS_NAMES",
-    "StackRequest",
     "WARP_VARIABLES",
-    "WarpRequest",
-    "store_chunk",
+    "StackRequest",
     "StoreMismatchError",
+    "WarpRequest",
     "check_compatible",
     "create_stack_store",
+    "create_warp_store",
     "open_store",
     "quiet_zarr_warnings",
     "read_request",
     "read_status",
+    "store_chunk",
     "write_unit_chunks",
     "write_warp_chunks",
-    "create_warp_store",
 ]

@@ -41,7 +41,9 @@ STATUS = {
 }
 STATUS_NAMES = {v: k for k, v in STATUS.items()}
 #: A unit whose statuses are all final is never fetched again (``failed`` is retried).
-FINAL_STATUSES = frozenset({STATUS["ok"], STATUS["outside_footprint"], STATUS["no_data"], STATUS["blank"]})
+FINAL_STATUSES = frozenset(
+    {STATUS["ok"], STATUS["outside_footprint"], STATUS["no_data"], STATUS["blank"]}
+)
 
 #: Image type -> (store variable, dtype, units, description).
 STACK_VARIABLES: dict[str, tuple[str, str, str, str]] = {
@@ -111,7 +113,9 @@ def positions_digest(ids: Sequence[str], ra: np.ndarray, dec: np.ndarray) -> str
     return h.hexdigest()[:32]
 
 
-def position_chunk_size(n_filters: int, width: int, height: int, target_bytes: int = 16 << 20) -> int:
+def position_chunk_size(
+    n_filters: int, width: int, height: int, target_bytes: int = 16 << 20
+) -> int:
     """Positions per chunk so a chunk of ``stack_flux`` is about ``target_bytes``."""
     per_position = max(1, n_filters * width * height * 4)
     return int(np.clip(target_bytes // per_position, 1, 256))
@@ -157,8 +161,16 @@ def _position_variables(
         "crval2": (positions.crval2, "cutout WCS CRVAL2 (TAN tangent point Dec)", "deg"),
         "crpix1": (positions.crpix1, "cutout WCS CRPIX1 (1-based)", "pixel"),
         "crpix2": (positions.crpix2, "cutout WCS CRPIX2 (1-based)", "pixel"),
-        "cutout_x0": (positions.cutout_x0.astype("int32"), "0-based skycell column of cutout x=0", "pixel"),
-        "cutout_y0": (positions.cutout_y0.astype("int32"), "0-based skycell row of cutout y=0", "pixel"),
+        "cutout_x0": (
+            positions.cutout_x0.astype("int32"),
+            "0-based skycell column of cutout x=0",
+            "pixel",
+        ),
+        "cutout_y0": (
+            positions.cutout_y0.astype("int32"),
+            "0-based skycell row of cutout y=0",
+            "pixel",
+        ),
     }
     coords: dict[str, Any] = {
         "filter": ("filter", list(filters), {"long_name": "PS1 filter"}),
@@ -178,8 +190,14 @@ def _position_variables(
 
 
 def _image_variable(
-    dims: tuple[str, ...], shape: tuple[int, ...], chunks: tuple[int, ...], dtype: str, fill: Any,
-    attrs: dict[str, Any], *, pixels: bool = False,
+    dims: tuple[str, ...],
+    shape: tuple[int, ...],
+    chunks: tuple[int, ...],
+    dtype: str,
+    fill: Any,
+    attrs: dict[str, Any],
+    *,
+    pixels: bool = False,
 ) -> tuple[xr.Variable, dict[str, Any]]:
     """A lazily-filled array variable and its zarr encoding (nothing is computed).
 
@@ -189,7 +207,9 @@ def _image_variable(
     encoding: dict[str, Any] = {"chunks": chunks, "fill_value": fill}
     if pixels:
         encoding["compressors"] = [pixel_compressor()]
-    return xr.Variable(dims, da.full(shape, fill, dtype=dtype, chunks=chunks), attrs=attrs), encoding
+    return xr.Variable(
+        dims, da.full(shape, fill, dtype=dtype, chunks=chunks), attrs=attrs
+    ), encoding
 
 
 def pixel_compressor() -> BloscCodec:
@@ -202,14 +222,20 @@ def pixel_compressor() -> BloscCodec:
         )
     try:
         return BloscCodec(
-            cname=str(settings["cname"]), clevel=int(settings["clevel"]), shuffle=str(settings["shuffle"])
+            cname=str(settings["cname"]),
+            clevel=int(settings["clevel"]),
+            shuffle=str(settings["shuffle"]),
         )
     except (ValueError, TypeError) as exc:
         raise InvalidParameterError(f"ps1dask.store.pixel-compressor: {exc}") from exc
 
 
 def status_attrs(what: str) -> dict[str, Any]:
-    return {"flag_values": list(STATUS.values()), "flag_meanings": " ".join(STATUS), "long_name": what}
+    return {
+        "flag_values": list(STATUS.values()),
+        "flag_meanings": " ".join(STATUS),
+        "long_name": what,
+    }
 
 
 #: The attrs key of each part's request.
@@ -259,12 +285,23 @@ def _write_part(
                 )
             have_chunk = group["ra"].chunks[0]
             if have_chunk != chunk:
-                raise StoreMismatchError(f"{root} is chunked by {have_chunk} positions, not {chunk}")
+                raise StoreMismatchError(
+                    f"{root} is chunked by {have_chunk} positions, not {chunk}"
+                )
             ds = xr.Dataset(data_vars)
             ds.attrs.update({**dict(group.attrs), **attrs})
-            ds.to_zarr(str(root), mode="a", compute=False, zarr_format=3, consolidated=True, encoding=encoding)
+            ds.to_zarr(
+                str(root),
+                mode="a",
+                compute=False,
+                zarr_format=3,
+                consolidated=True,
+                encoding=encoding,
+            )
         else:
-            position_vars, coords, pos_encoding = _position_variables(positions, request.filters, chunk)
+            position_vars, coords, pos_encoding = _position_variables(
+                positions, request.filters, chunk
+            )
             ds = xr.Dataset({**data_vars, **position_vars}, coords=coords)
             now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
             ds.attrs.update(
@@ -286,7 +323,11 @@ def _write_part(
                 }
             )
             ds.to_zarr(
-                str(root), mode="w-", compute=False, zarr_format=3, consolidated=True,
+                str(root),
+                mode="w-",
+                compute=False,
+                zarr_format=3,
+                consolidated=True,
                 encoding={**encoding, **pos_encoding},
             )
         for name, values in initial.items():
@@ -309,21 +350,48 @@ def create_stack_store(
         name, dtype, units, desc = STACK_VARIABLES[image_type]
         fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
         data_vars[name], encoding[name] = _image_variable(
-            ("position", "filter", "y", "x"), (n, nf, h, w), (chunk, nf, h, w), dtype, fill,
-            {"units": units, "long_name": desc}, pixels=True,
+            ("position", "filter", "y", "x"),
+            (n, nf, h, w),
+            (chunk, nf, h, w),
+            dtype,
+            fill,
+            {"units": units, "long_name": desc},
+            pixels=True,
         )
     data_vars["stack_status"], encoding["stack_status"] = _image_variable(
-        ("position", "filter"), (n, nf), (chunk, nf), "uint8", 0, status_attrs("outcome per position and filter")
+        ("position", "filter"),
+        (n, nf),
+        (chunk, nf),
+        "uint8",
+        0,
+        status_attrs("outcome per position and filter"),
     )
     data_vars["stack_zeropoint"], encoding["stack_zeropoint"] = _image_variable(
-        ("position", "filter"), (n, nf), (chunk, nf), "float32", np.nan,
-        {"units": "mag", "long_name": "AB zero point: mag = -2.5 log10(stack_flux) + stack_zeropoint"},
+        ("position", "filter"),
+        (n, nf),
+        (chunk, nf),
+        "float32",
+        np.nan,
+        {
+            "units": "mag",
+            "long_name": "AB zero point: mag = -2.5 log10(stack_flux) + stack_zeropoint",
+        },
     )
-    _write_part(path, "stack", request, positions, chunk, data_vars, encoding,
-                {"stack_status": initial_status.astype("uint8")})
+    _write_part(
+        path,
+        "stack",
+        request,
+        positions,
+        chunk,
+        data_vars,
+        encoding,
+        {"stack_status": initial_status.astype("uint8")},
+    )
 
 
-def warp_epoch_chunk(chunk: int, n_epochs: int, width: int, height: int, target_bytes: int = 16 << 20) -> int:
+def warp_epoch_chunk(
+    chunk: int, n_epochs: int, width: int, height: int, target_bytes: int = 16 << 20
+) -> int:
     """Epochs per chunk of the warp image arrays (one filter per chunk) for ~target_bytes."""
     per_epoch = max(1, chunk * width * height * 4)
     return int(np.clip(target_bytes // per_epoch, 1, max(n_epochs, 1)))
@@ -331,18 +399,40 @@ def warp_epoch_chunk(chunk: int, n_epochs: int, width: int, height: int, target_
 
 #: Per-epoch warp variables: name -> (dtype, fill, attrs).
 WARP_EPOCH_VARIABLES: dict[str, tuple[str, Any, dict[str, Any]]] = {
-    "warp_mjd": ("float64", np.nan, {
-        "units": "d", "long_name": "MJD (UTC) at mid-exposure",
-        "comment": "UTC(MJD-OBS + EXPTIME/2): PS1 MJD-OBS is TAI at the start of the exposure; "
-        "TAI-UTC from ERFA's leap-second table (34 s before 2012-07-01, 35 s after)",
-    }),
-    "warp_mjd_obs_tai": ("float64", np.nan, {"units": "d", "long_name": "MJD-OBS of the warp header (TAI, exposure start)"}),
+    "warp_mjd": (
+        "float64",
+        np.nan,
+        {
+            "units": "d",
+            "long_name": "MJD (UTC) at mid-exposure",
+            "comment": "UTC(MJD-OBS + EXPTIME/2): PS1 MJD-OBS is TAI at the start of the exposure; "
+            "TAI-UTC from ERFA's leap-second table (34 s before 2012-07-01, 35 s after)",
+        },
+    ),
+    "warp_mjd_obs_tai": (
+        "float64",
+        np.nan,
+        {"units": "d", "long_name": "MJD-OBS of the warp header (TAI, exposure start)"},
+    ),
     "warp_exptime": ("float32", np.nan, {"units": "s", "long_name": "exposure time"}),
-    "warp_zeropoint": ("float32", np.nan, {
-        "units": "mag", "long_name": "AB zero point: mag = -2.5 log10(warp_flux) + warp_zeropoint (FPA.ZP + 2.5 log10 EXPTIME)",
-    }),
-    "warp_coverage": ("float32", np.nan, {"units": "1", "long_name": "fraction of usable pixels within 10 px of the position"}),
-    "warp_psf_fwhm": ("float32", np.nan, {"units": "arcsec", "long_name": "PSF FWHM from the warp header (NaN if absent)"}),
+    "warp_zeropoint": (
+        "float32",
+        np.nan,
+        {
+            "units": "mag",
+            "long_name": "AB zero point: mag = -2.5 log10(warp_flux) + warp_zeropoint (FPA.ZP + 2.5 log10 EXPTIME)",
+        },
+    ),
+    "warp_coverage": (
+        "float32",
+        np.nan,
+        {"units": "1", "long_name": "fraction of usable pixels within 10 px of the position"},
+    ),
+    "warp_psf_fwhm": (
+        "float32",
+        np.nan,
+        {"units": "arcsec", "long_name": "PSF FWHM from the warp header (NaN if absent)"},
+    ),
 }
 
 
@@ -368,8 +458,13 @@ def create_warp_store(
         name, dtype, units, desc = WARP_VARIABLES[image_type]
         fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
         data_vars[name], encoding[name] = _image_variable(
-            ("position", "filter", "epoch", "y", "x"), (n, nf, ne, h, w), (chunk, 1, ec, h, w), dtype, fill,
-            {"units": units, "long_name": desc}, pixels=True,
+            ("position", "filter", "epoch", "y", "x"),
+            (n, nf, ne, h, w),
+            (chunk, 1, ec, h, w),
+            dtype,
+            fill,
+            {"units": units, "long_name": desc},
+            pixels=True,
         )
     per_epoch = (("position", "filter", "epoch"), (n, nf, ne), (chunk, nf, ne))
     for name, (dtype, fill, attrs) in WARP_EPOCH_VARIABLES.items():
@@ -378,13 +473,29 @@ def create_warp_store(
         *per_epoch, "uint8", 0, status_attrs("outcome per position, filter and epoch (0 also pads)")
     )
     data_vars["warp_mjd_listed"], encoding["warp_mjd_listed"] = _image_variable(
-        *per_epoch, "float64", np.nan, {"units": "d", "long_name": "MJD of the warp's file name (service listing)"}
+        *per_epoch,
+        "float64",
+        np.nan,
+        {"units": "d", "long_name": "MJD of the warp's file name (service listing)"},
     )
     data_vars["n_epochs"], encoding["n_epochs"] = _image_variable(
-        ("position", "filter"), (n, nf), (chunk, nf), "int16", 0, {"long_name": "number of warp epochs"}
+        ("position", "filter"),
+        (n, nf),
+        (chunk, nf),
+        "int16",
+        0,
+        {"long_name": "number of warp epochs"},
     )
-    _write_part(path, "warp", request, positions, chunk, data_vars, encoding,
-                {"warp_mjd_listed": listed_mjd, "n_epochs": n_epochs.astype("int16")})
+    _write_part(
+        path,
+        "warp",
+        request,
+        positions,
+        chunk,
+        data_vars,
+        encoding,
+        {"warp_mjd_listed": listed_mjd, "n_epochs": n_epochs.astype("int16")},
+    )
 
 
 def read_request(path: str | Path, part: str = "stack") -> Any:

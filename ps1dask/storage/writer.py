@@ -29,7 +29,9 @@ def write_unit_chunks(
         for name, data in images.items():
             array = zarr.open_array(root, path=name, mode="r+")
             array[start:stop] = data.astype(array.dtype, copy=False)
-        zarr.open_array(root, path="stack_zeropoint", mode="r+")[start:stop] = zeropoint.astype("float32")
+        zarr.open_array(root, path="stack_zeropoint", mode="r+")[start:stop] = zeropoint.astype(
+            "float32"
+        )
         zarr.open_array(root, path="stack_status", mode="r+")[start:stop] = status.astype("uint8")
 
 

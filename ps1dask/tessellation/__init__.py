@@ -7,8 +7,7 @@
 
 from __future__ import annotations
 
-import re
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -24,6 +23,7 @@ from ps1dask.tessellation._core import (
     skycell_center_radec,
     skycell_geometry,
 )
+from ps1dask.wire import SKYCELL_ID_EXPECTED, SKYCELL_ID_RE
 
 __all__ = [
     "FIRST_FOOTPRINT_PROJCELL",
@@ -35,8 +35,6 @@ __all__ = [
     "skycell_geometry_of",
     "skycell_wcs",
 ]
-
-_SKYCELL_RE = re.compile(r"^\s*(?:skycell\.)?(\d{3,4})\.(\d{1,3})\s*$")
 
 
 class SkycellId(NamedTuple):
@@ -54,19 +52,17 @@ class SkycellId(NamedTuple):
         return f"{self.projcell:04d}.{self.subcell:03d}"
 
     @classmethod
-    def parse(cls, cell: "SkycellLike") -> "SkycellId":
+    def parse(cls, cell: SkycellLike) -> SkycellId:
         """Accept ``"skycell.1405.053"``, ``"1405.053"``, ``(1405, 53)`` or a SkycellId.
 
         Raises :class:`~ps1dask.exceptions.InvalidSkycellError` for anything that is not a
         skycell of the tessellation.
         """
         if isinstance(cell, str):
-            match = _SKYCELL_RE.match(cell)
+            match = SKYCELL_ID_RE.match(cell)
             if not match:
-                raise InvalidSkycellError(
-                    f"{cell!r} is not a skycell id (expected 'skycell.PPPP.SSS' or 'PPPP.SSS')"
-                )
-            projcell, subcell = int(match.group(1)), int(match.group(2))
+                raise InvalidSkycellError(f"{cell!r} is not a skycell id ({SKYCELL_ID_EXPECTED})")
+            projcell, subcell = int(match["projcell"]), int(match["subcell"])
         else:
             try:
                 projcell, subcell = (int(v) for v in cell)
@@ -81,7 +77,7 @@ class SkycellId(NamedTuple):
         return cls(projcell, subcell)
 
 
-SkycellLike = Union[str, SkycellId, tuple[int, int]]
+SkycellLike = str | SkycellId | tuple[int, int]
 
 
 def skycell_geometry_of(cell: SkycellLike) -> SkycellGeometry:
@@ -130,11 +126,15 @@ def _as_degrees(name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
     except (TypeError, ValueError) as err:
         raise InvalidPositionError(f"{name} must be numbers in degrees: {err}") from None
     if arr.ndim != 1:
-        raise InvalidPositionError(f"{name} must be a scalar or a 1-d sequence, got shape {arr.shape}")
+        raise InvalidPositionError(
+            f"{name} must be a scalar or a 1-d sequence, got shape {arr.shape}"
+        )
     return arr
 
 
-def _skycell_names(projcell: npt.NDArray[np.int64], subcell: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+def _skycell_names(
+    projcell: npt.NDArray[np.int64], subcell: npt.NDArray[np.int64]
+) -> npt.NDArray[np.object_]:
     """``skycell.PPPP.SSS`` per position ('' where projcell < 0), formatting each cell once."""
     codes, inverse = np.unique(projcell * 1000 + subcell, return_inverse=True)
     names = np.array(

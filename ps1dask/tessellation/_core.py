@@ -52,7 +52,7 @@ def load_grid() -> Grid:
     """Load the tessellation table shipped as package data (cached)."""
     text = resources.files("ps1dask.data").joinpath("ps1grid.csv").read_text()
     rows = np.loadtxt(text.splitlines(), delimiter=",", skiprows=1, dtype=np.float64)
-    as_int = lambda col: rows[:, col].astype(np.int64)  # noqa: E731
+    as_int = lambda col: rows[:, col].astype(np.int64)
     return Grid(
         zone=as_int(0),
         projcell=as_int(1),

@@ -29,7 +29,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 from aiohttp import web
@@ -104,13 +104,22 @@ class ViewerState:
         self.height = int(ds.sizes["y"])
         self.warps = has_warps(ds)
         self.n_epoch_axis = int(ds.sizes.get("epoch", 0))
-        names = [v for v in ("id", "ra", "dec", "skycell", "stack_status", "warp_status", "n_epochs")
-                 if v in ds.variables]
+        names = [
+            v
+            for v in ("id", "ra", "dec", "skycell", "stack_status", "warp_status", "n_epochs")
+            if v in ds.variables
+        ]
         meta = load(ds[names])
-        self.ids = [_text(v) for v in meta["id"].values] if "id" in meta else [str(i) for i in range(self.n)]
+        self.ids = (
+            [_text(v) for v in meta["id"].values]
+            if "id" in meta
+            else [str(i) for i in range(self.n)]
+        )
         self.ra = meta["ra"].values.astype(float) if "ra" in meta else np.full(self.n, np.nan)
         self.dec = meta["dec"].values.astype(float) if "dec" in meta else np.full(self.n, np.nan)
-        self.skycells = [_text(v) for v in meta["skycell"].values] if "skycell" in meta else [""] * self.n
+        self.skycells = (
+            [_text(v) for v in meta["skycell"].values] if "skycell" in meta else [""] * self.n
+        )
         self.status = status_codes(meta).astype(int)
         self.n_epochs = (
             meta["n_epochs"].values.astype(int) if (self.warps and "n_epochs" in meta) else None
@@ -137,7 +146,10 @@ class ViewerState:
             "ra": float(self.ra[i]) if math.isfinite(self.ra[i]) else None,
             "dec": float(self.dec[i]) if math.isfinite(self.dec[i]) else None,
             "skycell": self.skycells[i],
-            "status": {f: STATUS_NAMES.get(int(self.status[i, k]), "unknown") for k, f in enumerate(self.filters)},
+            "status": {
+                f: STATUS_NAMES.get(int(self.status[i, k]), "unknown")
+                for k, f in enumerate(self.filters)
+            },
         }
         if self.n_epochs is not None:
             out["n_epochs"] = {f: int(self.n_epochs[i, k]) for k, f in enumerate(self.filters)}
@@ -163,8 +175,13 @@ class ViewerState:
             for e in range(min(n, self.n_epoch_axis)):
                 mjd = float(sub["warp_mjd"].values[k, e]) if "warp_mjd" in sub else math.nan
                 st = int(sub["warp_status"].values[k, e]) if "warp_status" in sub else 1
-                rows.append({"epoch": e, "mjd": mjd if math.isfinite(mjd) else None,
-                             "status": STATUS_NAMES.get(st, "unknown")})
+                rows.append(
+                    {
+                        "epoch": e,
+                        "mjd": mjd if math.isfinite(mjd) else None,
+                        "status": STATUS_NAMES.get(st, "unknown"),
+                    }
+                )
             out[f] = rows
         return out
 
@@ -193,14 +210,18 @@ class ViewerApp:
         return app
 
     @web.middleware
-    async def _errors(self, request: web.Request, handler: Callable[..., Any]) -> web.StreamResponse:
+    async def _errors(
+        self, request: web.Request, handler: Callable[..., Any]
+    ) -> web.StreamResponse:
         try:
             return await handler(request)
         except InvalidParameterError as err:
             return web.json_response({"error": str(err)}, status=400, headers=_NO_STORE)
 
     async def page(self, request: web.Request) -> web.Response:
-        return web.Response(text=PAGE_HTML, content_type="text/html", charset="utf-8", headers=_NO_STORE)
+        return web.Response(
+            text=PAGE_HTML, content_type="text/html", charset="utf-8", headers=_NO_STORE
+        )
 
     async def info(self, request: web.Request) -> web.Response:
         s = self.state
@@ -233,7 +254,9 @@ class ViewerApp:
             raise InvalidParameterError("offset and limit must be whole numbers") from None
         hits = await self.run(self.state.search, q) if q else range(self.state.n)
         items = [self.state.label(i) for i in list(hits[offset : offset + limit])]
-        return web.json_response({"total": len(hits), "offset": offset, "items": items}, headers=_NO_STORE)
+        return web.json_response(
+            {"total": len(hits), "offset": offset, "items": items}, headers=_NO_STORE
+        )
 
     async def position(self, request: web.Request) -> web.Response:
         i = self.state.index(request.match_info["i"])
@@ -253,8 +276,16 @@ class ViewerApp:
             raise InvalidParameterError(f"size={size} must be 16..2048 pixels")
         if band == "colour":
             method = params.get("method") or "lupton"
-            return colour_bytes(s.ds, i, params.get("colour") or None, display, fmt="png",
-                                method=method, epoch=epoch, size=size)
+            return colour_bytes(
+                s.ds,
+                i,
+                params.get("colour") or None,
+                display,
+                fmt="png",
+                method=method,
+                epoch=epoch,
+                size=size,
+            )
         return cutout_bytes(s.ds, i, band, display, fmt="png", epoch=epoch, size=size)
 
     async def image(self, request: web.Request) -> web.Response:
@@ -277,8 +308,11 @@ class ViewerApp:
 
         df = aperture_lightcurve(self.state.ds, i)
         with PLOT_LOCK:
-            fig = lightcurve_figure(df, title=f"{self.state.ids[i]}: aperture photometry of the warps",
-                                    figsize=(7.0, 2.8))
+            fig = lightcurve_figure(
+                df,
+                title=f"{self.state.ids[i]}: aperture photometry of the warps",
+                figsize=(7.0, 2.8),
+            )
             return figure_png(fig, dpi=90)
 
     async def lightcurve_png(self, request: web.Request) -> web.Response:
@@ -296,7 +330,9 @@ class ViewerApp:
         i = self.state.index(request.match_info["i"])
         df = await self.run(aperture_lightcurve, self.state.ds, i)
         rows = json.loads(df.to_json(orient="records"))
-        return web.json_response({"flux_unit": df.attrs.get("flux_unit"), "rows": rows}, headers=_NO_STORE)
+        return web.json_response(
+            {"flux_unit": df.attrs.get("flux_unit"), "rows": rows}, headers=_NO_STORE
+        )
 
 
 class Viewer:
@@ -306,8 +342,14 @@ class Viewer:
     ...     print(v.url)
     """
 
-    def __init__(self, store: str | Path, *, host: str = "127.0.0.1", port: int = 0,
-                 workers: int | None = None) -> None:
+    def __init__(
+        self,
+        store: str | Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        workers: int | None = None,
+    ) -> None:
         self.store = Path(store)
         self.host = host
         self._bind_port = int(port)
@@ -356,7 +398,7 @@ class Viewer:
         self._shutdown_executor()
         self.port = None
 
-    def __enter__(self) -> Viewer:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
