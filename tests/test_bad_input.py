@@ -26,8 +26,8 @@ from hypothesis import strategies as st
 
 import ps1dask
 from ps1dask.cli import main
+from ps1dask.client.answers import parse_fits_answer
 from ps1dask.client.listing import LISTING_COLUMNS, parse_listing
-from ps1dask.client.service import _parse_fits
 from ps1dask.exceptions import (
     BadFITSError,
     BadResponseError,
@@ -743,10 +743,10 @@ def test_property_truncated_fits_answers_raise_or_are_whole(compressed, cut, raw
     exactly the pixels of the whole answer: never a silently incomplete image."""
     whole = _FITS[compressed]
     try:
-        hdu = _parse_fits(whole[:cut], "http://emulator/test", raw=raw)
+        hdu = parse_fits_answer(whole[:cut], "http://emulator/test", raw=raw)
     except BadFITSError:
         return
-    expected = _parse_fits(whole, "http://emulator/test", raw=raw)
+    expected = parse_fits_answer(whole, "http://emulator/test", raw=raw)
     np.testing.assert_array_equal(hdu.data, expected.data)
 
 
@@ -764,7 +764,7 @@ def test_property_garbled_fits_answers_raise_only_bad_fits(compressed, flips, ra
         if pos < len(body):
             body[pos] = value
     try:
-        hdu = _parse_fits(bytes(body), "http://emulator/test", raw=raw)
+        hdu = parse_fits_answer(bytes(body), "http://emulator/test", raw=raw)
     except BadFITSError:
         return
     assert hdu.data.ndim == 2
@@ -774,14 +774,14 @@ def test_property_garbled_fits_answers_raise_only_bad_fits(compressed, flips, ra
 @given(body=st.binary(max_size=6000), raw=st.booleans())
 def test_property_garbage_answers_raise_only_bad_fits(body, raw):
     with pytest.raises(BadFITSError):
-        _parse_fits(body, "http://emulator/test", raw=raw)
+        parse_fits_answer(body, "http://emulator/test", raw=raw)
     with pytest.raises(BadFITSError):  # a FITS-looking start does not help
-        _parse_fits(b"SIMPLE  =                    T" + body, "http://emulator/test", raw=raw)
+        parse_fits_answer(b"SIMPLE  =                    T" + body, "http://emulator/test", raw=raw)
 
 
 def test_fits_answer_parser_accepts_the_untouched_answers():
     for compressed, body in _FITS.items():
-        hdu = _parse_fits(body, "http://emulator/test", raw=False)
+        hdu = parse_fits_answer(body, "http://emulator/test", raw=False)
         assert hdu.data.shape == (20, 24), compressed
         with pytest.raises(BadFITSError):
-            _parse_fits(body[: len(body) // 2], "http://emulator/test", raw=False)
+            parse_fits_answer(body[: len(body) // 2], "http://emulator/test", raw=False)

@@ -13,359 +13,70 @@ throttle's name/limit are pickled; the other side reuses a per-process ``request
 
 from __future__ import annotations
 
-import io
-import math
 import os
-import re
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Self
-from urllib.parse import quote, urlencode
+from typing import Any, Self
+from urllib.parse import urlencode
 
-import dask.config
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import requests
 import requests.adapters
 from astropy.io import fits
-from urllib3.exceptions import ReadTimeoutError
 
 from ps1dask import config
+from ps1dask.client.answers import JPEG_MAGIC, PNG_MAGIC, body_text, parse_fits_answer
 from ps1dask.client.listing import (
     assign_positions,
     empty_listing,
     format_positions,
     parse_listing,
 )
-from ps1dask.client.retry import RetryPolicy, _seconds, parse_retry_after, retry_call
+from ps1dask.client.params import (
+    degrees,
+    file_path,
+    number_param,
+    position_arrays,
+    shortname,
+    size_param,
+    skycell_param,
+)
+from ps1dask.client.retry import retry_call
 from ps1dask.client.stats import RequestStats
 from ps1dask.client.throttle import RequestThrottle
-from ps1dask.conventions import linear_pixels, parse_filters, parse_size, parse_types, repair_header
+from ps1dask.client.transport import (
+    ERROR_BODY_LIMIT,
+    Answer,
+    FileSink,
+    HTTPSettings,
+    MemorySink,
+    check_content_range,
+    check_length,
+    is_retryable,
+    new_session,
+    shared_session,
+    status_error,
+    transport_error,
+    wire_bytes,
+)
+from ps1dask.conventions import parse_filters, parse_types
 from ps1dask.exceptions import (
     BadFITSError,
     BadImageError,
-    BadRequestError,
     BadResponseError,
     InvalidParameterError,
-    InvalidPositionError,
-    InvalidSkycellError,
-    NotFoundError,
     RangeNotSupportedError,
-    ServiceConnectionError,
     ServiceError,
-    ServiceHTTPError,
-    ServiceTimeoutError,
-    ServiceUnavailableError,
     TruncatedResponseError,
 )
-from ps1dask.tessellation import SkycellId, SkycellLike
-from ps1dask.wire import FITSCUT_PATH, LIST_PATH, SKYCELL_ID_EXPECTED, SKYCELL_ID_RE
+from ps1dask.tessellation import SkycellLike
+from ps1dask.wire import FITSCUT_PATH, LIST_PATH
 
 __all__ = ["HTTPSettings", "PS1Service", "is_retryable", "shared_session"]
-
-#: Bytes of an error answer kept for the error message.
-ERROR_BODY_LIMIT = 64 * 1024
-#: Keywords that describe stored (not linear float32) pixels; dropped from repaired headers.
-_SCALING_KEYWORDS = ("BZERO", "BSCALE", "BLANK", "BSOFTEN", "BOFFSET")
-_CONTENT_RANGE = re.compile(r"^\s*bytes\s+(\d+)-(\d+)/(\d+|\*)\s*$", re.IGNORECASE)
-_TAG = re.compile(r"<[^>]*>")
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# --- settings ----------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class HTTPSettings:
-    """Timeouts, retry policy and identity of a :class:`PS1Service` (``ps1dask.http.*``)."""
-
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    user_agent: str = "ps1dask"
-    chunk_size: int = 1 << 20  # bytes per read of a streamed answer (whole files run to 100 MB)
-
-    @classmethod
-    def from_config(cls) -> HTTPSettings:
-        get = dask.config.get
-        connect = _seconds(get("ps1dask.http.connect-timeout"), "connect-timeout")
-        read = _seconds(get("ps1dask.http.read-timeout"), "read-timeout")
-        if connect <= 0 or read <= 0:
-            raise InvalidParameterError("ps1dask.http.connect-timeout and read-timeout must be > 0")
-        return cls(
-            connect_timeout=connect,
-            read_timeout=read,
-            retry=RetryPolicy.from_config(),
-            user_agent=str(get("ps1dask.http.user-agent")),
-        )
-
-    @property
-    def timeout(self) -> tuple[float, float]:
-        return (self.connect_timeout, self.read_timeout)
-
-
-# --- sessions ----------------------------------------------------------------------------
-
-_SESSIONS_LOCK = threading.Lock()
-_SESSIONS: dict[tuple[int, str, int], requests.Session] = {}
-
-
-def _new_session(pool_size: int) -> requests.Session:
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(
-        pool_connections=4, pool_maxsize=max(pool_size, 10), max_retries=0, pool_block=False
-    )
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
-
-
-def shared_session(url: str | None = None, pool_size: int = 10) -> requests.Session:
-    """A ``requests.Session`` shared by every service of this process for ``url``.
-
-    Use it to build cheap per-task services on a dask worker that reuse connections:
-    ``PS1Service(url, session=shared_session(url))``. Never close it.
-    """
-    key = (os.getpid(), config.service_url(url), max(pool_size, 10))
-    with _SESSIONS_LOCK:
-        session = _SESSIONS.get(key)
-        if session is None:
-            session = _SESSIONS[key] = _new_session(pool_size)
-        return session
-
-
-# --- classification ----------------------------------------------------------------------
-
-
-def is_retryable(error: BaseException) -> bool:
-    """Whether a failed attempt is worth another try (see the client's retry rules)."""
-    if isinstance(error, ServiceUnavailableError):
-        return True
-    if isinstance(error, ServiceHTTPError):
-        return error.status >= 500 or error.status in (408, 429)
-    return isinstance(
-        error,
-        (
-            ServiceConnectionError,
-            ServiceTimeoutError,
-            TruncatedResponseError,
-            BadFITSError,
-            BadImageError,
-            BadResponseError,
-        ),
-    )
-
-
-def _wrap_transport_error(err: requests.RequestException, url: str) -> ServiceError:
-    cause = err.args[0] if err.args else None
-    if isinstance(err, requests.Timeout) or isinstance(cause, ReadTimeoutError):
-        return ServiceTimeoutError(f"timed out: {err}", url)
-    if isinstance(err, requests.exceptions.ChunkedEncodingError):
-        return TruncatedResponseError(f"answer broken off: {err}", url)
-    if isinstance(err, requests.exceptions.ContentDecodingError):
-        return BadResponseError(f"undecodable answer: {err}", url)
-    if isinstance(err, requests.ConnectionError):
-        return ServiceConnectionError(f"connection failed: {err}", url)
-    return ServiceError(f"request failed: {err}", url)
-
-
-def _server_message(body: bytes) -> str:
-    text = body.decode("utf-8", errors="replace")
-    text = " ".join(_TAG.sub(" ", text).split())
-    return text[:300] + ("..." if len(text) > 300 else "")
-
-
-def _status_error(
-    status: int, reason: str, body: bytes, headers: Mapping[str, str], url: str
-) -> ServiceError:
-    message = _server_message(body) or reason or "no message"
-    text = f"HTTP {status} {reason}: {message}"
-    if status == 400:
-        return BadRequestError(text, status, url)
-    if status == 404:
-        return NotFoundError(text, status, url)
-    err: ServiceHTTPError
-    if status in (429, 503):
-        err = ServiceUnavailableError(text, status, url)
-    else:
-        err = ServiceHTTPError(text, status, url)
-    err.retry_after = parse_retry_after(headers.get("Retry-After"))  # type: ignore[attr-defined]
-    return err
-
-
-# --- body sinks ----------------------------------------------------------------------------
-
-
-class _MemorySink:
-    def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-
-    def start(self) -> None:
-        self.chunks = []
-
-    def write(self, chunk: bytes) -> None:
-        self.chunks.append(chunk)
-
-    def value(self) -> bytes:
-        return b"".join(self.chunks)
-
-
-class _FileSink:
-    def __init__(self, handle: BinaryIO) -> None:
-        self.handle = handle
-
-    def start(self) -> None:
-        self.handle.seek(0)
-        self.handle.truncate()
-
-    def write(self, chunk: bytes) -> None:
-        self.handle.write(chunk)
-
-    def value(self) -> bytes:
-        return b""
-
-
-@dataclass
-class _Answer:
-    status: int
-    headers: requests.structures.CaseInsensitiveDict[str]
-    body: bytes
-    url: str
-
-
-# --- argument checks -----------------------------------------------------------------------
-
-
-def _degrees(ra: Any, dec: Any) -> tuple[float, float]:
-    try:
-        ra_f, dec_f = float(ra), float(dec)
-    except (TypeError, ValueError):
-        raise InvalidPositionError(f"ra={ra!r}, dec={dec!r}: expected numbers in degrees") from None
-    if not (math.isfinite(ra_f) and math.isfinite(dec_f)) or abs(dec_f) > 90.0:
-        raise InvalidPositionError(
-            f"ra={ra!r}, dec={dec!r}: coordinates must be finite degrees with |dec| <= 90"
-        )
-    return ra_f, dec_f
-
-
-def _position_arrays(ra: npt.ArrayLike, dec: npt.ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    try:
-        ra_arr = np.atleast_1d(np.asarray(ra, dtype=np.float64))
-        dec_arr = np.atleast_1d(np.asarray(dec, dtype=np.float64))
-    except (TypeError, ValueError) as err:
-        raise InvalidPositionError(f"ra and dec must be numbers in degrees: {err}") from None
-    if ra_arr.ndim != 1 or dec_arr.shape != ra_arr.shape:
-        raise InvalidPositionError(
-            f"ra and dec must be 1-d and of equal length, got shapes {ra_arr.shape} and {dec_arr.shape}"
-        )
-    bad = ~np.isfinite(ra_arr) | ~np.isfinite(dec_arr) | (np.abs(dec_arr) > 90.0)
-    if bad.any():
-        idx = np.flatnonzero(bad)
-        shown = ", ".join(f"{i} (ra={ra_arr[i]!r}, dec={dec_arr[i]!r})" for i in idx[:10])
-        more = f" and {idx.size - 10} more" if idx.size > 10 else ""
-        raise InvalidPositionError(
-            f"invalid position at index {shown}{more}: coordinates must be finite degrees with "
-            "|dec| <= 90",
-            rows=idx.tolist(),
-        )
-    return ra_arr, dec_arr
-
-
-def _skycell_param(skycell: SkycellLike) -> str:
-    """``PPPP.SSS`` for the service; the format is checked here, existence by the service."""
-    if isinstance(skycell, str):
-        match = SKYCELL_ID_RE.match(skycell)
-        if not match:
-            raise InvalidSkycellError(f"{skycell!r} is not a skycell id ({SKYCELL_ID_EXPECTED})")
-        projcell, subcell = int(match["projcell"]), int(match["subcell"])
-    else:
-        try:
-            projcell, subcell = (int(v) for v in skycell)
-        except (TypeError, ValueError):
-            raise InvalidSkycellError(
-                f"{skycell!r} is not a skycell id (expected a string or (projcell, subcell))"
-            ) from None
-    if not (0 <= projcell <= 9999 and 0 <= subcell <= 999):
-        raise InvalidSkycellError(f"{skycell!r} is not a skycell id")
-    return SkycellId(projcell, subcell).short
-
-
-def _number(value: Any, name: str) -> str:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{name}={value!r} is not a number") from None
-    if not math.isfinite(number):
-        raise InvalidParameterError(f"{name}={value!r} is not finite")
-    return repr(number) if not number.is_integer() else str(int(number))
-
-
-def _size_param(size: int | str | tuple[int, int]) -> tuple[str, tuple[int, int]]:
-    width, height = parse_size(size)
-    return (str(width) if width == height else f"{width},{height}"), (width, height)
-
-
-def _shortname(filename: str) -> str:
-    name = filename.rstrip("/").rsplit("/", 1)[-1]
-    if not name:
-        raise InvalidParameterError(f"{filename!r} has no file name")
-    return name
-
-
-# --- FITS ------------------------------------------------------------------------------------
-
-
-def _parse_fits(body: bytes, url: str, raw: bool) -> fits.PrimaryHDU:
-    """The first image of a FITS answer; BadFITSError if unreadable or truncated."""
-    if len(body) < 2880 or not body.startswith(b"SIMPLE  ="):
-        head = body[:80].decode("ascii", errors="replace")
-        raise BadFITSError(f"answer is not FITS ({len(body)} bytes, starting {head!r})", url)
-    try:
-        with fits.open(
-            io.BytesIO(body),
-            memmap=False,
-            lazy_load_hdus=False,
-            do_not_scale_image_data=not raw,
-        ) as hdul:
-            hdu = next((h for h in hdul if h.is_image and h.header.get("NAXIS", 0) >= 2), None)
-            if hdu is None:
-                raise BadFITSError("FITS answer holds no 2-d image", url)
-            header = hdu.header
-            bitpix = abs(int(header["BITPIX"]))
-            naxes = [int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1)]
-            if not hdu.header.get("ZIMAGE", False):
-                needed = hdu.fileinfo()["datLoc"] + bitpix // 8 * int(np.prod(naxes))
-                if len(body) < needed:
-                    raise BadFITSError(
-                        f"FITS answer truncated: {len(body)} bytes, the image needs {needed}", url
-                    )
-            data = np.array(hdu.data, copy=True)
-            header = header.copy()
-    except BadFITSError:
-        raise
-    except Exception as err:  # noqa: BLE001 - bytes from the network: whatever astropy
-        # raises on them (OSError, ValueError, zlib.error, its CfitsioException, MemoryError
-        # for a garbled NAXIS, ...) means the answer is unreadable, and retryable
-        raise BadFITSError(f"unreadable FITS answer: {type(err).__name__}: {err}", url) from None
-    if data.ndim != 2:
-        raise BadFITSError(f"FITS answer image has shape {data.shape}, expected 2-d", url)
-    if raw:
-        return fits.PrimaryHDU(data=data, header=header)
-    pixels = linear_pixels(data, header)
-    fixed = repair_header(header)
-    for key in _SCALING_KEYWORDS:
-        fixed.remove(key, ignore_missing=True, remove_all=True)
-    for key in ("XTENSION", "EXTNAME", "PCOUNT", "GCOUNT"):
-        fixed.remove(key, ignore_missing=True, remove_all=True)
-    hdu_out = fits.PrimaryHDU(data=pixels, header=fixed)
-    hdu_out.header["BITPIX"] = -32
-    return hdu_out
 
 
 # --- the client ------------------------------------------------------------------------------
@@ -406,7 +117,7 @@ class PS1Service:
         self.stats: RequestStats = stats if stats is not None else RequestStats()
         self._owns_session = session is None
         self._session = (
-            session if session is not None else _new_session(self.throttle.max_concurrency)
+            session if session is not None else new_session(self.throttle.max_concurrency)
         )
         self.throttle.check_lease_timeout(self.settings.connect_timeout, self.settings.read_timeout)
 
@@ -472,11 +183,11 @@ class PS1Service:
         if skycell is not None:
             if ra is not None or dec is not None:
                 raise InvalidParameterError("give either ra/dec or skycell, not both")
-            params["skycell"] = _skycell_param(skycell)
+            params["skycell"] = skycell_param(skycell)
         else:
             if ra is None or dec is None:
                 raise InvalidParameterError("list_images needs ra and dec, or skycell")
-            ra_f, dec_f = _degrees(ra, dec)
+            ra_f, dec_f = degrees(ra, dec)
             params["ra"], params["dec"] = repr(ra_f), repr(dec_f)
         params["filters"] = parse_filters(filters)
         params["type"] = ",".join(parse_types(types))
@@ -485,7 +196,7 @@ class PS1Service:
             LIST_PATH,
             kind="list",
             params=params,
-            parse=lambda answer: parse_listing(_text(answer.body), url=answer.url),
+            parse=lambda answer: parse_listing(body_text(answer.body), url=answer.url),
             compressed=True,
         )
 
@@ -504,7 +215,7 @@ class PS1Service:
         ``position`` column, the 0-based index of each row's input position (positions with
         no images have no rows).
         """
-        ra_arr, dec_arr = _position_arrays(ra, dec)
+        ra_arr, dec_arr = position_arrays(ra, dec)
         if int(batch_size) != batch_size or batch_size < 1:
             raise InvalidParameterError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         form = {"filters": parse_filters(filters), "type": ",".join(parse_types(types))}
@@ -515,12 +226,12 @@ class PS1Service:
             payload = format_positions(ra_b, dec_b).encode("ascii")
 
             def parse(
-                answer: _Answer,
+                answer: Answer,
                 ra_b: np.ndarray = ra_b,
                 dec_b: np.ndarray = dec_b,
                 start: int = start,
             ) -> pd.DataFrame:
-                frame = parse_listing(_text(answer.body), url=answer.url)
+                frame = parse_listing(body_text(answer.body), url=answer.url)
                 frame["position"] = assign_positions(
                     frame, ra_b, dec_b, offset=start, url=answer.url
                 )
@@ -562,18 +273,18 @@ class PS1Service:
         keywords removed. ``raw=True`` returns the answer's HDU unrepaired. The image shape is
         checked against ``size``; unreadable or truncated FITS is retried.
         """
-        ra_f, dec_f = _degrees(ra, dec)
-        size_text, (width, height) = _size_param(size)
+        ra_f, dec_f = degrees(ra, dec)
+        size_text, (width, height) = size_param(size)
         params = {
-            "red": _path(filename),
+            "red": file_path(filename),
             "ra": repr(ra_f),
             "dec": repr(dec_f),
             "size": size_text,
             "format": "fits",
         }
 
-        def parse(answer: _Answer) -> fits.PrimaryHDU:
-            hdu = _parse_fits(answer.body, answer.url, raw)
+        def parse(answer: Answer) -> fits.PrimaryHDU:
+            hdu = parse_fits_answer(answer.body, answer.url, raw)
             if hdu.data is None or hdu.data.shape != (height, width):
                 shape = None if hdu.data is None else hdu.data.shape
                 raise BadFITSError(
@@ -610,18 +321,18 @@ class PS1Service:
             )
         if (green is None) != (blue is None):
             raise InvalidParameterError("colour images need both green and blue")
-        ra_f, dec_f = _degrees(ra, dec)
-        size_text, _ = _size_param(size)
+        ra_f, dec_f = degrees(ra, dec)
+        size_text, _ = size_param(size)
         params: dict[str, str] = {
-            "red": _path(red),
+            "red": file_path(red),
             "ra": repr(ra_f),
             "dec": repr(dec_f),
             "size": size_text,
             "format": fmt,
         }
         if green is not None and blue is not None:
-            params["green"] = _path(green)
-            params["blue"] = _path(blue)
+            params["green"] = file_path(green)
+            params["blue"] = file_path(blue)
         if output_size is not None:
             if int(output_size) != output_size or output_size < 1:
                 raise InvalidParameterError(
@@ -629,18 +340,18 @@ class PS1Service:
                 )
             params["output_size"] = str(int(output_size))
         if autoscale is not None:
-            params["autoscale"] = _number(autoscale, "autoscale")
+            params["autoscale"] = number_param(autoscale, "autoscale")
         if min is not None:
-            params["min"] = _number(min, "min")
+            params["min"] = number_param(min, "min")
         if max is not None:
-            params["max"] = _number(max, "max")
+            params["max"] = number_param(max, "max")
         if asinh is not None:
             params["asinh"] = "True" if asinh else "False"
         if invert:
             params["invert"] = "True"
-        magic = _JPEG_MAGIC if fmt == "jpg" else _PNG_MAGIC
+        magic = JPEG_MAGIC if fmt == "jpg" else PNG_MAGIC
 
-        def parse(answer: _Answer) -> bytes:
+        def parse(answer: Answer) -> bytes:
             if not answer.body.startswith(magic):
                 head = answer.body[:60]
                 raise BadImageError(
@@ -661,7 +372,7 @@ class PS1Service:
         """
         target = Path(dest)
         if target.is_dir():
-            target = target / _shortname(filename)
+            target = target / shortname(filename)
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(
             dir=target.parent, prefix=f".{target.name}.", suffix=".part"
@@ -670,7 +381,7 @@ class PS1Service:
         try:
             with open(fd, "w+b") as handle:
                 self._request(
-                    "GET", _path(filename), kind="download", sink=lambda: _FileSink(handle)
+                    "GET", file_path(filename), kind="download", sink=lambda: FileSink(handle)
                 )
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -686,7 +397,7 @@ class PS1Service:
     def file_size(self, filename: str) -> int:
         """Size in bytes of a file on the service (HEAD request, Content-Length)."""
 
-        def parse(answer: _Answer) -> int:
+        def parse(answer: Answer) -> int:
             length = answer.headers.get("Content-Length")
             if length is None or not length.strip().isdigit():
                 raise BadResponseError(
@@ -694,7 +405,7 @@ class PS1Service:
                 )
             return int(length)
 
-        return self._request("HEAD", _path(filename), kind="head", parse=parse)
+        return self._request("HEAD", file_path(filename), kind="head", parse=parse)
 
     def read_range(self, filename: str, start: int, stop: int) -> bytes:
         """Bytes ``[start, stop)`` of a file, with an HTTP Range request.
@@ -723,10 +434,10 @@ class PS1Service:
                 raise BadResponseError(
                     f"expected HTTP 206 to a Range request, got {resp.status_code}", url
                 )
-            _check_content_range(resp.headers.get("Content-Range"), start, stop, url)
+            check_content_range(resp.headers.get("Content-Range"), start, stop, url)
 
-        def parse(answer: _Answer) -> bytes:
-            first, last, _total = _check_content_range(
+        def parse(answer: Answer) -> bytes:
+            first, last, _total = check_content_range(
                 answer.headers.get("Content-Range"), start, stop, answer.url
             )
             if len(answer.body) != last - first + 1:
@@ -738,7 +449,7 @@ class PS1Service:
 
         return self._request(
             "GET",
-            _path(filename),
+            file_path(filename),
             kind="range",
             headers={"Range": f"bytes={start}-{stop - 1}"},
             check_headers=check_headers,
@@ -758,8 +469,8 @@ class PS1Service:
         files: Mapping[str, Any] | None = None,
         headers: Mapping[str, str] | None = None,
         check_headers: Callable[[requests.Response, str], None] | None = None,
-        sink: Callable[[], _MemorySink | _FileSink] | None = None,
-        parse: Callable[[_Answer], Any] | None = None,
+        sink: Callable[[], MemorySink | FileSink] | None = None,
+        parse: Callable[[Answer], Any] | None = None,
         compressed: bool = False,
     ) -> Any:
         """Send one logical request with retries; every HTTP request of the client is here."""
@@ -806,8 +517,8 @@ class PS1Service:
         files: Mapping[str, Any] | None,
         headers: Mapping[str, str] | None,
         check_headers: Callable[[requests.Response, str], None] | None,
-        sink: Callable[[], _MemorySink | _FileSink] | None,
-        parse: Callable[[_Answer], Any] | None,
+        sink: Callable[[], MemorySink | FileSink] | None,
+        parse: Callable[[Answer], Any] | None,
         compressed: bool,
     ) -> Any:
         """One attempt: slot -> send -> read the whole body -> release -> classify."""
@@ -817,9 +528,9 @@ class PS1Service:
         }
         if headers:
             request_headers.update(headers)
-        target = sink() if sink is not None else _MemorySink()
+        target = sink() if sink is not None else MemorySink()
         status = 0
-        answer: _Answer | None = None
+        answer: Answer | None = None
         try:
             with self.throttle.slot() as waited:
                 self.stats.record_request(kind, waited)
@@ -839,7 +550,7 @@ class PS1Service:
                     )
                 except requests.RequestException as err:
                     self.stats.record_transfer(0, _now() - started)
-                    raise _wrap_transport_error(err, shown) from err
+                    raise transport_error(err, shown) from err
                 try:
                     status = resp.status_code
                     failed = status >= 400
@@ -847,7 +558,7 @@ class PS1Service:
                         check_headers(resp, shown)  # may refuse the answer before its body
                     target.start()
                     if failed:
-                        target = _MemorySink()
+                        target = MemorySink()
                         kept = 0
                         for chunk in resp.iter_content(self.settings.chunk_size):
                             target.write(chunk)
@@ -857,21 +568,21 @@ class PS1Service:
                     elif method != "HEAD":
                         for chunk in resp.iter_content(self.settings.chunk_size):
                             target.write(chunk)
-                        _check_length(resp, shown)
-                    nbytes = _wire_bytes(resp)
+                        check_length(resp, shown)
+                    nbytes = wire_bytes(resp)
                 except requests.RequestException as err:
-                    self.stats.record_transfer(_wire_bytes(resp), _now() - started)
-                    raise _wrap_transport_error(err, shown) from err
+                    self.stats.record_transfer(wire_bytes(resp), _now() - started)
+                    raise transport_error(err, shown) from err
                 except ServiceError:
-                    self.stats.record_response(status, _wire_bytes(resp), _now() - started)
+                    self.stats.record_response(status, wire_bytes(resp), _now() - started)
                     raise
                 finally:
                     resp.close()
                 self.stats.record_response(status, nbytes, _now() - started)
-                answer = _Answer(status, resp.headers, target.value(), shown)
+                answer = Answer(status, resp.headers, target.value(), shown)
             # -- the slot is released: classify and parse --
             if status >= 300:
-                raise _status_error(status, resp.reason or "", answer.body, resp.headers, shown)
+                raise status_error(status, resp.reason or "", answer.body, resp.headers, shown)
             return parse(answer) if parse is not None else answer
         except ServiceError as err:
             self.stats.record_error(err)
@@ -880,54 +591,3 @@ class PS1Service:
 
 def _now() -> float:
     return time.monotonic()
-
-
-def _text(body: bytes) -> str:
-    return body.decode("utf-8", errors="replace")
-
-
-def _path(filename: str) -> str:
-    """A service file name as a URL path (``/rings.v3.skycell/...``), percent-quoted."""
-    if not isinstance(filename, str) or not filename.strip():
-        raise InvalidParameterError(f"file name {filename!r} is empty")
-    name = filename.strip()
-    if "://" in name:
-        raise InvalidParameterError(f"give the service file name, not a URL: {filename!r}")
-    if not name.startswith("/"):
-        name = "/" + name
-    return quote(name, safe="/:@!$&'()*+,;=-._~")
-
-
-def _wire_bytes(resp: requests.Response) -> int:
-    try:
-        return int(resp.raw.tell())
-    except Exception:  # noqa: BLE001 - a non-urllib3 transport
-        return 0
-
-
-def _check_length(resp: requests.Response, url: str) -> None:
-    """The body must be as long as Content-Length says (bytes on the wire)."""
-    announced = resp.headers.get("Content-Length")
-    if announced is None or not announced.strip().isdigit():
-        return
-    received = _wire_bytes(resp)
-    if received != int(announced):
-        raise TruncatedResponseError(
-            f"answer has {received} bytes, Content-Length announced {announced}", url
-        )
-
-
-def _check_content_range(
-    value: str | None, start: int, stop: int, url: str
-) -> tuple[int, int, int | None]:
-    match = _CONTENT_RANGE.match(value or "")
-    if not match:
-        raise BadResponseError(f"206 answer without a usable Content-Range ({value!r})", url)
-    first, last = int(match.group(1)), int(match.group(2))
-    total = None if match.group(3) == "*" else int(match.group(3))
-    clipped_at_end = total is not None and last == total - 1 and last < stop - 1
-    if first != start or not (last == stop - 1 or clipped_at_end) or last < first:
-        raise BadResponseError(
-            f"Content-Range {value!r} does not match the requested bytes {start}-{stop - 1}", url
-        )
-    return first, last, total
