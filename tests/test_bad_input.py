@@ -15,6 +15,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import dask.config
 import numpy as np
 import pandas as pd
 import pytest
@@ -785,3 +786,42 @@ def test_fits_answer_parser_accepts_the_untouched_answers():
         assert hdu.data.shape == (20, 24), compressed
         with pytest.raises(BadFITSError):
             parse_fits_answer(body[: len(body) // 2], "http://emulator/test", raw=False)
+
+
+def _compressed_answer(rows: int, cols: int) -> bytes:
+    """A tiny compressed FITS answer (zeros compress ~1000:1) declaring a large image."""
+    buf = io.BytesIO()
+    data = np.zeros((rows, cols), dtype=np.int16)
+    hdu = fits.CompImageHDU(data, compression_type="GZIP_1", tile_shape=(rows, cols))
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buf)
+    return buf.getvalue()
+
+
+def test_fits_answer_declaring_a_larger_image_is_refused_before_decompressing():
+    """A hostile or broken answer declaring a huge image (ZNAXISn) is checked against the
+    requested shape from its header alone: its data are never decompressed."""
+    import tracemalloc
+
+    body = _compressed_answer(4000, 4000)  # 32 MB of pixels in ~50 kB
+    assert len(body) < 200_000
+    tracemalloc.start()
+    try:
+        with pytest.raises(BadFITSError, match=r"\(4000, 4000\).*\(20, 24\)"):
+            parse_fits_answer(body, "http://emulator/test", raw=False, expected_shape=(20, 24))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8_000_000, f"parsing allocated {peak} bytes: the data were decompressed"
+    # the same answer with the matching request decodes (the check is not a blanket refusal)
+    hdu = parse_fits_answer(body, "http://emulator/test", raw=True, expected_shape=(4000, 4000))
+    assert hdu.data.shape == (4000, 4000) and not hdu.data.any()
+
+
+def test_fits_answer_beyond_the_pixel_cap_is_refused_before_decompressing():
+    body = _compressed_answer(64, 64)
+    with (
+        dask.config.set({"ps1dask.http.max-answer-pixels": 64 * 63}),
+        pytest.raises(BadFITSError, match="4096 pixels"),
+    ):
+        parse_fits_answer(body, "http://emulator/test", raw=False)
+    assert parse_fits_answer(body, "http://emulator/test", raw=False).data.shape == (64, 64)

@@ -11,6 +11,7 @@ import functools
 import io
 import time
 
+import dask.config
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -507,6 +508,19 @@ def _image_file(hdu: fits.ImageHDU | fits.CompImageHDU | None) -> bytes:
 def test_rejects_files_it_cannot_read(blob, message):
     with pytest.raises(BadFITSError, match=message):
         CompressedImageIndex.read(Remote(blob))
+
+
+def test_rejects_a_declared_image_beyond_the_pixel_cap_before_reading_tiles():
+    """A file declaring a huge image (ZNAXISn) is refused from its headers: no tile read."""
+    blob = _image_file(fits.CompImageHDU(np.zeros((64, 64), np.int16), tile_shape=(1, 64)))
+    remote = Remote(blob)
+    with (
+        dask.config.set({"ps1dask.http.max-answer-pixels": 64 * 63}),
+        pytest.raises(BadFITSError, match="64x64 image"),
+    ):
+        CompressedImageIndex.read(remote)
+    assert len(remote.calls) == 1  # the headers and tile table, no tile
+    assert CompressedImageIndex.read(Remote(blob)).naxis2 == 64
 
 
 def test_rejects_truncated_files_and_short_reads():

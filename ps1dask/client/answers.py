@@ -4,7 +4,9 @@ image magic numbers and text bodies."""
 from __future__ import annotations
 
 import io
+import math
 
+import dask.config
 import numpy as np
 from astropy.io import fits
 
@@ -24,11 +26,42 @@ def body_text(body: bytes) -> str:
     return body.decode("utf-8", errors="replace")
 
 
+def _check_declared_shape(
+    naxes: list[int], expected_shape: tuple[int, int] | None, url: str
+) -> None:
+    """Refuse an image whose header declares another shape than requested, or too many
+    pixels (``naxes`` in FITS order: NAXIS1 = columns first)."""
+    declared = tuple(reversed(naxes))
+    if expected_shape is not None and declared != tuple(expected_shape):
+        raise BadFITSError(
+            f"FITS answer declares an image of shape {declared}, the request asked for "
+            f"(height, width) = {tuple(expected_shape)}",
+            url,
+        )
+    limit = int(dask.config.get("ps1dask.http.max-answer-pixels"))
+    pixels = math.prod(naxes)
+    if pixels > limit or any(n < 0 for n in naxes):
+        raise BadFITSError(
+            f"FITS answer declares an image of shape {declared} ({pixels} pixels), more than "
+            f"ps1dask.http.max-answer-pixels = {limit}",
+            url,
+        )
+
+
 # --- FITS ------------------------------------------------------------------------------------
 
 
-def parse_fits_answer(body: bytes, url: str, raw: bool) -> fits.PrimaryHDU:
-    """The first image of a FITS answer; BadFITSError if unreadable or truncated."""
+def parse_fits_answer(
+    body: bytes, url: str, raw: bool, *, expected_shape: tuple[int, int] | None = None
+) -> fits.PrimaryHDU:
+    """The first image of a FITS answer; BadFITSError if unreadable or truncated.
+
+    The image's declared dimensions (``NAXISn``, or ``ZNAXISn`` of a compressed image) are
+    checked from the header alone, before any pixel is read or decompressed: against
+    ``expected_shape`` (rows, columns) when the request fixes it, and against
+    ``ps1dask.http.max-answer-pixels`` always, so that a broken or hostile answer declaring
+    a huge image costs nothing.
+    """
     if len(body) < 2880 or not body.startswith(b"SIMPLE  ="):
         head = body[:80].decode("ascii", errors="replace")
         raise BadFITSError(f"answer is not FITS ({len(body)} bytes, starting {head!r})", url)
@@ -45,7 +78,10 @@ def parse_fits_answer(body: bytes, url: str, raw: bool) -> fits.PrimaryHDU:
             header = hdu.header
             bitpix = abs(int(header["BITPIX"]))
             naxes = [int(header[f"NAXIS{i}"]) for i in range(1, int(header["NAXIS"]) + 1)]
-            if not hdu.header.get("ZIMAGE", False):
+            _check_declared_shape(naxes, expected_shape, url)
+            # astropy presents a compressed image's header without ZIMAGE; its body holds
+            # compressed tiles, so only an uncompressed image can be checked for length here
+            if not isinstance(hdu, fits.CompImageHDU):
                 needed = hdu.fileinfo()["datLoc"] + bitpix // 8 * int(np.prod(naxes))
                 if len(body) < needed:
                     raise BadFITSError(

@@ -284,7 +284,7 @@ class PS1Service:
         }
 
         def parse(answer: Answer) -> fits.PrimaryHDU:
-            hdu = parse_fits_answer(answer.body, answer.url, raw)
+            hdu = parse_fits_answer(answer.body, answer.url, raw, expected_shape=(height, width))
             if hdu.data is None or hdu.data.shape != (height, width):
                 shape = None if hdu.data is None else hdu.data.shape
                 raise BadFITSError(

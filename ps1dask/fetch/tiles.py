@@ -48,6 +48,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import dask.config
 import numpy as np
 import numpy.typing as npt
 from astropy.io import fits
@@ -397,6 +398,14 @@ class CompressedImageIndex:
             raise BadFITSError(
                 f"HDU 1 is not tiled by rows (ZTILE1={ztile1}, ZTILE2={ztile2} for a "
                 f"{znaxis1}x{znaxis2} image): byte-range reads need full-width row tiles"
+            )
+        # Checked before any tile is read or decoded: a broken or hostile file declaring a
+        # huge image must not make us allocate it.
+        limit = int(dask.config.get("ps1dask.http.max-answer-pixels"))
+        if znaxis1 < 1 or znaxis2 < 1 or znaxis1 * znaxis2 > limit:
+            raise BadFITSError(
+                f"HDU 1 declares a {znaxis1}x{znaxis2} image: outside 1 .. "
+                f"ps1dask.http.max-answer-pixels = {limit} pixels"
             )
         cmp = str(th.get("ZCMPTYPE", "")).strip().upper()
         if cmp not in SUPPORTED_COMPRESSIONS:
