@@ -106,3 +106,11 @@ class LeaseTimeoutWarning(PS1DaskWarning):
     """The request timeouts are too long for ``distributed.scheduler.locks.lease-timeout``:
     a stalled request could outlive its semaphore lease and break the global request limit
     if lease refreshes stop (e.g. a worker's event loop is blocked)."""
+
+
+class UnknownStrategyError(InvalidParameterError):
+    """A fetch strategy name that no registered strategy has (see ``ps1dask.fetch.strategies``)."""
+
+
+class StrategyPluginWarning(PS1DaskWarning):
+    """A fetch strategy advertised by an installed package (entry point) could not be loaded."""

@@ -29,9 +29,9 @@ from ps1dask.execution import (
     run_units,
     run_warp_unit,
 )
+from ps1dask.fetch.strategies import strategies_for
 from ps1dask.fetch.warp import WarpUnit
 from ps1dask.planning import ServiceProfile, WorkUnit, plan_stack_job
-from ps1dask.planning.cost import STRATEGIES
 from ps1dask.planning.plan import PositionPlan, plan_positions
 from ps1dask.positions import PositionTable, read_positions
 from ps1dask.storage import (
@@ -145,10 +145,7 @@ def _open_job(
     resume: bool,
 ) -> tuple[PositionTable, PS1Service, Path]:
     """Check and normalise what every job takes: strategy, positions, service, output store."""
-    if strategy not in (*STRATEGIES, "auto"):
-        raise InvalidParameterError(
-            f"strategy {strategy!r}: choose one of auto, {', '.join(STRATEGIES)}"
-        )
+    strategies_for(strategy)  # UnknownStrategyError (an InvalidParameterError) names the choices
     table = positions if isinstance(positions, PositionTable) else read_positions(positions)
     svc = service if isinstance(service, PS1Service) else PS1Service(service)
     store_path = Path(store)
@@ -205,9 +202,11 @@ def cutouts(
         Stack image types: ``stack`` (always included) plus any of ``stack.wt``,
         ``stack.mask``, ``stack.exp``, ``stack.num``, ``stack.expwt``.
     strategy
-        ``cutout`` (server cutouts), ``skycell`` (whole files, cut locally), ``range`` (HTTP
-        Range reads of the needed row tiles) or ``auto`` (a cost model per skycell group).
-        All give identical pixels.
+        A registered fetch strategy (:func:`ps1dask.fetch.strategies.strategy_choices`):
+        built in, ``cutout`` (server cutouts), ``skycell`` (whole files, cut locally),
+        ``range`` (HTTP Range reads of the needed row tiles), or ``auto`` (a cost model per
+        skycell group). All give identical pixels; other names raise
+        :class:`~ps1dask.exceptions.UnknownStrategyError`.
     service
         Service URL or :class:`~ps1dask.client.PS1Service`; default ``ps1dask.service.url``
         (the real STScI service).
@@ -258,6 +257,7 @@ def cutouts(
             profile=profile,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             cache_bytes=None,
+            strategies=strategies_for(strategy),
         )
 
     ran = _execute(
@@ -530,6 +530,7 @@ def warps(
             profile=profile,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             cache_bytes=None,
+            strategies=strategies_for(strategy),
         )
 
     ran = _execute(

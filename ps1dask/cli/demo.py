@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ps1dask.fetch.strategies import strategy_choices, strategy_help
+
 DEMO_FIELD = (150.40, 2.35)  # a field in the 3pi footprint (COSMOS-like); any would do
 
 
@@ -123,7 +125,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--filters", default="gri", help="filters (default gri)")
     p.add_argument("--size", type=int, default=96, help="cutout size in pixels (default 96)")
-    p.add_argument("--strategy", default="auto", choices=["auto", "cutout", "skycell", "range"])
+    p.add_argument("--strategy", default="auto", choices=strategy_choices(), help=strategy_help())
     p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
     p.add_argument(
         "--latency", type=float, default=0.05, help="emulated service latency in s (default 0.05)"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from ps1dask.fetch.strategies import strategy_choices, strategy_help
+
 
 def add_job_arguments(
     p: argparse.ArgumentParser,
@@ -27,9 +29,8 @@ def add_job_arguments(
     p.add_argument(
         "--strategy",
         default="auto",
-        choices=["auto", "cutout", "skycell", "range"],
-        help="how to fetch: server cutouts, whole skycell files, HTTP range reads of row "
-        "tiles, or auto (a cost model per skycell; default). All give the same pixels.",
+        choices=strategy_choices(),
+        help=strategy_help(),
     )
     p.add_argument(
         "--service", default=None, help="service URL (default: ps1dask.service.url, i.e. STScI)"

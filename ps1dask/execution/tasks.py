@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import numpy as np
 from ps1dask.client import PS1Service
 from ps1dask.fetch.cache import LocalFileCache
 from ps1dask.fetch.stack import StackUnitFetcher
+from ps1dask.fetch.strategies import FetchStrategy, strategies_for
 from ps1dask.fetch.warp import WarpUnit, WarpUnitFetcher
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
@@ -31,6 +33,9 @@ class StackTaskSpec:
     profile: ServiceProfile
     cache_dir: str | None
     cache_bytes: int | None
+    #: The strategies ``strategy`` may use, resolved from the client's registry: they
+    #: travel with the task, so a strategy registered only in the client works on workers.
+    strategies: Mapping[str, FetchStrategy] = field(default_factory=dict)
 
 
 @dataclass
@@ -51,7 +56,8 @@ def _fetch_context(spec: Any) -> tuple[PS1Service, LocalFileCache | None, dict[s
     """A per-task service (own counters), the file cache if a strategy may need it, and the
     fetcher arguments every kind of unit shares."""
     service = spec.service.with_stats()
-    needs_cache = spec.strategy in ("skycell", "auto")
+    strategies = spec.strategies or strategies_for(spec.strategy)
+    needs_cache = any(s.needs_file_cache for s in strategies.values())
     cache = LocalFileCache(spec.cache_dir, spec.cache_bytes) if needs_cache else None
     common = {
         "filters": spec.filters,
@@ -62,6 +68,7 @@ def _fetch_context(spec: Any) -> tuple[PS1Service, LocalFileCache | None, dict[s
         "service": service,
         "cache": cache,
         "profile": spec.profile,
+        "strategies": strategies,
     }
     return service, cache, common
 
@@ -105,6 +112,9 @@ class WarpTaskSpec:
     profile: ServiceProfile
     cache_dir: str | None
     cache_bytes: int | None
+    #: The strategies ``strategy`` may use, resolved from the client's registry: they
+    #: travel with the task, so a strategy registered only in the client works on workers.
+    strategies: Mapping[str, FetchStrategy] = field(default_factory=dict)
 
 
 def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:

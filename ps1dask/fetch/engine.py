@@ -2,95 +2,45 @@
 
 A unit hands the engine :class:`ImageGroup` s, one per service image (a file name) with the
 positions to cut from it. The engine picks a strategy per group (or uses the one given),
-runs the requests on a thread pool so a unit can keep all the cluster's request slots busy
-(the client's throttle caps them), and reports each cutout or failure through callbacks.
+runs the strategies' tasks on thread pools so a unit can keep all the cluster's request
+slots busy (the client's throttle caps them), and reports each cutout or failure through
+callbacks. The strategies are plug-ins (:mod:`ps1dask.fetch.strategies`): the engine knows
+none of them by name, and refuses a name that is not registered.
 
-Every strategy ends in the same two layer-5 functions, :func:`linear_pixels` and
-:func:`cut`, so all give identical pixels:
-
-- ``cutout``: the service cuts and linearises (``fitscut.cgi``), one request per cutout;
-- ``skycell``: the whole file is downloaded once into a local cache, then the row tiles the
-  cutouts touch are decoded locally;
-- ``range``: only those row tiles are read, with HTTP Range requests.
+Every strategy ends in the same two layer-5 functions, :func:`~ps1dask.conventions.linear_pixels`
+and :func:`~ps1dask.conventions.cut`, so all give identical pixels.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any
-
-import numpy as np
-import numpy.typing as npt
+import contextlib
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ps1dask.client import PS1Service
-from ps1dask.conventions import CutoutBox, cut, linear_pixels
-from ps1dask.exceptions import ServiceError
+from ps1dask.exceptions import UnknownStrategyError
 from ps1dask.fetch.cache import LocalFileCache
-from ps1dask.fetch.tiles import CompressedImageIndex
-from ps1dask.planning.cost import ServiceProfile, choose_strategy, row_runs
+from ps1dask.fetch.group import ImageGroup, OnCutout, OnFailure, ReadRange
+from ps1dask.fetch.strategies import (
+    AUTO,
+    FetchContext,
+    FetchStrategy,
+    FetchTask,
+    auto_candidates,
+    get_strategy,
+    strategy_choices,
+)
+from ps1dask.planning.cost import GroupWork, ServiceProfile, cheapest, row_runs
 
-ReadRange = Callable[[int, int], bytes]
-#: ``on_cutout(member, pixels, header)``: a cutout (linear float32, NaN off-image) is ready.
-OnCutout = Callable[[int, npt.NDArray[np.float32], Any], None]
-#: ``on_failure(members, error)``: these members of the group could not be fetched.
-OnFailure = Callable[[Sequence[int], ServiceError], None]
-
-
-@dataclass
-class ImageGroup:
-    """One service image and the cutouts to take from it.
-
-    ``members`` are the caller's indices (reported back); ``ra``, ``dec``, ``x0``, ``y0``
-    give each member's position and fitscut box origin (0-based) in the image.
-    """
-
-    filename: str
-    members: npt.NDArray[np.int64]
-    ra: npt.NDArray[np.float64]
-    dec: npt.NDArray[np.float64]
-    x0: npt.NDArray[np.int64]
-    y0: npt.NDArray[np.int64]
-    strategy: str = "cutout"
-
-    @classmethod
-    def for_unit(
-        cls, unit: Any, filename: str, local: npt.NDArray[np.int64], members: npt.NDArray[np.int64]
-    ) -> ImageGroup:
-        """The group of a work unit's positions ``local`` (indices in the unit) in one image."""
-        return cls(
-            filename, members, unit.ra[local], unit.dec[local], unit.x0[local], unit.y0[local]
-        )
-
-
-# Tile indexes of service files, per process: another unit often needs a skycell this one
-# already indexed (its header and tile table cost a request, or parsing the cached file).
-# A file's index is the same whether it is read remotely or from the local cache.
-_INDEX_CACHE: OrderedDict[tuple[str, str], CompressedImageIndex] = OrderedDict()
-_INDEX_LOCK = threading.Lock()
-_INDEX_CACHE_SIZE = 256
-
-
-def _file_index(service: PS1Service, filename: str, read: ReadRange) -> CompressedImageIndex:
-    key = (service.url, filename)
-    with _INDEX_LOCK:
-        if key in _INDEX_CACHE:
-            _INDEX_CACHE.move_to_end(key)
-            return _INDEX_CACHE[key]
-    index = CompressedImageIndex.read(read)
-    with _INDEX_LOCK:
-        _INDEX_CACHE[key] = index
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-            _INDEX_CACHE.popitem(last=False)
-    return index
+__all__ = ["CutoutEngine", "ImageGroup", "OnCutout", "OnFailure", "ReadRange"]
 
 
 class CutoutEngine:
-    """Fetch groups of cutouts with the chosen strategies (one instance per work unit)."""
+    """Fetch groups of cutouts with the chosen strategies (one instance per work unit).
+
+    ``strategies`` are the strategies the job may use, by name (what the task set-up passed
+    along from the client's registry); None: the registry of this process.
+    """
 
     def __init__(
         self,
@@ -102,100 +52,74 @@ class CutoutEngine:
         profile: ServiceProfile,
         on_cutout: OnCutout,
         on_failure: OnFailure,
+        strategies: Mapping[str, FetchStrategy] | None = None,
     ) -> None:
         self.width = width
         self.height = height
         self.service = service
         self.cache = cache
         self.profile = profile
-        self.on_cutout = on_cutout
-        self.on_failure = on_failure
+        self.strategies = dict(strategies) if strategies is not None else None
+        self.context = FetchContext(
+            width=width,
+            height=height,
+            service=service,
+            cache=cache,
+            profile=profile,
+            on_cutout=on_cutout,
+            on_failure=on_failure,
+        )
+
+    def strategy(self, name: str) -> FetchStrategy:
+        """The strategy ``name``; :class:`UnknownStrategyError` if the job has none such."""
+        if self.strategies is None:
+            return get_strategy(name)
+        if name not in self.strategies:
+            raise UnknownStrategyError(
+                f"unknown fetch strategy {name!r}: this job may use "
+                f"{', '.join(self.strategies) or 'none'}"
+            )
+        return self.strategies[name]
+
+    def _candidates(self) -> tuple[FetchStrategy, ...]:
+        if self.strategies is None:
+            return auto_candidates()
+        return tuple(s for s in self.strategies.values() if s.in_auto)
 
     def choose(self, group: ImageGroup, strategy: str) -> str:
         """``strategy`` itself, or for ``auto`` the cost model's choice for this group."""
-        if strategy != "auto":
-            return strategy
+        if strategy != AUTO:
+            return self.strategy(strategy).name
+        candidates = self._candidates()
+        if not candidates:
+            raise UnknownStrategyError(
+                f"no registered strategy takes part in {AUTO!r} (choose one of "
+                f"{', '.join(strategy_choices()[1:])})"
+            )
         runs = row_runs(group.y0, self.height, self.profile.image_rows)
         cached = self.cache is not None and self.cache.contains(group.filename, self.service.url)
-        return choose_strategy(
-            len(group.members), self.width, self.height, runs, self.profile, cached=cached
-        )
-
-    # -- strategies ---------------------------------------------------------------------
-
-    def _fetch_cutout(self, group: ImageGroup, k: int) -> None:
-        member = int(group.members[k])
-        try:
-            hdu = self.service.cutout_fits(
-                group.filename, float(group.ra[k]), float(group.dec[k]), (self.width, self.height)
-            )
-        except ServiceError as err:
-            self.on_failure([member], err)
-            return
-        self.on_cutout(member, np.asarray(hdu.data, dtype=np.float32), hdu.header)
-
-    def _cut_from_tiles(
-        self, group: ImageGroup, index: CompressedImageIndex, read: ReadRange
-    ) -> None:
-        runs = row_runs(group.y0, self.height, index.naxis2, max_gap=self.height)
-        # Decompress whole row tiles, but linearise only the pixels each cutout takes
-        # (elementwise, so the same values as linearising the rows first).
-        decoded = [(a, b, index.read_rows(read, slice(a, b))) for a, b in runs]
-
-        def rows_reader(rows: slice, cols: slice) -> np.ndarray:
-            for a, b, raw in decoded:
-                if a <= rows.start and rows.stop <= b:
-                    return linear_pixels(raw[rows.start - a : rows.stop - a, cols], index.header)
-            raise AssertionError("a cutout's rows fall outside the decoded runs")
-
-        for k, member in enumerate(group.members.tolist()):
-            box = CutoutBox(int(group.x0[k]), int(group.y0[k]), self.width, self.height)
-            self.on_cutout(member, cut(box, index.naxis1, index.naxis2, rows_reader), index.header)
-
-    def _fetch_skycell(self, group: ImageGroup) -> None:
-        if self.cache is None:
-            raise RuntimeError("the skycell strategy needs a file cache")
-        try:
-            handle, _ = self.cache.open(group.filename, self.service)
-        except ServiceError as err:
-            self.on_failure(group.members.tolist(), err)
-            return
-        with handle:
-            fd = handle.fileno()
-
-            def read(a: int, b: int) -> bytes:
-                return os.pread(fd, b - a, a)
-
-            self._cut_from_tiles(group, _file_index(self.service, group.filename, read), read)
-
-    def _fetch_range(self, group: ImageGroup) -> None:
-        try:
-
-            def read(a: int, b: int) -> bytes:
-                return self.service.read_range(group.filename, a, b)
-
-            self._cut_from_tiles(group, _file_index(self.service, group.filename, read), read)
-        except ServiceError as err:
-            self.on_failure(group.members.tolist(), err)
-
-    # -- running ------------------------------------------------------------------------
+        work = GroupWork(len(group.members), self.width, self.height, runs, cached)
+        return cheapest(candidates, work, self.profile)
 
     def run(self, groups: Sequence[ImageGroup]) -> dict[str, int]:
         """Fetch every group; returns cutouts per strategy used."""
-        jobs: list[Callable[[], None]] = []
+        pools: dict[str, tuple[int, list[FetchTask]]] = {}
         used: dict[str, int] = {}
         for g in groups:
+            strategy = self.strategy(g.strategy)
             used[g.strategy] = used.get(g.strategy, 0) + len(g.members)
-            if g.strategy == "cutout":
-                jobs.extend(
-                    lambda g=g, k=k: self._fetch_cutout(g, k) for k in range(len(g.members))
+            workers, tasks = pools.setdefault(strategy.pool, (strategy.workers(self.profile), []))
+            tasks.extend(strategy.tasks(g, self.context))
+        with contextlib.ExitStack() as stack:
+            futures: list[Future[None]] = []
+            for name, (workers, tasks) in pools.items():
+                pool = stack.enter_context(
+                    ThreadPoolExecutor(
+                        max_workers=max(1, min(len(tasks), workers)),
+                        thread_name_prefix=f"ps1dask-fetch-{name}",
+                    )
                 )
-            elif g.strategy == "skycell":
-                jobs.append(lambda g=g: self._fetch_skycell(g))
-            else:
-                jobs.append(lambda g=g: self._fetch_range(g))
-        workers = max(1, min(len(jobs), self.profile.concurrency))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ps1dask-fetch") as pool:
-            for future in [pool.submit(job) for job in jobs]:
+                futures.extend(pool.submit(task) for task in tasks)
+            for future in futures:
                 future.result()
         return used

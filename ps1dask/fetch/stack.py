@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -11,7 +12,8 @@ import numpy.typing as npt
 from ps1dask.client import PS1Service
 from ps1dask.conventions import header_zeropoint, image_filename
 from ps1dask.fetch.cache import LocalFileCache
-from ps1dask.fetch.engine import ImageGroup
+from ps1dask.fetch.group import ImageGroup
+from ps1dask.fetch.strategies import FetchStrategy
 from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, to_store_dtype
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
@@ -47,6 +49,7 @@ class StackUnitFetcher(UnitFetcher):
         service: PS1Service,
         cache: LocalFileCache | None,
         profile: ServiceProfile,
+        strategies: Mapping[str, FetchStrategy] | None = None,
     ) -> None:
         n, nf = unit.n_positions, len(filters)
         super().__init__(
@@ -60,6 +63,7 @@ class StackUnitFetcher(UnitFetcher):
             service=service,
             cache=cache,
             profile=profile,
+            strategies=strategies,
         )
         self.images = empty_images(STACK_VARIABLES, types, (n, nf, height, width))
         self.status = (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,9 @@ import numpy as np
 from ps1dask.client import PS1Service
 from ps1dask.exceptions import NotFoundError, ServiceError, ServiceUnavailableError
 from ps1dask.fetch.cache import LocalFileCache
-from ps1dask.fetch.engine import CutoutEngine, ImageGroup
+from ps1dask.fetch.engine import CutoutEngine
+from ps1dask.fetch.group import ImageGroup
+from ps1dask.fetch.strategies import FetchStrategy
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
 from ps1dask.storage.layout import MASK_OFF_IMAGE, STATUS
@@ -86,6 +88,7 @@ class UnitFetcher(abc.ABC):
         service: PS1Service,
         cache: LocalFileCache | None,
         profile: ServiceProfile,
+        strategies: Mapping[str, FetchStrategy] | None = None,
     ) -> None:
         self.unit = unit
         self.filters = filters
@@ -103,6 +106,7 @@ class UnitFetcher(abc.ABC):
             profile=profile,
             on_cutout=self._store_cutout,
             on_failure=self._on_failure,
+            strategies=strategies,
         )
 
     # -- members: a cell and an image type in one integer ---------------------------------

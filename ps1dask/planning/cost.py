@@ -9,21 +9,31 @@ it adds when the job keeps every slot and core busy::
 
 where the CPU counts decoding and receiving the answer bytes.
 
+Each strategy states its own cost in its ``cost(work, profile)`` method (see
+:mod:`ps1dask.fetch.strategies`), built from the terms below; the built-in ones:
+
 - ``cutout``: one request per cutout (latency + a small FITS body); no decoding.
 - ``skycell``: one whole-file download (free when already in the local cache), then
   decoding of only the rows the cutouts touch.
 - ``range``: two requests for the header and the tile index, one per merged run of rows,
   then the same decoding as ``skycell``.
+
+:func:`choose_strategy` takes the cheapest of the registered strategies that take part in
+``auto``; :func:`cheapest` does the same among strategies given explicitly.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
-STRATEGIES = ("cutout", "skycell", "range")
+if TYPE_CHECKING:
+    from ps1dask.fetch.strategies.base import FetchStrategy
+
 #: Requests the range strategy spends before any pixel: header blocks and the tile index.
 RANGE_INDEX_REQUESTS = 2
 #: Bytes of a fitscut FITS header (a few 2880-byte blocks).
@@ -82,6 +92,63 @@ def row_runs(
     return runs
 
 
+@dataclass(frozen=True)
+class GroupWork:
+    """One group of cutouts as the cost model sees it: ``n_cutouts`` boxes of ``width`` x
+    ``height`` pixels in one image, touching the merged row ``runs`` ([start, stop) rows),
+    with the whole file already in the local cache or not."""
+
+    n_cutouts: int
+    width: int
+    height: int
+    runs: list[tuple[int, int]]
+    cached: bool = False
+
+    @property
+    def rows_needed(self) -> int:
+        """Image rows the cutouts touch (merged)."""
+        return sum(b - a for a, b in self.runs)
+
+
+# -- cost terms (seconds) the strategies combine --------------------------------------------
+
+
+def decode_seconds(work: GroupWork, p: ServiceProfile) -> float:
+    """CPU time to decode (decompress, cut, linearise) the rows the cutouts touch."""
+    return work.rows_needed * p.image_cols / p.decode_pixels_per_s / max(p.cores, 1)
+
+
+def receive_seconds(n_bytes: float, p: ServiceProfile) -> float:
+    """CPU time to receive ``n_bytes`` of answers (and write them to the file cache)."""
+    return n_bytes / p.receive_bytes_per_s / max(p.cores, 1)
+
+
+def cutout_answer_bytes(work: GroupWork) -> int:
+    """Bytes of one server cutout answer: float32 pixels and a FITS header."""
+    return work.width * work.height * 4 + CUTOUT_HEADER_BYTES
+
+
+def row_bytes(p: ServiceProfile) -> float:
+    """Compressed bytes of one image row of a whole file."""
+    return p.file_bytes / max(p.image_rows, 1)
+
+
+def cheapest(candidates: Iterable[FetchStrategy], work: GroupWork, profile: ServiceProfile) -> str:
+    """The name of the cheapest strategy for one group; ties go to the lowest
+    ``preference`` (the fewest requests)."""
+    costs = {s.name: (round(s.cost(work, profile), 9), s.preference) for s in candidates}
+    if not costs:
+        raise ValueError("no fetch strategy to choose from")
+    return min(costs, key=costs.__getitem__)
+
+
+def _auto_candidates() -> tuple[FetchStrategy, ...]:
+    # Imported late: the strategies import this module's terms.
+    from ps1dask.fetch.strategies import auto_candidates
+
+    return auto_candidates()
+
+
 def strategy_costs(
     n_cutouts: int,
     width: int,
@@ -91,30 +158,9 @@ def strategy_costs(
     *,
     cached: bool = False,
 ) -> dict[str, float]:
-    """Estimated wall seconds each strategy adds for one group (see module docstring)."""
-    p = profile
-    rows_needed = sum(b - a for a, b in runs)
-    decode = rows_needed * p.image_cols / p.decode_pixels_per_s / max(p.cores, 1)
-    cutout_latency = p.latency_s if p.cutout_latency_s is None else p.cutout_latency_s
-    cutout_slot = cutout_latency + (width * height * 4 + CUTOUT_HEADER_BYTES) / p.bandwidth_bps
-    row_bytes = p.file_bytes / max(p.image_rows, 1)
-    whole_slot = 0.0 if cached else p.latency_s + p.file_bytes / p.bandwidth_bps
-    range_slot = (
-        RANGE_INDEX_REQUESTS + len(runs)
-    ) * p.latency_s + rows_needed * row_bytes / p.bandwidth_bps
-    cores = max(p.cores, 1)
-    cutout_bytes = n_cutouts * (width * height * 4 + CUTOUT_HEADER_BYTES)
-    whole_bytes = 0.0 if cached else p.file_bytes
-    receive = {
-        "cutout": cutout_bytes / p.receive_bytes_per_s / cores,
-        "skycell": whole_bytes / p.receive_bytes_per_s / cores,
-        "range": rows_needed * row_bytes / p.receive_bytes_per_s / cores,
-    }
-    return {
-        "cutout": n_cutouts * cutout_slot / p.concurrency + receive["cutout"],
-        "skycell": whole_slot / p.concurrency + decode + receive["skycell"],
-        "range": range_slot / p.concurrency + decode + receive["range"],
-    }
+    """Estimated wall seconds each registered ``auto`` strategy adds for one group."""
+    work = GroupWork(n_cutouts, width, height, runs, cached)
+    return {s.name: s.cost(work, profile) for s in _auto_candidates()}
 
 
 def choose_strategy(
@@ -126,7 +172,7 @@ def choose_strategy(
     *,
     cached: bool = False,
 ) -> str:
-    """The cheapest strategy for one group; ties go to the fewest requests."""
-    costs = strategy_costs(n_cutouts, width, height, runs, profile, cached=cached)
-    preference = {"skycell": 0, "range": 1, "cutout": 2}
-    return min(costs, key=lambda s: (round(costs[s], 9), preference[s]))
+    """The cheapest registered ``auto`` strategy for one group; ties go to the fewest
+    requests."""
+    work = GroupWork(n_cutouts, width, height, runs, cached)
+    return cheapest(_auto_candidates(), work, profile)

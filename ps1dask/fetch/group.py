@@ -1,0 +1,46 @@
+"""What a fetch strategy works on: one service image and the cutouts to take from it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from ps1dask.exceptions import ServiceError
+
+#: ``read_range(start, stop)`` returns bytes ``[start, stop)`` of a file.
+ReadRange = Callable[[int, int], bytes]
+#: ``on_cutout(member, pixels, header)``: a cutout (linear float32, NaN off-image) is ready.
+OnCutout = Callable[[int, npt.NDArray[np.float32], Any], None]
+#: ``on_failure(members, error)``: these members of the group could not be fetched.
+OnFailure = Callable[[Sequence[int], ServiceError], None]
+
+
+@dataclass
+class ImageGroup:
+    """One service image and the cutouts to take from it.
+
+    ``members`` are the caller's indices (reported back); ``ra``, ``dec`` (degrees), ``x0``,
+    ``y0`` (pixels) give each member's position and fitscut box origin (0-based) in the image;
+    ``strategy`` is the registered name of the strategy that fetches the group.
+    """
+
+    filename: str
+    members: npt.NDArray[np.int64]
+    ra: npt.NDArray[np.float64]
+    dec: npt.NDArray[np.float64]
+    x0: npt.NDArray[np.int64]
+    y0: npt.NDArray[np.int64]
+    strategy: str = "cutout"
+
+    @classmethod
+    def for_unit(
+        cls, unit: Any, filename: str, local: npt.NDArray[np.int64], members: npt.NDArray[np.int64]
+    ) -> ImageGroup:
+        """The group of a work unit's positions ``local`` (indices in the unit) in one image."""
+        return cls(
+            filename, members, unit.ra[local], unit.dec[local], unit.x0[local], unit.y0[local]
+        )

@@ -1,0 +1,60 @@
+"""What the strategies that decode row tiles themselves share (``skycell``, ``range``, and
+any other source of a whole file's bytes): the file's tile index, kept per process, and the
+cutting of a group's boxes from decoded rows through the one cut rule and linearisation."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+
+import numpy as np
+
+from ps1dask.client import PS1Service
+from ps1dask.conventions import CutoutBox, cut, linear_pixels
+from ps1dask.fetch.group import ImageGroup, ReadRange
+from ps1dask.fetch.strategies.base import FetchContext
+from ps1dask.fetch.tiles import CompressedImageIndex
+from ps1dask.planning.cost import row_runs
+
+# Tile indexes of service files, per process: another unit often needs a skycell this one
+# already indexed (its header and tile table cost a request, or parsing the cached file).
+# A file's index is the same whether it is read remotely or from the local cache.
+_INDEX_CACHE: OrderedDict[tuple[str, str], CompressedImageIndex] = OrderedDict()
+_INDEX_LOCK = threading.Lock()
+_INDEX_CACHE_SIZE = 256
+
+
+def file_index(service: PS1Service, filename: str, read: ReadRange) -> CompressedImageIndex:
+    """The tile index of a service file, read with ``read`` unless this process has it."""
+    key = (service.url, filename)
+    with _INDEX_LOCK:
+        if key in _INDEX_CACHE:
+            _INDEX_CACHE.move_to_end(key)
+            return _INDEX_CACHE[key]
+    index = CompressedImageIndex.read(read)
+    with _INDEX_LOCK:
+        _INDEX_CACHE[key] = index
+        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+            _INDEX_CACHE.popitem(last=False)
+    return index
+
+
+def cut_from_tiles(
+    group: ImageGroup, index: CompressedImageIndex, read: ReadRange, context: FetchContext
+) -> None:
+    """Decode the row tiles the group's boxes touch and report each cutout."""
+    height, width = context.height, context.width
+    runs = row_runs(group.y0, height, index.naxis2, max_gap=height)
+    # Decompress whole row tiles, but linearise only the pixels each cutout takes
+    # (elementwise, so the same values as linearising the rows first).
+    decoded = [(a, b, index.read_rows(read, slice(a, b))) for a, b in runs]
+
+    def rows_reader(rows: slice, cols: slice) -> np.ndarray:
+        for a, b, raw in decoded:
+            if a <= rows.start and rows.stop <= b:
+                return linear_pixels(raw[rows.start - a : rows.stop - a, cols], index.header)
+        raise AssertionError("a cutout's rows fall outside the decoded runs")
+
+    for k, member in enumerate(group.members.tolist()):
+        box = CutoutBox(int(group.x0[k]), int(group.y0[k]), width, height)
+        context.on_cutout(member, cut(box, index.naxis1, index.naxis2, rows_reader), index.header)
