@@ -21,7 +21,7 @@ SHIPPED_GRID = Path(ps1dask.__file__).parent / "data" / "ps1grid.csv"
 GRID_CSV = pd.read_csv(OFFICIAL_GRID if OFFICIAL_GRID.exists() else SHIPPED_GRID)
 
 
-# --- reference values (real service output, PS1-SERVICE.md) -------------------------------
+# --- reference values (real service output, docs/ps1-service.md) ------------------------
 
 
 def test_reference_skycell_center_exact():

@@ -1,4 +1,4 @@
-"""The PS1 image service client (layer 4 of DESIGN.md).
+"""The PS1 image service client (layer 4 of ``docs/design.md``).
 
 - :class:`PS1Service`: image lists (one position, one skycell, many positions by POST),
   FITS and JPEG/PNG cutouts, whole-file downloads, HEAD sizes and HTTP byte ranges;

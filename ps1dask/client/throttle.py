@@ -1,6 +1,6 @@
 """The global request limit: at most N requests to the service in flight, cluster-wide.
 
-DESIGN.md invariant: at most 10 HTTP requests to the STScI service in flight at any
+``docs/design.md`` invariant: at most 10 HTTP requests to the STScI service in flight at any
 instant, across the whole cluster, under faults, retries and worker deaths.
 
 How

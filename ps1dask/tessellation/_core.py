@@ -255,7 +255,7 @@ def skycell_geometry(projcell: int, subcell: int) -> SkycellGeometry:
 
 
 def skycell_center_radec(geometry: SkycellGeometry) -> tuple[float, float]:
-    """Centre as ``ps1filenames.py?skycell=`` reports it (see PS1-SERVICE.md section 1)."""
+    """Centre as ``ps1filenames.py?skycell=`` reports it (see ``docs/ps1-service.md`` section 1)."""
     dx = 0.5 * (geometry.naxis1 - 1) - geometry.crpix1
     dy = 0.5 * (geometry.naxis2 - 1) - geometry.crpix2
     ra, dec = deproject(np.array(dx), np.array(dy), geometry.crval1, geometry.crval2)
