@@ -70,6 +70,14 @@ class OutputLocationError(PS1DaskError, OSError):
     write to it failed during the job (the store stays consistent; fix and rerun)."""
 
 
+class StoreMismatchError(PS1DaskError, ValueError):
+    """An existing store was made for a different request."""
+
+
+class JobAbortedError(PS1DaskError):
+    """The job stopped early (e.g. the service kept refusing requests); resumable."""
+
+
 class PS1DaskWarning(UserWarning):
     """Base class of ps1dask warnings."""
 

@@ -1,6 +1,7 @@
 """Execution on Dask: one task per work unit, progress, summaries."""
 
-from ps1dask.execution.runner import JobAbortedError, RunOutcome, cluster_client, run_units
+from ps1dask.exceptions import JobAbortedError
+from ps1dask.execution.runner import RunOutcome, cluster_client, run_units
 from ps1dask.execution.tasks import (
     StackTaskSpec,
     UnitReport,

@@ -17,13 +17,9 @@ from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
 from ps1dask.client import RequestStats
-from ps1dask.exceptions import OutputLocationError, PS1DaskError
+from ps1dask.exceptions import JobAbortedError, OutputLocationError, PS1DaskError
 
 logger = logging.getLogger("ps1dask.execution")
-
-
-class JobAbortedError(PS1DaskError):
-    """The job stopped early (e.g. the service kept refusing requests); resumable."""
 
 
 @contextlib.contextmanager

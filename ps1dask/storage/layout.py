@@ -28,7 +28,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
-from ps1dask.exceptions import InvalidParameterError, PS1DaskError
+from ps1dask.exceptions import InvalidParameterError, StoreMismatchError
 
 #: Per-(position, filter) status flags, CF style (``flag_values`` / ``flag_meanings``).
 STATUS = {
@@ -57,10 +57,6 @@ STACK_VARIABLES: dict[str, tuple[str, str, str, str]] = {
 
 #: Mask value written for pixels off the skycell image (the BLANK bit).
 MASK_OFF_IMAGE = 0x8
-
-
-class StoreMismatchError(PS1DaskError, ValueError):
-    """An existing store was made for a different request."""
 
 
 @dataclass(frozen=True)
