@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import xarray as xr
 
+from ps1dask.exceptions import StoreMismatchError
 from ps1dask.storage import accessor as _accessor  # noqa: F401  (registers ds.ps1)
 from ps1dask.storage.layout import (
     FINAL_STATUSES,
@@ -15,7 +15,6 @@ from ps1dask.storage.layout import (
     STATUS_NAMES,
     WARP_VARIABLES,
     StackRequest,
-    StoreMismatchError,
     WarpRequest,
     check_compatible,
     create_stack_store,
@@ -26,11 +25,6 @@ from ps1dask.storage.layout import (
     store_chunk,
 )
 from ps1dask.storage.writer import write_unit_chunks, write_warp_chunks
-
-# Our stores hold variable-length strings (ids, skycells), the zarr-extensions "string"
-# type that the v3 core spec does not list yet; zarr warns each time such an array is read,
-# including lazily long after open_store returned. The data are fine: say nothing.
-warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
 
 
 def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
