@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.lightcurves._core import BAD_FLAGS, UJY_ZEROPOINT
+from ps1dask.lightcurves import BAD_FLAGS, UJY_ZEROPOINT
 
 __all__ = [
     "STATS_COLUMNS",

@@ -16,8 +16,7 @@ from ps1dask.planning import ServiceProfile, choose_strategy, fitscut_boxes, pla
 from ps1dask.planning.cost import row_runs, strategy_costs
 from ps1dask.positions import read_positions
 from ps1dask.storage import STATUS
-from ps1dask.tessellation import locate, skycell_wcs
-from ps1dask.tessellation._core import HEADER_CDELT_DEG
+from ps1dask.tessellation import HEADER_CDELT_DEG, locate, skycell_wcs
 
 URL = "http://127.0.0.1:1"
 

@@ -13,8 +13,7 @@ from hypothesis import strategies as st
 
 import ps1dask
 from ps1dask.exceptions import InvalidPositionError, InvalidSkycellError
-from ps1dask.tessellation import SkycellId, locate, skycell_center, skycell_wcs
-from ps1dask.tessellation._core import load_grid
+from ps1dask.tessellation import SkycellId, load_grid, locate, skycell_center, skycell_wcs
 
 OFFICIAL_GRID = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ps1grid.csv"
 SHIPPED_GRID = Path(ps1dask.__file__).parent / "data" / "ps1grid.csv"

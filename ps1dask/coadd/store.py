@@ -36,7 +36,7 @@ from ps1dask.conventions import DEFAULT_BAD_BITS
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.photometry import FWHM_PER_SIGMA
 from ps1dask.storage.layout import quiet_zarr_warnings
-from ps1dask.tessellation._core import PIXEL_SCALE_DEG
+from ps1dask.tessellation import PIXEL_SCALE_DEG
 
 PIXEL_ARCSEC = PIXEL_SCALE_DEG * 3600.0
 
@@ -470,7 +470,7 @@ def coadd_photometry(
     """
     import pandas as pd
 
-    from ps1dask.lightcurves._core import forced_photometry, position_in_cutout, psf_fwhm_from_data
+    from ps1dask.lightcurves import forced_photometry, position_in_cutout, psf_fwhm_from_data
     from ps1dask.photometry import aperture_geometry
 
     path = Path(store)

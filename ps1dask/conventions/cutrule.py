@@ -20,7 +20,7 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ps1dask.conventions.header import repair_header
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.tessellation._core import project
+from ps1dask.tessellation import project
 
 #: Largest cutout side the service accepts (pixels).
 MAX_CUTOUT_SIZE = 6000

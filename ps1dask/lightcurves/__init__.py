@@ -14,6 +14,7 @@ from ps1dask.lightcurves._core import (
     fluxes_to_mags,
     forced_photometry,
     position_in_cutout,
+    psf_fwhm_from_data,
 )
 from ps1dask.lightcurves.store import (
     LIGHTCURVE_COLUMNS,
@@ -36,5 +37,6 @@ __all__ = [
     "lightcurves",
     "lightcurves_frame",
     "position_in_cutout",
+    "psf_fwhm_from_data",
     "read_partition",
 ]

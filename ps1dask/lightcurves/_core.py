@@ -23,7 +23,7 @@ from ps1dask.photometry import (
     gaussian_pixel_psf,
     measure_apertures,
 )
-from ps1dask.tessellation._core import PIXEL_SCALE_DEG, project
+from ps1dask.tessellation import PIXEL_SCALE_DEG, project
 
 FloatArray = npt.NDArray[np.float64]
 

@@ -31,7 +31,7 @@ from ps1dask.lightcurves._core import (
 )
 from ps1dask.photometry import aperture_geometry
 from ps1dask.storage.layout import quiet_zarr_warnings
-from ps1dask.tessellation._core import PIXEL_SCALE_DEG
+from ps1dask.tessellation import PIXEL_SCALE_DEG
 
 #: Columns of a light-curve table, in order, with their dtypes.
 LIGHTCURVE_COLUMNS: dict[str, str] = {

@@ -35,7 +35,7 @@ from ps1dask.conventions import (
 )
 from ps1dask.photometry import FWHM_PER_SIGMA, gaussian_pixel_psf
 from ps1dask.storage.layout import quiet_zarr_warnings
-from ps1dask.tessellation._core import PIXEL_SCALE_DEG, project
+from ps1dask.tessellation import PIXEL_SCALE_DEG, project
 
 __all__ = ["SyntheticTruth", "make_synthetic_store", "true_flux_ujy"]
 

@@ -23,8 +23,7 @@ from ps1dask.storage.layout import (
     position_chunk_size,
     positions_digest,
 )
-from ps1dask.tessellation import locate
-from ps1dask.tessellation._core import HEADER_CDELT_DEG, load_grid, project
+from ps1dask.tessellation import HEADER_CDELT_DEG, load_grid, locate, project
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]

@@ -17,9 +17,15 @@ from astropy.wcs import WCS
 from ps1dask.exceptions import InvalidPositionError, InvalidSkycellError
 from ps1dask.tessellation._core import (
     FIRST_FOOTPRINT_PROJCELL,
+    HEADER_CDELT_DEG,
     PIXEL_SCALE_DEG,
+    SKYCELL_PAD,
+    Grid,
     SkycellGeometry,
+    deproject,
+    load_grid,
     locate_arrays,
+    project,
     skycell_center_radec,
     skycell_geometry,
 )
@@ -27,11 +33,20 @@ from ps1dask.wire import SKYCELL_ID_EXPECTED, SKYCELL_ID_RE
 
 __all__ = [
     "FIRST_FOOTPRINT_PROJCELL",
+    "HEADER_CDELT_DEG",
     "PIXEL_SCALE_DEG",
+    "SKYCELL_PAD",
+    "Grid",
+    "SkycellGeometry",
     "SkycellId",
     "SkycellLike",
+    "deproject",
+    "load_grid",
     "locate",
+    "locate_arrays",
+    "project",
     "skycell_center",
+    "skycell_geometry",
     "skycell_geometry_of",
     "skycell_wcs",
 ]
