@@ -92,7 +92,7 @@ def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
     service, _, common = _fetch_context(spec)
     result = StackUnitFetcher(unit, **common).run()
     write_unit_chunks(
-        Path(spec.store), unit.start, unit.stop, result.images, result.status, result.zeropoint
+        Path(spec.store), unit.start, unit.stop, result.images, result.status, result.meta
     )
     return _report(unit, service, result, result.status)
 

@@ -17,7 +17,12 @@ from ps1dask.fetch.strategies import FetchStrategy
 from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, to_store_dtype
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
-from ps1dask.storage.layout import STACK_VARIABLES, STATUS
+from ps1dask.storage.layout import (
+    STACK_FILTER_VARIABLES,
+    STACK_VARIABLES,
+    STATUS,
+    empty_per_cell,
+)
 from ps1dask.tessellation import SkycellId
 
 
@@ -27,7 +32,7 @@ class UnitResult:
 
     images: dict[str, np.ndarray]
     status: npt.NDArray[np.uint8]
-    zeropoint: npt.NDArray[np.float32]
+    meta: dict[str, np.ndarray]  # STACK_FILTER_VARIABLES, (position, filter) each
     strategies: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     unavailable: bool = False
@@ -71,13 +76,13 @@ class StackUnitFetcher(UnitFetcher):
             .repeat(nf, 1)
             .astype(np.uint8)
         )
-        self.zeropoint = np.full((n, nf), np.nan, dtype=np.float32)
+        self.meta = empty_per_cell(STACK_FILTER_VARIABLES, (n, nf))
 
     def on_cutout(self, cell: Cell, image_type: str, pixels: np.ndarray, header: Any) -> None:
         name, dtype, _, _ = STACK_VARIABLES[image_type]
         self.images[name][cell] = to_store_dtype(pixels, dtype)
         if image_type == "stack" and "EXPTIME" in header:
-            self.zeropoint[cell] = header_zeropoint(header)
+            self.meta["stack_zeropoint"][cell] = header_zeropoint(header)
 
     def groups(self) -> list[ImageGroup]:
         out = []
@@ -92,7 +97,7 @@ class StackUnitFetcher(UnitFetcher):
         return UnitResult(
             images=self.images,
             status=self.status,
-            zeropoint=self.zeropoint,
+            meta=self.meta,
             strategies=strategies,
             errors=self.log.errors,
             unavailable=self.log.unavailable,

@@ -17,7 +17,7 @@ from ps1dask.fetch.strategies import FetchStrategy
 from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, to_store_dtype
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
-from ps1dask.storage.layout import STATUS, WARP_VARIABLES
+from ps1dask.storage.layout import STATUS, WARP_EPOCH_VARIABLES, WARP_VARIABLES, empty_per_cell
 from ps1dask.tessellation import SkycellId
 
 #: Radius (pixels) around the position within which ``warp_coverage`` is measured.
@@ -96,14 +96,7 @@ class WarpUnitFetcher(UnitFetcher):
         self.n_epochs = n_epochs_max
         self.shape = (n, nf, ne)
         self.images = empty_images(WARP_VARIABLES, types, (n, nf, ne, height, width))
-        self.meta = {
-            "warp_mjd": np.full(self.shape, np.nan),
-            "warp_mjd_obs_tai": np.full(self.shape, np.nan),
-            "warp_exptime": np.full(self.shape, np.nan, dtype=np.float32),
-            "warp_zeropoint": np.full(self.shape, np.nan, dtype=np.float32),
-            "warp_coverage": np.full(self.shape, np.nan, dtype=np.float32),
-            "warp_psf_fwhm": np.full(self.shape, np.nan, dtype=np.float32),
-        }
+        self.meta = empty_per_cell(WARP_EPOCH_VARIABLES, self.shape)
         self.status = np.zeros(self.shape, dtype=np.uint8)
         self._near = coverage_weights(width, height)
 

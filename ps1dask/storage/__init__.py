@@ -10,6 +10,7 @@ from ps1dask.exceptions import StoreMismatchError
 from ps1dask.storage import accessor as _accessor  # noqa: F401  (registers ds.ps1)
 from ps1dask.storage.layout import (
     FINAL_STATUSES,
+    STACK_FILTER_VARIABLES,
     STACK_VARIABLES,
     STATUS,
     STATUS_NAMES,
@@ -46,6 +47,7 @@ def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
 
 __all__ = [
     "FINAL_STATUSES",
+    "STACK_FILTER_VARIABLES",
     "STACK_VARIABLES",
     "STATUS",
     "STATUS_NAMES",

@@ -330,6 +330,28 @@ def _write_part(
             zarr.open_array(str(root), path=name, mode="r+")[:] = values
 
 
+#: Per-(position, filter) stack variables besides the status: name -> (dtype, fill, attrs).
+#: The store creates, the stack fetcher fills (``StackUnitFetcher.on_cutout``) and the tasks
+#: write every entry; adding a stored column is one entry here plus its value there.
+STACK_FILTER_VARIABLES: dict[str, tuple[str, Any, dict[str, Any]]] = {
+    "stack_zeropoint": (
+        "float32",
+        np.nan,
+        {
+            "units": "mag",
+            "long_name": "AB zero point: mag = -2.5 log10(stack_flux) + stack_zeropoint",
+        },
+    ),
+}
+
+
+def empty_per_cell(
+    variables: Mapping[str, tuple[str, Any, dict[str, Any]]], shape: tuple[int, ...]
+) -> dict[str, np.ndarray]:
+    """Arrays of ``shape`` for every variable of a table, filled with its fill value."""
+    return {name: np.full(shape, fill, dtype=dtype) for name, (dtype, fill, _) in variables.items()}
+
+
 def create_stack_store(
     path: str | Path,
     request: StackRequest,
@@ -362,17 +384,10 @@ def create_stack_store(
         0,
         status_attrs("outcome per position and filter"),
     )
-    data_vars["stack_zeropoint"], encoding["stack_zeropoint"] = _image_variable(
-        ("position", "filter"),
-        (n, nf),
-        (chunk, nf),
-        "float32",
-        np.nan,
-        {
-            "units": "mag",
-            "long_name": "AB zero point: mag = -2.5 log10(stack_flux) + stack_zeropoint",
-        },
-    )
+    for name, (dtype, fill, attrs) in STACK_FILTER_VARIABLES.items():
+        data_vars[name], encoding[name] = _image_variable(
+            ("position", "filter"), (n, nf), (chunk, nf), dtype, fill, attrs
+        )
     _write_part(
         path,
         "stack",

@@ -17,21 +17,19 @@ def write_unit_chunks(
     stop: int,
     images: Mapping[str, np.ndarray],
     status: np.ndarray,
-    zeropoint: np.ndarray,
+    meta: Mapping[str, np.ndarray],
 ) -> None:
     """Write positions ``[start, stop)`` (plan order) of every array the unit owns.
 
     ``[start, stop)`` must cover whole chunks (the planner guarantees it). Images are written
-    first and the status last, so a unit killed midway still reads as pending and is redone.
+    first (with ``meta``, the per-filter variables of ``STACK_FILTER_VARIABLES``) and the
+    status last, so a unit killed midway still reads as pending and is redone.
     """
     root = str(path)
     with quiet_zarr_warnings():
-        for name, data in images.items():
+        for name, data in {**images, **meta}.items():
             array = zarr.open_array(root, path=name, mode="r+")
             array[start:stop] = data.astype(array.dtype, copy=False)
-        zarr.open_array(root, path="stack_zeropoint", mode="r+")[start:stop] = zeropoint.astype(
-            "float32"
-        )
         zarr.open_array(root, path="stack_status", mode="r+")[start:stop] = status.astype("uint8")
 
 
