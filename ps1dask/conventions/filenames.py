@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.tessellation import SkycellId
+from ps1dask.wire import FILES_PREFIX
 
 #: The five PS1 filters, bluest first (the service's default order).
 FILTERS = "grizy"
@@ -71,7 +72,7 @@ def image_filename(
         short = f"rings.v3.skycell.{skycell.short}.wrp.{band}.{mjd_token(mjd)}{WARP_TYPES[image_type]}.fits"
     else:
         raise InvalidParameterError(f"unknown image type {image_type!r}")
-    return f"/rings.v3.skycell/{skycell.projcell:04d}/{skycell.subcell:03d}/{short}"
+    return f"{FILES_PREFIX}{skycell.projcell:04d}/{skycell.subcell:03d}/{short}"
 
 
 @dataclass(frozen=True)
