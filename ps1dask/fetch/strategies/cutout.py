@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from ps1dask.exceptions import ServiceError
@@ -25,7 +27,7 @@ class CutoutStrategy(FetchStrategy):
         return work.n_cutouts * slot / p.concurrency + receive
 
     def tasks(self, group: ImageGroup, context: FetchContext) -> list[FetchTask]:
-        return [lambda k=k: self._fetch_one(group, k, context) for k in range(len(group.members))]
+        return [partial(self._fetch_one, group, k, context) for k in range(len(group.members))]
 
     @staticmethod
     def _fetch_one(group: ImageGroup, k: int, context: FetchContext) -> None:
