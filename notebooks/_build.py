@@ -61,7 +61,7 @@ QUICKSTART = [
         "from ps1dask.conventions import flux_to_abmag\n"
         "rows = []\n"
         "for i in range(len(stars)):\n"
-        "    m = measure_aperture(ds.stack_flux.sel(filter='r').values[i], ds.stack_variance.sel(filter='r').values[i], radius=10, annulus=(16, 24))\n"
+        "    m = measure_aperture(ds.stack_flux.sel(filter='r').values[i], ds.stack_variance.sel(filter='r').values[i])\n"
         "    rows.append({'id': str(ds.id.values[i]), 'mag_r': float(flux_to_abmag(m.flux, float(ds.stack_zeropoint.sel(filter='r').values[i]))), 'true_mag_r': stars.mag_r.values[i]})\n"
         "phot = pd.DataFrame(rows); phot['difference'] = phot.mag_r - phot.true_mag_r\n"
         "assert phot.difference.abs().median() < 0.05\n"

@@ -94,13 +94,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="output: .parquet (a Parquet dataset directory, one file per store chunk) or .csv",
     )
     p.add_argument(
-        "--radius", type=float, default=6.0, help='aperture radius, pixels of 0.25" (default 6)'
+        "--radius",
+        type=float,
+        default=None,
+        help='aperture radius, pixels of 0.25" (default: ps1dask.photometry.radius, 6)',
     )
     p.add_argument(
         "--annulus",
         type=_annulus,
-        default=(12.0, 20.0),
-        help="background annulus INNER,OUTER in pixels (default 12,20)",
+        default=None,
+        help="background annulus INNER,OUTER in pixels (default: ps1dask.photometry.annulus, 12,20)",
     )
     p.add_argument("--filters", default=None, help="subset of the store's filters (default: all)")
     p.add_argument("--no-stack", action="store_true", help="leave out the stack photometry columns")

@@ -453,8 +453,8 @@ def coadd_warps(
 def coadd_photometry(
     store: str | os.PathLike[str],
     *,
-    radius: float = 6.0,
-    annulus: tuple[float, float] = (12.0, 20.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
     bad_bits: int = DEFAULT_BAD_BITS,
     aperture_correction: bool = True,
 ) -> Any:
@@ -466,12 +466,15 @@ def coadd_photometry(
     deeper, coarser light curves than single warps. With ``aperture_correction`` the PSF
     width is estimated from the brighter positions of the partition (coadds mix the
     seeing of their warps), as :func:`ps1dask.lightcurves.lightcurves` does for stacks.
-    A pandas DataFrame (coadd tables are small: one row per bin).
+    ``radius`` and ``annulus`` are pixels (default the configured aperture,
+    :func:`ps1dask.photometry.default_aperture`). A pandas DataFrame (coadd tables are small: one row per bin).
     """
     import pandas as pd
 
     from ps1dask.lightcurves._core import forced_photometry, position_in_cutout, psf_fwhm_from_data
-    from ps1dask.photometry import aperture_geometry
+    from ps1dask.photometry import aperture_geometry, resolve_aperture
+
+    radius, annulus = resolve_aperture(radius, annulus)
 
     path = Path(store)
     g = _open(str(path))

@@ -29,7 +29,7 @@ from ps1dask.lightcurves._core import (
     stamp_bounds,
     stamp_half_size,
 )
-from ps1dask.photometry import aperture_geometry
+from ps1dask.photometry import aperture_geometry, resolve_aperture
 from ps1dask.storage.layout import quiet_zarr_warnings
 from ps1dask.tessellation._core import PIXEL_SCALE_DEG
 
@@ -251,6 +251,9 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
         )
     else:  # no WCS stored: the fitscut centre pixel
         x, y = np.full(n, float(spec.width // 2)), np.full(n, float(spec.height // 2))
+    # positions without a WCS (outside the footprint: no pixels either) measure the centre
+    x = np.where(np.isfinite(x), x, float(spec.width // 2))
+    y = np.where(np.isfinite(y), y, float(spec.height // 2))
     half = stamp_half_size(spec.annulus)
     x_lo, x_hi = stamp_bounds(spec.width, spec.width // 2, half)
     y_lo, y_hi = stamp_bounds(spec.height, spec.height // 2, half)
@@ -383,8 +386,8 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
 def _store_spec(
     store: str | os.PathLike[str],
     *,
-    radius: float,
-    annulus: tuple[float, float],
+    radius: float | None,
+    annulus: tuple[float, float] | None,
     filters: str | Sequence[str] | None,
     bad_bits: int,
     include_stack: bool,
@@ -404,7 +407,8 @@ def _store_spec(
     needed = {"n_epochs", "warp_zeropoint", "id", "ra", "dec", "position", "filter"}
     if needed - names:
         raise InvalidParameterError(f"{path} is missing {sorted(needed - names)}")
-    r_in, r_out = (float(a) for a in annulus)
+    radius, annulus = resolve_aperture(radius, annulus)
+    r_in, r_out = annulus
     if not (0 < float(radius) <= r_in < r_out):
         raise InvalidParameterError(
             f"radius {radius} and annulus {annulus}: need 0 < radius <= inner < outer (pixels)"
@@ -450,8 +454,8 @@ def _store_spec(
 def lightcurves(
     store: str | os.PathLike[str],
     *,
-    radius: float = 6.0,
-    annulus: tuple[float, float] = (12.0, 20.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
     filters: str | Sequence[str] | None = None,
     bad_bits: int = DEFAULT_BAD_BITS,
     include_stack: bool = True,
@@ -478,7 +482,8 @@ def lightcurves(
 
     Photometry: a circular aperture of ``radius`` pixels (0.25 arcsec each) centred on the
     exact sub-pixel position (from the stored cutout WCS), background the sigma-clipped
-    median of the ``annulus`` (inner, outer radii in pixels); errors from the variance image
+    median of the ``annulus`` (inner, outer radii in pixels); both default to the
+    configured aperture (``ps1dask.photometry.radius`` / ``.annulus``: 6 and 12..20 px); errors from the variance image
     when the store has ``warp_variance``, else from the annulus scatter (sky noise only).
     With ``aperture_correction`` (default) fluxes are divided by the fraction of a Gaussian
     PSF falling in the unmasked aperture pixels: total point-source fluxes, comparable
@@ -542,8 +547,8 @@ def _partition_args(
     per = options.pop("positions_per_partition", None)
     spec, n_pos, chunk = _store_spec(
         store,
-        radius=options.pop("radius", 6.0),
-        annulus=options.pop("annulus", (12.0, 20.0)),
+        radius=options.pop("radius", None),
+        annulus=options.pop("annulus", None),
         filters=options.pop("filters", None),
         bad_bits=options.pop("bad_bits", DEFAULT_BAD_BITS),
         include_stack=options.pop("include_stack", True),

@@ -28,6 +28,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import dask.config
 import numpy as np
 import numpy.typing as npt
 from photutils.aperture import CircularAnnulus, CircularAperture
@@ -41,6 +42,29 @@ FloatArray = npt.NDArray[np.float64]
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Fewest unclipped annulus pixels for a background estimate (else background 0, flagged).
 MIN_SKY_PIXELS = 5
+
+
+def default_aperture() -> tuple[float, tuple[float, float]]:
+    """The configured aperture: ``(radius, (inner, outer))`` in pixels of 0.25 arcsec.
+
+    From ``ps1dask.photometry.radius`` and ``ps1dask.photometry.annulus`` (ps1dask.yaml,
+    6 and 12..20 px by default); every measurement of the package uses it unless given
+    explicit radii, so one star gets one flux everywhere.
+    """
+    radius = float(dask.config.get("ps1dask.photometry.radius"))
+    inner, outer = (float(v) for v in dask.config.get("ps1dask.photometry.annulus"))
+    _check_radii(radius, (inner, outer))
+    return radius, (inner, outer)
+
+
+def resolve_aperture(
+    radius: float | None, annulus: tuple[float, float] | None
+) -> tuple[float, tuple[float, float]]:
+    """``radius`` and ``annulus`` with ``None`` replaced by :func:`default_aperture`'s."""
+    r_def, a_def = default_aperture() if radius is None or annulus is None else (0.0, (0.0, 0.0))
+    r = float(r_def if radius is None else radius)
+    a = a_def if annulus is None else (float(annulus[0]), float(annulus[1]))
+    return r, a
 
 
 @dataclass(frozen=True)
@@ -202,8 +226,8 @@ def measure_apertures(
     *,
     geometry: ApertureGeometry | Sequence[ApertureGeometry] | None = None,
     position: tuple[float, float] | None = None,
-    radius: float = 8.0,
-    annulus: tuple[float, float] = (14.0, 22.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
     mask: npt.ArrayLike | None = None,
     bad_bits: int = DEFAULT_BAD_BITS,
     bad: npt.ArrayLike | None = None,
@@ -214,7 +238,7 @@ def measure_apertures(
     ``geometry`` (from :func:`aperture_geometry`) is one aperture for every image, or a
     sequence of ``n`` (one per image, e.g. several positions measured at once); without it
     one is made from ``position`` (default the centre pixel ``(w//2, h//2)``), ``radius``
-    and ``annulus``. ``mask`` holds PS1 mask bits (pixels with any of ``bad_bits`` are
+    and ``annulus`` (pixels; default the configured :func:`default_aperture`). ``mask`` holds PS1 mask bits (pixels with any of ``bad_bits`` are
     excluded); ``bad`` is an extra boolean mask. ``psf_sigma`` (pixels, one per image, NaN
     for unknown) turns on the PSF correction for those images.
     """
@@ -225,7 +249,7 @@ def measure_apertures(
     if geometry is None:
         if position is None:
             position = (nx // 2, ny // 2)  # fitscut puts the target on pixel W//2 (0-based)
-        geometry = aperture_geometry((ny, nx), position, radius, annulus)
+        geometry = aperture_geometry((ny, nx), position, *resolve_aperture(radius, annulus))
     geoms = [geometry] if isinstance(geometry, ApertureGeometry) else list(geometry)
     if len(geoms) not in (1, n):
         raise ValueError(f"{len(geoms)} geometries for {n} images")
@@ -350,13 +374,15 @@ def measure_aperture(
     variance: npt.ArrayLike | None = None,
     *,
     position: tuple[float, float] | None = None,
-    radius: float = 8.0,
-    annulus: tuple[float, float] = (14.0, 22.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
     bad: npt.ArrayLike | None = None,
 ) -> ApertureMeasurement:
     """Forced photometry at ``position`` (0-based x, y; default the cutout's centre pixel).
 
-    The local background is the sigma-clipped median in the annulus (pixels). The error
+    ``radius`` and ``annulus`` are in pixels (default the configured
+    :func:`default_aperture`). The local background is the sigma-clipped median in the
+    annulus. The error
     adds the aperture's summed variance (from ``variance`` when given, else from the
     annulus scatter) and the background's uncertainty. NaN pixels and ``bad`` pixels are
     excluded; their count inside the aperture is reported.
@@ -385,8 +411,8 @@ def aperture_flux(
     image: npt.ArrayLike,
     variance: npt.ArrayLike | None = None,
     *,
-    radius: float = 8.0,
-    annulus: tuple[float, float] = (14.0, 22.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """``(flux, flux_err)`` at the cutout centre: :func:`measure_aperture` in short."""
     m = measure_aperture(image, variance, radius=radius, annulus=annulus)

@@ -16,7 +16,7 @@ import xarray as xr
 
 from ps1dask.conventions.maskbits import bad_pixels
 from ps1dask.conventions.photometry import counts_to_microjansky
-from ps1dask.photometry import measure_aperture
+from ps1dask.photometry import default_aperture, measure_aperture
 from ps1dask.render.store import _position_index, has_warps, load, store_filters
 from ps1dask.storage.layout import STATUS
 
@@ -25,12 +25,14 @@ LIGHTCURVE_COLUMNS = ("filter", "mjd", "flux", "flux_err", "id", "epoch", "backg
 
 
 def aperture_radii(height: int, width: int) -> tuple[float, tuple[float, float]]:
-    """Aperture radius and sky annulus (pixels) that fit in a cutout: 8 and 14..22 pixels,
-    shrunk proportionally in cutouts smaller than 46 pixels."""
+    """Aperture radius and sky annulus (pixels) that fit in a cutout: the configured
+    aperture (:func:`ps1dask.photometry.default_aperture`, the one light curves use), shrunk
+    proportionally in cutouts too small for its annulus."""
+    radius, (inner, outer_default) = default_aperture()
     half = min(int(height), int(width)) / 2.0
-    outer = min(22.0, max(half - 1.0, 3.0))
-    scale = outer / 22.0
-    return 8.0 * scale, (14.0 * scale, outer)
+    outer = min(outer_default, max(half - 1.0, 3.0))
+    scale = outer / outer_default
+    return radius * scale, (inner * scale, outer)
 
 
 def aperture_lightcurve(
