@@ -469,12 +469,15 @@ def coadd_photometry(
     ``radius`` and ``annulus`` are pixels (default the configured aperture,
     :func:`ps1dask.photometry.default_aperture`). A pandas DataFrame (coadd tables are small: one row per bin).
     """
+    import dask.config
     import pandas as pd
 
     from ps1dask.lightcurves._core import forced_photometry, position_in_cutout, psf_fwhm_from_data
+    from ps1dask.lightcurves.store import stack_gains
     from ps1dask.photometry import aperture_geometry, resolve_aperture
 
     radius, annulus = resolve_aperture(radius, annulus)
+    warp_gain = float(dask.config.get("ps1dask.photometry.warp-gain"))
 
     path = Path(store)
     g = _open(str(path))
@@ -518,6 +521,7 @@ def coadd_photometry(
                 smask = np.asarray(g["stack_mask"][pos]) if "stack_mask" in names else None
                 szp = np.asarray(g["stack_zeropoint"][pos]).astype(np.float64)
                 sst = np.asarray(g["stack_status"][pos])
+                sgain = stack_gains(g, pos, range(nf), warp_gain)
         n = stop - start
         geos = [
             aperture_geometry((h, w), (float(x[p]), float(y[p])), radius, annulus) for p in range(n)
@@ -570,6 +574,7 @@ def coadd_photometry(
                             psf_fwhm=sfw,
                             bad_bits=bad_bits,
                             aperture_correction=aperture_correction,
+                            gain=sgain[q, f],
                         )
                         s_f[ok], s_e[ok] = sc.flux, sc.flux_err
                 for j, p in enumerate(pp):
@@ -603,7 +608,7 @@ def coadd_photometry(
         "n_epochs",
         "flux",
         "flux_err",
-        "flags",
+        "lc_flags",
         "stack_flux",
         "stack_flux_err",
     ]

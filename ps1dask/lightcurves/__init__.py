@@ -7,34 +7,48 @@
 
 from ps1dask.lightcurves._core import (
     BAD_FLAGS,
+    ERR_MODEL_SKY_POISSON,
+    ERR_MODEL_VARIANCE,
+    FLAG_COLUMN,
     UJY_ZEROPOINT,
     LCFlag,
     PhotometryColumns,
+    flag_column,
     flag_names,
     fluxes_to_mags,
     forced_photometry,
     position_in_cutout,
+    stack_gain,
+    with_current_columns,
 )
 from ps1dask.lightcurves.store import (
     LIGHTCURVE_COLUMNS,
     STACK_COLUMNS,
     lightcurves,
     lightcurves_frame,
+    read_lightcurves,
     read_partition,
 )
 
 __all__ = [
     "BAD_FLAGS",
+    "ERR_MODEL_SKY_POISSON",
+    "ERR_MODEL_VARIANCE",
+    "FLAG_COLUMN",
     "LIGHTCURVE_COLUMNS",
     "STACK_COLUMNS",
     "UJY_ZEROPOINT",
     "LCFlag",
     "PhotometryColumns",
+    "flag_column",
     "flag_names",
     "fluxes_to_mags",
     "forced_photometry",
     "lightcurves",
     "lightcurves_frame",
     "position_in_cutout",
+    "read_lightcurves",
     "read_partition",
+    "stack_gain",
+    "with_current_columns",
 ]

@@ -11,9 +11,14 @@ Two entry points share one implementation:
 
 Conventions: positions are 0-based ``(x, y)`` pixel coordinates with pixel centres on
 integers (photutils); NaN pixels, pixels flagged in ``bad`` and pixels whose mask has any of
-``bad_bits`` are excluded. The error adds the summed variance of the aperture pixels (from
-the variance image when given, else the annulus scatter) and the uncertainty of the
-background (``pi/2 * sigma_sky**2 / n_sky`` per pixel for a median).
+``bad_bits`` are excluded.
+
+Error model. With a variance image, the summed variance of the aperture pixels (it holds
+the sky and the source's photon noise). Without one, the annulus scatter for every aperture
+pixel (the sky) plus, given a ``gain`` (electrons per count), the source's photon noise
+``max(sum w**2 (d - b), 0) / gain``: the sky scatter alone underestimates the error of
+bright sources several times. Both add the uncertainty of the background
+(``pi/2 * sigma_sky**2 / n_sky`` per pixel for a median).
 
 Optional PSF correction: given the Gaussian PSF width of each image, the flux measured in
 the *unmasked* part of the aperture is divided by the fraction of a point source's light
@@ -232,6 +237,7 @@ def measure_apertures(
     bad_bits: int = DEFAULT_BAD_BITS,
     bad: npt.ArrayLike | None = None,
     psf_sigma: npt.ArrayLike | None = None,
+    gain: npt.ArrayLike | None = None,
 ) -> ApertureResults:
     """Forced photometry of ``n`` same-shaped images ``(n, h, w)``.
 
@@ -240,7 +246,9 @@ def measure_apertures(
     one is made from ``position`` (default the centre pixel ``(w//2, h//2)``), ``radius``
     and ``annulus`` (pixels; default the configured :func:`default_aperture`). ``mask`` holds PS1 mask bits (pixels with any of ``bad_bits`` are
     excluded); ``bad`` is an extra boolean mask. ``psf_sigma`` (pixels, one per image, NaN
-    for unknown) turns on the PSF correction for those images.
+    for unknown) turns on the PSF correction for those images. ``gain`` (electrons per
+    image count, one for all or one per image) adds the source's photon noise to errors
+    taken from the annulus scatter (no ``variances``); NaN gives a NaN error.
     """
     data = np.asarray(images, dtype=np.float64)
     if data.ndim == 2:
@@ -328,6 +336,11 @@ def measure_apertures(
         sky_for_bg = np.where(np.isfinite(sky_sigma), sky_sigma, fallback)
     else:
         var_sum = np.sum(w2, axis=(1, 2)) * sky_sigma**2
+        if gain is not None:
+            g = np.broadcast_to(np.asarray(gain, dtype=np.float64), (n,))
+            source = np.maximum(np.einsum("nij,nij->n", w2, sub), 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                var_sum = var_sum + np.where(g > 0, source / g, np.nan)
         sky_for_bg = sky_sigma
     bg_var = area**2 * sky_for_bg**2 * (np.pi / 2.0) / np.maximum(n_sky, 1)
     flux_err = np.sqrt(var_sum + np.where(np.isfinite(bg_var), bg_var, 0.0))
@@ -377,14 +390,15 @@ def measure_aperture(
     radius: float | None = None,
     annulus: tuple[float, float] | None = None,
     bad: npt.ArrayLike | None = None,
+    gain: float | None = None,
 ) -> ApertureMeasurement:
     """Forced photometry at ``position`` (0-based x, y; default the cutout's centre pixel).
 
     ``radius`` and ``annulus`` are in pixels (default the configured
     :func:`default_aperture`). The local background is the sigma-clipped median in the
-    annulus. The error
-    adds the aperture's summed variance (from ``variance`` when given, else from the
-    annulus scatter) and the background's uncertainty. NaN pixels and ``bad`` pixels are
+    annulus. The error adds the aperture's summed variance (from ``variance`` when given,
+    else from the annulus scatter plus, with ``gain`` in electrons per count, the source's
+    photon noise) and the background's uncertainty. NaN pixels and ``bad`` pixels are
     excluded; their count inside the aperture is reported.
     """
     data = np.asarray(image, dtype=np.float64)
@@ -397,6 +411,7 @@ def measure_aperture(
         radius=radius,
         annulus=annulus,
         bad=None if bad is None else np.asarray(bad, dtype=bool)[None],
+        gain=gain,
     )
     return ApertureMeasurement(
         flux=float(res.flux[0]),
