@@ -116,13 +116,13 @@ LIGHTCURVES = [
     new_code_cell("lc = ps1dask.lightcurves(work / 'lc.zarr').compute()\nlc.head()"),
     new_code_cell("stats = ps1dask.lightcurve_stats(lc)\nstats"),
     new_code_cell(
-        "import matplotlib\n"
-        "matplotlib.use('Agg')\n"
-        "import matplotlib.pyplot as plt\n"
-        "fig, ax = plt.subplots(figsize=(7, 3))\n"
-        "for name, one in lc[lc.status == 1].groupby('id'):\n"
-        "    ax.errorbar(one.mjd, one.flux, one.flux_err, fmt='o', ms=3, label=name)\n"
-        "ax.set_xlabel('MJD (UTC, mid-exposure)'); ax.set_ylabel('flux (µJy)'); ax.legend(fontsize=6)\n"
+        "# clean rows only (lc_flags without the documented BAD_FLAGS); err_model says how each\n"
+        "# flux_err was made ('variance' here: the store has warp.wt)\n"
+        "import ps1dask.plots\n"
+        "from ps1dask.lightcurves import BAD_FLAGS\n"
+        "good = lc[(lc.lc_flags & int(BAD_FLAGS)) == 0]\n"
+        "print(good.err_model.value_counts())\n"
+        "fig = ps1dask.plots.lightcurve_figure(good, max_panels=3)\n"
         "fig"
     ),
     new_code_cell("emu.stop()"),
