@@ -461,13 +461,16 @@ def coadd_photometry(
     """Forced photometry of the coadds (and the stacks, same aperture) at every position.
 
     One row per (position, filter, coadd_bin) that has a coadd: ``id, position, ra, dec,
-    filter, coadd_bin, mjd_start, mjd_end, n_epochs, flux, flux_err`` (microjansky) and,
-    when the store has stacks, ``stack_flux, stack_flux_err``. Per-season coadds give
-    deeper, coarser light curves than single warps. With ``aperture_correction`` the PSF
-    width is estimated from the brighter positions of the partition (coadds mix the
-    seeing of their warps), as :func:`ps1dask.lightcurves.lightcurves` does for stacks.
-    ``radius`` and ``annulus`` are pixels (default the configured aperture,
-    :func:`ps1dask.photometry.default_aperture`). A pandas DataFrame (coadd tables are small: one row per bin).
+    filter, coadd_bin, mjd_start, mjd_end, n_epochs, flux, flux_err`` (microjansky, errors
+    from the coadd variance), ``lc_flags`` (:class:`~ps1dask.lightcurves.LCFlag`) and,
+    when the store has stacks, ``stack_flux, stack_flux_err`` (errors as in
+    :func:`ps1dask.lightcurves.lightcurves`: the stack variance, else sky + photon noise).
+    Per-season coadds give deeper, coarser light curves than single warps. With
+    ``aperture_correction`` the PSF width is estimated from the brighter positions of the
+    partition (coadds mix the seeing of their warps), as
+    :func:`ps1dask.lightcurves.lightcurves` does for stacks. ``radius`` and ``annulus`` are
+    pixels (default the configured aperture, :func:`ps1dask.photometry.default_aperture`).
+    A pandas DataFrame (coadd tables are small: one row per bin).
     """
     import dask.config
     import pandas as pd
