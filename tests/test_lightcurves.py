@@ -30,6 +30,7 @@ from ps1dask.lightcurves import (
     forced_photometry,
     lightcurves,
     lightcurves_frame,
+    read_lightcurves,
 )
 from ps1dask.lightcurves.store import _partition_args, read_partition
 from ps1dask.lightcurves.synthetic import make_synthetic_store
@@ -319,6 +320,19 @@ def test_cli_lightcurves(synthetic, tmp_path, capsys):
     assert main(["lightcurves", str(path), "-o", str(tmp_path / "lc.txt")]) == 1
     with pytest.raises(SystemExit):
         main(["lightcurves", str(path), "-o", str(out), "--annulus", "12"])
+    # the error model is named per row and in the summary (this store has warp_variance)
+    assert "errors: variance" in said and (back["err_model"] == "variance").all()
+    assert (back["stack_err_model"] == "variance").all()
+    assert main(["lightcurves", str(path), "-o", str(tmp_path / "g.csv"), "--gain", "0"]) == 1
+    assert "gain" in capsys.readouterr().err.lower()
+    # tables written before the rename (column "flags") read back with the current names
+    legacy = tmp_path / "legacy.parquet"
+    back.rename(columns={"lc_flags": "flags"}).to_parquet(legacy)
+    again = read_lightcurves(legacy)
+    assert "lc_flags" in again.columns and "flags" not in again.columns
+    pd.testing.assert_series_equal(again["lc_flags"], back["lc_flags"])
+    csv = read_lightcurves(tmp_path / "lc.csv")
+    assert "lc_flags" in csv.columns and csv["id"].map(type).eq(str).all()
 
 
 # -- end to end against the emulator ----------------------------------------------------
