@@ -66,10 +66,11 @@ def resolve_aperture(
     radius: float | None, annulus: tuple[float, float] | None
 ) -> tuple[float, tuple[float, float]]:
     """``radius`` and ``annulus`` with ``None`` replaced by :func:`default_aperture`'s."""
-    r_def, a_def = default_aperture() if radius is None or annulus is None else (0.0, (0.0, 0.0))
-    r = float(r_def if radius is None else radius)
-    a = a_def if annulus is None else (float(annulus[0]), float(annulus[1]))
-    return r, a
+    if radius is None or annulus is None:
+        r_default, a_default = default_aperture()
+        radius = r_default if radius is None else radius
+        annulus = a_default if annulus is None else annulus
+    return float(radius), (float(annulus[0]), float(annulus[1]))
 
 
 @dataclass(frozen=True)
