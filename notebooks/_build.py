@@ -61,7 +61,7 @@ QUICKSTART = [
         "from ps1dask.conventions import flux_to_abmag\n"
         "rows = []\n"
         "for i in range(len(stars)):\n"
-        "    m = measure_aperture(ds.stack_flux.sel(filter='r').values[i], ds.stack_variance.sel(filter='r').values[i], radius=10, annulus=(16, 24))\n"
+        "    m = measure_aperture(ds.stack_flux.sel(filter='r').values[i], ds.stack_variance.sel(filter='r').values[i])\n"
         "    rows.append({'id': str(ds.id.values[i]), 'mag_r': float(flux_to_abmag(m.flux, float(ds.stack_zeropoint.sel(filter='r').values[i]))), 'true_mag_r': stars.mag_r.values[i]})\n"
         "phot = pd.DataFrame(rows); phot['difference'] = phot.mag_r - phot.true_mag_r\n"
         "assert phot.difference.abs().median() < 0.05\n"
@@ -116,13 +116,13 @@ LIGHTCURVES = [
     new_code_cell("lc = ps1dask.lightcurves(work / 'lc.zarr').compute()\nlc.head()"),
     new_code_cell("stats = ps1dask.lightcurve_stats(lc)\nstats"),
     new_code_cell(
-        "import matplotlib\n"
-        "matplotlib.use('Agg')\n"
-        "import matplotlib.pyplot as plt\n"
-        "fig, ax = plt.subplots(figsize=(7, 3))\n"
-        "for name, one in lc[lc.status == 1].groupby('id'):\n"
-        "    ax.errorbar(one.mjd, one.flux, one.flux_err, fmt='o', ms=3, label=name)\n"
-        "ax.set_xlabel('MJD (UTC, mid-exposure)'); ax.set_ylabel('flux (µJy)'); ax.legend(fontsize=6)\n"
+        "# clean rows only (lc_flags without the documented BAD_FLAGS); err_model says how each\n"
+        "# flux_err was made ('variance' here: the store has warp.wt)\n"
+        "import ps1dask.plots\n"
+        "from ps1dask.lightcurves import BAD_FLAGS\n"
+        "good = lc[(lc.lc_flags & int(BAD_FLAGS)) == 0]\n"
+        "print(good.err_model.value_counts())\n"
+        "fig = ps1dask.plots.lightcurve_figure(good, max_panels=3)\n"
         "fig"
     ),
     new_code_cell("emu.stop()"),

@@ -9,9 +9,9 @@ Works on the table of :func:`ps1dask.lightcurves.lightcurves` (pandas or dask)::
     print(ps1dask.analysis.best_period(one))          # Lomb-Scargle
     print(ps1dask.analysis.fit_transient(one))        # peak time of an outburst
 
-Fluxes are microjansky; rows whose ``flags`` have any of ``exclude_flags`` (default
+Fluxes are microjansky; rows whose ``lc_flags`` have any of ``exclude_flags`` (default
 :data:`ps1dask.lightcurves.BAD_FLAGS`) or no finite flux and positive error are left out.
-(Use ``df["flags"]``, not ``df.flags``: that name is a pandas attribute.)
+Tables of earlier versions, whose flag column is ``flags``, work too.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.lightcurves import BAD_FLAGS, UJY_ZEROPOINT
+from ps1dask.lightcurves import BAD_FLAGS, UJY_ZEROPOINT, flag_column
 
 __all__ = [
     "STATS_COLUMNS",
@@ -60,8 +60,9 @@ STATS_COLUMNS: dict[str, str] = {
 def good_rows(lc: Any, exclude_flags: int = BAD_FLAGS) -> Any:
     """Boolean Series: rows with a usable flux (finite, positive error, no excluded flag)."""
     ok = np.isfinite(lc["flux"]) & np.isfinite(lc["flux_err"]) & (lc["flux_err"] > 0)
-    if "flags" in lc.columns and exclude_flags:
-        ok = ok & ((lc["flags"] & int(exclude_flags)) == 0)
+    column = flag_column(lc)
+    if column is not None and exclude_flags:
+        ok = ok & ((lc[column] & int(exclude_flags)) == 0)
     return ok
 
 

@@ -10,6 +10,8 @@ draws into the ``ax`` given.
 * :func:`lightcurve_figure`: flux with error bars against MJD, one colour per filter,
   from a DataFrame with columns ``filter, mjd, flux, flux_err`` (and optionally ``id``):
   the output of :func:`ps1dask.lightcurves` or :func:`ps1dask.render.aperture_lightcurve`;
+  rows with any of the documented bad flags (:data:`ps1dask.lightcurves.BAD_FLAGS` in
+  ``lc_flags``, or ``flags`` in older tables) are left out, as everywhere else;
 * :func:`periodogram` / :func:`periodogram_figure`: Lomb-Scargle power per filter
   (:class:`astropy.timeseries.LombScargle`), the multi-band power
   (:class:`astropy.timeseries.LombScargleMultiband`) and the light curve folded at the best
@@ -28,6 +30,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ps1dask.exceptions import InvalidParameterError
+from ps1dask.lightcurves import BAD_FLAGS, flag_column
 
 #: Plot colour of each PS1 filter (blue to dark red).
 FILTER_COLOURS = {
@@ -213,7 +216,8 @@ def cutout_figure(
 # --------------------------------------------------------------------------------------
 
 
-def _check_lightcurve(df: Any) -> pd.DataFrame:
+def _check_lightcurve(df: Any, exclude_flags: int = 0) -> pd.DataFrame:
+    """``df`` as pandas, checked, without the rows flagged with any of ``exclude_flags``."""
     if hasattr(df, "compute") and not isinstance(df, pd.DataFrame):  # a dask DataFrame
         df = df.compute()
     if not isinstance(df, pd.DataFrame):
@@ -223,6 +227,13 @@ def _check_lightcurve(df: Any) -> pd.DataFrame:
         raise InvalidParameterError(
             f"light curve table has no {', '.join(missing)} column(s); it has {list(df.columns)}"
         )
+    column = flag_column(df)
+    if column is not None and int(exclude_flags):
+        keep = (df[column].to_numpy().astype(np.int64) & int(exclude_flags)) == 0
+        if not keep.all():
+            attrs = dict(df.attrs)
+            df = df[keep]
+            df.attrs.update(attrs)
     return df
 
 
@@ -248,12 +259,14 @@ def plot_lightcurve(
     unit: str | None = None,
     legend: bool | str = True,
     markersize: float = 4.0,
+    exclude_flags: int = BAD_FLAGS,
 ) -> Any:
     """Draw flux against MJD with error bars, one colour per filter, into ``ax``.
 
     ``legend``: ``True`` (inside, best place), ``"above"`` (a row above the axes) or
-    ``False``."""
-    df = _check_lightcurve(df)
+    ``False``. Rows whose ``lc_flags`` have any of ``exclude_flags`` (default the
+    documented :data:`~ps1dask.lightcurves.BAD_FLAGS`; 0 keeps every row) are not drawn."""
+    df = _check_lightcurve(df, exclude_flags)
     for band in _filters_of(df, filters):
         sel = df[df["filter"].astype(str) == band]
         sel = sel[
@@ -306,14 +319,17 @@ def lightcurve_figure(
     figsize: tuple[float, float] | None = None,
     legend: bool | str = True,
     ax: Any = None,
+    exclude_flags: int = BAD_FLAGS,
 ) -> Any:
     """Light curve(s): flux with error bars against MJD, one colour per filter.
 
     ``df`` needs columns ``filter, mjd, flux, flux_err``; with an ``id`` column holding
     several ids, each gets its own panel (the first ``max_panels``) unless ``id=`` picks
-    one. ``unit`` labels the flux axis (default ``df.attrs["flux_unit"]`` or µJy).
+    one. ``unit`` labels the flux axis (default ``df.attrs["flux_unit"]`` or µJy). Rows
+    whose ``lc_flags`` (``flags`` in older tables) have any of ``exclude_flags`` (default
+    :data:`~ps1dask.lightcurves.BAD_FLAGS`; 0 keeps every row) are left out.
     """
-    df = _check_lightcurve(df)
+    df = _check_lightcurve(df, exclude_flags)
     if id is not None:
         if "id" not in df.columns:
             raise InvalidParameterError("id= given but the table has no id column")
@@ -324,7 +340,9 @@ def lightcurve_figure(
     if not ids:
         ids = [None]
     if ax is not None:
-        plot_lightcurve(ax, df, filters=filters, unit=unit, legend=legend)
+        plot_lightcurve(
+            ax, df, filters=filters, unit=unit, legend=legend, exclude_flags=exclude_flags
+        )
         if title is not None:
             ax.set_title(title, fontsize=9)
         return ax.figure
@@ -334,7 +352,9 @@ def lightcurve_figure(
     for panel, pid in zip(axes, ids):
         part = df if pid is None else df[df["id"].astype(str) == pid]
         part.attrs.update(df.attrs)
-        plot_lightcurve(panel, part, filters=filters, unit=unit, legend=legend)
+        plot_lightcurve(
+            panel, part, filters=filters, unit=unit, legend=legend, exclude_flags=exclude_flags
+        )
         if pid is not None and len(ids) > 1:
             panel.set_title(str(pid), fontsize=9, loc="left")
         if panel is not axes[-1]:

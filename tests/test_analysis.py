@@ -42,7 +42,7 @@ def _frame(
             "mjd": t,
             "flux": true + rng.normal(0.0, err),
             "flux_err": err,
-            "flags": 0,
+            "lc_flags": 0,
             "true": true,
         }
     )
@@ -90,9 +90,9 @@ def test_variables_are_found_and_flags_respected():
     # a wild epoch flagged BLANK|SATURATED must not count
     spoiled = _frame("spoiled", t, band, np.full(t.size, 200.0), err, rng)
     spoiled.loc[3, "flux"] = 5000.0
-    spoiled.loc[3, "flags"] = int(LCFlag.SATURATED)
+    spoiled.loc[3, "lc_flags"] = int(LCFlag.SATURATED)
     spoiled.loc[4, "flux"] = np.nan
-    spoiled.loc[4, "flags"] = int(LCFlag.BLANK)
+    spoiled.loc[4, "lc_flags"] = int(LCFlag.BLANK)
     lc = pd.concat([lc, periodic, transient, spoiled], ignore_index=True)
     stats = lightcurve_stats(lc)
     cands = variability_candidates(stats, sigma=5)
@@ -105,6 +105,10 @@ def test_variables_are_found_and_flags_respected():
     loose = lightcurve_stats(lc, exclude_flags=0)
     assert loose.set_index("id").loc["spoiled"].max_dev_sigma > 100
     assert good_rows(spoiled).sum() == t.size - 2
+    # tables of earlier versions name the column "flags" (a pandas attribute): still honoured
+    legacy = lc.rename(columns={"lc_flags": "flags"})
+    pd.testing.assert_frame_equal(lightcurve_stats(legacy), stats)
+    assert good_rows(spoiled.rename(columns={"lc_flags": "flags"})).sum() == t.size - 2
 
 
 def test_dask_stats_equal_pandas_with_and_without_shuffle():

@@ -233,3 +233,45 @@ def test_service_probes_of_auto_take_cluster_slots(emu, dask_client):
     assert dask_client.run_on_scheduler(acquired) - before == 3
     assert emu.metrics()["requests_total"] == 3
     assert profile.latency_s > 0 and profile.cutout_latency_s > 0 and profile.cores == 4
+
+
+def test_positions_west_of_ra0_are_stored_in_0_360(emu, dask_client, tmp_path):
+    """A skycell west of RA 0 (skycell.1322.098, centre RA 358.6) given as a skycell id, as
+    a negative RA and as an RA near 360: the store's ra, the cutout WCS and the light-curve
+    rows all say RA in [0, 360)."""
+    import pandas as pd
+
+    from ps1dask.lightcurves import lightcurves_frame
+    from ps1dask.tessellation import skycell_center
+
+    ra0, dec0 = skycell_center("1322.098")
+    table = pd.DataFrame(
+        {
+            "id": ["cell", "negative", "near360"],
+            "ra": [np.nan, ra0 - 360.0 + 0.002, ra0 - 0.002],
+            "dec": [np.nan, dec0, dec0],
+            "skycell": ["skycell.1322.098", None, None],
+        }
+    )
+    path = tmp_path / "ra0.zarr"
+    common = {
+        "filters": "r",
+        "size": 48,
+        "service": emu.url,
+        "client": dask_client,
+        "progress": False,
+    }
+    ps1dask.cutouts(table, path, strategy="cutout", **common)
+    ps1dask.warps(table, path, strategy="cutout", mjd_range=(0.0, 56000.0), **common)
+    ds = ps1dask.open_store(path)
+    ra = ds.ra.values
+    assert ((ra >= 0.0) & (ra < 360.0)).all() and abs(ra[0] - ra0) < 1e-9
+    np.testing.assert_allclose(ra[1:], [ra0 + 0.002, ra0 - 0.002], atol=1e-9)
+    assert ((ds.crval1.values >= 0.0) & (ds.crval1.values < 360.0)).all()
+    assert (ds.stack_status.values == 1).all()
+    for i in range(3):
+        wcs = ds.ps1.wcs(i)
+        sky = wcs.pixel_to_world(*wcs.world_to_pixel_values(ra[i], ds.dec.values[i]))
+        assert abs(sky.ra.deg - ra[i]) < 1e-8
+    lc = lightcurves_frame(path)
+    assert len(lc) and ((lc.ra >= 0.0) & (lc.ra < 360.0)).all()

@@ -568,3 +568,55 @@ def test_viewer_in_chromium(stars_warp_store, browser, tmp_path):
         shot = browser.screenshot(tmp_path / "viewer-last.png")
         assert _not_blank(shot) > 10
     assert browser.errors == []
+
+
+# --------------------------------------------------------------------------------------
+# one aperture everywhere (ps1dask.photometry.*)
+# --------------------------------------------------------------------------------------
+
+
+def test_gallery_viewer_and_lightcurves_use_the_configured_aperture(
+    stars_warp_store, tmp_path, monkeypatch
+):
+    import dask
+
+    import ps1dask.plots
+    from ps1dask.lightcurves import lightcurves_frame
+    from ps1dask.photometry import default_aperture
+
+    ds = ps1dask.open_store(stars_warp_store)
+    assert default_aperture() == (6.0, (12.0, 20.0))  # the package default (ps1dask.yaml)
+    from ps1dask.render.lightcurve import aperture_radii
+
+    assert aperture_radii(64, 64) == default_aperture()
+    default_lc = render.aperture_lightcurve(ds, 3)
+    explicit = render.aperture_lightcurve(ds, 3, radius=5.0, annulus=(9.0, 15.0))
+    assert not np.allclose(default_lc.flux, explicit.flux)  # the radius matters here
+    drawn = []
+    real_figure = ps1dask.plots.lightcurve_figure
+    monkeypatch.setattr(
+        ps1dask.plots,
+        "lightcurve_figure",
+        lambda df, **kw: drawn.append(df.copy()) or real_figure(df, **kw),
+    )
+    with dask.config.set({"ps1dask.photometry.radius": 5.0, "ps1dask.photometry.annulus": [9, 15]}):
+        # the gallery's and the viewer's light curves
+        np.testing.assert_array_equal(render.aperture_lightcurve(ds, 3).flux, explicit.flux)
+        write_gallery(stars_warp_store, tmp_path / "g.html", page_size=6)
+        bright = [d for d in drawn if len(d) and (d["id"] == "bright").all()]
+        assert bright and np.array_equal(bright[0].flux.to_numpy(), explicit.flux.to_numpy())
+        from ps1dask.viewer import Viewer
+
+        with Viewer(stars_warp_store) as viewer:
+            rows = requests.get(viewer.url + "/api/lightcurve/3", timeout=60).json()["rows"]
+        np.testing.assert_allclose([r["flux"] for r in rows], explicit.flux, rtol=1e-12)
+        # the light-curve table (API; the CLI passes None through)
+        configured = lightcurves_frame(stars_warp_store, aperture_correction=False)
+    pinned = lightcurves_frame(
+        stars_warp_store, radius=5.0, annulus=(9.0, 15.0), aperture_correction=False
+    )
+    np.testing.assert_array_equal(configured.flux.to_numpy(), pinned.flux.to_numpy())
+    assert not np.allclose(
+        lightcurves_frame(stars_warp_store, aperture_correction=False).flux.dropna(),
+        pinned.flux.dropna(),
+    )

@@ -12,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 from astropy.stats import sigma_clip
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from photutils.aperture import CircularAnnulus, CircularAperture, aperture_photometry
 
 import ps1dask
@@ -25,8 +27,10 @@ from ps1dask.lightcurves import (
     STACK_COLUMNS,
     LCFlag,
     flag_names,
+    forced_photometry,
     lightcurves,
     lightcurves_frame,
+    read_lightcurves,
 )
 from ps1dask.lightcurves.store import _partition_args, read_partition
 from ps1dask.lightcurves.synthetic import make_synthetic_store
@@ -70,6 +74,52 @@ def test_aperture_sums_are_photutils():
         assert one.flux[0] == pytest.approx(res.flux[i], abs=1e-9)
     single = measure_aperture(img[1], position=pos[1], radius=6.0, annulus=(12.0, 18.0))
     assert single.flux == pytest.approx(res.flux[1]) and single.n_masked == 0
+
+
+def test_source_photon_noise_makes_pulls_unit_without_a_variance_image():
+    # a 1 e-/count star on a flat sky: the sky scatter alone underestimates its error
+    rng = np.random.default_rng(12)
+    n, size, sky_sigma = 600, 48, 8.0
+    psf = gaussian_pixel_psf((size, size), (24.3, 23.8), 2.0)[0]
+    model = 40000.0 * psf
+    noise = rng.normal(size=(n, size, size)) * np.sqrt(sky_sigma**2 + model)
+    images = model + noise
+    want = measure_apertures(model[None], radius=6.0, annulus=(12.0, 20.0)).flux[0]
+    with_gain = measure_apertures(images, radius=6.0, annulus=(12.0, 20.0), gain=1.0)
+    sky_only = measure_apertures(images, radius=6.0, annulus=(12.0, 20.0))
+    assert 0.9 < np.std((with_gain.flux - want) / with_gain.flux_err) < 1.1
+    assert np.std((sky_only.flux - want) / sky_only.flux_err) > 1.5
+    # a gain twice as large halves the source term
+    half = measure_apertures(images, radius=6.0, annulus=(12.0, 20.0), gain=2.0)
+    source_1 = with_gain.flux_err**2 - sky_only.flux_err**2
+    source_2 = half.flux_err**2 - sky_only.flux_err**2
+    np.testing.assert_allclose(source_2, source_1 / 2.0, rtol=1e-9)
+    # forced photometry refuses to make sky-only errors
+    geo = aperture_geometry((size, size), (24.3, 23.8), 6.0, (12.0, 20.0))
+    with pytest.raises(ValueError, match="variances or a gain"):
+        forced_photometry(images[:2], None, None, geometry=geo, zeropoint=25.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.floats(0.0, 1e6),
+    st.floats(0.1, 10.0),
+    st.floats(1.0, 30.0),
+    st.integers(0, 2**31 - 1),
+)
+def test_source_term_is_the_counts_over_the_gain(amplitude, gain, sky_sigma, seed):
+    rng = np.random.default_rng(seed)
+    img = rng.normal(0.0, sky_sigma, (1, 40, 40))
+    img += amplitude * gaussian_pixel_psf((40, 40), (20.0, 20.0), 1.8)
+    geo = aperture_geometry((40, 40), (20.0, 20.0), 6.0, (12.0, 19.0))
+    plain = measure_apertures(img, geometry=geo)
+    with_gain = measure_apertures(img, geometry=geo, gain=gain)
+    sub = np.where(np.isfinite(img[0]), img[0] - plain.background[0], 0.0)
+    source = max(float(np.sum(geo.weights**2 * sub)), 0.0) / gain
+    np.testing.assert_allclose(
+        with_gain.flux_err[0] ** 2, plain.flux_err[0] ** 2 + source, rtol=1e-9, atol=1e-9
+    )
+    assert with_gain.flux[0] == plain.flux[0]  # the flux itself does not change
 
 
 def test_psf_correction_gives_total_flux_in_any_seeing_and_with_masked_pixels():
@@ -134,14 +184,14 @@ def test_lightcurves_of_a_synthetic_store(synthetic):
     blank = m.status == 5
     failed = m.status == 4
     assert blank.any() and failed.any()
-    assert ((m["flags"][blank] & int(LCFlag.BLANK)) > 0).all() and m.flux[blank].isna().all()
-    assert ((m["flags"][failed] & int(LCFlag.FAILED)) > 0).all() and m.flux[failed].isna().all()
+    assert ((m["lc_flags"][blank] & int(LCFlag.BLANK)) > 0).all() and m.flux[blank].isna().all()
+    assert ((m["lc_flags"][failed] & int(LCFlag.FAILED)) > 0).all() and m.flux[failed].isna().all()
     # usable rows: fluxes match the truth within their errors
-    good = m[(m["flags"] & int(BAD_FLAGS)) == 0]
+    good = m[(m["lc_flags"] & int(BAD_FLAGS)) == 0]
     assert len(good) > 0.75 * len(m)
     pull = (good.flux - good.true_flux) / good.flux_err
     assert abs(pull.mean()) < 0.15 and 0.85 < pull.std() < 1.2
-    assert ((good["flags"] & int(LCFlag.MASKED)) > 0).any()  # gaps and cosmic rays were handled
+    assert ((good["lc_flags"] & int(LCFlag.MASKED)) > 0).any()  # gaps and cosmic rays were handled
     np.testing.assert_allclose(good.mag, 23.9 - 2.5 * np.log10(good.flux), atol=1e-3)
     assert (good.psf_fwhm == good.psf_fwhm_truth).all() and (good.apcorr >= 1).all()
     # the stack in the same units and aperture: the mean flux of each source
@@ -190,19 +240,24 @@ def test_without_variance_mask_or_psf_widths(tmp_path):
     df = lightcurves_frame(tmp_path / "bare.zarr")
     assert "stack_flux" not in df.columns
     m = _with_truth(df, truth)
-    good = m[(m["flags"] & int(BAD_FLAGS)) == 0]
+    good = m[(m["lc_flags"] & int(BAD_FLAGS)) == 0]
     # the PSF widths were estimated from the pixels, close to the truth
-    assert ((good["flags"] & int(LCFlag.PSF_ESTIMATED)) > 0).all()
+    assert ((good["lc_flags"] & int(LCFlag.PSF_ESTIMATED)) > 0).all()
     assert (good.psf_fwhm - good.psf_fwhm_truth).abs().median() < 0.05
     ratio = good.flux / good.true_flux
     assert abs(ratio.median() - 1.0) < 0.01
-    # errors from the annulus scatter (sky only): never larger than the real scatter
+    # no variance image: errors from the annulus scatter plus the stars' photon noise (the
+    # synthetic warps, like PS1's, have 1 electron per count), and every row says so
+    assert (df["err_model"] == "sky+poisson").all()
     pull = (good.flux - good.true_flux) / good.flux_err
-    assert 0.8 < pull.std() < 2.0
+    assert 0.85 < pull.std() < 1.2
+    sky_only = _with_truth(lightcurves_frame(tmp_path / "bare.zarr", gain=1e12), truth)
+    sky_only = sky_only[(sky_only["lc_flags"] & int(BAD_FLAGS)) == 0]
+    assert ((sky_only.flux - sky_only.true_flux) / sky_only.flux_err).std() > 1.5
     # no PSF correction at all: plain aperture fluxes, flagged, biased low in bad seeing
     raw = _with_truth(lightcurves_frame(tmp_path / "bare.zarr", aperture_correction=False), truth)
     ok = raw[raw.status == 1]
-    assert ((ok["flags"] & int(LCFlag.NO_APCORR)) > 0).all() and ok.apcorr.isna().all()
+    assert ((ok["lc_flags"] & int(LCFlag.NO_APCORR)) > 0).all() and ok.apcorr.isna().all()
     assert (ok.flux / ok.true_flux).median() < 0.99
 
 
@@ -265,6 +320,19 @@ def test_cli_lightcurves(synthetic, tmp_path, capsys):
     assert main(["lightcurves", str(path), "-o", str(tmp_path / "lc.txt")]) == 1
     with pytest.raises(SystemExit):
         main(["lightcurves", str(path), "-o", str(out), "--annulus", "12"])
+    # the error model is named per row and in the summary (this store has warp_variance)
+    assert "errors: variance" in said and (back["err_model"] == "variance").all()
+    assert (back["stack_err_model"] == "variance").all()
+    assert main(["lightcurves", str(path), "-o", str(tmp_path / "g.csv"), "--gain", "0"]) == 1
+    assert "gain" in capsys.readouterr().err.lower()
+    # tables written before the rename (column "flags") read back with the current names
+    legacy = tmp_path / "legacy.parquet"
+    back.rename(columns={"lc_flags": "flags"}).to_parquet(legacy)
+    again = read_lightcurves(legacy)
+    assert "lc_flags" in again.columns and "flags" not in again.columns
+    pd.testing.assert_series_equal(again["lc_flags"], back["lc_flags"])
+    csv = read_lightcurves(tmp_path / "lc.csv")
+    assert "lc_flags" in csv.columns and csv["id"].map(type).eq(str).all()
 
 
 # -- end to end against the emulator ----------------------------------------------------
@@ -371,7 +439,7 @@ def test_e2e_warp_times_are_the_truth_epochs(emulator_store):
 
 def test_e2e_light_curves_match_the_truth(emulator_store):
     _, lc, picks, _ = emulator_store
-    good = lc[(lc["flags"] & int(BAD_FLAGS)) == 0]
+    good = lc[(lc["lc_flags"] & int(BAD_FLAGS)) == 0]
     assert len(good) > 0.8 * (lc.status == 1).sum()
     assert (lc.flux[lc.status == 5].isna()).all()
     pull = (good.flux - good.true_flux) / good.flux_err
@@ -416,3 +484,67 @@ def test_e2e_all_epoch_coadd_agrees_with_the_stack(emulator_store, dask_client):
     assert len(stars) >= 12
     ratio = stars.flux / stars.stack_flux
     assert abs(ratio.median() - 1.0) < 0.02, ratio.describe()
+
+
+# -- the default commands (warp pixels only, no variance image) -------------------------
+
+
+def _default_command_picks(sky) -> tuple[list[dict], list[dict]]:
+    """Isolated constant stars of 15.5-18 mag r around skycell 1405.053 (up to 40) and the
+    brightest isolated periodic variables of large amplitude (up to 3), from the truth."""
+    from ps1dask.tessellation import skycell_center
+
+    ra0, dec0 = skycell_center(CELL)
+    srcs = sky.sources(ra0, dec0, 3000.0)
+    constant, variable = [], []
+    for s in sorted(srcs, key=lambda s: s["mag_r"]):
+        kind = s["variability"]["kind"]
+        if not _isolated(s, srcs):
+            continue
+        if kind == "constant" and 15.5 < s["mag_r"] < 18.0:
+            constant.append(s)
+        elif kind == "periodic" and s["mag_r"] < 18.0 and s["variability"]["amplitude"] > 0.15:
+            variable.append(s)
+    return constant[:40], variable[:3]
+
+
+@pytest.fixture(scope="module")
+def default_command_lightcurves(job_emulator, dask_client, tmp_path_factory):
+    """``ps1dask warps POS -o S --filters r`` then ``ps1dask lightcurves S -o lc.parquet``,
+    through the real CLI: the store holds warp pixels only (no warp.wt, no warp.mask)."""
+    emu = job_emulator
+    emu.configure(latency=0.0, fault_rate=0.0)
+    constant, variable = _default_command_picks(emu.sky)
+    assert len(constant) >= 30 and variable, (len(constant), len(variable))
+    work = tmp_path_factory.mktemp("default-commands")
+    positions = work / "positions.csv"
+    pd.DataFrame(
+        {
+            "id": [str(s["id"]) for s in constant + variable],
+            "ra": [s["ra"] for s in constant + variable],
+            "dec": [s["dec"] for s in constant + variable],
+        }
+    ).to_csv(positions, index=False)
+    store, out = work / "S.zarr", work / "lc.parquet"
+    common = ["--service", emu.url, "--scheduler", dask_client.scheduler.address]
+    assert main(["warps", str(positions), "-o", str(store), "--filters", "r", *common]) == 0
+    assert set(ps1dask.open_store(store).data_vars) >= {"warp_flux"}
+    assert "warp_variance" not in ps1dask.open_store(store).data_vars
+    assert main(["lightcurves", str(store), "-o", str(out)]) == 0
+    return pd.read_parquet(out), constant, variable
+
+
+def test_default_commands_give_right_errors_without_variance(default_command_lightcurves):
+    lc, constant, variable = default_command_lightcurves
+    good = lc[(lc["lc_flags"] & int(BAD_FLAGS)) == 0]
+    # every row says how its error was made: here the sky scatter plus the source's photons
+    assert (good["err_model"] == "sky+poisson").all()
+    stats = lightcurve_stats(lc)
+    const = stats[stats.id.isin({str(s["id"]) for s in constant})]
+    assert len(const) >= 30 and (const.n >= 8).all()
+    assert 0.7 < const.chi2_dof.median() < 1.5, const.chi2_dof.describe()
+    assert (const.chi2_dof > 5).mean() <= 0.05, const.sort_values("chi2_dof").tail()
+    # the variables are still found, the constant stars are not
+    cands = set(variability_candidates(stats, sigma=5).id)
+    assert {str(s["id"]) for s in variable} <= cands
+    assert len(cands & set(const.id)) <= 0.05 * len(const)

@@ -422,3 +422,45 @@ def test_safe_file_names():
     from ps1dask.render.bulk import safe_names
 
     assert safe_names(["a b/c", "x", "x", "..", "ok"]) == ["a_b_c", "x-1", "x-2", "position", "ok"]
+
+
+def test_lightcurve_figure_drops_rows_with_bad_flags():
+    from ps1dask import plots
+    from ps1dask.lightcurves import BAD_FLAGS, LCFlag
+
+    mjd = 55000.0 + np.arange(12, dtype=float)
+    lc = pd.DataFrame(
+        {
+            "filter": "r",
+            "mjd": mjd,
+            "id": "s1",
+            "flux": 100.0 + np.arange(12.0),
+            "flux_err": 2.0,
+            "lc_flags": 0,
+        }
+    )
+    lc.loc[3, ["flux", "lc_flags"]] = (9e5, int(LCFlag.SATURATED))  # a bad flag: dropped
+    lc.loc[5, "lc_flags"] = int(LCFlag.UNRELIABLE | LCFlag.MASKED)  # bad flag: dropped
+    lc.loc[7, "lc_flags"] = int(LCFlag.MASKED | LCFlag.PSF_ESTIMATED)  # informational: kept
+    assert int(LCFlag.MASKED | LCFlag.PSF_ESTIMATED) & int(BAD_FLAGS) == 0
+
+    def drawn(fig):
+        (container,) = fig.axes[0].containers
+        return container.lines[0].get_xdata(), container.lines[0].get_ydata()
+
+    x, y = drawn(plots.lightcurve_figure(lc))
+    np.testing.assert_array_equal(x, np.delete(mjd, [3, 5]))
+    assert y.max() < 1000.0
+    assert fig_legend_count(plots.lightcurve_figure(lc)) == "r (10)"
+    # every row on request, and tables of earlier versions (column "flags") likewise
+    assert len(drawn(plots.lightcurve_figure(lc, exclude_flags=0))[0]) == 12
+    legacy = lc.rename(columns={"lc_flags": "flags"})
+    np.testing.assert_array_equal(drawn(plots.lightcurve_figure(legacy))[0], x)
+    # on caller's axes too
+    fig = plots.lightcurve_figure(lc.iloc[:0])
+    x_ax, _ = drawn(plots.lightcurve_figure(lc, ax=fig.axes[0]))
+    np.testing.assert_array_equal(x_ax, x)
+
+
+def fig_legend_count(fig) -> str:
+    return fig.axes[0].get_legend().get_texts()[0].get_text()

@@ -232,3 +232,72 @@ def test_bad_positions_name_their_index(ra, dec, index):
 
 def test_scalar_and_public_api():
     assert ps1dask.locate(332.6, 2.2).skycell[0] == "skycell.1405.053"
+
+
+# --- RA in [0, 360) across RA 0 ----------------------------------------------------------
+
+
+def _cells_straddling_ra0() -> list[int]:
+    """Projection cells whose area reaches both sides of RA 0, from the tessellation table:
+    in every zone the cell with its tangent point at RA 0 and its eastern neighbour (the last
+    of the zone, whose overlap reaches past RA 360) and the single polar cell."""
+    grid = load_grid()
+    cells = []
+    for r in range(len(grid)):
+        first, n = int(grid.projcell[r]), int(grid.nband[r])
+        cells.extend({first, first + n - 1})
+    return cells
+
+
+def test_straddling_cells_cover_every_zone_and_the_pole():
+    cells = _cells_straddling_ra0()
+    assert 2643 in cells and 1322 in cells  # the pole cell; the issue's example
+    assert len(cells) == 2 * (len(load_grid()) - 1) + 1
+
+
+@pytest.mark.parametrize("projcell", _cells_straddling_ra0())
+def test_skycell_centres_across_ra0_are_in_0_360(projcell):
+    wrapped = 0
+    for subcell in range(100):
+        ra, dec = skycell_center((projcell, subcell))
+        assert 0.0 <= ra < 360.0, (projcell, subcell, ra)
+        # the same point as astropy's WCS of the skycell (astropy wraps RA to [0, 360))
+        wcs = skycell_wcs((projcell, subcell))
+        n1, n2 = wcs.pixel_shape
+        want_ra, want_dec = (float(v) for v in wcs.all_pix2world(0.5 * (n1 - 1), 0.5 * (n2 - 1), 1))
+        dra = (ra - want_ra + 180.0) % 360.0 - 180.0
+        assert abs(dra) * np.cos(np.radians(dec)) < 1e-9 and abs(dec - want_dec) < 1e-9
+        wrapped += ra > 180.0 and wcs.wcs.crval[0] == 0.0
+    if skycell_wcs((projcell, 0)).wcs.crval[0] == 0.0 and projcell != 2643:
+        assert wrapped >= 40  # the western half of a cell at RA 0 lies just below RA 360
+
+
+def test_issue_example_centre_west_of_ra0():
+    ra, dec = skycell_center("skycell.1322.098")
+    assert abs(ra - (360.0 - 1.402)) < 1e-3 and 0.0 <= ra < 360.0
+    # a position there locates back to that skycell
+    assert locate(ra, dec).skycell[0] == "skycell.1322.098"
+    assert locate(ra - 360.0, dec).skycell[0] == "skycell.1322.098"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-0.5, 0.5, allow_nan=False), footprint_dec)
+def test_deprojection_near_ra0_is_in_0_360(dra, dec):
+    from ps1dask.tessellation._core import deproject, project
+
+    row = locate(dra, dec).iloc[0]
+    geo = ps1dask.tessellation.skycell_geometry_of((int(row.projcell), int(row.subcell)))
+    x, y = project(np.array([dra]), np.array([dec]), geo.crval1, geo.crval2)
+    ra, back_dec = deproject(x, y, geo.crval1, geo.crval2)
+    assert 0.0 <= float(ra[0]) < 360.0
+    sep = ((float(ra[0]) - dra + 180.0) % 360.0 - 180.0) * np.cos(np.radians(dec))
+    assert abs(sep) < 1e-9 and abs(float(back_dec[0]) - dec) < 1e-9
+
+
+@given(st.floats(-1e4, 1e4, allow_nan=False))
+def test_wrap_ra_property(ra):
+    from ps1dask.tessellation._core import wrap_ra
+
+    w = float(wrap_ra(ra))
+    assert 0.0 <= w < 360.0
+    assert abs((w - ra + 180.0) % 360.0 - 180.0) < 1e-9

@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 continue
             image = ds.stack_flux.sel(filter=band).values[i]
             variance = ds.stack_variance.sel(filter=band).values[i]
-            flux, _err = aperture_flux(image, variance, radius=12.0, annulus=(18.0, 26.0))
+            flux, _err = aperture_flux(image, variance)  # the configured aperture
             zp = float(ds.stack_zeropoint.sel(filter=band).values[i])
             ra, dec = float(ds.ra.values[i]), float(ds.dec.values[i])
             near = truth.iloc[int(np.argmin((truth.ra - ra) ** 2 + (truth.dec - dec) ** 2))]

@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
         filters=args.filters,
         include_stack=not args.no_stack,
         aperture_correction=not args.no_apcorr,
+        gain=args.gain,
     )
     scheduler: object = "threads"
     client = None
@@ -55,16 +56,18 @@ def run(args: argparse.Namespace) -> int:
                 lc.to_parquet(str(out), write_index=False, overwrite=args.overwrite)
                 import pandas as pd
 
-                frame = pd.read_parquet(out, columns=["id", "filter", "flags"])
+                frame = pd.read_parquet(out, columns=["id", "filter", "lc_flags", "err_model"])
     finally:
         if client is not None:
             client.close()
     seconds = time.perf_counter() - t0
-    n_bad = int(((frame["flags"] & int(BAD_FLAGS)) != 0).sum())
+    n_bad = int(((frame["lc_flags"] & int(BAD_FLAGS)) != 0).sum())
+    models = ", ".join(sorted(set(frame["err_model"]))) if len(frame) else "-"
     n_curves = frame.groupby(["id", "filter"]).ngroups if len(frame) else 0
     print(
         f"{len(frame):,} epochs of {n_curves:,} light curves ({frame['id'].nunique():,} positions) "
-        f"-> {out} in {seconds:.1f} s; {n_bad:,} rows flagged unusable (BAD_FLAGS)"
+        f"-> {out} in {seconds:.1f} s; {n_bad:,} rows flagged unusable (BAD_FLAGS); "
+        f"errors: {models}"
     )
     return 0
 
@@ -77,8 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Measure every warp epoch of every position of a ps1dask store (made by "
             "'ps1dask warps') with forced aperture photometry at the position: one row per "
             "position, filter and epoch with UTC mid-exposure MJD, flux and error in "
-            "microjansky, AB magnitude, local background, masked pixels and quality flags, "
-            "plus the stack's flux in the same aperture when the store has stacks.\n\n"
+            "microjansky, AB magnitude, local background, masked pixels and quality flags "
+            "(lc_flags), plus the stack's flux in the same aperture when the store has stacks.\n\n"
+            "Errors (err_model column): from the variance image when the store has warp.wt "
+            "('variance'); else the annulus sky scatter plus the source's photon noise with "
+            "--gain electrons per count ('sky+poisson').\n\n"
             "Example:\n"
             "  ps1dask warps targets.csv -o field.zarr --types warp,warp.wt,warp.mask\n"
             "  ps1dask lightcurves field.zarr -o lc.parquet --radius 6 --annulus 12,20\n"
@@ -94,13 +100,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="output: .parquet (a Parquet dataset directory, one file per store chunk) or .csv",
     )
     p.add_argument(
-        "--radius", type=float, default=6.0, help='aperture radius, pixels of 0.25" (default 6)'
+        "--radius",
+        type=float,
+        default=None,
+        help='aperture radius, pixels of 0.25" (default: ps1dask.photometry.radius, 6)',
     )
     p.add_argument(
         "--annulus",
         type=_annulus,
-        default=(12.0, 20.0),
-        help="background annulus INNER,OUTER in pixels (default 12,20)",
+        default=None,
+        help="background annulus INNER,OUTER in pixels (default: ps1dask.photometry.annulus, 12,20)",
     )
     p.add_argument("--filters", default=None, help="subset of the store's filters (default: all)")
     p.add_argument("--no-stack", action="store_true", help="leave out the stack photometry columns")
@@ -108,6 +117,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-apcorr",
         action="store_true",
         help="plain aperture fluxes (no PSF correction to total flux)",
+    )
+    p.add_argument(
+        "--gain",
+        type=float,
+        default=None,
+        help="electrons per warp count, for the source's photon noise when the store has no "
+        "variance image (default: ps1dask.photometry.warp-gain, 1.0)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing Parquet output")
     p.add_argument(

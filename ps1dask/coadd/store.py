@@ -453,25 +453,38 @@ def coadd_warps(
 def coadd_photometry(
     store: str | os.PathLike[str],
     *,
-    radius: float = 6.0,
-    annulus: tuple[float, float] = (12.0, 20.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
     bad_bits: int = DEFAULT_BAD_BITS,
     aperture_correction: bool = True,
 ) -> Any:
     """Forced photometry of the coadds (and the stacks, same aperture) at every position.
 
     One row per (position, filter, coadd_bin) that has a coadd: ``id, position, ra, dec,
-    filter, coadd_bin, mjd_start, mjd_end, n_epochs, flux, flux_err`` (microjansky) and,
-    when the store has stacks, ``stack_flux, stack_flux_err``. Per-season coadds give
-    deeper, coarser light curves than single warps. With ``aperture_correction`` the PSF
-    width is estimated from the brighter positions of the partition (coadds mix the
-    seeing of their warps), as :func:`ps1dask.lightcurves.lightcurves` does for stacks.
+    filter, coadd_bin, mjd_start, mjd_end, n_epochs, flux, flux_err`` (microjansky, errors
+    from the coadd variance), ``lc_flags`` (:class:`~ps1dask.lightcurves.LCFlag`) and,
+    when the store has stacks, ``stack_flux, stack_flux_err`` (errors as in
+    :func:`ps1dask.lightcurves.lightcurves`: the stack variance, else sky + photon noise).
+    Per-season coadds give deeper, coarser light curves than single warps. With
+    ``aperture_correction`` the PSF width is estimated from the brighter positions of the
+    partition (coadds mix the seeing of their warps), as
+    :func:`ps1dask.lightcurves.lightcurves` does for stacks. ``radius`` and ``annulus`` are
+    pixels (default the configured aperture, :func:`ps1dask.photometry.default_aperture`).
     A pandas DataFrame (coadd tables are small: one row per bin).
     """
+    import dask.config
     import pandas as pd
 
-    from ps1dask.lightcurves import forced_photometry, position_in_cutout, psf_fwhm_from_data
-    from ps1dask.photometry import aperture_geometry
+    from ps1dask.lightcurves import (
+        forced_photometry,
+        position_in_cutout,
+        psf_fwhm_from_data,
+        stack_gains,
+    )
+    from ps1dask.photometry import aperture_geometry, resolve_aperture
+
+    radius, annulus = resolve_aperture(radius, annulus)
+    warp_gain = float(dask.config.get("ps1dask.photometry.warp-gain"))
 
     path = Path(store)
     g = _open(str(path))
@@ -515,6 +528,7 @@ def coadd_photometry(
                 smask = np.asarray(g["stack_mask"][pos]) if "stack_mask" in names else None
                 szp = np.asarray(g["stack_zeropoint"][pos]).astype(np.float64)
                 sst = np.asarray(g["stack_status"][pos])
+                sgain = stack_gains(g, pos, range(nf), warp_gain)
         n = stop - start
         geos = [
             aperture_geometry((h, w), (float(x[p]), float(y[p])), radius, annulus) for p in range(n)
@@ -567,6 +581,7 @@ def coadd_photometry(
                             psf_fwhm=sfw,
                             bad_bits=bad_bits,
                             aperture_correction=aperture_correction,
+                            gain=sgain[q, f],
                         )
                         s_f[ok], s_e[ok] = sc.flux, sc.flux_err
                 for j, p in enumerate(pp):
@@ -600,7 +615,7 @@ def coadd_photometry(
         "n_epochs",
         "flux",
         "flux_err",
-        "flags",
+        "lc_flags",
         "stack_flux",
         "stack_flux_err",
     ]

@@ -215,7 +215,7 @@ class _ProjcellFrame:
         return x + (self.crpix1 - 1.0), y + (self.crpix2 - 1.0)
 
     def to_sky(self, gx: _FloatArray, gy: _FloatArray) -> tuple[_FloatArray, _FloatArray]:
-        """Approximate inverse of :meth:`to_global` (exact 0.25" scale; RA not wrapped)."""
+        """Approximate inverse of :meth:`to_global` (exact 0.25" scale; RA in [0, 360))."""
         return deproject(
             np.asarray(gx, dtype=np.float64) - (self.crpix1 - 1.0),
             np.asarray(gy, dtype=np.float64) - (self.crpix2 - 1.0),

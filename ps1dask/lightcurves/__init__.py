@@ -7,30 +7,42 @@
 
 from ps1dask.lightcurves._core import (
     BAD_FLAGS,
+    ERR_MODEL_SKY_POISSON,
+    ERR_MODEL_VARIANCE,
+    FLAG_COLUMN,
     UJY_ZEROPOINT,
     LCFlag,
     PhotometryColumns,
+    flag_column,
     flag_names,
     fluxes_to_mags,
     forced_photometry,
     position_in_cutout,
     psf_fwhm_from_data,
+    stack_gain,
+    with_current_columns,
 )
 from ps1dask.lightcurves.store import (
     LIGHTCURVE_COLUMNS,
     STACK_COLUMNS,
     lightcurves,
     lightcurves_frame,
+    read_lightcurves,
     read_partition,
+    stack_gains,
 )
 
 __all__ = [
     "BAD_FLAGS",
+    "ERR_MODEL_SKY_POISSON",
+    "ERR_MODEL_VARIANCE",
+    "FLAG_COLUMN",
     "LIGHTCURVE_COLUMNS",
     "STACK_COLUMNS",
     "UJY_ZEROPOINT",
     "LCFlag",
     "PhotometryColumns",
+    "flag_column",
     "flag_names",
     "fluxes_to_mags",
     "forced_photometry",
@@ -38,5 +50,9 @@ __all__ = [
     "lightcurves_frame",
     "position_in_cutout",
     "psf_fwhm_from_data",
+    "read_lightcurves",
     "read_partition",
+    "stack_gain",
+    "stack_gains",
+    "with_current_columns",
 ]

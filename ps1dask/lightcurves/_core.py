@@ -11,6 +11,7 @@ import enum
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -41,8 +42,38 @@ _OK = 1
 _NOT_MEASURED = (0, 4)  # pending, failed
 
 
+#: The quality-flag column of light-curve tables (named ``flags`` before: pandas owns that
+#: name, ``DataFrame.flags``, so ``lc.flags & BAD_FLAGS`` failed).
+FLAG_COLUMN = "lc_flags"
+#: Its name in tables written by earlier versions (still read: :func:`flag_column`).
+LEGACY_FLAG_COLUMN = "flags"
+
+#: ``err_model`` of rows whose errors come from the variance image (warp.wt / stack.wt).
+ERR_MODEL_VARIANCE = "variance"
+#: ``err_model`` of rows without a variance image: the annulus sky scatter plus the
+#: source's photon noise from the counts and the gain (``ps1dask.photometry.warp-gain``).
+ERR_MODEL_SKY_POISSON = "sky+poisson"
+
+
+def flag_column(table: Any) -> str | None:
+    """The quality-flag column of a light-curve table: ``lc_flags``, or ``flags`` in
+    tables written by earlier versions; None if it has neither."""
+    columns = getattr(table, "columns", ())
+    for name in (FLAG_COLUMN, LEGACY_FLAG_COLUMN):
+        if name in columns:
+            return name
+    return None
+
+
+def with_current_columns(table: Any) -> Any:
+    """``table`` with a legacy ``flags`` column renamed ``lc_flags`` (pandas or dask)."""
+    if FLAG_COLUMN not in table.columns and LEGACY_FLAG_COLUMN in table.columns:
+        return table.rename(columns={LEGACY_FLAG_COLUMN: FLAG_COLUMN})
+    return table
+
+
 class LCFlag(enum.IntFlag):
-    """Quality flags of a light-curve row (``flags`` column; 0 = clean).
+    """Quality flags of a light-curve row (``lc_flags`` column; 0 = clean).
 
     ``BAD_FLAGS`` are the ones that make a flux unusable; the others are informational.
     """
@@ -83,6 +114,27 @@ BAD_FLAGS = (
 def flag_names(value: int) -> list[str]:
     """Names of the flags set in ``value``, e.g. ``5`` -> ``['BLANK', 'MASKED']``."""
     return [f.name for f in LCFlag if f.name is not None and int(value) & f.value]
+
+
+def stack_gain(
+    warp_zeropoint: npt.ArrayLike, warp_exptime: npt.ArrayLike, warp_gain: float
+) -> FloatArray:
+    """Electrons per stack count, from the warps of the same position and filter.
+
+    Warp counts (``warp_gain`` electrons each) have the AB zero point FPA.ZP + 2.5 log10
+    EXPTIME; stack counts 25 + 2.5 log10 EXPTIME (total): one stack count is
+    ``warp_gain * 10**(0.4 (FPA.ZP - 25))`` electrons, whatever the stack's depth. FPA.ZP is
+    the median over the last axis (epochs) of the finite warps; NaN where there is none.
+    """
+    zp = np.asarray(warp_zeropoint, dtype=np.float64)
+    t = np.asarray(warp_exptime, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fpa = zp - 2.5 * np.log10(np.where(t > 0, t, np.nan))
+    out = np.full(fpa.shape[:-1], np.nan)
+    has = np.isfinite(fpa).any(axis=-1)
+    if has.any():
+        out[has] = float(warp_gain) * 10.0 ** (0.4 * (np.nanmedian(fpa[has], axis=-1) - 25.0))
+    return out
 
 
 def position_in_cutout(
@@ -290,6 +342,8 @@ class PhotometryColumns:
     n_masked: npt.NDArray[np.int32]
     apcorr: FloatArray  #: PSF correction factor applied (NaN: none)
     flags: npt.NDArray[np.int32]
+    #: how flux_err was made: ERR_MODEL_VARIANCE or ERR_MODEL_SKY_POISSON
+    err_model: str = ERR_MODEL_SKY_POISSON
 
 
 def forced_photometry(
@@ -305,6 +359,7 @@ def forced_photometry(
     bad_bits: int = DEFAULT_BAD_BITS,
     min_coverage: float = 0.5,
     aperture_correction: bool = True,
+    gain: npt.ArrayLike | None = None,
 ) -> PhotometryColumns:
     """Forced aperture photometry of ``(n, h, w)`` images at ``geometry``'s position(s).
 
@@ -314,7 +369,13 @@ def forced_photometry(
     default all ok) marks images never fetched or blank; ``coverage`` feeds the
     LOW_COVERAGE flag; ``psf_fwhm`` (arcsec, per image, NaN = unknown) drives the PSF
     correction when ``aperture_correction``. See :class:`LCFlag` for the flags.
+
+    Errors: from ``variances`` when given; else the annulus sky scatter plus the source's
+    photon noise with ``gain`` electrons per count (per image). One of the two is required:
+    errors from the sky scatter alone would be several times too small for bright stars.
     """
+    if variances is None and gain is None:
+        raise ValueError("forced_photometry needs variances or a gain (electrons per count)")
     data = np.asarray(images, dtype=np.float32)
     n = data.shape[0]
     zp = np.broadcast_to(np.asarray(zeropoint, dtype=np.float64), (n,))
@@ -328,7 +389,13 @@ def forced_photometry(
             / PIXEL_ARCSEC
         )
     res = measure_apertures(
-        data, variances, geometry=geometry, mask=masks, bad_bits=bad_bits, psf_sigma=sigma
+        data,
+        variances,
+        geometry=geometry,
+        mask=masks,
+        bad_bits=bad_bits,
+        psf_sigma=sigma,
+        gain=None if variances is not None else gain,
     )
     scale = counts_to_microjansky(1.0, zp)
     flux = np.where(measured, res.flux * scale, np.nan)
@@ -367,4 +434,5 @@ def forced_photometry(
         n_masked=np.where(ok, res.n_masked, 0).astype(np.int32),
         apcorr=np.where(ok, res.apcorr, np.nan),
         flags=flags,
+        err_model=ERR_MODEL_VARIANCE if variances is not None else ERR_MODEL_SKY_POISSON,
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import numpy as np
 import pandas as pd
 import zarr
@@ -21,15 +22,19 @@ import zarr
 from ps1dask.conventions import DEFAULT_BAD_BITS
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.lightcurves._core import (
+    ERR_MODEL_SKY_POISSON,
+    ERR_MODEL_VARIANCE,
     LCFlag,
     PhotometryColumns,
     forced_photometry,
     position_in_cutout,
     psf_fwhm_from_data,
+    stack_gain,
     stamp_bounds,
     stamp_half_size,
+    with_current_columns,
 )
-from ps1dask.photometry import aperture_geometry
+from ps1dask.photometry import aperture_geometry, resolve_aperture
 from ps1dask.storage.layout import quiet_zarr_warnings
 from ps1dask.tessellation import PIXEL_SCALE_DEG
 
@@ -53,11 +58,16 @@ LIGHTCURVE_COLUMNS: dict[str, str] = {
     "n_masked": "int32",
     "coverage": "float32",
     "status": "uint8",
-    "flags": "int32",
+    "lc_flags": "int32",
+    "err_model": "str",
     "psf_fwhm": "float32",
     "apcorr": "float32",
 }
-STACK_COLUMNS: dict[str, str] = {"stack_flux": "float64", "stack_flux_err": "float64"}
+STACK_COLUMNS: dict[str, str] = {
+    "stack_flux": "float64",
+    "stack_flux_err": "float64",
+    "stack_err_model": "str",
+}
 #: Images measured together (bounds the photometry's working memory).
 _BATCH_IMAGES = 256
 
@@ -81,6 +91,7 @@ class _Spec:
     epoch_chunk: int
     has: frozenset[str]
     include_stack: bool
+    gain: float  #: electrons per warp count (errors without a variance image)
 
     @property
     def columns(self) -> dict[str, str]:
@@ -105,6 +116,21 @@ def _psf_sigma_ok(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values) & (values > 0), values, np.nan)
 
 
+def stack_gains(
+    g: zarr.Group, positions: slice, filter_index: Sequence[int], warp_gain: float
+) -> np.ndarray:
+    """Electrons per stack count ``(n_positions, n_filters)`` from the store's warps
+    (:func:`~ps1dask.lightcurves._core.stack_gain`; NaN without warp zero points)."""
+    names = set(g.array_keys())
+    fidx = list(filter_index)
+    if not {"warp_zeropoint", "warp_exptime"} <= names:
+        n = len(range(*positions.indices(int(g["id"].shape[0]))))
+        return np.full((n, len(fidx)), np.nan)
+    zp = _read(g, "warp_zeropoint", positions)[:, fidx]
+    t = _read(g, "warp_exptime", positions)[:, fidx]
+    return stack_gain(zp, t, warp_gain)
+
+
 def _stack_photometry(
     spec: _Spec,
     g: zarr.Group,
@@ -120,6 +146,7 @@ def _stack_photometry(
     flux = np.full((n, nf), np.nan)
     err = np.full((n, nf), np.nan)
     fidx = list(spec.filter_index)
+    gains = stack_gains(g, slice(start, stop), fidx, spec.gain)
     zp = _read(g, "stack_zeropoint", slice(start, stop))[:, fidx]
     status = _read(g, "stack_status", slice(start, stop))[:, fidx]
     psf = (
@@ -165,6 +192,7 @@ def _stack_photometry(
             psf_fwhm=fwhm,
             bad_bits=spec.bad_bits,
             aperture_correction=spec.aperture_correction,
+            gain=gains[pp, k],
         )
         flux[pp, k], err[pp, k] = cols.flux, cols.flux_err
     return flux, err
@@ -215,6 +243,7 @@ def _measure_batch(
         bad_bits=spec.bad_bits,
         min_coverage=spec.min_coverage,
         aperture_correction=spec.aperture_correction,
+        gain=spec.gain,
     )
     out["p"].append(pp)
     out["f"].append(np.full(pp.size, k))
@@ -251,6 +280,9 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
         )
     else:  # no WCS stored: the fitscut centre pixel
         x, y = np.full(n, float(spec.width // 2)), np.full(n, float(spec.height // 2))
+    # positions without a WCS (outside the footprint: no pixels either) measure the centre
+    x = np.where(np.isfinite(x), x, float(spec.width // 2))
+    y = np.where(np.isfinite(y), y, float(spec.height // 2))
     half = stamp_half_size(spec.annulus)
     x_lo, x_hi = stamp_bounds(spec.width, spec.width // 2, half)
     y_lo, y_hi = stamp_bounds(spec.height, spec.height // 2, half)
@@ -368,7 +400,8 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
         "n_masked": cat["n_masked"],
         "coverage": epoch_col("warp_coverage"),
         "status": epoch_col("warp_status", 1),
-        "flags": cat["flags"],
+        "lc_flags": cat["flags"],
+        "err_model": (ERR_MODEL_VARIANCE if "warp_variance" in spec.has else ERR_MODEL_SKY_POISSON),
         "psf_fwhm": cat["fwhm"],
         "apcorr": cat["apcorr"],
     }
@@ -376,6 +409,9 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
         sflux, serr = _stack_photometry(spec, g, start, stop, geometries, ys, xs)
         frame["stack_flux"] = sflux[p, f]
         frame["stack_flux_err"] = serr[p, f]
+        frame["stack_err_model"] = (
+            ERR_MODEL_VARIANCE if "stack_variance" in spec.has else ERR_MODEL_SKY_POISSON
+        )
     df = pd.DataFrame(frame)
     return df.astype(spec.columns)
 
@@ -383,14 +419,15 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
 def _store_spec(
     store: str | os.PathLike[str],
     *,
-    radius: float,
-    annulus: tuple[float, float],
+    radius: float | None,
+    annulus: tuple[float, float] | None,
     filters: str | Sequence[str] | None,
     bad_bits: int,
     include_stack: bool,
     aperture_correction: bool | str,
     estimate_psf: bool,
     min_coverage: float,
+    gain: float | None = None,
 ) -> tuple[_Spec, int, int]:
     path = Path(store)
     if not path.exists():
@@ -404,7 +441,14 @@ def _store_spec(
     needed = {"n_epochs", "warp_zeropoint", "id", "ra", "dec", "position", "filter"}
     if needed - names:
         raise InvalidParameterError(f"{path} is missing {sorted(needed - names)}")
-    r_in, r_out = (float(a) for a in annulus)
+    radius, annulus = resolve_aperture(radius, annulus)
+    r_in, r_out = annulus
+    gain = float(dask.config.get("ps1dask.photometry.warp-gain") if gain is None else gain)
+    if not (np.isfinite(gain) and gain > 0):
+        raise InvalidParameterError(
+            f"gain {gain}: electrons per warp count must be a positive number "
+            "(ps1dask.photometry.warp-gain)"
+        )
     if not (0 < float(radius) <= r_in < r_out):
         raise InvalidParameterError(
             f"radius {radius} and annulus {annulus}: need 0 < radius <= inner < outer (pixels)"
@@ -443,6 +487,7 @@ def _store_spec(
         epoch_chunk=int(flux.chunks[2]),
         has=frozenset(names),
         include_stack=bool(include_stack) and has_stack,
+        gain=gain,
     )
     return spec, int(n_pos), int(flux.chunks[0])
 
@@ -450,8 +495,8 @@ def _store_spec(
 def lightcurves(
     store: str | os.PathLike[str],
     *,
-    radius: float = 6.0,
-    annulus: tuple[float, float] = (12.0, 20.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
     filters: str | Sequence[str] | None = None,
     bad_bits: int = DEFAULT_BAD_BITS,
     include_stack: bool = True,
@@ -459,6 +504,7 @@ def lightcurves(
     estimate_psf: bool = True,
     min_coverage: float = 0.5,
     positions_per_partition: int | None = None,
+    gain: float | None = None,
 ) -> Any:
     """Forced-photometry light curves of every position of a store, as a lazy dask DataFrame.
 
@@ -471,15 +517,29 @@ def lightcurves(
     (microjansky), ``mag, mag_err`` (AB; NaN when flux <= 0), ``background`` (the subtracted
     local sky, microjansky per pixel), ``n_masked`` (aperture pixels excluded: NaN or
     ``bad_bits``), ``coverage`` (the store's warp_coverage), ``status`` (the warp's store
-    status), ``flags`` (:class:`~ps1dask.lightcurves.LCFlag` bits, 0 = clean; rows with
-    :data:`~ps1dask.lightcurves.BAD_FLAGS` should be dropped), ``psf_fwhm`` (arcsec, NaN if
-    unknown), ``apcorr`` (PSF correction applied, NaN if none) and, when the store has
-    stacks, ``stack_flux, stack_flux_err`` (microjansky, same aperture on the stack cutout).
+    status), ``lc_flags`` (:class:`~ps1dask.lightcurves.LCFlag` bits, 0 = clean; rows with
+    :data:`~ps1dask.lightcurves.BAD_FLAGS` should be dropped), ``err_model`` (how
+    ``flux_err`` was made, below), ``psf_fwhm`` (arcsec, NaN if unknown), ``apcorr`` (PSF
+    correction applied, NaN if none) and, when the store has stacks, ``stack_flux,
+    stack_flux_err`` (microjansky, same aperture on the stack cutout) and
+    ``stack_err_model``.
 
     Photometry: a circular aperture of ``radius`` pixels (0.25 arcsec each) centred on the
     exact sub-pixel position (from the stored cutout WCS), background the sigma-clipped
-    median of the ``annulus`` (inner, outer radii in pixels); errors from the variance image
-    when the store has ``warp_variance``, else from the annulus scatter (sky noise only).
+    median of the ``annulus`` (inner, outer radii in pixels); both default to the
+    configured aperture (``ps1dask.photometry.radius`` / ``.annulus``: 6 and 12..20 px).
+
+    Error model (``err_model`` column): ``"variance"`` when the store has
+    ``warp_variance`` (fetched with ``types=("warp", "warp.wt", ...)``): the summed variance
+    image of the aperture pixels plus the background's uncertainty. Otherwise
+    ``"sky+poisson"``: the sky from the annulus scatter (sigma-clipped std per pixel) plus
+    the source's photon noise, its background-subtracted counts divided by ``gain``
+    electrons per count (default ``ps1dask.photometry.warp-gain``, 1.0: PS1 warps keep the
+    detector's counts, GPC1 gains are about 1 e-/count), plus the background's
+    uncertainty. Stacks likewise (``stack_err_model``; a stack count is
+    ``gain * 10**(0.4 (FPA.ZP - 25))`` electrons, FPA.ZP the median of the position's
+    warps, NaN error where no warp gives it). Errors never come from the sky scatter alone.
+
     With ``aperture_correction`` (default) fluxes are divided by the fraction of a Gaussian
     PSF falling in the unmasked aperture pixels: total point-source fluxes, comparable
     across seeing and with masked pixels. The PSF width is the store's ``warp_psf_fwhm``
@@ -501,9 +561,9 @@ def lightcurves(
     e.g. ``lc.loc["star42"]``). The divisions are unknown. Write it out with
     ``lc.to_parquet(...)``; :func:`ps1dask.analysis.lightcurve_stats` summarises it.
 
-    Clean rows: ``lc[(lc["flags"] & int(BAD_FLAGS)) == 0]`` (``lc["flags"]``, not
-    ``lc.flags``, a pandas attribute; and ``int(...)`` the flag, which pandas would otherwise
-    take for a sequence).
+    Clean rows: ``lc[(lc.lc_flags & int(BAD_FLAGS)) == 0]`` (``int(...)`` the flag, which
+    pandas would otherwise take for a sequence). Tables written by earlier versions call
+    the column ``flags``; :func:`read_lightcurves` renames it.
     """
     import dask.dataframe as dd
 
@@ -518,6 +578,7 @@ def lightcurves(
         estimate_psf=estimate_psf,
         min_coverage=min_coverage,
         positions_per_partition=positions_per_partition,
+        gain=gain,
     )
     spec = parts[0][1]
     return dd.from_map(
@@ -528,6 +589,16 @@ def lightcurves(
         label="ps1dask-lightcurves",
         enforce_metadata=False,
     )
+
+
+def read_lightcurves(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A light-curve table written by ``ps1dask lightcurves`` (Parquet or CSV) as pandas,
+    with the current column names (``flags`` of earlier versions becomes ``lc_flags``)."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"no light-curve table at {p}")
+    table = pd.read_csv(p, dtype={"id": str}) if p.suffix.lower() == ".csv" else pd.read_parquet(p)
+    return with_current_columns(table)
 
 
 def lightcurves_frame(store: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
@@ -542,14 +613,15 @@ def _partition_args(
     per = options.pop("positions_per_partition", None)
     spec, n_pos, chunk = _store_spec(
         store,
-        radius=options.pop("radius", 6.0),
-        annulus=options.pop("annulus", (12.0, 20.0)),
+        radius=options.pop("radius", None),
+        annulus=options.pop("annulus", None),
         filters=options.pop("filters", None),
         bad_bits=options.pop("bad_bits", DEFAULT_BAD_BITS),
         include_stack=options.pop("include_stack", True),
         aperture_correction=options.pop("aperture_correction", True),
         estimate_psf=options.pop("estimate_psf", True),
         min_coverage=options.pop("min_coverage", 0.5),
+        gain=options.pop("gain", None),
     )
     if options:
         raise TypeError(f"unexpected options {sorted(options)}")

@@ -12,9 +12,11 @@ from ps1dask.photometry._core import (
     aperture_flux,
     aperture_geometry,
     clipped_stats,
+    default_aperture,
     gaussian_pixel_psf,
     measure_aperture,
     measure_apertures,
+    resolve_aperture,
 )
 
 __all__ = [
@@ -25,7 +27,9 @@ __all__ = [
     "aperture_flux",
     "aperture_geometry",
     "clipped_stats",
+    "default_aperture",
     "gaussian_pixel_psf",
     "measure_aperture",
     "measure_apertures",
+    "resolve_aperture",
 ]

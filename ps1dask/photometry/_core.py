@@ -11,9 +11,14 @@ Two entry points share one implementation:
 
 Conventions: positions are 0-based ``(x, y)`` pixel coordinates with pixel centres on
 integers (photutils); NaN pixels, pixels flagged in ``bad`` and pixels whose mask has any of
-``bad_bits`` are excluded. The error adds the summed variance of the aperture pixels (from
-the variance image when given, else the annulus scatter) and the uncertainty of the
-background (``pi/2 * sigma_sky**2 / n_sky`` per pixel for a median).
+``bad_bits`` are excluded.
+
+Error model. With a variance image, the summed variance of the aperture pixels (it holds
+the sky and the source's photon noise). Without one, the annulus scatter for every aperture
+pixel (the sky) plus, given a ``gain`` (electrons per count), the source's photon noise
+``max(sum w**2 (d - b), 0) / gain``: the sky scatter alone underestimates the error of
+bright sources several times. Both add the uncertainty of the background
+(``pi/2 * sigma_sky**2 / n_sky`` per pixel for a median).
 
 Optional PSF correction: given the Gaussian PSF width of each image, the flux measured in
 the *unmasked* part of the aperture is divided by the fraction of a point source's light
@@ -28,6 +33,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import dask.config
 import numpy as np
 import numpy.typing as npt
 from photutils.aperture import CircularAnnulus, CircularAperture
@@ -41,6 +47,30 @@ FloatArray = npt.NDArray[np.float64]
 FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 #: Fewest unclipped annulus pixels for a background estimate (else background 0, flagged).
 MIN_SKY_PIXELS = 5
+
+
+def default_aperture() -> tuple[float, tuple[float, float]]:
+    """The configured aperture: ``(radius, (inner, outer))`` in pixels of 0.25 arcsec.
+
+    From ``ps1dask.photometry.radius`` and ``ps1dask.photometry.annulus`` (ps1dask.yaml,
+    6 and 12..20 px by default); every measurement of the package uses it unless given
+    explicit radii, so one star gets one flux everywhere.
+    """
+    radius = float(dask.config.get("ps1dask.photometry.radius"))
+    inner, outer = (float(v) for v in dask.config.get("ps1dask.photometry.annulus"))
+    _check_radii(radius, (inner, outer))
+    return radius, (inner, outer)
+
+
+def resolve_aperture(
+    radius: float | None, annulus: tuple[float, float] | None
+) -> tuple[float, tuple[float, float]]:
+    """``radius`` and ``annulus`` with ``None`` replaced by :func:`default_aperture`'s."""
+    if radius is None or annulus is None:
+        r_default, a_default = default_aperture()
+        radius = r_default if radius is None else radius
+        annulus = a_default if annulus is None else annulus
+    return float(radius), (float(annulus[0]), float(annulus[1]))
 
 
 @dataclass(frozen=True)
@@ -202,21 +232,24 @@ def measure_apertures(
     *,
     geometry: ApertureGeometry | Sequence[ApertureGeometry] | None = None,
     position: tuple[float, float] | None = None,
-    radius: float = 8.0,
-    annulus: tuple[float, float] = (14.0, 22.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
     mask: npt.ArrayLike | None = None,
     bad_bits: int = DEFAULT_BAD_BITS,
     bad: npt.ArrayLike | None = None,
     psf_sigma: npt.ArrayLike | None = None,
+    gain: npt.ArrayLike | None = None,
 ) -> ApertureResults:
     """Forced photometry of ``n`` same-shaped images ``(n, h, w)``.
 
     ``geometry`` (from :func:`aperture_geometry`) is one aperture for every image, or a
     sequence of ``n`` (one per image, e.g. several positions measured at once); without it
     one is made from ``position`` (default the centre pixel ``(w//2, h//2)``), ``radius``
-    and ``annulus``. ``mask`` holds PS1 mask bits (pixels with any of ``bad_bits`` are
+    and ``annulus`` (pixels; default the configured :func:`default_aperture`). ``mask`` holds PS1 mask bits (pixels with any of ``bad_bits`` are
     excluded); ``bad`` is an extra boolean mask. ``psf_sigma`` (pixels, one per image, NaN
-    for unknown) turns on the PSF correction for those images.
+    for unknown) turns on the PSF correction for those images. ``gain`` (electrons per
+    image count, one for all or one per image) adds the source's photon noise to errors
+    taken from the annulus scatter (no ``variances``); NaN gives a NaN error.
     """
     data = np.asarray(images, dtype=np.float64)
     if data.ndim == 2:
@@ -225,7 +258,7 @@ def measure_apertures(
     if geometry is None:
         if position is None:
             position = (nx // 2, ny // 2)  # fitscut puts the target on pixel W//2 (0-based)
-        geometry = aperture_geometry((ny, nx), position, radius, annulus)
+        geometry = aperture_geometry((ny, nx), position, *resolve_aperture(radius, annulus))
     geoms = [geometry] if isinstance(geometry, ApertureGeometry) else list(geometry)
     if len(geoms) not in (1, n):
         raise ValueError(f"{len(geoms)} geometries for {n} images")
@@ -304,6 +337,11 @@ def measure_apertures(
         sky_for_bg = np.where(np.isfinite(sky_sigma), sky_sigma, fallback)
     else:
         var_sum = np.sum(w2, axis=(1, 2)) * sky_sigma**2
+        if gain is not None:
+            g = np.broadcast_to(np.asarray(gain, dtype=np.float64), (n,))
+            source = np.maximum(np.einsum("nij,nij->n", w2, sub), 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                var_sum = var_sum + np.where(g > 0, source / g, np.nan)
         sky_for_bg = sky_sigma
     bg_var = area**2 * sky_for_bg**2 * (np.pi / 2.0) / np.maximum(n_sky, 1)
     flux_err = np.sqrt(var_sum + np.where(np.isfinite(bg_var), bg_var, 0.0))
@@ -350,15 +388,18 @@ def measure_aperture(
     variance: npt.ArrayLike | None = None,
     *,
     position: tuple[float, float] | None = None,
-    radius: float = 8.0,
-    annulus: tuple[float, float] = (14.0, 22.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
     bad: npt.ArrayLike | None = None,
+    gain: float | None = None,
 ) -> ApertureMeasurement:
     """Forced photometry at ``position`` (0-based x, y; default the cutout's centre pixel).
 
-    The local background is the sigma-clipped median in the annulus (pixels). The error
-    adds the aperture's summed variance (from ``variance`` when given, else from the
-    annulus scatter) and the background's uncertainty. NaN pixels and ``bad`` pixels are
+    ``radius`` and ``annulus`` are in pixels (default the configured
+    :func:`default_aperture`). The local background is the sigma-clipped median in the
+    annulus. The error adds the aperture's summed variance (from ``variance`` when given,
+    else from the annulus scatter plus, with ``gain`` in electrons per count, the source's
+    photon noise) and the background's uncertainty. NaN pixels and ``bad`` pixels are
     excluded; their count inside the aperture is reported.
     """
     data = np.asarray(image, dtype=np.float64)
@@ -371,6 +412,7 @@ def measure_aperture(
         radius=radius,
         annulus=annulus,
         bad=None if bad is None else np.asarray(bad, dtype=bool)[None],
+        gain=gain,
     )
     return ApertureMeasurement(
         flux=float(res.flux[0]),
@@ -385,8 +427,8 @@ def aperture_flux(
     image: npt.ArrayLike,
     variance: npt.ArrayLike | None = None,
     *,
-    radius: float = 8.0,
-    annulus: tuple[float, float] = (14.0, 22.0),
+    radius: float | None = None,
+    annulus: tuple[float, float] | None = None,
 ) -> tuple[float, float]:
     """``(flux, flux_err)`` at the cutout centre: :func:`measure_aperture` in short."""
     m = measure_aperture(image, variance, radius=radius, annulus=annulus)

@@ -10,27 +10,41 @@ from __future__ import annotations
 
 import math
 
+import dask.config
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from ps1dask.conventions.maskbits import bad_pixels
 from ps1dask.conventions.photometry import counts_to_microjansky
-from ps1dask.photometry import measure_aperture
+from ps1dask.lightcurves import ERR_MODEL_SKY_POISSON, ERR_MODEL_VARIANCE
+from ps1dask.photometry import default_aperture, measure_aperture
 from ps1dask.render.store import _position_index, has_warps, load, store_filters
 from ps1dask.storage.layout import STATUS
 
 #: Columns of :func:`aperture_lightcurve` (those the plot helpers need come first).
-LIGHTCURVE_COLUMNS = ("filter", "mjd", "flux", "flux_err", "id", "epoch", "background", "n_masked")
+LIGHTCURVE_COLUMNS = (
+    "filter",
+    "mjd",
+    "flux",
+    "flux_err",
+    "id",
+    "epoch",
+    "background",
+    "n_masked",
+    "err_model",
+)
 
 
 def aperture_radii(height: int, width: int) -> tuple[float, tuple[float, float]]:
-    """Aperture radius and sky annulus (pixels) that fit in a cutout: 8 and 14..22 pixels,
-    shrunk proportionally in cutouts smaller than 46 pixels."""
+    """Aperture radius and sky annulus (pixels) that fit in a cutout: the configured
+    aperture (:func:`ps1dask.photometry.default_aperture`, the one light curves use), shrunk
+    proportionally in cutouts too small for its annulus."""
+    radius, (inner, outer_default) = default_aperture()
     half = min(int(height), int(width)) / 2.0
-    outer = min(22.0, max(half - 1.0, 3.0))
-    scale = outer / 22.0
-    return 8.0 * scale, (14.0 * scale, outer)
+    outer = min(outer_default, max(half - 1.0, 3.0))
+    scale = outer / outer_default
+    return radius * scale, (inner * scale, outer)
 
 
 def aperture_lightcurve(
@@ -41,12 +55,15 @@ def aperture_lightcurve(
     annulus: tuple[float, float] | None = None,
 ) -> pd.DataFrame:
     """Light curve of one position: columns filter, mjd (UTC), flux, flux_err, id, epoch
-    (index along the store's epoch axis), background, n_masked; one row per warp with
-    status ``ok``; ``df.attrs["flux_unit"]`` is ``"uJy"`` or ``"count"``. Empty (with the
+    (index along the store's epoch axis), background, n_masked, err_model (as in
+    :func:`ps1dask.lightcurves.lightcurves`: ``variance`` from warp_variance, else
+    ``sky+poisson``, the annulus scatter plus the source's photon noise with
+    ``ps1dask.photometry.warp-gain``); one row per warp with status ``ok``; ``df.attrs["flux_unit"]`` is ``"uJy"`` or ``"count"``. Empty (with the
     columns) for stores without warps."""
     empty = pd.DataFrame({c: pd.Series(dtype="float64") for c in LIGHTCURVE_COLUMNS})
     empty["filter"] = empty["filter"].astype(object)
     empty["id"] = empty["id"].astype(object)
+    empty["err_model"] = empty["err_model"].astype(object)
     if not has_warps(ds):
         empty.attrs["flux_unit"] = "count"
         return empty
@@ -77,6 +94,7 @@ def aperture_lightcurve(
     zps = sub["warp_zeropoint"].values if "warp_zeropoint" in sub else None
     pid = sub["id"].values.item() if "id" in sub else str(i)
     pid = pid.decode() if isinstance(pid, bytes) else str(pid)
+    gain = float(dask.config.get("ps1dask.photometry.warp-gain"))
     all_zp = zps is not None and bool(np.all(np.isfinite(zps[(status == STATUS["ok"])])))
     rows = []
     for f, band in enumerate(store_filters(ds)):
@@ -88,12 +106,22 @@ def aperture_lightcurve(
                 continue
             var = sub["warp_variance"].values[f, k] if "warp_variance" in sub else None
             bad = bad_pixels(sub["warp_mask"].values[f, k]) if "warp_mask" in sub else None
-            m = measure_aperture(image, var, radius=radius, annulus=annulus, bad=bad)
+            m = measure_aperture(
+                image,
+                var,
+                radius=radius,
+                annulus=annulus,
+                bad=bad,
+                gain=None if var is not None else gain,
+            )
             value, err = m.flux, m.flux_err
             if all_zp:
                 value = float(counts_to_microjansky(value, zps[f, k]))
                 err = float(counts_to_microjansky(err, zps[f, k]))
-            rows.append((band, float(mjd[f, k]), value, err, pid, k, m.background, m.n_masked))
+            model = ERR_MODEL_VARIANCE if var is not None else ERR_MODEL_SKY_POISSON
+            rows.append(
+                (band, float(mjd[f, k]), value, err, pid, k, m.background, m.n_masked, model)
+            )
     if not rows:
         empty.attrs["flux_unit"] = "uJy" if zps is not None else "count"
         return empty

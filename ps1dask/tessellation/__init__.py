@@ -107,8 +107,8 @@ def skycell_center(cell: SkycellLike) -> tuple[float, float]:
     >>> skycell_center("1405.053")
     (332.60045165718776, 2.1998090575691633)
 
-    Like the service, the RA is not wrapped: cells west of a tangent point at RA 0 have
-    slightly negative RA (take it modulo 360 if you need [0, 360)).
+    The RA is in [0, 360): cells west of a tangent point at RA 0 (e.g. ``1322.098``, at
+    358.598) have their centre's RA taken modulo 360.
     """
     return skycell_center_radec(skycell_geometry_of(cell))
 

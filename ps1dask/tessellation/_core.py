@@ -116,17 +116,27 @@ def project(
 def deproject(
     x: FloatArray, y: FloatArray, ra0: FloatArray, dec0: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    """Inverse of :func:`project`: pixel offsets about (ra0, dec0) to (ra, dec) in degrees."""
+    """Inverse of :func:`project`: pixel offsets about (ra0, dec0) to (ra, dec) in degrees,
+    RA in [0, 360)."""
     scale = np.deg2rad(PIXEL_SCALE_DEG)
     xi = -np.asarray(x, dtype=np.float64) * scale
     eta = np.asarray(y, dtype=np.float64) * scale
     d0 = np.deg2rad(dec0)
     denom = np.cos(d0) - eta * np.sin(d0)
-    # Not wrapped to [0, 360): the service reports e.g. negative RA for skycell centres west
-    # of a tangent point at RA 0, and skycell_center must match it digit for digit.
-    ra = ra0 + np.rad2deg(np.arctan2(xi, denom))
+    ra = wrap_ra(ra0 + np.rad2deg(np.arctan2(xi, denom)))
     dec = np.rad2deg(np.arctan2(np.sin(d0) + eta * np.cos(d0), np.hypot(xi, denom)))
     return ra, dec
+
+
+def wrap_ra(ra: npt.ArrayLike) -> FloatArray:
+    """RA (degrees) wrapped to [0, 360).
+
+    West of a tangent point at RA 0 the deprojection gives small negative RAs; every RA
+    ps1dask returns or stores is in [0, 360). ``np.mod`` alone can round a tiny negative
+    value up to exactly 360.0, which is mapped to 0.
+    """
+    out = np.mod(np.asarray(ra, dtype=np.float64), 360.0)
+    return np.where(out >= 360.0, 0.0, out)
 
 
 def subcell_indices(x: FloatArray, y: FloatArray, rows: IntArray) -> tuple[IntArray, IntArray]:
