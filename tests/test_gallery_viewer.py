@@ -5,7 +5,8 @@ The browser tests check what a person would see: pages load with no console erro
 exception, every picture decodes (``naturalWidth > 0``), the controls change the picture
 (filter, stretch, contrast, invert, warp epoch, blinking), and screenshots (saved under the
 test's tmp dir) are not blank. They are skipped only when no Chromium binary is installed
-(``apt-get install chromium``; CI installs it).
+(``apt-get install chromium``; .ci/run installs it), and under ``CI=true`` that skip is a
+failure (tests/conftest.py).
 """
 
 from __future__ import annotations
