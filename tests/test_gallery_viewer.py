@@ -435,30 +435,34 @@ def test_viewer_renders_off_the_event_loop(stars_store):
     from ps1dask.viewer import Viewer, ViewerApp
 
     original = ViewerApp._render
+    rendering, release = threading.Event(), threading.Event()
 
-    def slow(self, i, params):
-        time.sleep(1.5)
+    def held(self, i, params):
+        rendering.set()
+        release.wait(60)  # a render that lasts until the test lets it go
         return original(self, i, params)
 
-    ViewerApp._render = slow
+    ViewerApp._render = held
     try:
         with Viewer(stars_store) as viewer:
             done = {}
 
             def fetch():
                 done["image"] = requests.get(
-                    viewer.url + "/image/0.png?band=g", timeout=30
+                    viewer.url + "/image/0.png?band=g", timeout=60
                 ).status_code
 
             t = threading.Thread(target=fetch)
             t.start()
-            time.sleep(0.2)
-            t0 = time.monotonic()
+            assert rendering.wait(30), "the picture request never reached the renderer"
+            # answered while the render is still held (on the event loop it would block)
             assert requests.get(viewer.url + "/api/info", timeout=30).status_code == 200
-            assert time.monotonic() - t0 < 1.0
-            t.join()
+            assert "image" not in done
+            release.set()
+            t.join(60)
             assert done["image"] == 200
     finally:
+        release.set()
         ViewerApp._render = original
 
 
