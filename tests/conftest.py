@@ -10,6 +10,29 @@ import pytest
 
 os.environ.setdefault("PS1DASK_TESTING", "1")
 
+#: Under CI (``CI=true``, as CI services set it) every collected test must run: a skip (no
+#: Chromium for the browser tests, a missing optional package, no setpriv) fails instead.
+IN_CI = os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def _fail_skip_in_ci(report):
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where every test must run: {reason}"
+    return report
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    return _fail_skip_in_ci((yield))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_make_collect_report(collector):
+    """A whole module skipped at import (``pytest.importorskip``) fails under CI too."""
+    return _fail_skip_in_ci((yield))
+
 
 @pytest.fixture(scope="session")
 def emulator_cache(tmp_path_factory):

@@ -242,20 +242,17 @@ def test_warp_header_quirks(sky: SyntheticSky) -> None:
 
 @pytest.fixture(scope="module")
 def whole_stack(sky: SyntheticSky, tmp_path_factory: pytest.TempPathFactory):
-    """The one whole file of the module: rendered, written, timed."""
+    """The one whole file of the module: rendered and written."""
     ref = ImageRef(CELL, "g", "stack")
     cache = WholeFileCache(sky, tmp_path_factory.mktemp("whole"))
-    t0 = time.perf_counter()
     path = cache.path(ref)
-    elapsed = time.perf_counter() - t0
     with fits.open(path, do_not_scale_image_data=True) as hdul:
         raw = np.array(hdul[1].data)
-    return ref, cache, path, raw, elapsed
+    return ref, cache, path, raw
 
 
 def test_whole_file_round_trip(sky: SyntheticSky, whole_stack) -> None:
-    ref, cache, path, raw, elapsed = whole_stack
-    assert elapsed < 60.0
+    ref, cache, path, raw = whole_stack
     assert raw.dtype == np.int16 and raw.shape == (NAXIS2, NAXIS1)
     assert cache.path(ref) == path  # cached
     assert path.name == ref.shortname
@@ -292,7 +289,7 @@ def test_whole_file_round_trip(sky: SyntheticSky, whole_stack) -> None:
 )
 @given(data=st.data())
 def test_stack_regions_equal_the_whole_file(sky: SyntheticSky, whole_stack, data) -> None:
-    ref, _, _, raw, _ = whole_stack
+    ref, _, _, raw = whole_stack
     edge = data.draw(st.sampled_from(["none", "left", "right", "top", "bottom", "corner"]))
     h = data.draw(st.integers(1, 300))
     w = data.draw(st.integers(1, 300))
@@ -334,7 +331,7 @@ def test_regions_equal_a_larger_region(sky: SyntheticSky, kind: str) -> None:
 
 
 def test_render_whole_is_blockwise_render_disk(sky: SyntheticSky, whole_stack) -> None:
-    ref, _, _, raw, _ = whole_stack
+    ref, _, _, raw = whole_stack
     # a band across several internal row blocks, with all columns
     got = sky.render_disk(ref, slice(1000, 1500), slice(0, NAXIS1))
     np.testing.assert_array_equal(got, raw[1000:1500])

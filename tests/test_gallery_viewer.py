@@ -5,7 +5,8 @@ The browser tests check what a person would see: pages load with no console erro
 exception, every picture decodes (``naturalWidth > 0``), the controls change the picture
 (filter, stretch, contrast, invert, warp epoch, blinking), and screenshots (saved under the
 test's tmp dir) are not blank. They are skipped only when no Chromium binary is installed
-(``apt-get install chromium``; CI installs it).
+(``apt-get install chromium``; .ci/run installs it), and under ``CI=true`` that skip is a
+failure (tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 from PIL import Image
@@ -32,6 +34,7 @@ from render_helpers import STARS, stack_store, warp_only_store, warp_store
 import ps1dask
 from ps1dask import render
 from ps1dask.gallery import write_gallery
+from ps1dask.storage import STATUS, STATUS_NAMES
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
 
@@ -239,8 +242,62 @@ def stars_warp_store(stars_store, job_emulator, dask_client):
     return warp_store(stars_store.parent, job_emulator, dask_client)
 
 
+@pytest.fixture(scope="module")
+def real_warp_store(job_emulator, dask_client, tmp_path_factory):
+    """A warp store exactly as `ps1dask warps` writes it: three emulator stars of skycell
+    1405.053 and one position outside the footprint, every warp epoch in g and i."""
+    from ps1dask.cli import main
+
+    job_emulator.configure(latency=0.0, fault_rate=0.0)
+    base = tmp_path_factory.mktemp("real-warps")
+    csv = base / "positions.csv"
+    rows = [(n, ra, dec) for n, ra, dec, *_ in STARS[:3]] + [("south", 10.0, -60.0)]
+    pd.DataFrame(rows, columns=["name", "ra", "dec"]).to_csv(csv, index=False)
+    store = base / "warps.zarr"
+    args = ["warps", str(csv), "-o", str(store), "--filters", "gi", "--size", "32"]
+    args += ["--strategy", "cutout", "--service", job_emulator.url]
+    assert main([*args, "--scheduler", dask_client.scheduler.address]) == 0
+    return store
+
+
+def _warp_truth(emulator, band: str) -> list:
+    return emulator.sky.warp_epochs("1405.053", band)
+
+
 # --------------------------------------------------------------------------------------
 # the gallery
+# --------------------------------------------------------------------------------------
+
+
+def test_gallery_of_a_store_made_by_ps1dask_warps(real_warp_store, job_emulator, tmp_path):
+    ds = ps1dask.open_store(real_warp_store)
+    assert "stack_flux" not in ds.variables and list(ds["id"].values)[-1] == "south"
+    for k, band in enumerate("gi"):  # the job stored every true epoch of the skycell
+        assert (ds.n_epochs.values[:3, k] == len(_warp_truth(job_emulator, band))).all()
+    pages = write_gallery(real_warp_store, tmp_path / "warps.html", page_size=10)
+    assert [p.name for p in pages] == ["warps.html"]
+    page = pages[0].read_text()
+    # three stars: a colour composite and two thumbnails each, from the median of the good
+    # warps, and a light curve each; the position outside the footprint shows its status
+    assert page.count('class="card"') == 4
+    assert len(re.findall(r'src="data:image/jpeg;base64,', page)) == 3 * 3
+    assert len(re.findall(r'src="data:image/png;base64,', page)) == 3
+    assert "median of the good warps" in page
+    n_g, n_i = (len(_warp_truth(job_emulator, band)) for band in "gi")
+    good = (ds.warp_status.values == STATUS["ok"]).sum(axis=(1, 2))
+    for i, (name, ra, _dec, *_) in enumerate(STARS[:3]):
+        assert f">{name}<" in page and f"RA {ra:.6f}" in page
+        assert f"aperture photometry of {good[i]} warps" in page
+    assert page.count(f"warps g:{n_g} i:{n_i}") == 3
+    # no skycell, no warps: said so (a warp-only store has no per-position footprint status)
+    assert "no skycell" in page and "warps g:0 i:0" in page and "g no_data" in page
+    # every inlined picture decodes to the thumbnail size
+    for blob in re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page):
+        assert Image.open(io.BytesIO(base64.b64decode(blob))).size[0] > 0
+
+
+# --------------------------------------------------------------------------------------
+# the gallery (hand-built warps on a real stack store)
 # --------------------------------------------------------------------------------------
 
 
@@ -427,6 +484,46 @@ def test_viewer_http_api(stars_warp_store):
             assert bad.status_code == 400 and "error" in bad.json(), (path, params)
 
 
+def test_viewer_http_api_on_a_store_made_by_ps1dask_warps(real_warp_store, job_emulator):
+    """The viewer over a real warp store: the epochs it lists are the emulator's true
+    epochs, its warp pictures are those of the stored pixels, its light curve has a row per
+    good epoch."""
+    from ps1dask.viewer import Viewer
+
+    ds = ps1dask.open_store(real_warp_store)
+    status = ds.warp_status.values
+    with Viewer(real_warp_store) as viewer:
+        get = lambda path, **kw: requests.get(viewer.url + path, timeout=60, **kw)
+        info = get("/api/info").json()
+        assert info["n_positions"] == 4 and info["filters"] == "gi" and info["warps"]
+        for i in range(3):
+            epochs = get(f"/api/position/{i}").json()["epochs"]
+            for k, band in enumerate("gi"):
+                truth = _warp_truth(job_emulator, band)
+                assert [e["epoch"] for e in epochs[band]] == list(range(len(truth)))
+                np.testing.assert_allclose(
+                    [e["mjd"] for e in epochs[band]], [t.mjd_mid_utc for t in truth], atol=1e-8
+                )
+                assert [e["status"] for e in epochs[band]] == [
+                    STATUS_NAMES[int(s)] for s in status[i, k, : len(truth)]
+                ]
+        # a good warp of the first star, as the page shows it: the stored pixels, rendered
+        e = int(np.flatnonzero(status[0, 0] == STATUS["ok"])[0])
+        reply = get("/image/0.png", params={"band": "g", "epoch": str(e)})
+        assert reply.status_code == 200 and reply.headers["Content-Type"] == "image/png"
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(io.BytesIO(reply.content))),
+            render.cutout_image(ds, 0, "g", epoch=e),
+        )
+        lc = get("/api/lightcurve/0").json()
+        good = int((status[0] == STATUS["ok"]).sum())
+        assert good > 0 and len(lc["rows"]) == good
+        assert get("/lightcurve/0.png").content[:4] == b"\x89PNG"
+        south = get("/api/position/3").json()
+        assert south["id"] == "south" and set(south["status"].values()) == {"no_data"}
+        assert south["epochs"] == {"g": [], "i": []}
+
+
 def test_viewer_renders_off_the_event_loop(stars_store):
     """A slow picture does not hold up the other requests (rendering runs in threads)."""
     import threading
@@ -434,30 +531,34 @@ def test_viewer_renders_off_the_event_loop(stars_store):
     from ps1dask.viewer import Viewer, ViewerApp
 
     original = ViewerApp._render
+    rendering, release = threading.Event(), threading.Event()
 
-    def slow(self, i, params):
-        time.sleep(1.5)
+    def held(self, i, params):
+        rendering.set()
+        release.wait(60)  # a render that lasts until the test lets it go
         return original(self, i, params)
 
-    ViewerApp._render = slow
+    ViewerApp._render = held
     try:
         with Viewer(stars_store) as viewer:
             done = {}
 
             def fetch():
                 done["image"] = requests.get(
-                    viewer.url + "/image/0.png?band=g", timeout=30
+                    viewer.url + "/image/0.png?band=g", timeout=60
                 ).status_code
 
             t = threading.Thread(target=fetch)
             t.start()
-            time.sleep(0.2)
-            t0 = time.monotonic()
+            assert rendering.wait(30), "the picture request never reached the renderer"
+            # answered while the render is still held (on the event loop it would block)
             assert requests.get(viewer.url + "/api/info", timeout=30).status_code == 200
-            assert time.monotonic() - t0 < 1.0
-            t.join()
+            assert "image" not in done
+            release.set()
+            t.join(60)
             assert done["image"] == 200
     finally:
+        release.set()
         ViewerApp._render = original
 
 
@@ -620,3 +721,31 @@ def test_gallery_viewer_and_lightcurves_use_the_configured_aperture(
         lightcurves_frame(stars_warp_store, aperture_correction=False).flux.dropna(),
         pinned.flux.dropna(),
     )
+
+
+@needs_chromium
+def test_viewer_and_gallery_of_a_ps1dask_warps_store_in_chromium(
+    real_warp_store, browser, tmp_path
+):
+    """What a person sees of a real warp store: the viewer's picture and light curve and
+    every picture of the gallery decode, with no console error."""
+    from ps1dask.viewer import Viewer
+
+    loaded = (
+        "(() => { const v = document.getElementById('view'); return v.complete && v.naturalWidth > 0"
+        " && v.getAttribute('data-loaded') === v.getAttribute('src'); })()"
+    )
+    with Viewer(real_warp_store) as viewer:
+        browser.goto(viewer.url + "/")
+        browser.wait_for(loaded, what="the first picture")
+        assert browser.eval("document.getElementById('pid').textContent") == "red"
+        browser.wait_for(
+            "document.getElementById('lcimg').complete && document.getElementById('lcimg').naturalWidth > 0",
+            what="the light curve",
+        )
+        assert _not_blank(browser.screenshot(tmp_path / "real-viewer.png")) > 20
+    page = write_gallery(real_warp_store, tmp_path / "real.html")[0]
+    browser.goto(page.as_uri())
+    browser.wait_for(ALL_IMAGES_DECODED, what="every gallery picture")
+    assert browser.eval("document.images.length") == 3 * 3 + 3
+    assert browser.errors == []

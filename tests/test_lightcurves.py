@@ -20,6 +20,7 @@ import ps1dask
 from ps1dask.analysis import best_period, fit_transient, lightcurve_stats, variability_candidates
 from ps1dask.cli import main
 from ps1dask.coadd import coadd_photometry, coadd_warps
+from ps1dask.conventions import counts_to_microjansky
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.lightcurves import (
     BAD_FLAGS,
@@ -259,6 +260,39 @@ def test_without_variance_mask_or_psf_widths(tmp_path):
     ok = raw[raw.status == 1]
     assert ((ok["lc_flags"] & int(LCFlag.NO_APCORR)) > 0).all() and ok.apcorr.isna().all()
     assert (ok.flux / ok.true_flux).median() < 0.99
+
+
+@pytest.mark.parametrize("variance", [True, False], ids=["variance-plane", "annulus-scatter"])
+def test_pulls_are_unit_normal_when_the_sky_dominates(tmp_path, variance):
+    """Faint constant sources (the sky's variance in the aperture is many times the source's
+    counts): the errors, from the variance plane or from the annulus scatter alike, must
+    describe the real scatter, so the pulls against the truth have a spread within 10% of 1
+    and no bias."""
+    truth = make_synthetic_store(
+        tmp_path / "faint.zarr",
+        n_positions=16,
+        filters="r",
+        n_epochs=30,
+        size=48,
+        chunk=8,
+        seed=21,
+        kinds=("constant",),
+        mag_range=(20.5, 21.5),
+        variance=variance,
+        blank_fraction=0.0,
+        gap_fraction=0.0,
+        cr_fraction=0.0,
+        padding=False,
+    )
+    m = _with_truth(lightcurves_frame(tmp_path / "faint.zarr", include_stack=False), truth)
+    assert len(m) == 16 * 30 and (m.status == 1).all() and m.flux.notna().all()
+    # sky-dominated indeed: the source's own photon variance is a small part of the total
+    ujy_per_count = counts_to_microjansky(1.0, m.zeropoint.to_numpy(np.float64))
+    source_variance = m.true_flux * ujy_per_count  # microjansky**2
+    assert (source_variance / m.flux_err**2).max() < 0.25
+    pull = (m.flux - m.true_flux) / m.flux_err
+    assert abs(pull.std() - 1.0) < 0.1, pull.describe()
+    assert abs(pull.mean()) < 0.15, pull.describe()  # 3 sigma of the mean of 480 pulls
 
 
 def test_memory_per_partition_does_not_grow_with_epochs(tmp_path):

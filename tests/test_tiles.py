@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import io
-import time
 
 import dask.config
 import numpy as np
@@ -295,7 +294,6 @@ def test_blank_pixels_stay_raw():
 
 def test_full_height_skycell_240px_cutout_costs():
     """A 6240 x 6243 file: a 240 x 240 cutout reads 2 ranges and ~4% of the file."""
-    t = time.perf_counter()
     raw = sky_ints(6243, seed=5)
     blob = ps1_like_file(raw)
     remote = Remote(blob)
@@ -315,7 +313,6 @@ def test_full_height_skycell_240px_cutout_costs():
         f"240x240 cutout {len(remote.calls) - index_calls} call(s) {tile_bytes} B; "
         f"total {remote.nbytes} B = {remote.nbytes / len(blob):.1%}"
     )
-    assert time.perf_counter() - t < 15
 
 
 def test_merge_ranges():
