@@ -1,6 +1,12 @@
 """Execution on Dask: one task per work unit, progress, summaries."""
 
-from ps1dask.execution.runner import JobAbortedError, RunOutcome, cluster_client, run_units
+from ps1dask.execution.runner import (
+    JobAbortedError,
+    RunControl,
+    RunOutcome,
+    cluster_client,
+    run_units,
+)
 from ps1dask.execution.tasks import (
     StackTaskSpec,
     UnitReport,
@@ -11,6 +17,7 @@ from ps1dask.execution.tasks import (
 
 __all__ = [
     "JobAbortedError",
+    "RunControl",
     "RunOutcome",
     "StackTaskSpec",
     "UnitReport",
