@@ -16,13 +16,7 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
-
-try:
-    __version__ = version("ps1dask")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0"
 
 # public name -> the module defining it
 _LAZY = {
@@ -61,7 +55,20 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from ps1dask.tessellation import SkycellId, locate, skycell_center, skycell_wcs
 
 
+def _version() -> str:
+    # importlib.metadata alone takes a tenth of a second to import: only when asked
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ps1dask")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0.0.0"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = globals()[name] = _version()
+        return value
     module_name = _LAZY.get(name)
     if module_name is None:
         raise AttributeError(f"module 'ps1dask' has no attribute {name!r}")

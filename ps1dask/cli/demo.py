@@ -5,14 +5,17 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEMO_FIELD = (150.40, 2.35)  # a field in the 3pi footprint (COSMOS-like); any would do
 
 
 def _demo_positions(sky: object, n: int, seed: int) -> pd.DataFrame:
+    import pandas as pd
+
     """Truth stars of the emulator's sky (so photometry can be checked), plus odd cases."""
     ra0, dec0 = DEMO_FIELD
     stars = pd.DataFrame(sky.sources(ra0, dec0, 1500.0))  # type: ignore[attr-defined]
@@ -32,6 +35,9 @@ def _demo_positions(sky: object, n: int, seed: int) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
     import ps1dask
     from ps1dask.conventions import flux_to_abmag
     from ps1dask.emulator import Emulator
