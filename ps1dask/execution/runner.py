@@ -37,13 +37,16 @@ def cluster_client(
 ) -> Iterator[distributed.Client]:
     """The Dask client to run on: the one given, a scheduler address, the current default
     client, the dask config ``scheduler-address`` (``DASK_SCHEDULER_ADDRESS``), or a new
-    LocalCluster of worker processes (closed on exit)."""
+    LocalCluster of worker processes (closed on exit).
+
+    Clients made here are closed, not exited (``Client.__exit__`` would reset the current
+    client, which fails when a background job ends in another thread than it began)."""
     if isinstance(client, distributed.Client):
         _announce(client, quiet)
         yield client
         return
     if isinstance(client, str):
-        with distributed.Client(client) as c:
+        with contextlib.closing(distributed.Client(client)) as c:
             _announce(c, quiet)
             yield c
         return
@@ -57,7 +60,7 @@ def cluster_client(
         return
     configured = dask.config.get("scheduler-address", None)
     if configured:
-        with distributed.Client(configured) as c:
+        with contextlib.closing(distributed.Client(configured)) as c:
             _announce(c, quiet)
             yield c
         return
@@ -69,7 +72,7 @@ def cluster_client(
             dashboard_address=":0",
             silence_logs=logging.ERROR,
         ) as cluster,
-        distributed.Client(cluster) as c,
+        contextlib.closing(distributed.Client(cluster)) as c,
     ):
         _announce(c, quiet)
         yield c
