@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import sys
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -93,7 +94,11 @@ def compute_progress(desc: str, progress: bool | None = None) -> Iterator[None]:
     if not progress_wanted(progress):
         yield
         return
-    from tqdm.dask import TqdmCallback
+    with warnings.catch_warnings():
+        # tqdm.dask imports tqdm.auto, which warns in a notebook without ipywidgets; the bar
+        # class is chosen here anyway
+        warnings.simplefilter("ignore")
+        from tqdm.dask import TqdmCallback
 
     with TqdmCallback(tqdm_class=_tqdm_class(), desc=desc, unit="task", file=sys.stderr):
         yield

@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             strategy=args.strategy,
             service=emu.url,
             n_workers=args.workers,
+            quiet=args.quiet,
         )
         print(summary)
         metrics = emu.metrics()
@@ -81,15 +82,32 @@ def run(args: argparse.Namespace) -> int:
         truth = pd.DataFrame(emu.sky.sources(*DEMO_FIELD, 1500.0))
         rows = []
         band = "r" if "r" in args.filters else args.filters[0]
+        # One read of what the loop needs; indexing an xarray variable's .values inside the
+        # loop would read the whole array from the store at every turn.
+        names = [
+            "id",
+            "ra",
+            "dec",
+            "stack_status",
+            "stack_flux",
+            "stack_variance",
+            "stack_zeropoint",
+        ]
+        one = ds[names].sel(filter=band).load()
+        ids, ras, decs = one.id.values, one.ra.values, one.dec.values
+        status, images, variances = (
+            one.stack_status.values,
+            one.stack_flux.values,
+            one.stack_variance.values,
+        )
+        zeropoints = one.stack_zeropoint.values
         for i in range(ds.sizes["position"]):
-            name = str(ds.id.values[i])
-            if not name.startswith("star") or ds.stack_status.sel(filter=band).values[i] != 1:
+            name = str(ids[i])
+            if not name.startswith("star") or status[i] != 1:
                 continue
-            image = ds.stack_flux.sel(filter=band).values[i]
-            variance = ds.stack_variance.sel(filter=band).values[i]
-            flux, _err = aperture_flux(image, variance, radius=12.0, annulus=(18.0, 26.0))
-            zp = float(ds.stack_zeropoint.sel(filter=band).values[i])
-            ra, dec = float(ds.ra.values[i]), float(ds.dec.values[i])
+            flux, _err = aperture_flux(images[i], variances[i], radius=12.0, annulus=(18.0, 26.0))
+            zp = float(zeropoints[i])
+            ra, dec = float(ras[i]), float(decs[i])
             near = truth.iloc[int(np.argmin((truth.ra - ra) ** 2 + (truth.dec - dec) ** 2))]
             rows.append(
                 {
