@@ -135,3 +135,29 @@ def test_progress_is_off_for_a_pipe_unless_asked(cli_job):
     code, err, _ = cli_job(extra_env={"DASK_PS1DASK__PROGRESS": "true"})
     assert code == 0, err
     assert "ps1dask: 100%" in err and "6/6" in err  # asked for: the bar, to the end
+
+
+_PACKAGE_CHECK = """
+import sys
+import ps1dask
+assert not {"dask", "distributed", "astropy", "xarray", "zarr"} & set(sys.modules), "eager"
+assert {"cutouts", "warps", "lightcurves", "open_store", "JobHandle"} <= set(dir(ps1dask))
+import ps1dask.lightcurves.store  # the subpackage, imported directly
+assert callable(ps1dask.lightcurves) and ps1dask.lightcurves.__module__ == "ps1dask.lightcurves.store"
+from ps1dask.client.retry import RetryPolicy  # config defaults registered without ps1dask.*
+assert RetryPolicy.from_config().attempts == 6
+from ps1dask import cutouts, read_positions
+assert cutouts.__module__ == "ps1dask.jobs" and ps1dask.__version__
+print("ok")
+"""
+
+
+def test_import_ps1dask_is_lazy_and_complete():
+    proc = subprocess.run(
+        [sys.executable, "-c", _PACKAGE_CHECK],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]
