@@ -55,6 +55,10 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time __getattr__ im
     from ps1dask.tessellation import SkycellId, locate, skycell_center, skycell_wcs
 
 
+if "dask.config" in sys.modules:  # Dask is loaded anyway: register the defaults at once
+    importlib.import_module("ps1dask.config")
+
+
 def _version() -> str:
     # importlib.metadata alone takes a tenth of a second to import: only when asked
     from importlib.metadata import PackageNotFoundError, version
