@@ -145,8 +145,8 @@ class JobProgress:
 class JobHandle:
     """A job running in the background (``cutouts(..., compute=False)``, ``warps(...)``).
 
-    The call returns once the store exists and the work units are submitted to the cluster;
-    a notebook goes on while they run. ``result()`` waits and gives the :class:`JobSummary`
+    The call returns once the store exists and the cluster is up; the units are submitted
+    and collected by a background thread while the notebook goes on. ``result()`` waits and gives the :class:`JobSummary`
     (or raises what the job raised), ``done()`` asks, ``progress()`` counts, ``futures`` are
     the Dask futures of the units not yet collected, and ``cancel()`` stops the job: units
     not started never start, running ones finish their writes, the store stays consistent
@@ -179,7 +179,8 @@ class JobHandle:
         return self._future.done()
 
     def cancel(self) -> None:
-        """Stop the job; ``result()`` then raises :class:`JobAbortedError`."""
+        """Stop the job if it has not finished; ``result()`` then raises
+        :class:`JobAbortedError` (the store stays consistent: a rerun resumes)."""
         self._control.cancel()
 
     @property
