@@ -39,7 +39,9 @@ QUICKSTART = [
         "ps1dask.locate(targets.ra, targets.dec).head()"
     ),
     new_markdown_cell(
-        "## Fetch stack cutouts into one Zarr store\nA local Dask cluster starts by itself; the summary counts statuses and requests."
+        "## Fetch stack cutouts into one Zarr store\nA local Dask cluster starts by itself (its "
+        "dashboard link is printed) and a progress bar follows the job; the summary counts "
+        "statuses and requests."
     ),
     new_code_cell(
         "summary = ps1dask.cutouts(targets, work / 'cutouts.zarr', filters='gri', size=64,\n"
@@ -56,30 +58,35 @@ QUICKSTART = [
         "print(ds.ps1.status_names().sel(filter='r').values)\n"
         "ds.ps1.wcs(0)"
     ),
+    new_markdown_cell(
+        "## Measure the stars\nRead what the loop needs once (`.load()`), then index numpy "
+        "arrays: `ds.stack_flux.values[i]` inside a loop would read the whole array from the "
+        "store at every turn."
+    ),
     new_code_cell(
         "from ps1dask.photometry import measure_aperture\n"
         "from ps1dask.conventions import flux_to_abmag\n"
-        "rows = []\n"
-        "for i in range(len(stars)):\n"
-        "    m = measure_aperture(ds.stack_flux.sel(filter='r').values[i], ds.stack_variance.sel(filter='r').values[i])\n"
-        "    rows.append({'id': str(ds.id.values[i]), 'mag_r': float(flux_to_abmag(m.flux, float(ds.stack_zeropoint.sel(filter='r').values[i]))), 'true_mag_r': stars.mag_r.values[i]})\n"
-        "phot = pd.DataFrame(rows); phot['difference'] = phot.mag_r - phot.true_mag_r\n"
+        "r = ds[['id', 'stack_flux', 'stack_variance', 'stack_zeropoint']].sel(filter='r').load()  # one read\n"
+        "flux, variance, zp, ids = r.stack_flux.values, r.stack_variance.values, r.stack_zeropoint.values, r.id.values\n"
+        "n = len(stars)\n"
+        "measured = [measure_aperture(flux[i], variance[i]).flux for i in range(n)]\n"
+        "phot = pd.DataFrame({'id': [str(v) for v in ids[:n]], 'mag_r': flux_to_abmag(np.array(measured), zp[:n]),\n"
+        "                     'true_mag_r': stars.mag_r.to_numpy()})\n"
+        "phot['difference'] = phot.mag_r - phot.true_mag_r\n"
         "assert phot.difference.abs().median() < 0.05\n"
         "phot"
     ),
-    new_markdown_cell("## Look at a cutout"),
+    new_markdown_cell(
+        "## Look at a cutout\n`ps1dask.plots` draws cutouts on sky axes (RA/Dec from the "
+        "cutout's WCS), alone or as colour composites, with catalogue overlays."
+    ),
     new_code_cell(
         "import matplotlib\n"
         "matplotlib.use('Agg')\n"
-        "import matplotlib.pyplot as plt\n"
-        "from astropy.visualization import simple_norm\n"
-        "image = ds.stack_flux.sel(filter='r').values[0]\n"
-        "fig = plt.figure(figsize=(4, 4))\n"
-        "ax = fig.add_subplot(projection=ds.ps1.wcs(0))\n"
-        "ax.imshow(image, origin='lower', cmap='gray', norm=simple_norm(image, 'asinh', percent=99.5))\n"
-        "ax.set_title(str(ds.id.values[0]))\n"
-        "fig"
+        "from ps1dask.plots import cutout_figure\n"
+        "cutout_figure(ds, 0, 'r', figsize=(4, 4))"
     ),
+    new_code_cell("cutout_figure(ds, 0, colour=True, catalogue=targets, figsize=(4, 4))"),
     new_code_cell("emu.stop()"),
 ]
 
@@ -113,17 +120,27 @@ LIGHTCURVES = [
         "ds = ps1dask.open_store(work / 'lc.zarr')\n"
         "print(ds.n_epochs.values.ravel())"
     ),
-    new_code_cell("lc = ps1dask.lightcurves(work / 'lc.zarr').compute()\nlc.head()"),
-    new_code_cell("stats = ps1dask.lightcurve_stats(lc)\nstats"),
+    new_markdown_cell(
+        "## Forced photometry\nOne row per position, filter and epoch. Some rows are not "
+        "usable (a blank warp, masked pixels in the aperture, ...): their quality flags say "
+        "why, and `good_rows` keeps the rows none of the documented bad flags "
+        "(`ps1dask.lightcurves.BAD_FLAGS`) marks."
+    ),
     new_code_cell(
-        "# clean rows only (lc_flags without the documented BAD_FLAGS); err_model says how each\n"
-        "# flux_err was made ('variance' here: the store has warp.wt)\n"
-        "import ps1dask.plots\n"
-        "from ps1dask.lightcurves import BAD_FLAGS\n"
-        "good = lc[(lc.lc_flags & int(BAD_FLAGS)) == 0]\n"
+        "from ps1dask.analysis import good_rows\n"
+        "lc = ps1dask.lightcurves(work / 'lc.zarr').compute()\n"
+        "good = lc[good_rows(lc)]\n"
+        "print(f'{len(good)} usable rows of {len(lc)}')\n"
+        "good.head()"
+    ),
+    new_code_cell("stats = ps1dask.lightcurve_stats(good)\nstats"),
+    new_code_cell(
+        "# err_model says how each flux_err was made ('variance' here: the store has warp.wt)\n"
         "print(good.err_model.value_counts())\n"
-        "fig = ps1dask.plots.lightcurve_figure(good, max_panels=3)\n"
-        "fig"
+        "import matplotlib\n"
+        "matplotlib.use('Agg')\n"
+        "from ps1dask.plots import lightcurve_figure\n"
+        "lightcurve_figure(good, max_panels=4)"
     ),
     new_code_cell("emu.stop()"),
 ]
@@ -154,6 +171,17 @@ CLUSTER = [
         "m = emu.metrics(); print('max in flight', m['max_in_flight'], 'of 10; refused', m['refused_over_limit'])\n"
         "assert m['max_in_flight'] <= 10"
     ),
+    new_markdown_cell(
+        "## Go on working while a job runs\n`compute=False` returns a handle as soon as the "
+        "work is submitted: the notebook stays free, `handle.progress()` counts, "
+        "`handle.cancel()` stops (a rerun resumes), `handle.result()` waits for the summary."
+    ),
+    new_code_cell(
+        "more = pd.DataFrame({'ra': rng.uniform(0, 360, 30), 'dec': rng.uniform(-25, 70, 30)})\n"
+        "handle = ps1dask.cutouts(more, work / 'more.zarr', filters='g', size=48, service=emu.url, client=client, compute=False)\n"
+        "print(handle.progress())   # returns at once"
+    ),
+    new_code_cell("summary = handle.result()\nprint(handle.progress())\nprint(summary)"),
     new_code_cell("client.close(); cluster.close(); emu.stop()"),
 ]
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import logging
 import os
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from ps1dask.conventions.filenames import WARP_TYPES
 from ps1dask.exceptions import InvalidParameterError, ServiceError
 from ps1dask.execution import (
     JobAbortedError,
+    RunControl,
     StackTaskSpec,
     WarpTaskSpec,
     cluster_client,
@@ -96,6 +100,127 @@ class JobSummary:
         if self.errors:
             lines.append("first errors " + "\n             ".join(self.errors[:5]))
         return "\n".join(lines)
+
+
+class _JobCluster:
+    """The job's Dask client, started on first use: one cluster per job, whatever needs it
+    (listing warps, probing the service, running units); closed by :meth:`close`."""
+
+    def __init__(
+        self, client: distributed.Client | str | None, n_workers: int | None, quiet: bool
+    ) -> None:
+        self._args = (client, n_workers, quiet)
+        self._stack = contextlib.ExitStack()
+        self._client: distributed.Client | None = None
+
+    def get(self) -> distributed.Client:
+        if self._client is None:
+            client, n_workers, quiet = self._args
+            self._client = self._stack.enter_context(
+                cluster_client(client, n_workers=n_workers, quiet=quiet)
+            )
+        return self._client
+
+    def close(self) -> None:
+        self._client = None
+        self._stack.close()
+
+
+@dataclass(frozen=True)
+class JobProgress:
+    """How far a background job is: work units and positions collected, of the total."""
+
+    units_done: int
+    units_total: int
+    positions_done: int
+    positions_total: int
+
+    def __str__(self) -> str:
+        return (
+            f"{self.units_done}/{self.units_total} work units, "
+            f"{self.positions_done}/{self.positions_total} positions"
+        )
+
+
+class JobHandle:
+    """A job running in the background (``cutouts(..., compute=False)``, ``warps(...)``).
+
+    The call returns once the store exists and the cluster is up; the units are submitted
+    and collected by a background thread while the notebook goes on. ``result()`` waits and gives the :class:`JobSummary`
+    (or raises what the job raised), ``done()`` asks, ``progress()`` counts, ``futures`` are
+    the Dask futures of the units not yet collected, and ``cancel()`` stops the job: units
+    not started never start, running ones finish their writes, the store stays consistent
+    and a rerun resumes. A local cluster the job started closes when the job ends.
+    """
+
+    def __init__(self, store: str, run: Callable[[RunControl], JobSummary]) -> None:
+        self.store = store
+        self._control = RunControl()
+        self._future: Future[JobSummary] = Future()
+        context = contextvars.copy_context()  # e.g. the caller's current Dask client
+        self._thread = threading.Thread(
+            target=context.run, args=(self._run, run), name="ps1dask-job", daemon=True
+        )
+        self._thread.start()
+
+    def _run(self, run: Callable[[RunControl], JobSummary]) -> None:
+        try:
+            summary = run(self._control)
+        except BaseException as err:  # noqa: BLE001 - re-raised by result()
+            self._future.set_exception(err)
+        else:
+            self._future.set_result(summary)
+
+    def result(self, timeout: float | None = None) -> JobSummary:
+        """Wait (at most ``timeout`` seconds, default no limit) and return the summary."""
+        return self._future.result(timeout)
+
+    def done(self) -> bool:
+        return self._future.done()
+
+    def cancel(self) -> None:
+        """Stop the job if it has not finished; ``result()`` then raises
+        :class:`JobAbortedError` (the store stays consistent: a rerun resumes)."""
+        self._control.cancel()
+
+    @property
+    def futures(self) -> list[distributed.Future]:
+        """The Dask futures of the work units not collected yet."""
+        return self._control.futures
+
+    def progress(self) -> JobProgress:
+        c = self._control
+        return JobProgress(c.units_done, c.units_total, c.positions_done, c.positions_total)
+
+    def __repr__(self) -> str:
+        state = "done" if self.done() else "running"
+        return f"<JobHandle {self.store}: {state}, {self.progress()}>"
+
+
+def _run_job(
+    run: Callable[[RunControl | None], JobSummary],
+    cluster: _JobCluster,
+    *,
+    store: Path,
+    compute: bool,
+    starts_cluster: bool,
+) -> JobSummary | JobHandle:
+    """Run the rest of a job here (``compute=True``) or in a background thread."""
+    if compute:
+        try:
+            return run(None)
+        finally:
+            cluster.close()
+    if starts_cluster:
+        cluster.get()  # started in the caller's thread, which lives on
+
+    def in_background(control: RunControl) -> JobSummary:
+        try:
+            return run(control)
+        finally:
+            cluster.close()
+
+    return JobHandle(str(store), in_background)
 
 
 def measure_profile(service: PS1Service, unit: WorkUnit, band: str, cores: int) -> ServiceProfile:
@@ -183,7 +308,8 @@ def cutouts(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     quiet: bool = False,
-) -> JobSummary:
+    compute: bool = True,
+) -> JobSummary | JobHandle:
     """Fetch PS1 stack cutouts for every position into one Zarr store.
 
     Parameters
@@ -221,11 +347,20 @@ def cutouts(
     cache_dir
         Whole-file cache of the ``skycell`` strategy (default ``ps1dask.cache.directory`` or
         a per-user temp directory); bounded by ``ps1dask.cache.max-bytes``.
+    progress
+        Show a progress bar (default: in a terminal or a notebook, and not when
+        ``ps1dask.progress`` is false; with ``compute=False`` only when ``True``).
+    quiet
+        Do not print the Dask dashboard link.
+    compute
+        ``False``: return a :class:`JobHandle` as soon as the work is submitted, and let
+        the job run in the background (``handle.result()`` gives the summary).
 
     Returns
     -------
     JobSummary
-        Counts per status, requests, bytes, seconds (``print(summary)`` for a report).
+        Counts per status, requests, bytes, seconds (``print(summary)`` for a report); a
+        :class:`JobHandle` with ``compute=False``.
     """
     table, svc, store_path = _open_job(positions, store, service, strategy, resume)
     plan = plan_stack_job(
@@ -260,28 +395,32 @@ def cutouts(
             strategies=strategies_for(strategy),
         )
 
-    ran = _execute(
-        run_stack_unit,
-        todo,
-        make_spec,
-        svc=svc,
-        store_path=store_path,
-        client=client,
-        n_workers=n_workers,
-        quiet=quiet,
-        progress=progress,
-        measure=strategy == "auto",
-        probe=(plan.units[0] if plan.units else None, plan.filters[0]),
-    )
-    return JobSummary(
-        store=str(store_path),
-        n_positions=plan.request.n_positions,
-        filters=plan.filters,
-        statuses=_count_statuses(read_status(store_path)),
-        units_total=len(plan.units),
-        units_run=len(todo),
-        **ran,
-    )
+    cluster = _JobCluster(client, n_workers, quiet)
+
+    def run(control: RunControl | None) -> JobSummary:
+        ran = _execute(
+            run_stack_unit,
+            todo,
+            make_spec,
+            svc=svc,
+            store_path=store_path,
+            cluster=cluster,
+            progress=progress if control is None else bool(progress),
+            measure=strategy == "auto",
+            probe=(plan.units[0] if plan.units else None, plan.filters[0]),
+            control=control,
+        )
+        return JobSummary(
+            store=str(store_path),
+            n_positions=plan.request.n_positions,
+            filters=plan.filters,
+            statuses=_count_statuses(read_status(store_path)),
+            units_total=len(plan.units),
+            units_run=len(todo),
+            **ran,
+        )
+
+    return _run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))
 
 
 def _count_statuses(status: np.ndarray) -> dict[str, int]:
@@ -296,12 +435,11 @@ def _execute(
     *,
     svc: PS1Service,
     store_path: Path,
-    client: distributed.Client | str | None,
-    n_workers: int | None,
-    quiet: bool,
+    cluster: _JobCluster,
     progress: bool | None,
     measure: bool,
     probe: tuple[Any, str],
+    control: RunControl | None = None,
 ) -> dict[str, Any]:
     """Run units on the cluster; returns the summary's requests, strategies, errors, seconds."""
     requests = RequestStats()
@@ -315,25 +453,26 @@ def _execute(
             "seconds": 0.0,
         }
     check_output_location(store_path, write=True)
-    with cluster_client(client, n_workers=n_workers, quiet=quiet) as dask_client:
-        cores = sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
-        profile = ServiceProfile(concurrency=svc.throttle.max_concurrency, cores=cores)
-        if measure and probe[0] is not None:
-            try:
-                # as_current: the client process's own requests take cluster-wide slots too
-                with dask_client.as_current():
-                    profile = measure_profile(svc.with_stats(requests), probe[0], probe[1], cores)
-            except ServiceError as err:
-                logger.warning("could not measure the service (%s); using default costs", err)
-        outcome = run_units(
-            dask_client,
-            func,
-            todo,
-            make_spec(profile),
-            key_prefix=_job_key(store_path, func.__name__),
-            progress_total=sum(u.n_positions for u in todo),
-            show_progress=progress,
-        )
+    dask_client = cluster.get()
+    cores = sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
+    profile = ServiceProfile(concurrency=svc.throttle.max_concurrency, cores=cores)
+    if measure and probe[0] is not None:
+        try:
+            # as_current: the client process's own requests take cluster-wide slots too
+            with dask_client.as_current():
+                profile = measure_profile(svc.with_stats(requests), probe[0], probe[1], cores)
+        except ServiceError as err:
+            logger.warning("could not measure the service (%s); using default costs", err)
+    outcome = run_units(
+        dask_client,
+        func,
+        todo,
+        make_spec(profile),
+        key_prefix=_job_key(store_path, func.__name__),
+        progress_total=sum(u.n_positions for u in todo),
+        show_progress=progress,
+        control=control,
+    )
     requests.merge(outcome.requests)
     for report in outcome.reports:
         for k, v in report.strategies.items():
@@ -422,7 +561,8 @@ def warps(
     cache_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     quiet: bool = False,
-) -> JobSummary:
+    compute: bool = True,
+) -> JobSummary | JobHandle:
     """Fetch every single-epoch PS1 warp cutout of every position into a Zarr store.
 
     Same planning, request limit, strategies, progress and resume as :func:`cutouts`. The
@@ -462,6 +602,49 @@ def warps(
         if not mjd_range[0] <= mjd_range[1]:
             raise InvalidParameterError(f"mjd_range {mjd_range}: start must not be after end")
     table, svc, store_path = _open_job(positions, store, service, strategy, resume)
+    # One cluster for the whole job: the listing (it takes cluster-wide request slots) and
+    # the units; closed at the end, or on an error before the units run.
+    cluster = _JobCluster(client, n_workers, quiet)
+    try:
+        return _warps_with(
+            cluster,
+            table,
+            svc,
+            store_path,
+            bands,
+            width,
+            height,
+            kinds,
+            mjd_range,
+            strategy=strategy,
+            max_unit_positions=max_unit_positions,
+            cache_dir=cache_dir,
+            progress=progress,
+            compute=compute,
+        )
+    except BaseException:
+        cluster.close()
+        raise
+
+
+def _warps_with(
+    cluster: _JobCluster,
+    table: PositionTable,
+    svc: PS1Service,
+    store_path: Path,
+    bands: str,
+    width: int,
+    height: int,
+    kinds: tuple[str, ...],
+    mjd_range: tuple[float, float] | None,
+    *,
+    strategy: str,
+    max_unit_positions: int,
+    cache_dir: str | os.PathLike[str] | None,
+    progress: bool | None,
+    compute: bool,
+) -> JobSummary | JobHandle:
+    """The rest of :func:`warps`, after its arguments are checked."""
     chunk = store_chunk(store_path) or min(
         position_chunk_size(len(bands) * 30, width, height), max_unit_positions
     )
@@ -479,10 +662,7 @@ def warps(
     if check_compatible(store_path, request, part="warp"):
         epochs = _epochs_from_store(store_path, base, bands)
     else:
-        with (
-            cluster_client(client, n_workers=n_workers, quiet=True) as dask_client,
-            dask_client.as_current(),
-        ):
+        with cluster.get().as_current():
             epochs = _list_warp_epochs(svc, base, bands, mjd_range)
         n = base.n_positions
         counts = np.zeros((n, len(bands)), dtype=np.int64)
@@ -533,27 +713,29 @@ def warps(
             strategies=strategies_for(strategy),
         )
 
-    ran = _execute(
-        run_warp_unit,
-        todo,
-        make_spec,
-        svc=svc,
-        store_path=store_path,
-        client=client,
-        n_workers=n_workers,
-        quiet=quiet,
-        progress=progress,
-        measure=strategy == "auto",
-        probe=(todo[0].unit if todo else None, bands[0]),
-    )
-    status = np.asarray(zarr.open_array(str(store_path), path="warp_status", mode="r")[:])
-    real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
-    return JobSummary(
-        store=str(store_path),
-        n_positions=base.n_positions,
-        filters=bands,
-        statuses=_count_statuses(status[real]),
-        units_total=len(base.units),
-        units_run=len(todo),
-        **ran,
-    )
+    def run(control: RunControl | None) -> JobSummary:
+        ran = _execute(
+            run_warp_unit,
+            todo,
+            make_spec,
+            svc=svc,
+            store_path=store_path,
+            cluster=cluster,
+            progress=progress if control is None else bool(progress),
+            measure=strategy == "auto",
+            probe=(todo[0].unit if todo else None, bands[0]),
+            control=control,
+        )
+        status = np.asarray(zarr.open_array(str(store_path), path="warp_status", mode="r")[:])
+        real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
+        return JobSummary(
+            store=str(store_path),
+            n_positions=base.n_positions,
+            filters=bands,
+            statuses=_count_statuses(status[real]),
+            units_total=len(base.units),
+            units_run=len(todo),
+            **ran,
+        )
+
+    return _run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))

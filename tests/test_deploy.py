@@ -14,7 +14,7 @@ import pytest
 import yaml
 from dask.utils import parse_timedelta
 
-import ps1dask  # noqa: F401 - registers the ps1dask config defaults
+import ps1dask.config  # noqa: F401 - registers the ps1dask config defaults
 from ps1dask.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -88,6 +88,9 @@ def test_every_yaml_parses():
 
 def test_env_vars_name_real_config_keys():
     # the variables every deployment sets map to keys that dask / ps1dask really read
+    # (distributed's defaults load with distributed, which `import ps1dask` no longer imports)
+    import distributed  # noqa: F401
+
     assert _env_key(LEASE_ENV) == "distributed.scheduler.locks.lease-timeout"
     assert _env_key(URL_ENV) == "ps1dask.service.url"
     for name in CONFIG_ENVS:

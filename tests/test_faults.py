@@ -384,7 +384,9 @@ def test_persistent_503_cli_exit_code_and_message(emu, dask_client, table, tmp_p
         code = main(args)
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("ps1dask cutouts: error: stopped: the service kept refusing requests")
+    lines = err.strip().splitlines()  # the dashboard link of the given scheduler first
+    assert lines[-1].startswith("ps1dask cutouts: error: stopped: the service kept refusing")
+    assert all(line.startswith("Dask dashboard:") for line in lines[:-1]), err
     assert "Traceback" not in err
     with dask.config.set(_fast()):
         assert main(args) == 0

@@ -4,6 +4,6 @@ Run them with ``ps1dask bench NAME``; every network benchmark talks to an in-pro
 emulator over loopback HTTP, never to STScI.
 """
 
-from ps1dask.bench.registry import BENCHMARKS, BenchResult, run_benchmark
+from ps1dask.bench.registry import BENCHMARKS, CATALOGUE, BenchResult, run_benchmark
 
-__all__ = ["BENCHMARKS", "BenchResult", "run_benchmark"]
+__all__ = ["BENCHMARKS", "CATALOGUE", "BenchResult", "run_benchmark"]

@@ -70,11 +70,7 @@ def _differences(a: Path, b: Path) -> list[str]:
     return diffs
 
 
-@register(
-    "faults",
-    "soak: 5-20% faults of each kind, all kinds at once, worker kills, a service that keeps "
-    "answering 503; every store compared with a fault-free run",
-)
+@register("faults")
 def bench_faults(
     n: int = 400,
     workers: int = 2,

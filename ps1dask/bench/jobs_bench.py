@@ -89,10 +89,7 @@ def _sequential_recipe(url: str, table: pd.DataFrame, filters: str, size: int) -
     return n / (time.perf_counter() - t0)
 
 
-@register(
-    "sparse",
-    "1,000 cutouts at random positions, emulator latency 0.2 s: rate vs the 10-slot limit and the sequential recipe; auto on the same positions",
-)
+@register("sparse")
 def bench_sparse(
     n: int = 1000, latency: float = 0.2, workers: int = 2, seed: int = 1
 ) -> BenchResult:
@@ -164,7 +161,7 @@ def bench_sparse(
     return result
 
 
-@register("dense", "2,000 positions in a 1x1 deg field at latency 0.2 s: each strategy and auto")
+@register("dense")
 def bench_dense(
     n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int = 2, filters: str = "r"
 ) -> BenchResult:
@@ -223,7 +220,7 @@ def bench_dense(
     return result
 
 
-@register("scale", "plan 10^6 positions: time, peak memory, number of tasks (no network)")
+@register("scale")
 def bench_scale(n: int = 1_000_000, seed: int = 3) -> BenchResult:
     from ps1dask.planning import plan_stack_job
     from ps1dask.positions import read_positions
@@ -248,7 +245,7 @@ def bench_scale(n: int = 1_000_000, seed: int = 3) -> BenchResult:
     return result
 
 
-@register("warps", "warp cutouts per second at emulator latency 0.2 s, against the 10-slot limit")
+@register("warps")
 def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int = 4) -> BenchResult:
     import ps1dask
     from ps1dask.bench.remote_emulator import emulator_process

@@ -45,7 +45,7 @@ def _store(
     return path
 
 
-@register("lightcurves", "forced-photometry light curves per second from a synthetic warp store")
+@register("lightcurves")
 def bench_lightcurves(
     n: int = 128, epochs: int = 30, filters: str = "gr", size: int = 64, repeat: int = 2
 ) -> BenchResult:
@@ -121,10 +121,7 @@ def _peak(func, *args, **kwargs) -> tuple[float, object]:
     return peak / 1e6, out
 
 
-@register(
-    "lightcurve-memory",
-    "peak memory of one light-curve partition and one coadd task for 10, 30, 100 epochs",
-)
+@register("lightcurve-memory")
 def bench_lightcurve_memory(
     n: int = 16, size: int = 64, epochs: tuple[int, ...] = (10, 30, 100)
 ) -> BenchResult:

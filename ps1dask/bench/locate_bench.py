@@ -10,7 +10,7 @@ from ps1dask.bench.registry import BenchResult, register
 from ps1dask.tessellation import locate
 
 
-@register("locate", "locate N random positions (default 10^6) and print the time")
+@register("locate")
 def bench_locate(n: int = 1_000_000, seed: int = 0, repeat: int = 3) -> BenchResult:
     result = BenchResult("locate")
     rng = np.random.default_rng(seed)

@@ -1,7 +1,13 @@
-"""The benchmark registry and the result record they return."""
+"""The benchmark catalogue, the registry the benchmark modules fill, and the result record.
+
+The catalogue names every benchmark with its module and description, so that listing them
+(``ps1dask bench --help``) imports none of the modules (which import numpy, pandas, Dask);
+each module registers its functions with :func:`register` when it is imported to run.
+"""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,32 +27,70 @@ class BenchResult:
 
 
 BenchFunc = Callable[..., BenchResult]
-BENCHMARKS: dict[str, tuple[BenchFunc, str]] = {}
+
+#: name -> (module defining it, what it measures)
+CATALOGUE: dict[str, tuple[str, str]] = {
+    "locate": (
+        "ps1dask.bench.locate_bench",
+        "locate N random positions (default 10^6) and print the time",
+    ),
+    "sparse": (
+        "ps1dask.bench.jobs_bench",
+        (
+            "1,000 cutouts at random positions, emulator latency 0.2 s: rate vs the 10-slot limit "
+            "and the sequential recipe; auto on the same positions"
+        ),
+    ),
+    "dense": (
+        "ps1dask.bench.jobs_bench",
+        "2,000 positions in a 1x1 deg field at latency 0.2 s: each strategy and auto",
+    ),
+    "scale": (
+        "ps1dask.bench.jobs_bench",
+        "plan 10^6 positions: time, peak memory, number of tasks (no network)",
+    ),
+    "warps": (
+        "ps1dask.bench.jobs_bench",
+        "warp cutouts per second at emulator latency 0.2 s, against the 10-slot limit",
+    ),
+    "lightcurves": (
+        "ps1dask.bench.lightcurve_bench",
+        "forced-photometry light curves per second from a synthetic warp store",
+    ),
+    "lightcurve-memory": (
+        "ps1dask.bench.lightcurve_bench",
+        "peak memory of one light-curve partition and one coadd task for 10, 30, 100 epochs",
+    ),
+    "faults": (
+        "ps1dask.bench.faults_bench",
+        (
+            "soak: 5-20% faults of each kind, all kinds at once, worker kills, a service that keeps "
+            "answering 503; every store compared with a fault-free run"
+        ),
+    ),
+    "help": (
+        "ps1dask.bench.help_bench",
+        "time 'ps1dask --help' and every 'ps1dask COMMAND --help' (fresh interpreters)",
+    ),
+}
+
+#: name -> function, filled as the modules of :data:`CATALOGUE` are imported
+BENCHMARKS: dict[str, BenchFunc] = {}
 
 
-def register(name: str, description: str) -> Callable[[BenchFunc], BenchFunc]:
+def register(name: str) -> Callable[[BenchFunc], BenchFunc]:
+    if name not in CATALOGUE:
+        raise KeyError(f"benchmark {name!r} is not in ps1dask.bench.registry.CATALOGUE")
+
     def wrap(func: BenchFunc) -> BenchFunc:
-        BENCHMARKS[name] = (func, description)
+        BENCHMARKS[name] = func
         return func
 
     return wrap
 
 
 def run_benchmark(name: str, **options: Any) -> BenchResult:
-    _load_all()
-    if name not in BENCHMARKS:
-        raise KeyError(f"unknown benchmark {name!r}; known: {sorted(BENCHMARKS)}")
-    return BENCHMARKS[name][0](**options)
-
-
-def _load_all() -> None:
-    # Benchmarks register themselves on import.
-    import importlib
-
-    for module in (
-        "ps1dask.bench.locate_bench",
-        "ps1dask.bench.jobs_bench",
-        "ps1dask.bench.lightcurve_bench",
-        "ps1dask.bench.faults_bench",
-    ):
-        importlib.import_module(module)
+    if name not in CATALOGUE:
+        raise KeyError(f"unknown benchmark {name!r}; known: {sorted(CATALOGUE)}")
+    importlib.import_module(CATALOGUE[name][0])  # registers the function
+    return BENCHMARKS[name](**options)

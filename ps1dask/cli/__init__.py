@@ -1,4 +1,9 @@
-"""The ``ps1dask`` command line: one subcommand module per job, registered here."""
+"""The ``ps1dask`` command line: one subcommand module per job, registered here.
+
+``ps1dask --help`` builds the parser of every command, so command modules import nothing
+heavy (Dask, astropy, xarray, zarr, pandas, ...) at module level: their ``run`` functions
+import what they use. tests/test_cli.py checks it.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +12,12 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from ps1dask.cli.options import add_output_options, output_options
 from ps1dask.exceptions import PS1DaskError
 
-# Each module defines ``register(subparsers)`` adding its subcommand with ``func`` set.
+# The commands, in --help order: each module ps1dask.cli.NAME defines
+# ``register(subparsers)`` adding its subcommand with ``func`` set; every command also gets
+# the shared -q/-v/--log-level options here.
 _SUBCOMMANDS = (
     "locate",
     "cutouts",
@@ -25,6 +33,21 @@ _SUBCOMMANDS = (
 )
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, reading the installed version only when asked (it is slow to import)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(
+            option_strings, dest, nargs=0, default=argparse.SUPPRESS, help="show the version"
+        )
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        import ps1dask
+
+        print(f"ps1dask {ps1dask.__version__}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ps1dask",
@@ -34,13 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run 'ps1dask COMMAND --help' for the options of each command.",
     )
-    from ps1dask import __version__
-
-    parser.add_argument("--version", action="version", version=f"ps1dask {__version__}")
+    parser.add_argument("--version", action=_VersionAction)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _SUBCOMMANDS:
         module = importlib.import_module(f"ps1dask.cli.{name}")
         module.register(sub)
+        add_output_options(sub.choices[name])
     return parser
 
 
@@ -51,7 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with output_options(args):
+            return int(args.func(args) or 0)
     except (PS1DaskError, OSError) as err:
         # OSError: unreadable inputs, unwritable outputs (FileNotFoundError, PermissionError,
         # NotADirectoryError, a full disk, ...): the message, no traceback.

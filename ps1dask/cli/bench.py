@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ps1dask.bench.registry import BENCHMARKS, _load_all, run_benchmark
+from ps1dask.bench.registry import CATALOGUE
 
 
 def run(args: argparse.Namespace) -> int:
-    _load_all()
-    names = sorted(BENCHMARKS) if args.name == "all" else [args.name]
+    from ps1dask.bench.registry import run_benchmark
+
+    names = sorted(CATALOGUE) if args.name == "all" else [args.name]
     for name in names:
         options = {}
         if args.n is not None:
@@ -19,14 +20,18 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    _load_all()
-    listing = "\n".join(f"  {name:10s} {desc}" for name, (_, desc) in sorted(BENCHMARKS.items()))
+    listing = "\n".join(f"  {name:17s} {desc}" for name, (_, desc) in sorted(CATALOGUE.items()))
     p = sub.add_parser(
         "bench",
         help="run benchmarks against the embedded emulator and print measured ratios",
         description="Benchmarks (each prints figures measured in one run):\n" + listing,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("name", choices=[*sorted(BENCHMARKS), "all"], help="benchmark to run")
-    p.add_argument("-n", type=int, default=None, help="problem size (positions), where it applies")
+    p.add_argument("name", choices=[*sorted(CATALOGUE), "all"], help="benchmark to run")
+    p.add_argument(
+        "-n",
+        type=int,
+        default=None,
+        help="problem size (positions; runs for help), where it applies",
+    )
     p.set_defaults(func=run)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ps1dask.cli.options import scheduler_client
+
 
 def _bins(text: str) -> None | str | float:
     from ps1dask.coadd import parse_bins
@@ -17,14 +19,15 @@ def _bins(text: str) -> None | str | float:
 def run(args: argparse.Namespace) -> int:
     from ps1dask.coadd import coadd_warps
 
-    summary = coadd_warps(
-        args.store,
-        bins=args.bins,
-        clip_sigma=None if args.no_clip else args.clip_sigma,
-        weighting=args.weighting,
-        zeropoint=args.zeropoint,
-        client=args.scheduler,
-    )
+    with scheduler_client(args) as client:
+        summary = coadd_warps(
+            args.store,
+            bins=args.bins,
+            clip_sigma=None if args.no_clip else args.clip_sigma,
+            weighting=args.weighting,
+            zeropoint=args.zeropoint,
+            client=client,
+        )
     print(summary)
     return 0
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import shutil
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 from ps1dask.fetch.strategies import strategy_choices, strategy_help
 
@@ -15,6 +16,8 @@ DEMO_FIELD = (150.40, 2.35)  # a field in the 3pi footprint (COSMOS-like); any w
 
 
 def _demo_positions(sky: object, n: int, seed: int) -> pd.DataFrame:
+    import pandas as pd
+
     """Truth stars of the emulator's sky (so photometry can be checked), plus odd cases."""
     ra0, dec0 = DEMO_FIELD
     stars = pd.DataFrame(sky.sources(ra0, dec0, 1500.0))  # type: ignore[attr-defined]
@@ -34,6 +37,9 @@ def _demo_positions(sky: object, n: int, seed: int) -> pd.DataFrame:
 
 
 def run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import pandas as pd
+
     import ps1dask
     from ps1dask.conventions import flux_to_abmag
     from ps1dask.emulator import Emulator
@@ -64,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
             strategy=args.strategy,
             service=emu.url,
             n_workers=args.workers,
+            quiet=args.quiet,
         )
         print(summary)
         metrics = emu.metrics()
@@ -77,15 +84,32 @@ def run(args: argparse.Namespace) -> int:
         truth = pd.DataFrame(emu.sky.sources(*DEMO_FIELD, 1500.0))
         rows = []
         band = "r" if "r" in args.filters else args.filters[0]
+        # One read of what the loop needs; indexing an xarray variable's .values inside the
+        # loop would read the whole array from the store at every turn.
+        names = [
+            "id",
+            "ra",
+            "dec",
+            "stack_status",
+            "stack_flux",
+            "stack_variance",
+            "stack_zeropoint",
+        ]
+        one = ds[names].sel(filter=band).load()
+        ids, ras, decs = one.id.values, one.ra.values, one.dec.values
+        status, images, variances = (
+            one.stack_status.values,
+            one.stack_flux.values,
+            one.stack_variance.values,
+        )
+        zeropoints = one.stack_zeropoint.values
         for i in range(ds.sizes["position"]):
-            name = str(ds.id.values[i])
-            if not name.startswith("star") or ds.stack_status.sel(filter=band).values[i] != 1:
+            name = str(ids[i])
+            if not name.startswith("star") or status[i] != 1:
                 continue
-            image = ds.stack_flux.sel(filter=band).values[i]
-            variance = ds.stack_variance.sel(filter=band).values[i]
-            flux, _err = aperture_flux(image, variance)  # the configured aperture
-            zp = float(ds.stack_zeropoint.sel(filter=band).values[i])
-            ra, dec = float(ds.ra.values[i]), float(ds.dec.values[i])
+            flux, _err = aperture_flux(images[i], variances[i])  # the configured aperture
+            zp = float(zeropoints[i])
+            ra, dec = float(ras[i]), float(decs[i])
             near = truth.iloc[int(np.argmin((truth.ra - ra) ** 2 + (truth.dec - dec) ** 2))]
             rows.append(
                 {

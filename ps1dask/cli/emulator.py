@@ -16,7 +16,7 @@ _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 def run(args: argparse.Namespace) -> int:
     from ps1dask.emulator.app import Emulator
 
-    if args.verbose:
+    if args.verbose:  # the shared -v: also log every request
         logging.basicConfig(
             level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(name)s %(message)s"
         )
@@ -202,5 +202,4 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="rendering threads (default: CPUs + 4, at most 16)",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log every request to stderr")
     p.set_defaults(func=run)

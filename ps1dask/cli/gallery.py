@@ -5,27 +5,29 @@ from __future__ import annotations
 import argparse
 
 from ps1dask.cli.images import add_display_arguments, display_from_args
+from ps1dask.cli.options import scheduler_client
 
 
 def run(args: argparse.Namespace) -> int:
     from ps1dask.gallery import write_gallery
 
-    pages = write_gallery(
-        args.store,
-        args.output,
-        page_size=args.page_size,
-        filters=args.filters,
-        colour=args.colour,
-        no_colour=args.no_colour,
-        method=args.method,
-        thumb_size=args.thumb_size,
-        fmt=args.format,
-        lightcurves=not args.no_lightcurves,
-        display=display_from_args(args),
-        title=args.title,
-        client=args.scheduler,
-        num_workers=args.threads,
-    )
+    with scheduler_client(args) as client:
+        pages = write_gallery(
+            args.store,
+            args.output,
+            page_size=args.page_size,
+            filters=args.filters,
+            colour=args.colour,
+            no_colour=args.no_colour,
+            method=args.method,
+            thumb_size=args.thumb_size,
+            fmt=args.format,
+            lightcurves=not args.no_lightcurves,
+            display=display_from_args(args),
+            title=args.title,
+            client=client,
+            num_workers=args.threads,
+        )
     more = f" (+{len(pages) - 1} more pages beside it)" if len(pages) > 1 else ""
     print(f"gallery: {pages[0]}{more}")
     return 0

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from ps1dask.render import Display
+from ps1dask.cli.options import scheduler_client
+
+if TYPE_CHECKING:
+    from ps1dask.render import Display
 
 
 def add_display_arguments(p: argparse.ArgumentParser) -> None:
@@ -43,6 +47,8 @@ def add_display_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def display_from_args(args: argparse.Namespace) -> Display:
+    from ps1dask.render import Display
+
     return Display(
         stretch=args.stretch,
         autoscale=args.autoscale,
@@ -56,21 +62,22 @@ def display_from_args(args: argparse.Namespace) -> Display:
 def run(args: argparse.Namespace) -> int:
     from ps1dask.render.bulk import write_images
 
-    index = write_images(
-        args.store,
-        args.output,
-        fmt=args.format,
-        filters=args.filters,
-        colour=args.colour,
-        no_colour=args.no_colour,
-        method=args.method,
-        display=display_from_args(args),
-        size=args.size,
-        warps=args.warps,
-        quality=args.quality,
-        client=args.scheduler,
-        num_workers=args.threads,
-    )
+    with scheduler_client(args) as client:
+        index = write_images(
+            args.store,
+            args.output,
+            fmt=args.format,
+            filters=args.filters,
+            colour=args.colour,
+            no_colour=args.no_colour,
+            method=args.method,
+            display=display_from_args(args),
+            size=args.size,
+            warps=args.warps,
+            quality=args.quality,
+            client=client,
+            num_workers=args.threads,
+        )
     written = int((index["file"] != "").sum())
     skipped = len(index) - written
     print(

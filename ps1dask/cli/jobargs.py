@@ -74,6 +74,7 @@ def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "resume": not args.no_resume,
         "max_unit_positions": args.unit_size,
         "cache_dir": args.cache_dir,
+        "quiet": args.quiet,
     }
 
 

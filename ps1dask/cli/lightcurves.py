@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
+from ps1dask.cli.options import scheduler_client
 from ps1dask.exceptions import InvalidParameterError
 
 
@@ -23,6 +25,7 @@ def run(args: argparse.Namespace) -> int:
     import dask
 
     from ps1dask.lightcurves import BAD_FLAGS, lightcurves
+    from ps1dask.progress import compute_progress
 
     out = Path(args.output)
     suffix = out.suffix.lower()
@@ -40,26 +43,20 @@ def run(args: argparse.Namespace) -> int:
         aperture_correction=not args.no_apcorr,
         gain=args.gain,
     )
-    scheduler: object = "threads"
-    client = None
-    if args.scheduler:
-        import distributed
+    with (
+        scheduler_client(args) as client,
+        dask.config.set(scheduler=client or "threads"),
+        contextlib.nullcontext() if client else compute_progress("lightcurves"),
+    ):
+        if suffix == ".csv":
+            frame = lc.compute()
+            frame.to_csv(out, index=False)
+        else:
+            lc.to_parquet(str(out), write_index=False, overwrite=args.overwrite)
+    if suffix != ".csv":
+        import pandas as pd
 
-        client = distributed.Client(args.scheduler)
-        scheduler = client
-    try:
-        with dask.config.set(scheduler=scheduler):
-            if suffix == ".csv":
-                frame = lc.compute()
-                frame.to_csv(out, index=False)
-            else:
-                lc.to_parquet(str(out), write_index=False, overwrite=args.overwrite)
-                import pandas as pd
-
-                frame = pd.read_parquet(out, columns=["id", "filter", "lc_flags", "err_model"])
-    finally:
-        if client is not None:
-            client.close()
+        frame = pd.read_parquet(out, columns=["id", "filter", "lc_flags", "err_model"])
     seconds = time.perf_counter() - t0
     n_bad = int(((frame["lc_flags"] & int(BAD_FLAGS)) != 0).sum())
     models = ", ".join(sorted(set(frame["err_model"]))) if len(frame) else "-"

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.tessellation import locate
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         return pd.read_parquet(path)
@@ -30,6 +33,10 @@ def _write_table(df: pd.DataFrame, path: Path) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ps1dask.tessellation import locate
+
     table = _read_table(Path(args.input))
     cols = {c.lower(): c for c in table.columns}
     missing = [c for c in ("ra", "dec") if c not in cols]

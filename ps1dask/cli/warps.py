@@ -6,7 +6,6 @@ import argparse
 
 from ps1dask.cli.jobargs import add_job_arguments, job_kwargs, report
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.jobs import warps
 
 
 def _mjd_range(text: str | None) -> tuple[float, float] | None:
@@ -22,6 +21,8 @@ def _mjd_range(text: str | None) -> tuple[float, float] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ps1dask.jobs import warps
+
     summary = warps(
         args.positions, args.output, mjd_range=_mjd_range(args.mjd_range), **job_kwargs(args)
     )

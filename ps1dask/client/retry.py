@@ -33,6 +33,7 @@ import dask.config
 import tenacity
 from dask.utils import parse_timedelta
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.exceptions import InvalidParameterError
 
 __all__ = [

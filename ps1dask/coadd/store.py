@@ -35,6 +35,7 @@ from ps1dask.coadd._core import (
 from ps1dask.conventions import DEFAULT_BAD_BITS
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.photometry import FWHM_PER_SIGMA
+from ps1dask.progress import compute_progress
 from ps1dask.storage.layout import quiet_zarr_warnings
 from ps1dask.tessellation import PIXEL_SCALE_DEG
 
@@ -407,7 +408,8 @@ def coadd_warps(
             current = None
         if current is not None:
             return list(dask.compute(*tasks, scheduler=current))
-        return list(dask.compute(*tasks, scheduler="threads"))
+        with compute_progress("coadd"):
+            return list(dask.compute(*tasks, scheduler="threads"))
 
     # pass 1: the number of bins (the coadd_bin dimension)
     counts = run(lambda b, **kw: _chunk_bins(root, b[0], b[1], bins), bounds)

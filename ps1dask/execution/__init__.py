@@ -1,7 +1,7 @@
 """Execution on Dask: one task per work unit, progress, summaries."""
 
 from ps1dask.exceptions import JobAbortedError
-from ps1dask.execution.runner import RunOutcome, cluster_client, run_units
+from ps1dask.execution.runner import RunControl, RunOutcome, cluster_client, run_units
 from ps1dask.execution.tasks import (
     StackTaskSpec,
     UnitReport,
@@ -12,6 +12,7 @@ from ps1dask.execution.tasks import (
 
 __all__ = [
     "JobAbortedError",
+    "RunControl",
     "RunOutcome",
     "StackTaskSpec",
     "UnitReport",

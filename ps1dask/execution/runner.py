@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -14,10 +15,10 @@ import dask.config
 import distributed
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
-from tqdm.auto import tqdm
 
 from ps1dask.client import RequestStats
 from ps1dask.exceptions import JobAbortedError, OutputLocationError, PS1DaskError
+from ps1dask.progress import progress_bar
 
 logger = logging.getLogger("ps1dask.execution")
 
@@ -32,12 +33,17 @@ def cluster_client(
 ) -> Iterator[distributed.Client]:
     """The Dask client to run on: the one given, a scheduler address, the current default
     client, the dask config ``scheduler-address`` (``DASK_SCHEDULER_ADDRESS``), or a new
-    LocalCluster of worker processes (closed on exit)."""
+    LocalCluster of worker processes (closed on exit).
+
+    Clients made here are closed, not exited (``Client.__exit__`` would reset the current
+    client, which fails when a background job ends in another thread than it began)."""
     if isinstance(client, distributed.Client):
+        _announce(client, quiet)
         yield client
         return
     if isinstance(client, str):
-        with distributed.Client(client) as c:
+        with contextlib.closing(distributed.Client(client)) as c:
+            _announce(c, quiet)
             yield c
         return
     try:
@@ -45,11 +51,13 @@ def cluster_client(
     except ValueError:
         current = None
     if current is not None:
+        _announce(current, quiet)
         yield current
         return
     configured = dask.config.get("scheduler-address", None)
     if configured:
-        with distributed.Client(configured) as c:
+        with contextlib.closing(distributed.Client(configured)) as c:
+            _announce(c, quiet)
             yield c
         return
     with (
@@ -60,11 +68,61 @@ def cluster_client(
             dashboard_address=":0",
             silence_logs=logging.ERROR,
         ) as cluster,
-        distributed.Client(cluster) as c,
+        contextlib.closing(distributed.Client(cluster)) as c,
     ):
-        if not quiet:
-            print(f"Dask dashboard: {c.dashboard_link}", file=sys.stderr, flush=True)
+        _announce(c, quiet)
         yield c
+
+
+def _announce(c: distributed.Client, quiet: bool) -> None:
+    """Print the dashboard link (whoever made the cluster: it is where a job is watched),
+    and forward the workers' ps1dask log records (retries, refusals) when INFO is on here."""
+    if not quiet:
+        print(f"Dask dashboard: {c.dashboard_link}", file=sys.stderr, flush=True)
+    forward_worker_logs(c)
+
+
+def _set_log_level(level: int, dask_worker: Any = None) -> None:
+    logging.getLogger("ps1dask").setLevel(level)
+
+
+def forward_worker_logs(c: distributed.Client) -> None:
+    """Send the workers' ``ps1dask`` log records at this process's level (when INFO or
+    finer is enabled here, e.g. ``ps1dask ... -v``) to this process's ``ps1dask`` logger."""
+    level = logging.getLogger("ps1dask").getEffectiveLevel()
+    if level > logging.INFO:
+        return
+    try:
+        c.run(_set_log_level, level, on_error="ignore")
+        c.forward_logging("ps1dask", level=level)
+    except (OSError, distributed.TimeoutError) as err:  # a best effort: never fail a job
+        logger.warning("could not forward the workers' log records: %s", err)
+
+
+@dataclass
+class RunControl:
+    """Shared by a running :func:`run_units` and whoever watches it from another thread
+    (a :class:`~ps1dask.jobs.JobHandle`): the futures not yet collected, counts, a stop."""
+
+    units_total: int = 0
+    positions_total: int = 0
+    units_done: int = 0
+    positions_done: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    _pending: list[distributed.Future] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def futures(self) -> list[distributed.Future]:
+        """The Dask futures of the units not yet collected."""
+        with self._lock:
+            return list(self._pending)
+
+    def cancel(self) -> None:
+        """Stop: units not started never will; the running ones finish their writes."""
+        self.stop.set()
+        for future in self.futures:
+            future.cancel()
 
 
 @dataclass
@@ -114,6 +172,7 @@ def run_units(
     progress_label: str = "positions",
     show_progress: bool | None = None,
     abort_after_unavailable: int = 3,
+    control: RunControl | None = None,
 ) -> RunOutcome:
     """Submit one task per unit in plan order and collect their reports as they finish.
 
@@ -126,21 +185,26 @@ def run_units(
     Each finished future is released at once: a worker that dies later must not make Dask
     recompute units that are already stored. The spec travels inside each task (it is
     small) rather than scattered, because scattered data dies with the workers holding it.
+
+    ``control``, if given, shows the pending futures and counts to another thread, whose
+    ``control.cancel()`` stops the run as an abort does (:class:`JobAbortedError`).
     """
     outcome = RunOutcome()
     t0 = time.perf_counter()
+    control = control if control is not None else RunControl()
     pending = {
         dask_client.submit(
             func, unit, spec, key=f"{key_prefix}-{unit.index}", priority=-i, pure=False
         )
         for i, unit in enumerate(units)
     }
-    bar = tqdm(
-        total=progress_total,
-        unit=progress_label[:3],
-        desc="ps1dask",
-        disable=(not sys.stderr.isatty()) if show_progress is None else (not show_progress),
-        dynamic_ncols=True,
+    with control._lock:
+        control._pending[:] = pending
+        control.units_total, control.positions_total = len(units), progress_total
+    if control.stop.is_set():  # cancelled before the units were submitted
+        control.cancel()
+    bar = progress_bar(
+        progress_total, desc="ps1dask", unit=progress_label[:3], progress=show_progress
     )
     unavailable_streak = 0
     cutouts = 0
@@ -151,6 +215,13 @@ def run_units(
             completed = distributed.as_completed(pending)
         for future in completed:
             pending.discard(future)
+            with control._lock:
+                control._pending[:] = pending
+            if control.stop.is_set():
+                future.release()
+                outcome.aborted = "cancelled (control.cancel())"
+                stopping = True
+                break
             try:
                 report = future.result()
             except KilledWorker as err:
@@ -180,6 +251,9 @@ def run_units(
             outcome.requests.merge(report.requests)
             ok = report.statuses.get("ok", 0)
             cutouts += ok
+            with control._lock:
+                control.units_done += 1
+                control.positions_done += report.n_positions
             bar.update(report.n_positions)
             bar.set_postfix(
                 cutouts=cutouts,
@@ -199,6 +273,8 @@ def run_units(
         for f in pending:
             f.cancel()  # what has not started never will
         pending.clear()
+        with control._lock:
+            control._pending.clear()
         if stopping:
             # Dask cannot stop a running task: let those finish their writes before we
             # return, so that a rerun (or the user) never races a leftover task on the store.

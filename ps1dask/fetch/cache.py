@@ -19,6 +19,7 @@ from typing import BinaryIO, Protocol
 
 import dask.config
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.conventions import parse_filename
 
 

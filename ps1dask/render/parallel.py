@@ -17,6 +17,8 @@ from typing import Any
 
 import xarray as xr
 
+from ps1dask.progress import compute_progress
+
 #: Serialises matplotlib drawing within one process.
 PLOT_LOCK = threading.Lock()
 
@@ -67,7 +69,8 @@ def map_positions(
 
     ``client``: a ``distributed.Client`` (or a scheduler address) to run on; ``None`` runs
     on dask's threaded scheduler with ``num_workers`` threads (default: the CPU count);
-    ``"sync"`` runs in this thread (debugging). Results come back in the order of
+    ``"sync"`` runs in this thread (debugging); those two show a progress bar (see
+    :mod:`ps1dask.progress`). Results come back in the order of
     ``indices``. ``func`` must be picklable (a module-level function or a
     :func:`functools.partial` of one) to run on a cluster.
     """
@@ -85,9 +88,11 @@ def map_positions(
         _run_chunk, func, path, tuple(preload)
     )
     if client is None:
-        chunks = bag.compute(scheduler="threads", num_workers=workers)
+        with compute_progress("ps1dask"):
+            chunks = bag.compute(scheduler="threads", num_workers=workers)
     elif client == "sync":
-        chunks = bag.compute(scheduler="synchronous")
+        with compute_progress("ps1dask"):
+            chunks = bag.compute(scheduler="synchronous")
     elif isinstance(client, str):
         import distributed
 

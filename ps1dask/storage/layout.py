@@ -28,6 +28,7 @@ import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.exceptions import InvalidParameterError, StoreMismatchError
 
 #: Per-(position, filter) status flags, CF style (``flag_values`` / ``flag_meanings``).
