@@ -70,6 +70,11 @@ class OutputLocationError(PS1DaskError, OSError):
     write to it failed during the job (the store stays consistent; fix and rerun)."""
 
 
+class FileCacheError(PS1DaskError, OSError):
+    """The whole-file cache directory is unsafe to trust (a symlink, another user's, writable
+    by others) or failed (e.g. full): the message names it; ``ps1dask cache info|clear``."""
+
+
 class PS1DaskWarning(UserWarning):
     """Base class of ps1dask warnings."""
 
