@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from typing import Any
+
+import dask.config
 
 
 def add_job_arguments(
@@ -47,6 +51,14 @@ def add_job_arguments(
         help="worker processes of the local cluster (default 2)",
     )
     p.add_argument(
+        "--dashboard-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="where the Dask dashboard of the local cluster listens (default "
+        "ps1dask.cluster.dashboard-address, 127.0.0.1:0: this machine only, any free port; "
+        "':8787' serves it to the network, without authentication)",
+    )
+    p.add_argument(
         "--no-resume", action="store_true", help="delete an existing store and start over"
     )
     p.add_argument(
@@ -58,6 +70,16 @@ def add_job_arguments(
     p.add_argument(
         "--cache-dir", default=None, help="whole-file cache directory (skycell strategy)"
     )
+
+
+@contextlib.contextmanager
+def job_config(args: argparse.Namespace) -> Iterator[None]:
+    """The dask config a job runs under: its options that are configuration, not arguments."""
+    settings = {}
+    if args.dashboard_address is not None:
+        settings["ps1dask.cluster.dashboard-address"] = args.dashboard_address
+    with dask.config.set(settings):
+        yield
 
 
 def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
