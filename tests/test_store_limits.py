@@ -1,4 +1,5 @@
-"""A tiny store declaring absurd sizes gets a clear error, never a MemoryError or a hang."""
+"""Hostile or damaged stores: absurd sizes and foreign filter names get a clear error, never
+a MemoryError, a hang, or markup in the viewer."""
 
 from __future__ import annotations
 
@@ -76,3 +77,35 @@ def test_absurd_sizes_are_refused_before_reading(tmp_path, tamper, message):
         ViewerState(store)  # what `ps1dask view` serves
     for command in (["gallery", str(store), "-o", str(tmp_path / "g")], ["view", str(store)]):
         assert cli_main(command) == 1
+
+
+def _with_filters(path: Path, filters: list[str]) -> Path:
+    store = _tiny_store(path)
+    ds = xr.open_zarr(store, consolidated=False).load()
+    ds = ds.isel(filter=[0] * len(filters)).assign_coords(filter=np.array(filters))
+    ds.to_zarr(path, zarr_format=3, consolidated=False, mode="w")
+    return path
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [["g", "<img src=x onerror=alert(1)>"], ["g", "rr"], ["r", "r"], ["g", "u"]],
+    ids=["markup", "two-letters", "twice", "not-ps1"],
+)
+def test_filters_other_than_distinct_ps1_letters_are_refused(tmp_path, filters):
+    store = _with_filters(tmp_path / "f.zarr", filters)
+    with pytest.raises(InvalidStoreError, match="not distinct PS1 filters"):
+        ViewerState(store)
+    for command in (["gallery", str(store), "-o", str(tmp_path / "g")], ["view", str(store)]):
+        assert cli_main(command) == 1
+    assert not (tmp_path / "g").exists() or not any((tmp_path / "g").rglob("*.html"))
+
+
+def test_the_viewer_page_builds_store_text_as_nodes_never_as_html():
+    from ps1dask.viewer.page import PAGE_HTML
+
+    script = PAGE_HTML[PAGE_HTML.index("<script>") :]
+    for sink in ("insertAdjacentHTML", "innerHTML", "outerHTML", "document.write"):
+        assert sink not in script, sink
+    # the store's text (ids, filters, statuses) goes in as text and attributes
+    assert "dot.title = f + ': ' + it.status[f]" in script
