@@ -313,3 +313,23 @@ def test_two_jobs_share_a_cache_smaller_than_their_working_set(emu, dask_client,
     assert not any(p.exists() for p in old)
     assert cache.info().files <= 1  # the file units were reading at the last eviction
     assert emu.metrics()["max_in_flight"] <= 10
+
+
+def test_a_job_blames_an_unsafe_cache_not_the_disk(emu, dask_client, tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(FileCacheError, match=f"{shared} is writable by other users") as info:
+        ps1dask.cutouts(
+            positions_in_one_skycell(3),
+            tmp_path / "s.zarr",
+            filters="r",
+            size=20,
+            strategy="skycell",
+            service=emu.url,
+            client=dask_client,
+            cache_dir=shared,
+            progress=False,
+        )
+    assert "full disk" not in str(info.value)
+    assert not list(shared.iterdir())
