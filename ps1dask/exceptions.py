@@ -78,6 +78,17 @@ class JobAbortedError(PS1DaskError):
     """The job stopped early (e.g. the service kept refusing requests); resumable."""
 
 
+class InvalidStoreError(PS1DaskError, ValueError):
+    """A store declares sizes no ps1dask store has (a dimension beyond its cap, lengths that
+    disagree, a chunk grid too large, coordinates missing): damaged or hostile; nothing is
+    read from it."""
+
+
+class FileCacheError(PS1DaskError, OSError):
+    """The whole-file cache directory is unsafe to trust (a symlink, another user's, writable
+    by others) or failed (e.g. full): the message names it; ``ps1dask cache info|clear``."""
+
+
 class PS1DaskWarning(UserWarning):
     """Base class of ps1dask warnings."""
 

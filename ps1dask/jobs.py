@@ -346,7 +346,8 @@ def cutouts(
         Positions per task (bounds a task's memory and time).
     cache_dir
         Whole-file cache of the ``skycell`` strategy (default ``ps1dask.cache.directory`` or
-        a per-user temp directory); bounded by ``ps1dask.cache.max-bytes``.
+        the user's cache directory, ``~/.cache/ps1dask``); bounded by
+        ``ps1dask.cache.max-bytes`` (bytes). See ``ps1dask cache info|clear``.
     progress
         Show a progress bar (default: in a terminal or a notebook, and not when
         ``ps1dask.progress`` is false; with ``compute=False`` only when ``True``).

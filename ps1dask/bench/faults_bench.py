@@ -100,7 +100,7 @@ def bench_faults(
             n_workers=workers,
             threads_per_worker=2,
             processes=True,
-            dashboard_address=":0",
+            dashboard_address="127.0.0.1:0",  # loopback: the dashboard has no authentication
             silence_logs=logging.CRITICAL,
         )
         client = distributed.Client(cluster, set_as_default=False)

@@ -30,6 +30,7 @@ _SUBCOMMANDS = (
     "images",
     "gallery",
     "view",
+    "cache",
 )
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ps1dask.cli.jobargs import add_job_arguments, job_kwargs, report
+from ps1dask.cli.jobargs import add_job_arguments, job_config, job_kwargs, report
 
 
 def run(args: argparse.Namespace) -> int:
     from ps1dask.jobs import cutouts
 
-    return report(cutouts(args.positions, args.output, **job_kwargs(args)), "cutouts")
+    with job_config(args):
+        return report(cutouts(args.positions, args.output, **job_kwargs(args)), "cutouts")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-from ps1dask.fetch.strategies import strategy_choices, strategy_help
+from ps1dask.cli.jobargs import add_strategy_argument
 
 DEMO_FIELD = (150.40, 2.35)  # a field in the 3pi footprint (COSMOS-like); any would do
 
@@ -149,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--filters", default="gri", help="filters (default gri)")
     p.add_argument("--size", type=int, default=96, help="cutout size in pixels (default 96)")
-    p.add_argument("--strategy", default="auto", choices=strategy_choices(), help=strategy_help())
+    add_strategy_argument(p)
     p.add_argument("--workers", type=int, default=2, help="local worker processes (default 2)")
     p.add_argument(
         "--latency", type=float, default=0.05, help="emulated service latency in s (default 0.05)"

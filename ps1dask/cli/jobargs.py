@@ -3,9 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
-from ps1dask.fetch.strategies import strategy_choices, strategy_help
+
+def strategy_name(text: str) -> str:
+    """``--strategy``'s type: ``auto`` or a registered strategy (the registry is read here,
+    when a command runs, not when its parser is built: ``--help`` must stay light)."""
+    from ps1dask.exceptions import UnknownStrategyError
+    from ps1dask.fetch.strategies import AUTO, get_strategy
+
+    name = text.strip()
+    if name != AUTO:
+        try:
+            get_strategy(name)
+        except UnknownStrategyError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+    return name
+
+
+def add_strategy_argument(p: argparse.ArgumentParser) -> None:
+    """``--strategy``, validated against the registry of fetch strategies."""
+    p.add_argument(
+        "--strategy",
+        default="auto",
+        type=strategy_name,
+        metavar="NAME",
+        help="how to fetch: auto (default: a cost model per skycell group), cutout (server "
+        "cutouts), skycell (whole files through the local cache), range (HTTP Range reads of "
+        "only the row tiles needed), or a strategy a plug-in registers (docs/strategies.md). "
+        "All give the same pixels.",
+    )
 
 
 def add_job_arguments(
@@ -26,12 +55,7 @@ def add_job_arguments(
     p.add_argument("--filters", default="grizy", help="subset of grizy (default: grizy)")
     p.add_argument("--size", default=size, help=size_help)
     p.add_argument("--types", default=types, help=types_help)
-    p.add_argument(
-        "--strategy",
-        default="auto",
-        choices=strategy_choices(),
-        help=strategy_help(),
-    )
+    add_strategy_argument(p)
     p.add_argument(
         "--service", default=None, help="service URL (default: ps1dask.service.url, i.e. STScI)"
     )
@@ -48,6 +72,14 @@ def add_job_arguments(
         help="worker processes of the local cluster (default 2)",
     )
     p.add_argument(
+        "--dashboard-address",
+        default=None,
+        metavar="HOST:PORT",
+        help="where the Dask dashboard of the local cluster listens (default "
+        "ps1dask.cluster.dashboard-address, 127.0.0.1:0: this machine only, any free port; "
+        "':8787' serves it to the network, without authentication)",
+    )
+    p.add_argument(
         "--no-resume", action="store_true", help="delete an existing store and start over"
     )
     p.add_argument(
@@ -59,6 +91,18 @@ def add_job_arguments(
     p.add_argument(
         "--cache-dir", default=None, help="whole-file cache directory (skycell strategy)"
     )
+
+
+@contextlib.contextmanager
+def job_config(args: argparse.Namespace) -> Iterator[None]:
+    """The dask config a job runs under: its options that are configuration, not arguments."""
+    import dask.config
+
+    settings = {}
+    if args.dashboard_address is not None:
+        settings["ps1dask.cluster.dashboard-address"] = args.dashboard_address
+    with dask.config.set(settings):
+        yield
 
 
 def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:

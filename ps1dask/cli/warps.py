@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ps1dask.cli.jobargs import add_job_arguments, job_kwargs, report
+from ps1dask.cli.jobargs import add_job_arguments, job_config, job_kwargs, report
 from ps1dask.exceptions import InvalidParameterError
 
 
@@ -23,9 +23,10 @@ def _mjd_range(text: str | None) -> tuple[float, float] | None:
 def run(args: argparse.Namespace) -> int:
     from ps1dask.jobs import warps
 
-    summary = warps(
-        args.positions, args.output, mjd_range=_mjd_range(args.mjd_range), **job_kwargs(args)
-    )
+    with job_config(args):
+        summary = warps(
+            args.positions, args.output, mjd_range=_mjd_range(args.mjd_range), **job_kwargs(args)
+        )
     return report(summary, "warp cutouts")
 
 

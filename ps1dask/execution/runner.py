@@ -65,7 +65,8 @@ def cluster_client(
             n_workers=n_workers or 2,
             threads_per_worker=threads_per_worker,
             processes=True,
-            dashboard_address=":0",
+            # loopback unless asked: the dashboard has no authentication
+            dashboard_address=dask.config.get("ps1dask.cluster.dashboard-address"),
             silence_logs=logging.ERROR,
         ) as cluster,
         contextlib.closing(distributed.Client(cluster)) as c,

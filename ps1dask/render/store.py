@@ -19,7 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import xarray as xr
 
-from ps1dask.exceptions import InvalidParameterError
+from ps1dask.conventions.filenames import FILTERS
+from ps1dask.exceptions import InvalidParameterError, InvalidStoreError
 from ps1dask.render.display import (
     COLOUR_METHODS,
     ByteArray,
@@ -39,8 +40,16 @@ def load(obj: xr.DataArray | xr.Dataset) -> Any:
 
 
 def store_filters(ds: xr.Dataset) -> str:
-    """The filters of a store, in its order (e.g. ``"giy"``)."""
-    return "".join(str(f) for f in ds["filter"].values)
+    """The filters of a store, in its order (e.g. ``"giy"``): distinct letters of ``grizy``
+    (they name pictures, pages and buttons), else :class:`InvalidStoreError`."""
+    names = [str(f) for f in ds["filter"].values]
+    if not all(f in FILTERS and len(f) == 1 for f in names) or len(set(names)) != len(names):
+        shown = ", ".join(repr(f[:20]) for f in names[:6])
+        raise InvalidStoreError(
+            f"the store's filters ({shown}) are not distinct PS1 filters (letters of "
+            f"{FILTERS}); it is damaged or not a ps1dask store"
+        )
+    return "".join(names)
 
 
 def picture_format(fmt: str) -> str:

@@ -25,6 +25,7 @@ from ps1dask.storage.layout import (
     read_status,
     store_chunk,
 )
+from ps1dask.storage.limits import check_store_limits
 from ps1dask.storage.writer import write_unit_chunks, write_warp_chunks
 
 
@@ -39,6 +40,7 @@ def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
     if not Path(path).exists():
         raise FileNotFoundError(f"no store at {path}")
     with quiet_zarr_warnings():
+        check_store_limits(path)
         ds = xr.open_zarr(str(path))
     if input_order:
         ds = ds.sortby("position")

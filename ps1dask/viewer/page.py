@@ -179,7 +179,7 @@ section#main { flex:1; overflow:auto; padding:12px 16px; }
 
   function buildBands() {
     var box = $('bands');
-    box.innerHTML = '';
+    box.replaceChildren();
     var names = (S.info.colour ? ['colour'] : []).concat(S.info.filters.split(''));
     names.forEach(function (f) {
       var b = document.createElement('button');
@@ -227,20 +227,27 @@ section#main { flex:1; overflow:auto; padding:12px 16px; }
       var el = document.createElement('div');
       el.className = 'item' + (it.index === S.pos ? ' sel' : '');
       el.setAttribute('data-index', it.index);
-      var dots = Object.keys(it.status).map(function (f) {
-        return '<span class="dot' + (it.status[f] === 'ok' ? '' : ' bad') + '" title="' + f + ': ' + it.status[f] + '"></span>';
-      }).join('');
-      el.innerHTML = '<div></div><div class="sub"></div>';
-      el.firstChild.textContent = it.id + ' ';
-      el.firstChild.insertAdjacentHTML('beforeend', dots);
-      el.lastChild.textContent = fmt(it.ra, 5) + ' ' + fmt(it.dec, 5) + ' · ' + it.skycell;
+      // built as nodes, never as HTML: ids, filters and statuses come from the store
+      var head = document.createElement('div');
+      head.textContent = it.id + ' ';
+      Object.keys(it.status).forEach(function (f) {
+        var dot = document.createElement('span');
+        dot.className = 'dot' + (it.status[f] === 'ok' ? '' : ' bad');
+        dot.title = f + ': ' + it.status[f];
+        head.appendChild(dot);
+      });
+      var sub = document.createElement('div');
+      sub.className = 'sub';
+      sub.textContent = fmt(it.ra, 5) + ' ' + fmt(it.dec, 5) + ' · ' + it.skycell;
+      el.appendChild(head);
+      el.appendChild(sub);
       el.addEventListener('click', function () { select(it.index); });
       box.appendChild(el);
     });
   }
 
   function loadItems(reset) {
-    if (reset) { S.items = []; $('items').innerHTML = ''; }
+    if (reset) { S.items = []; $('items').replaceChildren(); }
     var url = '/api/positions?offset=' + S.items.length + '&limit=200&q=' + encodeURIComponent(S.q);
     return getJSON(url).then(function (r) {
       S.total = r.total;

@@ -1,0 +1,74 @@
+"""Sizes a store may declare: checked from its metadata before anything is read.
+
+``xarray.open_zarr`` loads dimension coordinates at once and builds a chunk graph of every
+array: a tiny (broken or hostile) store declaring 10^12 positions or a billion chunks would
+exhaust memory or hang long before any pixel is read. Every store ps1dask writes stays far
+below these caps.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import zarr
+
+from ps1dask.conventions.cutrule import MAX_CUTOUT_SIZE
+from ps1dask.exceptions import InvalidStoreError
+
+#: Largest length of each dimension (``position``: ten times the largest job we plan for).
+DIMENSION_CAPS = {
+    "position": 10**8,
+    "filter": 5,
+    "epoch": 100_000,
+    "coadd_bin": 100_000,
+    "y": MAX_CUTOUT_SIZE,
+    "x": MAX_CUTOUT_SIZE,
+}
+#: Cap of any other dimension.
+OTHER_DIMENSION_CAP = 10**8
+#: Most chunks of one array (10^7 positions in chunks of 1 position).
+MAX_CHUNKS = 10**7
+
+
+def check_store_limits(path: str | Path) -> None:
+    """Raise :class:`InvalidStoreError` unless every array of the store at ``path`` declares
+    sane sizes: each dimension within its cap and of one length in every array, at most
+    :data:`MAX_CHUNKS` chunks per array, and every dimension coordinate's last chunk written
+    (the job writes coordinates whole when it creates the store)."""
+    group = zarr.open_group(str(path), mode="r")
+    lengths: dict[str, tuple[int, str]] = {}
+    for name, array in group.arrays():
+        dims = array.metadata.dimension_names or ()
+        if len(dims) != len(array.shape):
+            raise InvalidStoreError(
+                f"store {path}: array {name!r} has {len(array.shape)} dimensions but names "
+                f"{len(dims)} ({dims}); not a ps1dask store, or damaged"
+            )
+        for dim, n in zip(dims, array.shape):
+            cap = DIMENSION_CAPS.get(str(dim), OTHER_DIMENSION_CAP)
+            if n > cap:
+                raise InvalidStoreError(
+                    f"store {path}: array {name!r} declares {n} along {dim!r}, more than any "
+                    f"ps1dask store holds ({cap}); it is damaged or not a ps1dask store"
+                )
+            seen = lengths.setdefault(str(dim), (n, name))
+            if seen[0] != n:
+                raise InvalidStoreError(
+                    f"store {path}: {dim!r} has {seen[0]} elements in {seen[1]!r} but {n} in "
+                    f"{name!r}; the store is damaged"
+                )
+        grid = array.cdata_shape
+        if math.prod(grid) > MAX_CHUNKS:
+            raise InvalidStoreError(
+                f"store {path}: array {name!r} is cut into {math.prod(grid)} chunks (grid "
+                f"{grid}), more than {MAX_CHUNKS}; it is damaged or not a ps1dask store"
+            )
+        if dims == (name,) and array.shape[0] > 0:
+            last = array.metadata.encode_chunk_key((grid[0] - 1,))
+            if not (Path(path) / name / last).exists():
+                raise InvalidStoreError(
+                    f"store {path}: coordinate {name!r} declares {array.shape[0]} elements but "
+                    f"its last chunk ({name}/{last}) is missing; the store is damaged or was "
+                    "not made by ps1dask"
+                )

@@ -1,0 +1,45 @@
+"""The LocalCluster a job starts listens on loopback only, unless asked otherwise."""
+
+from __future__ import annotations
+
+import ipaddress
+from urllib.parse import urlparse
+
+import dask.config
+import psutil
+
+from ps1dask.cli import build_parser
+from ps1dask.cli.jobargs import job_config
+from ps1dask.execution.runner import cluster_client
+
+
+def _listening(pids: set[int]) -> list[tuple[str, int]]:
+    """(address, port) of every listening TCP socket of the processes ``pids``."""
+    out = []
+    for conn in psutil.net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            out.append((conn.laddr.ip, conn.laddr.port))
+    return out
+
+
+def test_a_jobs_local_cluster_listens_on_loopback_only():
+    with cluster_client(n_workers=1, threads_per_worker=1, quiet=True) as client:
+        me = psutil.Process()
+        pids = {me.pid} | {p.pid for p in me.children(recursive=True)}
+        sockets = _listening(pids)
+        dashboard_port = urlparse(client.dashboard_link).port
+        assert dashboard_port in {port for _, port in sockets}
+        for address, port in sockets:
+            assert ipaddress.ip_address(address).is_loopback, (address, port, sockets)
+
+
+def test_the_dashboard_address_is_an_option_of_job_commands():
+    args = build_parser().parse_args(
+        ["cutouts", "pos.csv", "-o", "s.zarr", "--dashboard-address", ":8799"]
+    )
+    with job_config(args):
+        assert dask.config.get("ps1dask.cluster.dashboard-address") == ":8799"
+    assert dask.config.get("ps1dask.cluster.dashboard-address") == "127.0.0.1:0"
+    args = build_parser().parse_args(["warps", "pos.csv", "-o", "s.zarr"])
+    with job_config(args):
+        assert dask.config.get("ps1dask.cluster.dashboard-address") == "127.0.0.1:0"
