@@ -29,6 +29,12 @@ def clear(args: argparse.Namespace) -> int:
     return 0
 
 
+_ACTIONS = {
+    "info": (info, "print the cache's directory, number of files, size and budget"),
+    "clear": (clear, "delete every cached file that no running job is reading"),
+}
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "cache",
@@ -50,16 +56,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    for name, func, text in (
-        ("info", info, "print the cache's directory, number of files, size and budget"),
-        ("clear", clear, "delete every cached file that no running job is reading"),
-    ):
-        a = actions.add_parser(name, help=text, description=text)
-        a.add_argument(
-            "--cache-dir",
-            default=None,
-            help="the cache directory, as given to 'cutouts --cache-dir' (default: "
-            "ps1dask.cache.directory, else the user's cache directory)",
-        )
-        a.set_defaults(func=func)
+    p.add_argument(
+        "action",
+        choices=tuple(_ACTIONS),
+        help="; ".join(f"{name}: {text}" for name, (_, text) in _ACTIONS.items()),
+    )
+    p.add_argument(
+        "--cache-dir",
+        default=None,
+        help="the cache directory, as given to 'cutouts --cache-dir' (default: "
+        "ps1dask.cache.directory, else the user's cache directory)",
+    )
+    p.set_defaults(func=lambda args: _ACTIONS[args.action][0](args))
