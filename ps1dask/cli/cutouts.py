@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 
 from ps1dask.cli.jobargs import add_job_arguments, job_kwargs, report
+from ps1dask.cli.positionargs import read_cli_positions
 from ps1dask.jobs import cutouts
 
 
 def run(args: argparse.Namespace) -> int:
-    return report(cutouts(args.positions, args.output, **job_kwargs(args)), "cutouts")
+    return report(cutouts(read_cli_positions(args), args.output, **job_kwargs(args)), "cutouts")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_job_arguments(
         p,
         size="240",
-        size_help="cutout size in pixels, N or W,H (0.25\"/pixel; default 240 = 1')",
+        size_help="cutout size in pixels, N or W,H (width first; 0.25\"/pixel; default 240 = 1')",
         types="stack",
         types_help="comma list of stack image types: stack, stack.wt (variance), stack.mask, "
         "stack.exp, stack.num, stack.expwt (default: stack)",

@@ -31,17 +31,22 @@ and lists them in :attr:`PositionTable.skipped`. Positions outside the PS1 footp
 1  1  83.000000  -5.5000    1
 """
 
+from ps1dask.positions.arguments import CLI_ARGUMENTS, PYTHON_ARGUMENTS, ArgumentNames
 from ps1dask.positions.columns import DEC_COLUMNS, ID_COLUMNS, RA_COLUMNS, SKYCELL_COLUMNS
-from ps1dask.positions.reader import MAX_ROWS_SHOWN, read_positions
+from ps1dask.positions.reader import MAX_ROWS_SHOWN, read_positions, read_table_columns
 from ps1dask.positions.table import PositionSource, PositionTable
 
 __all__ = [
+    "CLI_ARGUMENTS",
     "DEC_COLUMNS",
     "ID_COLUMNS",
     "MAX_ROWS_SHOWN",
+    "PYTHON_ARGUMENTS",
     "RA_COLUMNS",
     "SKYCELL_COLUMNS",
+    "ArgumentNames",
     "PositionSource",
     "PositionTable",
     "read_positions",
+    "read_table_columns",
 ]

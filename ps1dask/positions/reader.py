@@ -11,6 +11,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from ps1dask.exceptions import InvalidParameterError, InvalidPositionError, PS1DaskError
+from ps1dask.positions.arguments import PYTHON_ARGUMENTS, ArgumentNames
 from ps1dask.positions.columns import choose_columns
 from ps1dask.positions.sources import UNREADABLE, Source, open_source
 from ps1dask.positions.table import BoolArray, PositionSource, PositionTable, empty_skipped
@@ -26,7 +27,7 @@ from ps1dask.positions.values import (
     show_value,
 )
 
-__all__ = ["MAX_ROWS_SHOWN", "read_positions"]
+__all__ = ["MAX_ROWS_SHOWN", "read_positions", "read_table_columns"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ def read_positions(
     id_col: str | Literal[False] | None = None,
     skycell_col: str | Literal[False] | None = None,
     skip_bad: bool = False,
+    argument_names: ArgumentNames = PYTHON_ARGUMENTS,
 ) -> PositionTable:
     """Read, parse and validate a table of sky positions.
 
@@ -85,6 +87,10 @@ def read_positions(
     skip_bad
         Drop unusable rows instead of raising; they are listed in
         :attr:`PositionTable.skipped` and a warning with their count is logged.
+    argument_names
+        How error messages name these arguments: Python keywords (``ra_col='x'``,
+        the default) or, with :data:`ps1dask.positions.CLI_ARGUMENTS`, the options of the
+        ``ps1dask`` commands (``--ra-col x``, ``--skip-bad``).
 
     Returns
     -------
@@ -110,7 +116,7 @@ def read_positions(
         return src
     try:
         source = open_source(src)
-        cols = choose_columns(source, ra_col, dec_col, id_col, skycell_col)
+        cols = choose_columns(source, ra_col, dec_col, id_col, skycell_col, argument_names)
 
         wanted = [c for c in (cols.ra, cols.dec, cols.id, cols.skycell) if c is not None]
         wanted = list(dict.fromkeys(wanted))
@@ -205,11 +211,11 @@ def read_positions(
     keep = ~bad
     if cols.id is not None:
         int_key = id_in if id_in is not None and id_in.dtype.kind in "iu" else None
-        dup_rows, dup_message = _duplicates(ids, keep, int_key)
+        dup_rows, dup_message = _duplicates(ids, keep, int_key, argument_names)
     else:  # row numbers are unique
         dup_rows, dup_message = np.zeros(0, dtype=np.intp), ""
     if bad_rows.size and (not skip_bad or not keep.any()):
-        message = _bad_rows_message(source, n, bad_rows, reasons, shown, skip_bad)
+        message = _bad_rows_message(source, n, bad_rows, reasons, shown, skip_bad, argument_names)
         rows = bad_rows.tolist()
         if dup_rows.size:
             message += "\n" + dup_message
@@ -227,7 +233,9 @@ def read_positions(
                 "value": pd.Series(shown, dtype=object),
             }
         )
-        log.warning(
+        # the command line lists the rows itself; a Python caller has PositionTable.skipped
+        log.log(
+            logging.WARNING if argument_names.style == "python" else logging.INFO,
             "skipped %d of %d rows of %s with unusable positions (see PositionTable.skipped)",
             bad_rows.size,
             n,
@@ -254,6 +262,7 @@ def _bad_rows_message(
     reasons: list[str],
     shown: list[str],
     skip_bad: bool,
+    spell: ArgumentNames,
 ) -> str:
     lines = [
         (
@@ -269,8 +278,12 @@ def _bad_rows_message(
         lines.append("No usable position is left.")
     else:
         lines.append(
-            "Fix or remove these rows, or pass skip_bad=True to drop them (they are then "
-            "listed in PositionTable.skipped)."
+            f"Fix or remove these rows, or pass {spell.setting('skip_bad', True)} to drop them "
+            + (
+                "(they are then listed in PositionTable.skipped)."
+                if spell.style == "python"
+                else "(they are then listed on stderr)."
+            )
         )
     return "\n".join(lines)
 
@@ -286,7 +299,10 @@ def _all_unique_ints(values: npt.NDArray[np.integer[Any]]) -> bool:
 
 
 def _duplicates(
-    ids: pd.Series, keep: BoolArray, int_key: np.ndarray | None = None
+    ids: pd.Series,
+    keep: BoolArray,
+    int_key: np.ndarray | None = None,
+    spell: ArgumentNames = PYTHON_ARGUMENTS,
 ) -> tuple[npt.NDArray[np.intp], str]:
     """Rows (among ``keep``) whose id is not unique, and a message naming them.
 
@@ -318,6 +334,45 @@ def _duplicates(
         "(0-based rows); ids key the output store and must be unique:\n"
         + "\n".join(parts)
         + "\nMake the ids unique, or use the "
-        "0-based row numbers as ids by passing id_col=False (or removing the id column)."
+        f"0-based row numbers as ids by passing {spell.setting('id_col', False)} (or removing "
+        "the id column)."
     )
     return np.sort(rows), message
+
+
+def read_table_columns(src: PositionSource) -> pd.DataFrame:
+    """Every plain column of a position source, as read, for passing through to an output.
+
+    Parameters
+    ----------
+    src
+        Anything :func:`read_positions` reads (a :class:`PositionTable` gives its ``frame``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per source row (index ``0..n-1``, the 0-based row numbers of
+        :attr:`PositionTable.frame` ``row``), one column per 1-d column of the source with
+        its values as read (no unit conversion, no parsing). SkyCoord and multi-dimensional
+        columns are left out.
+    """
+    if isinstance(src, PositionTable):
+        return src.frame.copy()
+    source = open_source(src)
+    names = [c for c in source.names if c not in source.coords]
+    try:
+        data, n = source.load(names, set(), {})
+    except InvalidParameterError:  # one unloadable (e.g. 2-d) column: take the others
+        data, n = {}, 0
+        for name in names:
+            try:
+                one, n = source.load([name], set(), {})
+            except InvalidParameterError:
+                continue
+            data.update(one)
+    # FITS columns are big-endian: Parquet (Arrow) writers refuse byte-swapped arrays
+    native = {
+        name: values if values.dtype.isnative else values.astype(values.dtype.newbyteorder("="))
+        for name, values in data.items()
+    }
+    return pd.DataFrame(native, index=pd.RangeIndex(n) if not native else None)
