@@ -22,6 +22,7 @@ _SUBCOMMANDS = (
     "images",
     "gallery",
     "view",
+    "export",
 )
 
 
