@@ -75,3 +75,42 @@ def test_gallery_without_html_suffix_writes_html(job_emulator, dask_client, tmp_
     assert page.exists() and not (tmp_path / "mygallery").exists()
     assert page.read_text().lstrip().lower().startswith("<!doctype html")
     assert "mygallery.html" in done.stdout
+
+
+def test_ci_run_uses_the_active_virtual_environment(tmp_path: Path) -> None:
+    """``.ci/run`` (the README's test command) installs into and tests with the venv's Python."""
+    import os
+    import subprocess
+
+    venv_bin = tmp_path / "venv" / "bin"
+    venv_bin.mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    stub = venv_bin / "python"
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    stub.chmod(0o755)
+    tools = tmp_path / "tools"  # a chromium on PATH: the script must not reach for apt-get
+    tools.mkdir()
+    (tools / "chromium").write_text("#!/bin/sh\nexit 0\n")
+    (tools / "chromium").chmod(0o755)
+    env = {
+        **os.environ,
+        "VIRTUAL_ENV": str(venv_bin.parent),
+        "PATH": f"{tools}{os.pathsep}{os.environ['PATH']}",
+    }
+    script = Path(__file__).resolve().parents[1] / ".ci" / "run"
+    done = subprocess.run(
+        ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    lines = calls.read_text().splitlines()
+    assert lines[0].startswith("-m pip install") and ".[test]" in lines[0]
+    assert lines[1].startswith("-m pytest")
+
+
+def test_readme_first_command_makes_and_uses_a_venv() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    first = readme.split("```bash\n", 1)[1].split("\n", 1)[0]
+    steps = [s.strip() for s in first.split("&&")]
+    assert steps[0].startswith("python3 -m venv ") and steps[1].startswith(". ")
+    assert steps[1].endswith("/bin/activate") and steps[-1] == "ps1dask demo"
+    assert any(s.startswith("pip install -e .") for s in steps)
