@@ -20,6 +20,7 @@ import ps1dask
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.render.lightcurve import aperture_lightcurve
 from ps1dask.storage import STATUS, mjd_days
+from ps1dask.viewer.app import ViewerState
 from tests._cli import run_ps1dask
 from tests._jobs import positions_in_one_skycell
 
@@ -93,7 +94,8 @@ def test_store_follows_xarray_and_cf_conventions(store: Path) -> None:
 
 
 def test_older_stores_read_the_same(store: Path, tmp_path: Path) -> None:
-    old = ps1dask.open_store(_old_style_copy(store, tmp_path / "old.zarr"))
+    old_path = _old_style_copy(store, tmp_path / "old.zarr")
+    old = ps1dask.open_store(old_path)
     new = ps1dask.open_store(store)
     assert "id" in old.coords
     assert not np.issubdtype(old["warp_mjd"].dtype, np.datetime64)
@@ -106,6 +108,13 @@ def test_older_stores_read_the_same(store: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(got_new["mjd"], got_old["mjd"], atol=1e-8)
     raw = new["warp_mjd"].sel(position=label)
     assert set(np.round(got_new["mjd"], 6)) <= set(np.round(mjd_days(raw).ravel(), 6))
+    # the viewer's epoch list: MJD numbers from both
+    epochs_new, epochs_old = ViewerState(store).epochs(1), ViewerState(old_path).epochs(1)
+    for band in FILTERS:
+        a = [e["mjd"] for e in epochs_new[band]]
+        b = [e["mjd"] for e in epochs_old[band]]
+        assert a and all(isinstance(v, float) for v in a if v is not None)
+        np.testing.assert_allclose(np.array(a, dtype=float), np.array(b, dtype=float), atol=1e-8)
 
 
 # --------------------------------------------------------------------------------------
