@@ -296,6 +296,14 @@ def _card_html(card: dict[str, Any], opts: GalleryOptions) -> str:
     return "".join(parts)
 
 
+def html_output(output: str | Path) -> Path:
+    """``output`` with ``.html`` appended unless it ends in ``.html`` or ``.htm``."""
+    path = Path(output)
+    if path.suffix.lower() in (".html", ".htm"):
+        return path
+    return path.with_name(path.name + ".html")
+
+
 def page_name(output: Path, page: int) -> Path:
     """File of page ``page`` (1-based): the output itself for page 1."""
     if page == 1:
@@ -397,10 +405,11 @@ def write_gallery(
     filters of the composite (default reddest/middle/bluest), ``no_colour`` for none;
     ``method`` ``"lupton"`` or ``"fitscut"``; ``display``: stretch settings;
     ``positions``: indices (input order) to show (default all); ``client``: a Dask client
-    or scheduler address (default: threads). Returns the page files.
+    or scheduler address (default: threads). An ``output`` without ``.html``/``.htm`` gets
+    ``.html`` added (a browser shows the source of a page without it). Returns the page files.
     """
     store = Path(store)
-    output = Path(output)
+    output = html_output(output)
     fmt = picture_format(fmt)
     if int(page_size) < 1:
         raise InvalidParameterError(f"page size {page_size!r} must be at least 1")

@@ -21,6 +21,7 @@ import pandas as pd
 
 from ps1dask.client import PS1Service, RequestStats
 from ps1dask.conventions import image_filename, parse_filters, parse_size, parse_types
+from ps1dask.conventions.cutrule import SizeLike
 from ps1dask.conventions.filenames import WARP_TYPES
 from ps1dask.exceptions import InvalidParameterError, ServiceError
 from ps1dask.execution import (
@@ -297,7 +298,7 @@ def cutouts(
     store: str | os.PathLike[str],
     *,
     filters: str = "grizy",
-    size: int | str | tuple[int, int] = 240,
+    size: SizeLike = 240,
     types: str | tuple[str, ...] = ("stack",),
     strategy: str = "auto",
     service: str | PS1Service | None = None,
@@ -323,7 +324,10 @@ def cutouts(
     filters
         Subset of ``grizy``.
     size
-        Cutout side in pixels (0.25 arcsec each), ``N`` or ``"W,H"``; at most 6000.
+        Cutout side in pixels (0.25 arcsec each, at most 6000): ``N``; an astropy
+        ``Quantity`` in pixels or as an angle (``30 * u.arcsec`` = 120 pixels); a pair in
+        **(ny, nx) order, as astropy's Cutout2D and numpy shapes** (``(100, 200)`` is 200
+        wide, 100 high); or the string ``"W,H"``, **width first** as the CLI's ``--size``.
     types
         Stack image types: ``stack`` (always included) plus any of ``stack.wt``,
         ``stack.mask``, ``stack.exp``, ``stack.num``, ``stack.expwt``.
@@ -550,7 +554,7 @@ def warps(
     store: str | os.PathLike[str],
     *,
     filters: str = "grizy",
-    size: int | str | tuple[int, int] = 64,
+    size: SizeLike = 64,
     types: str | tuple[str, ...] = ("warp",),
     mjd_range: tuple[float, float] | None = None,
     strategy: str = "auto",
@@ -581,15 +585,16 @@ def warps(
     mjd_range
         Only warps whose listed MJD (TAI, exposure start) is within ``(start, end)``, days.
     size
-        Cutout side in pixels (default 64 = 16 arcsec). To put warps into a store that holds
-        stack cutouts, use the same positions, filters and size.
+        Cutout side in pixels (default 64 = 16 arcsec), in the forms :func:`cutouts` takes
+        (a pair is (ny, nx)). To put warps into a store that holds stack cutouts, use the
+        same positions, filters and size.
     max_unit_positions
         Positions per task; a task fetches all their epochs (default 16).
 
     Other parameters are those of :func:`cutouts`.
     """
     bands = parse_filters(filters)
-    width, height = parse_size(size)
+    width, height = parse_size(size, pair_order="yx")  # the Python API's pairs: (ny, nx)
     kinds = parse_types(types)
     not_warp = [t for t in kinds if t not in WARP_TYPES]
     if not_warp:

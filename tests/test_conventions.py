@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import astropy.units as u
 import numpy as np
 import pytest
 from astropy.io import fits
@@ -254,6 +255,69 @@ def test_size_forms():
     assert parse_size(240) == (240, 240)
     assert parse_size("300,200") == (300, 200)
     assert parse_size((10, 20)) == (10, 20)
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 6000), st.integers(1, 6000))
+def test_size_pairs_follow_the_stated_order(w, h):
+    # "W,H" is width first everywhere; a pair is (W, H) internally and (ny, nx) in the API
+    assert parse_size(f"{w},{h}") == (w, h)
+    assert parse_size(f"{w},{h}", pair_order="yx") == (w, h)
+    assert parse_size((w, h)) == (w, h)
+    assert parse_size((h, w), pair_order="yx") == (w, h)
+    assert parse_size([h, w] * u.pix, pair_order="yx") == (w, h)
+    assert parse_size(np.array([h, w]), pair_order="yx") == (w, h)
+
+
+@settings(max_examples=200)
+@given(st.integers(1, 6000), st.sampled_from(["arcsec", "arcmin", "deg"]))
+def test_size_angles_are_pixels_of_a_quarter_arcsec(n, unit):
+    angle = (n * 0.25 * u.arcsec).to(unit)
+    assert parse_size(angle) == (n, n)
+    assert parse_size(n * u.pix) == (n, n)
+    # half a pixel either side rounds to the nearest pixel
+    assert parse_size(angle + 0.2 * u.arcsec * 0.25) == (n, n)
+
+
+@settings(max_examples=100)
+@given(st.one_of(st.integers(-100, 0), st.integers(6001, 10**6)))
+def test_size_out_of_range_is_refused_by_name(n):
+    for size in (n, str(n), n * u.pix, (n, 5), (5, n) * u.pix):
+        with pytest.raises(InvalidParameterError, match="size"):
+            parse_size(size, pair_order="yx")
+
+
+def test_size_pair_matches_astropy_cutout2d():
+    from astropy.nddata import Cutout2D
+
+    image = np.arange(200 * 300, dtype=float).reshape(200, 300)
+    for size in ((31, 57), (10 * u.pix, 7 * u.pix), [2.5, 4.0] * u.arcsec):
+        width, height = parse_size(size, pair_order="yx")
+        cut = Cutout2D(image, (150, 100), size, wcs=WCS(_tan_header()))
+        assert cut.shape == (height, width)
+
+
+@pytest.mark.parametrize("size", [3 * u.kg, 2.5 * u.pix, True, None, [1, 2, 3] * u.pix])
+def test_bad_size_quantities(size):
+    with pytest.raises(InvalidParameterError, match="size"):
+        parse_size(size, pair_order="yx")
+
+
+def _tan_header():
+    header = fits.Header()
+    header.update(
+        CTYPE1="RA---TAN",
+        CTYPE2="DEC--TAN",
+        CRVAL1=10.0,
+        CRVAL2=20.0,
+        CRPIX1=150.0,
+        CRPIX2=100.0,
+        CD1_1=-0.25 / 3600,
+        CD1_2=0.0,
+        CD2_1=0.0,
+        CD2_2=0.25 / 3600,
+    )
+    return header
 
 
 # --- names, filters, types --------------------------------------------------------------

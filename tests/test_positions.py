@@ -18,7 +18,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ps1dask.exceptions import InvalidParameterError, InvalidPositionError
-from ps1dask.positions import MAX_ROWS_SHOWN, PositionTable, read_positions
+from ps1dask.positions import (
+    CLI_ARGUMENTS,
+    MAX_ROWS_SHOWN,
+    PYTHON_ARGUMENTS,
+    PositionTable,
+    read_positions,
+    read_table_columns,
+)
 from ps1dask.tessellation import skycell_center
 
 RNG_SEED = 20240611
@@ -287,6 +294,56 @@ def test_missing_columns_message() -> None:
         read_positions({"ra": [1.0], "lat": [2.0]})
     with pytest.raises(InvalidParameterError, match="ra_col='alpha' is not one of"):
         read_positions({"ra": [1.0], "dec": [2.0]}, ra_col="alpha")
+
+
+@pytest.mark.parametrize(
+    ("ra_name", "dec_name"),
+    [
+        ("RAJ2000", "DEJ2000"),  # VizieR
+        ("_RAJ2000", "_DEJ2000"),  # VizieR computed columns
+        ("RA_ICRS", "DE_ICRS"),  # VizieR, Gaia through VizieR
+        ("ra_icrs", "dec_icrs"),
+        ("RAdeg", "DEdeg"),
+        ("raMean", "decMean"),  # PS1's own catalogue
+        ("RA_d", "DEC_d"),  # SIMBAD
+    ],
+)
+def test_catalogue_column_names_are_recognised(ra_name: str, dec_name: str) -> None:
+    table = read_positions({"mag": [15.0, 16.0], ra_name: [10.5, 200.25], dec_name: [-3.0, 45.5]})
+    np.testing.assert_array_equal(table.ra, [10.5, 200.25])
+    np.testing.assert_array_equal(table.dec, [-3.0, 45.5])
+
+
+def test_unusual_names_are_not_guessed_and_the_message_spells_the_callers_arguments() -> None:
+    data = {"alpha": [10.0], "delta": [20.0]}
+    for spelling, wanted, unwanted in (
+        (PYTHON_ARGUMENTS, "ra_col=...", "--ra-col"),
+        (CLI_ARGUMENTS, "--ra-col NAME", "ra_col"),
+    ):
+        with pytest.raises(InvalidParameterError) as info:
+            read_positions(data, argument_names=spelling)
+        message = str(info.value)
+        assert "['alpha', 'delta']" in message
+        assert wanted in message and unwanted not in message
+    with pytest.raises(InvalidParameterError, match="--dec-col zeta is not one of"):
+        read_positions(data, ra_col="alpha", dec_col="zeta", argument_names=CLI_ARGUMENTS)
+    bad = {"ra": [1.0, "x"], "dec": [0.0, 0.0]}
+    with pytest.raises(InvalidPositionError) as info:
+        read_positions(bad, argument_names=CLI_ARGUMENTS)
+    assert "--skip-bad" in str(info.value) and "skip_bad" not in str(info.value)
+    dup = {"ra": [1.0, 2.0], "dec": [0.0, 0.0], "id": ["a", "a"]}
+    with pytest.raises(InvalidPositionError, match="--no-id-col"):
+        read_positions(dup, argument_names=CLI_ARGUMENTS)
+
+
+def test_read_table_columns_passes_every_plain_column_through() -> None:
+    coord = SkyCoord([10.0, 20.0] * u.deg, [1.0, 2.0] * u.deg)
+    source = QTable({"where": coord, "mag": [15.5, 16.5] * u.mag, "name": ["a", "b"]})
+    source["flux"] = np.ones((2, 3))  # 2-d: cannot be one output column
+    frame = read_table_columns(source)
+    assert list(frame.columns) == ["mag", "name"]
+    np.testing.assert_array_equal(frame["mag"], [15.5, 16.5])
+    assert list(frame["name"]) == ["a", "b"]
 
 
 def test_empty_table(tmp_path: Path) -> None:

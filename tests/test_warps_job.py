@@ -10,7 +10,7 @@ import zarr
 import ps1dask
 from ps1dask.client import PS1Service
 from ps1dask.conventions import image_filename
-from ps1dask.storage import STATUS
+from ps1dask.storage import STATUS, mjd_days
 from ps1dask.tessellation import SkycellId, locate, skycell_center
 
 CELL = "1405.053"
@@ -58,7 +58,9 @@ def test_warp_epochs_times_and_blanks(emu, dask_client, tmp_path):
         n = len(truth)
         assert (ds.n_epochs.values[:6, bi] == n).all()
         assert ds.n_epochs.values[6, bi] == 0  # outside the footprint: no epochs
-        mjd = ds.warp_mjd.values[0, bi, :n]
+        # xarray decodes warp_mjd (CF time units) to datetime64; mjd_days gives MJD back
+        assert np.issubdtype(ds.warp_mjd.dtype, np.datetime64)
+        mjd = mjd_days(ds.warp_mjd.values[0, bi, :n])
         # UTC mid-exposure, exactly the emulator's truth epochs, sorted by time
         np.testing.assert_allclose(mjd, [e.mjd_mid_utc for e in truth], atol=1e-8)
         assert (np.diff(mjd) > 0).all()
@@ -70,7 +72,7 @@ def test_warp_epochs_times_and_blanks(emu, dask_client, tmp_path):
             [e.fpa_zp + 2.5 * np.log10(e.exptime) for e in truth],
             atol=1e-5,
         )
-        assert np.isnan(ds.warp_mjd.values[0, bi, n:]).all()
+        assert np.isnat(ds.warp_mjd.values[0, bi, n:]).all()
     status = ds.warp_status.values
     real = np.arange(status.shape[2])[None, None, :] < ds.n_epochs.values[:, :, None]
     assert set(np.unique(status[real])) <= {STATUS["ok"], STATUS["blank"]}

@@ -31,6 +31,7 @@ _SUBCOMMANDS = (
     "gallery",
     "view",
     "cache",
+    "export",
 )
 
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 
 from ps1dask.cli.jobargs import add_job_arguments, job_config, job_kwargs, report
+from ps1dask.cli.positionargs import read_cli_positions
 
 
 def run(args: argparse.Namespace) -> int:
     from ps1dask.jobs import cutouts
 
     with job_config(args):
-        return report(cutouts(args.positions, args.output, **job_kwargs(args)), "cutouts")
+        return report(cutouts(read_cli_positions(args), args.output, **job_kwargs(args)), "cutouts")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_job_arguments(
         p,
         size="240",
-        size_help="cutout size in pixels, N or W,H (0.25\"/pixel; default 240 = 1')",
+        size_help="cutout size in pixels, N or W,H (width first; 0.25\"/pixel; default 240 = 1')",
         types="stack",
         types_help="comma list of stack image types: stack, stack.wt (variance), stack.mask, "
         "stack.exp, stack.num, stack.expwt (default: stack)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 from ps1dask.cli.jobargs import add_strategy_argument
+from ps1dask.exceptions import InvalidParameterError
 
 DEMO_FIELD = (150.40, 2.35)  # a field in the 3pi footprint (COSMOS-like); any would do
 
@@ -36,6 +38,34 @@ def _demo_positions(sky: object, n: int, seed: int) -> pd.DataFrame:
     return pd.concat([table.astype({"ra": str, "dec": str}), extra], ignore_index=True)
 
 
+#: File the demo leaves in its output directory: a directory holding it is the demo's to replace.
+DEMO_MARKER = ".ps1dask-demo"
+
+
+def _prepare_output(out: Path, *, resume: bool, force: bool) -> None:
+    """Make ``out`` ready; replace it only if a demo made it, or the user says so.
+
+    An earlier demo's directory (it holds :data:`DEMO_MARKER`) is replaced (kept with
+    ``--resume``); an empty one is used. Anything else is the user's: ``--force`` replaces
+    it, a terminal asks, and otherwise the demo stops without touching it.
+    """
+    if out.exists() and not out.is_dir():
+        raise InvalidParameterError(f"-o {out}: exists and is not a directory; choose another -o")
+    ours = (out / DEMO_MARKER).exists()
+    if out.exists() and not resume and any(out.iterdir()):
+        if not (ours or force):
+            question = f"{out} exists and was not made by 'ps1dask demo'. Delete it? [y/N] "
+            if not (sys.stdin.isatty() and input(question).strip().lower() in ("y", "yes")):
+                raise InvalidParameterError(
+                    f"-o {out}: the directory exists and was not made by 'ps1dask demo'; "
+                    "nothing was deleted. Choose another -o, or pass --force to replace it "
+                    "(--resume to write into it)"
+                )
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARKER).write_text("made by 'ps1dask demo'; a rerun replaces this directory\n")
+
+
 def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
@@ -46,9 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from ps1dask.photometry import aperture_flux
 
     out = Path(args.output)
-    if out.exists() and not args.resume:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare_output(out, resume=args.resume, force=args.force)
     store = out / "cutouts.zarr"
     print(
         f"ps1dask {ps1dask.__version__} demo: an emulated PS1 service, a local Dask cluster, one Zarr store"
@@ -155,7 +183,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--latency", type=float, default=0.05, help="emulated service latency in s (default 0.05)"
     )
     p.add_argument("--seed", type=int, default=0, help="emulator sky seed (default 0)")
-    p.add_argument(
+    keep = p.add_mutually_exclusive_group()
+    keep.add_argument(
         "--resume", action="store_true", help="keep an existing output directory and resume"
+    )
+    keep.add_argument(
+        "--force",
+        action="store_true",
+        help="replace the output directory even if an earlier demo did not make it (without "
+        "--force a directory that is not the demo's is never deleted: a terminal is asked)",
     )
     p.set_defaults(func=run)

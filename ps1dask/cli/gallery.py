@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ps1dask.cli.images import add_display_arguments, display_from_args
 from ps1dask.cli.options import scheduler_client
@@ -30,6 +31,8 @@ def run(args: argparse.Namespace) -> int:
         )
     more = f" (+{len(pages) - 1} more pages beside it)" if len(pages) > 1 else ""
     print(f"gallery: {pages[0]}{more}")
+    if pages[0].name != Path(args.output).name:
+        print(f"(-o {args.output} had no .html: wrote {pages[0].name} so that browsers render it)")
     return 0
 
 
@@ -50,7 +53,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("store", help="a ps1dask Zarr store")
     p.add_argument(
-        "-o", "--output", default="gallery.html", help="output HTML file (default gallery.html)"
+        "-o",
+        "--output",
+        default="gallery.html",
+        help="output HTML file (default gallery.html; .html is added if missing)",
     )
     p.add_argument("--page-size", type=int, default=100, help="positions per page (default 100)")
     p.add_argument(

@@ -7,6 +7,8 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from ps1dask.cli.positionargs import add_position_arguments
+
 
 def strategy_name(text: str) -> str:
     """``--strategy``'s type: ``auto`` or a registered strategy (the registry is read here,
@@ -46,11 +48,7 @@ def add_job_arguments(
     types_help: str,
     unit_size: int,
 ) -> None:
-    p.add_argument(
-        "positions",
-        help="table of positions: CSV, Parquet, FITS or VOTable with ra/dec (degrees or "
-        "sexagesimal) or skycell columns, and optionally an id/name column",
-    )
+    add_position_arguments(p)
     p.add_argument("-o", "--output", required=True, help="output Zarr store (directory)")
     p.add_argument("--filters", default="grizy", help="subset of grizy (default: grizy)")
     p.add_argument("--size", default=size, help=size_help)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ps1dask.cli.jobargs import add_job_arguments, job_config, job_kwargs, report
+from ps1dask.cli.positionargs import read_cli_positions
 from ps1dask.exceptions import InvalidParameterError
 
 
@@ -25,7 +26,10 @@ def run(args: argparse.Namespace) -> int:
 
     with job_config(args):
         summary = warps(
-            args.positions, args.output, mjd_range=_mjd_range(args.mjd_range), **job_kwargs(args)
+            read_cli_positions(args),
+            args.output,
+            mjd_range=_mjd_range(args.mjd_range),
+            **job_kwargs(args),
         )
     return report(summary, "warp cutouts")
 
@@ -48,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_job_arguments(
         p,
         size="64",
-        size_help='cutout size in pixels, N or W,H (default 64 = 16")',
+        size_help='cutout size in pixels, N or W,H (width first; default 64 = 16")',
         types="warp",
         types_help="comma list: warp, warp.wt (variance), warp.mask (default: warp)",
         unit_size=16,

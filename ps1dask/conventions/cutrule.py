@@ -20,25 +20,96 @@ from astropy.wcs import WCS, FITSFixedWarning
 
 from ps1dask.conventions.header import repair_header
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.tessellation import project
+from ps1dask.tessellation import PIXEL_SCALE_DEG, project
 
 #: Largest cutout side the service accepts (pixels).
 MAX_CUTOUT_SIZE = 6000
 
 
-def parse_size(size: int | str | tuple[int, int]) -> tuple[int, int]:
-    """Cutout size as ``(width, height)`` pixels from ``N``, ``"N"``, ``"W,H"`` or ``(W, H)``."""
+#: What a cutout size may be: pixels, a string, an astropy Quantity, or a pair of those.
+SizeLike = Any
+
+
+def _side_pixels(value: Any) -> int:
+    """One side in whole pixels: an integer, an integral float or string, or a Quantity.
+
+    A Quantity in pixels must be whole; an angle is converted at the 0.25"/pixel scale and
+    rounded to the nearest pixel (as astropy's ``Cutout2D`` does with its WCS).
+    """
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError("a boolean is no size")
+    unit = getattr(value, "unit", None)
+    if unit is not None:
+        import astropy.units as u
+
+        if getattr(value, "isscalar", True) is False:
+            raise ValueError("one side is one value")
+        if unit.is_equivalent(u.pix):
+            number = float(value.to_value(u.pix))
+        elif unit.is_equivalent(u.deg):
+            number = float(value.to_value(u.deg)) / PIXEL_SCALE_DEG
+            if not math.isfinite(number):
+                raise ValueError("not finite")
+            return math.floor(number + 0.5)
+        else:
+            raise ValueError(f"unit {unit} is neither pixels nor an angle")
+    elif isinstance(value, str):
+        number = float(value.strip())
+    else:
+        number = float(value)
+    if not math.isfinite(number) or not number.is_integer():
+        raise ValueError("not a whole number of pixels")
+    return int(number)
+
+
+def parse_size(size: SizeLike, *, pair_order: str = "xy") -> tuple[int, int]:
+    """Cutout size as ``(width, height)`` in pixels (0.25 arcsec each).
+
+    Parameters
+    ----------
+    size
+        * ``N`` (int, or a float or string holding a whole number): an ``N x N`` cutout;
+        * the string ``"W,H"``: **width first**, always (the command line's ``--size W,H``
+          and the service's own ``size`` parameter);
+        * an astropy ``Quantity``: pixels (``u.pix``) or an angle (``30 * u.arcsec`` is 120
+          pixels; rounded to the nearest pixel);
+        * a pair (tuple, list, array, or a 2-element Quantity) of the above, in the order
+          ``pair_order`` says.
+    pair_order : {"xy", "yx"}
+        Order of a pair: ``"xy"`` is ``(width, height)`` (the internal and wire order);
+        ``"yx"`` is ``(ny, nx)``, the order of numpy shapes and of astropy's ``Cutout2D``,
+        which the public Python API (:func:`ps1dask.cutouts`, :func:`ps1dask.warps`) uses.
+
+    Returns
+    -------
+    tuple of int
+        ``(width, height)`` in pixels, each in ``1..MAX_CUTOUT_SIZE``.
+
+    Raises
+    ------
+    InvalidParameterError
+        Anything else, naming ``size``.
+    """
+    if pair_order not in ("xy", "yx"):
+        raise InvalidParameterError(f"pair_order {pair_order!r}: use 'xy' or 'yx'")
     try:
         if isinstance(size, str):
-            parts = [int(p) for p in size.split(",")]
-        elif isinstance(size, (tuple, list)):
-            parts = [int(p) for p in size]
+            fields = size.split(",")
+            parts = [_side_pixels(p) for p in fields]  # "W,H": width first whatever the order
+        elif getattr(size, "unit", None) is not None:  # a Quantity (an ndarray too)
+            parts = [_side_pixels(q) for q in size.reshape(-1)]
+            parts = parts[::-1] if pair_order == "yx" else parts
+        elif isinstance(size, (tuple, list, np.ndarray)):
+            parts = [_side_pixels(p) for p in size]
+            parts = parts[::-1] if pair_order == "yx" else parts
         else:
-            if isinstance(size, float) and not size.is_integer():
-                raise ValueError
-            parts = [int(size)]
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"size {size!r} is not N or 'W,H' in pixels") from None
+            parts = [_side_pixels(size)]
+    except (TypeError, ValueError, AttributeError):
+        order = "(ny, nx)" if pair_order == "yx" else "(W, H)"
+        raise InvalidParameterError(
+            f"size {size!r} is not N, 'W,H' or {order} in pixels, nor an astropy Quantity "
+            "in pixels or an angle"
+        ) from None
     if len(parts) == 1:
         parts = parts * 2
     if len(parts) != 2 or not all(1 <= p <= MAX_CUTOUT_SIZE for p in parts):

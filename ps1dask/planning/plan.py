@@ -247,7 +247,7 @@ def plan_stack_job(
     positions (and so memory and time) of one task.
     """
     bands = parse_filters(filters)
-    width, height = parse_size(size)
+    width, height = parse_size(size, pair_order="yx")  # the Python API's pairs: (ny, nx)
     kinds = parse_types(types)
     not_stack = [t for t in kinds if t not in STACK_TYPES]
     if not_stack:

@@ -37,7 +37,7 @@ from ps1dask.render.store import (
     status_codes,
     store_filters,
 )
-from ps1dask.storage import open_store, quiet_zarr_warnings
+from ps1dask.storage import mjd_days, open_store, quiet_zarr_warnings
 from ps1dask.storage.layout import STATUS, STATUS_NAMES
 
 #: Columns of the index (``index.csv``).
@@ -152,7 +152,9 @@ def export_position(sub: xr.Dataset, k: int, i: int, opts: ExportOptions) -> lis
                 code = (
                     int(meta["warp_status"].values[f, e]) if "warp_status" in meta else STATUS["ok"]
                 )
-                mjd = float(meta["warp_mjd"].values[f, e]) if "warp_mjd" in meta else np.nan
+                mjd = (
+                    float(mjd_days(meta["warp_mjd"].values[f, e])) if "warp_mjd" in meta else np.nan
+                )
                 name = None
                 if code == STATUS["ok"]:
                     name = f"{stem}_{band}_e{e:03d}.{ext}"

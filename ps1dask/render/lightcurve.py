@@ -21,6 +21,7 @@ from ps1dask.lightcurves import ERR_MODEL_SKY_POISSON, ERR_MODEL_VARIANCE
 from ps1dask.photometry import default_aperture, measure_aperture
 from ps1dask.render.store import _position_index, has_warps, load, store_filters
 from ps1dask.storage.layout import STATUS
+from ps1dask.storage.times import mjd_days
 
 #: Columns of :func:`aperture_lightcurve` (those the plot helpers need come first).
 LIGHTCURVE_COLUMNS = (
@@ -88,7 +89,7 @@ def aperture_lightcurve(
     r_default, ann_default = aperture_radii(h, w)
     radius = float(radius or r_default)
     annulus = annulus or ann_default
-    mjd = sub["warp_mjd"].values if "warp_mjd" in sub else np.full((nf, ne), np.nan)
+    mjd = mjd_days(sub["warp_mjd"]) if "warp_mjd" in sub else np.full((nf, ne), np.nan)
     status = sub["warp_status"].values if "warp_status" in sub else np.full((nf, ne), STATUS["ok"])
     n_epochs = sub["n_epochs"].values if "n_epochs" in sub else np.full(nf, ne)
     zps = sub["warp_zeropoint"].values if "warp_zeropoint" in sub else None

@@ -26,6 +26,7 @@ from ps1dask.storage.layout import (
     store_chunk,
 )
 from ps1dask.storage.limits import check_store_limits
+from ps1dask.storage.times import mjd_days
 from ps1dask.storage.writer import write_unit_chunks, write_warp_chunks
 
 
@@ -36,12 +37,18 @@ def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
     ``position`` coordinate, its row number); otherwise in the store's plan order (grouped
     by skycell, the order of its chunks: the fastest for whole-store scans). Plain
     ``xarray.open_zarr(path)`` opens the same store in plan order.
+
+    ``id`` is a coordinate along ``position`` (``ds.set_xindex("id")`` then
+    ``ds.sel(id="M1")``), and ``warp_mjd`` decodes to ``datetime64`` (UTC, mid-exposure);
+    :func:`mjd_days` gives MJD days back.
     """
     if not Path(path).exists():
         raise FileNotFoundError(f"no store at {path}")
     with quiet_zarr_warnings():
         check_store_limits(path)
         ds = xr.open_zarr(str(path))
+    if "id" in ds.data_vars:  # stores made before ids were a coordinate
+        ds = ds.set_coords("id")
     if input_order:
         ds = ds.sortby("position")
     return ds
@@ -60,6 +67,7 @@ __all__ = [
     "check_compatible",
     "create_stack_store",
     "create_warp_store",
+    "mjd_days",
     "open_store",
     "quiet_zarr_warnings",
     "read_request",

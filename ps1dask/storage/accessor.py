@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import xarray as xr
-from astropy.wcs import WCS
 
 from ps1dask.storage.layout import STATUS_NAMES
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from astropy.io import fits
+    from astropy.nddata import CCDData
+    from astropy.wcs import WCS
 
 
 @xr.register_dataset_accessor("ps1")
 class PS1Accessor:
-    """PS1 helpers: ``ds.ps1.wcs(i)``, ``ds.ps1.status_names()``."""
+    """PS1 helpers: ``ds.ps1.wcs(i)``, ``ds.ps1.to_fits(...)``, ``ds.ps1.cutout2d(...)``."""
 
     def __init__(self, ds: xr.Dataset) -> None:
         self._ds = ds
@@ -22,20 +28,70 @@ class PS1Accessor:
         ``i`` indexes the dataset's position axis as it is now (after any sorting or
         selection), e.g. ``ds.ps1.wcs(0)`` for the first row shown.
         """
-        ds = self._ds
-        row = ds.isel(position=int(i))
-        scale = float(ds.attrs["pixel_scale_deg"])
-        wcs = WCS(naxis=2)
-        wcs.wcs.ctype = ["RA---TAN", "DEC--TAN"]
-        wcs.wcs.crval = [float(row.crval1), float(row.crval2)]
-        wcs.wcs.crpix = [float(row.crpix1), float(row.crpix2)]
-        wcs.wcs.cd = [[-scale, 0.0], [0.0, scale]]
-        if float(row.crval2) == 90.0:
-            wcs.wcs.lonpole = 180.0
-        wcs.wcs.radesys = "FK5"
-        wcs.wcs.equinox = 2000.0
-        wcs.pixel_shape = (int(ds.sizes["x"]), int(ds.sizes["y"]))
-        return wcs
+        from ps1dask.storage.fits_export import cutout_wcs
+
+        return cutout_wcs(self._ds, self._ds.isel(position=int(i)))
+
+    def to_fits(self, position: int, filter: str, epoch: int | None = None) -> fits.HDUList:
+        """One cutout as FITS, as the service would send it, with ps1dask's repairs.
+
+        Parameters
+        ----------
+        position : int
+            The ``position`` label: the 0-based row of the input table (not an index into
+            the dataset as sorted now).
+        filter : str
+            One of the store's filters (``"g"``, ...).
+        epoch : int, optional
+            An index along ``epoch`` for a warp cutout (``0 .. n_epochs - 1``); without it,
+            the stack cutout.
+
+        Returns
+        -------
+        astropy.io.fits.HDUList
+            Primary HDU: the flux (float32, linear counts, ``BUNIT``), the full celestial WCS
+            (TAN, FK5 J2000, 1-based CRPIX), ``PHOTZP`` (AB zero point: mag = -2.5 log10(flux)
+            + PHOTZP), ``FILTER``, ``OBJECT`` (the id), ``RA_OBJ``/``DEC_OBJ``, ``SKYCELL``,
+            for warps ``MJD-OBS``/``DATE-OBS`` (TAI, exposure start, ``TIMESYS = 'TAI'``),
+            ``MJD-AVG``/``DATE-AVG`` (TAI, mid-exposure), ``MJD-UTC`` (UTC mid-exposure, the
+            store's ``warp_mjd``), ``EXPTIME``; and provenance (``ORIGIN``, ``CREATOR``,
+            ``SERVICE``, ``IMAGE`` = the service file cut from, ``HISTORY``). One image
+            extension per other stored image (``EXTNAME`` = the image type, e.g.
+            ``stack.wt`` variance, ``stack.mask`` mask bits), with the same WCS.
+
+        Raises
+        ------
+        InvalidParameterError
+            Unknown position label, filter or epoch, or a cutout whose status is not ``ok``.
+        """
+        from ps1dask.storage.fits_export import cutout_fits
+
+        return cutout_fits(self._ds, int(position), str(filter), epoch)
+
+    def cutout2d(self, position: int, filter: str, epoch: int | None = None) -> CCDData:
+        """One cutout as an astropy ``CCDData`` (an ``NDData``) with WCS and unit.
+
+        Parameters
+        ----------
+        position : int
+            The ``position`` label (0-based input row).
+        filter : str
+            One of the store's filters.
+        epoch : int, optional
+            Index along ``epoch`` for a warp cutout; the stack cutout without it.
+
+        Returns
+        -------
+        astropy.nddata.CCDData
+            ``data`` (flux), ``unit`` (count), ``wcs``, ``uncertainty`` (a
+            ``VarianceUncertainty`` when the variance image is stored), ``mask`` (True where
+            :data:`ps1dask.conventions.maskbits.DEFAULT_BAD_BITS` are set, when the mask is
+            stored) and ``meta`` (the header of :meth:`to_fits`). Works with
+            ``astropy.nddata.Cutout2D``, photutils and ``CCDData.write``.
+        """
+        from ps1dask.storage.fits_export import cutout_ccddata
+
+        return cutout_ccddata(self._ds, int(position), str(filter), epoch)
 
     def status_names(self, var: str = "stack_status") -> xr.DataArray:
         """The status flags as strings (``ok``, ``outside_footprint``, ...)."""

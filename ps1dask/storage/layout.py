@@ -30,6 +30,7 @@ from zarr.codecs import BloscCodec
 
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.exceptions import InvalidParameterError, StoreMismatchError
+from ps1dask.storage.times import MJD_UNITS
 
 #: Per-(position, filter) status flags, CF style (``flag_values`` / ``flag_meanings``).
 STATUS = {
@@ -45,6 +46,9 @@ STATUS_NAMES = {v: k for k, v in STATUS.items()}
 FINAL_STATUSES = frozenset(
     {STATUS["ok"], STATUS["outside_footprint"], STATUS["no_data"], STATUS["blank"]}
 )
+
+#: The CF version whose attributes the store follows (units, time, flags, coordinates).
+CF_CONVENTIONS = "CF-1.10"
 
 #: Image type -> (store variable, dtype, units, description).
 STACK_VARIABLES: dict[str, tuple[str, str, str, str]] = {
@@ -150,7 +154,6 @@ def _position_variables(
 ) -> tuple[dict[str, xr.Variable], dict[str, Any], dict[str, dict[str, Any]]]:
     """Per-position variables and coordinates shared by every part of a store."""
     per_position = {
-        "id": (positions.id.astype(object), "position id (input id column or row number)", None),
         "ra": (positions.ra, "J2000 right ascension", "deg"),
         "dec": (positions.dec, "J2000 declination", "deg"),
         "skycell": (positions.skycell.astype(object), "PS1 skycell (skycell.PPPP.SSS)", None),
@@ -176,9 +179,15 @@ def _position_variables(
             positions.input_row.astype("int64"),
             {"long_name": "0-based row of the input position table"},
         ),
+        # a coordinate, so that ds.set_xindex("id") makes ds.sel(id=...) work
+        "id": (
+            "position",
+            positions.id.astype(object),
+            {"long_name": "position id (input id column or row number)"},
+        ),
     }
     data_vars: dict[str, xr.Variable] = {}
-    encoding: dict[str, dict[str, Any]] = {}
+    encoding: dict[str, dict[str, Any]] = {"id": {"chunks": (chunk,)}}
     for name, (values, desc, units) in per_position.items():
         var_attrs = {"long_name": desc} | ({"units": units} if units else {})
         data_vars[name] = xr.Variable(("position",), values, attrs=var_attrs)
@@ -229,6 +238,7 @@ def pixel_compressor() -> BloscCodec:
 
 def status_attrs(what: str) -> dict[str, Any]:
     return {
+        "standard_name": "status_flag",
         "flag_values": list(STATUS.values()),
         "flag_meanings": " ".join(STATUS),
         "long_name": what,
@@ -303,6 +313,7 @@ def _write_part(
             now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
             ds.attrs.update(
                 {
+                    "Conventions": CF_CONVENTIONS,
                     "title": "Pan-STARRS1 cutouts made by ps1dask",
                     "ps1dask_version": __version__,
                     "created": now,
@@ -415,10 +426,16 @@ WARP_EPOCH_VARIABLES: dict[str, tuple[str, Any, dict[str, Any]]] = {
         "float64",
         np.nan,
         {
-            "units": "d",
+            # CF time: xarray decodes it to datetime64 (UTC); stored as MJD float days
+            "units": MJD_UNITS,
+            "calendar": "proleptic_gregorian",
+            "standard_name": "time",
             "long_name": "MJD (UTC) at mid-exposure",
             "comment": "UTC(MJD-OBS + EXPTIME/2): PS1 MJD-OBS is TAI at the start of the exposure; "
-            "TAI-UTC from ERFA's leap-second table (34 s before 2012-07-01, 35 s after)",
+            "TAI-UTC from ERFA's leap-second table (34 s before 2012-07-01, 35 s after). "
+            "Stored as MJD days; ps1dask.storage.mjd_days() turns decoded datetimes back into "
+            "MJD. warp_mjd_obs_tai keeps the TAI start as plain MJD days (CF has no TAI "
+            "calendar that xarray decodes)",
         },
     ),
     "warp_mjd_obs_tai": (

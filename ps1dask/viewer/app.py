@@ -49,7 +49,7 @@ from ps1dask.render import (
 )
 from ps1dask.render.parallel import PLOT_LOCK
 from ps1dask.render.store import load, status_codes
-from ps1dask.storage import open_store
+from ps1dask.storage import mjd_days, open_store
 from ps1dask.storage.layout import STATUS_NAMES
 from ps1dask.viewer.page import PAGE_HTML
 
@@ -173,7 +173,9 @@ class ViewerState:
             n = int(self.n_epochs[i, k]) if self.n_epochs is not None else self.n_epoch_axis
             rows = []
             for e in range(min(n, self.n_epoch_axis)):
-                mjd = float(sub["warp_mjd"].values[k, e]) if "warp_mjd" in sub else math.nan
+                mjd = (
+                    float(mjd_days(sub["warp_mjd"].values[k, e])) if "warp_mjd" in sub else math.nan
+                )
                 st = int(sub["warp_status"].values[k, e]) if "warp_status" in sub else 1
                 rows.append(
                     {
