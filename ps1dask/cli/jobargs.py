@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,10 +33,27 @@ def add_strategy_argument(p: argparse.ArgumentParser) -> None:
         default="auto",
         type=strategy_name,
         metavar="NAME",
-        help="how to fetch: auto (default: a cost model per skycell group), cutout (server "
+        help=_strategy_help(),
+    )
+
+
+def _strategy_help() -> str:
+    # The registry's own help once it is loaded (a program that registered strategies);
+    # a bare `ps1dask COMMAND --help` does not load it (it imports the whole fetch layer),
+    # so there the built-ins are described here and plug-ins named from their entry points.
+    if "ps1dask.fetch.strategies" in sys.modules:
+        from ps1dask.fetch.strategies import strategy_help
+
+        return strategy_help()
+    from importlib.metadata import entry_points
+
+    plugins = sorted(point.name for point in entry_points(group="ps1dask.strategies"))
+    installed = f" Installed plug-ins: {', '.join(plugins)}." if plugins else ""
+    return (
+        "how to fetch: auto (default: a cost model per skycell group), cutout (server "
         "cutouts), skycell (whole files through the local cache), range (HTTP Range reads of "
         "only the row tiles needed), or a strategy a plug-in registers (docs/strategies.md). "
-        "All give the same pixels.",
+        f"All give the same pixels.{installed}"
     )
 
 
