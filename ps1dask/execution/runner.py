@@ -12,18 +12,40 @@ from typing import Any
 
 import dask.config
 import distributed
+from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 from tqdm.auto import tqdm
 
 from ps1dask.client import RequestStats
 from ps1dask.exceptions import OutputLocationError, PS1DaskError
+from ps1dask.execution.localcluster import start_local_cluster
 
 logger = logging.getLogger("ps1dask.execution")
 
 
 class JobAbortedError(PS1DaskError):
     """The job stopped early (e.g. the service kept refusing requests); resumable."""
+
+
+@contextlib.contextmanager
+def _remote_client(address: str) -> Iterator[distributed.Client]:
+    """A Client of the scheduler at ``address``, closed on exit. If the scheduler was lost,
+    the Client's cancelled reconnection attempt is not logged as an error with a traceback:
+    the job reports the loss in one line."""
+    client = distributed.Client(address)
+    try:
+        yield client
+    finally:
+        lost = client.status != "running"
+        quiet = logging.getLogger("distributed.client")
+        level = quiet.level
+        if lost:
+            quiet.setLevel(logging.CRITICAL)
+        try:
+            client.close()
+        finally:
+            quiet.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -36,12 +58,13 @@ def cluster_client(
 ) -> Iterator[distributed.Client]:
     """The Dask client to run on: the one given, a scheduler address, the current default
     client, the dask config ``scheduler-address`` (``DASK_SCHEDULER_ADDRESS``), or a new
-    LocalCluster of worker processes (closed on exit)."""
+    LocalCluster of worker processes (closed on exit, and gone soon after this process
+    dies: :func:`~ps1dask.execution.localcluster.start_local_cluster`)."""
     if isinstance(client, distributed.Client):
         yield client
         return
     if isinstance(client, str):
-        with distributed.Client(client) as c:
+        with _remote_client(client) as c:
             yield c
         return
     try:
@@ -53,17 +76,11 @@ def cluster_client(
         return
     configured = dask.config.get("scheduler-address", None)
     if configured:
-        with distributed.Client(configured) as c:
+        with _remote_client(configured) as c:
             yield c
         return
     with (
-        distributed.LocalCluster(
-            n_workers=n_workers or 2,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            dashboard_address=":0",
-            silence_logs=logging.ERROR,
-        ) as cluster,
+        start_local_cluster(n_workers or 2, threads_per_worker) as cluster,
         distributed.Client(cluster) as c,
     ):
         if not quiet:
@@ -150,6 +167,7 @@ def run_units(
     cutouts = 0
     failure: BaseException | None = None
     stopping = False  # stopping on our own: wait for running units before returning
+    scheduler_lost = False
     try:
         with dask_client.as_current():
             completed = distributed.as_completed(pending)
@@ -166,6 +184,14 @@ def run_units(
                 failure = JobAbortedError(
                     f"stopped: lost the connection to the Dask scheduler ({err})"
                 )
+                scheduler_lost = True
+            except FutureCancelledError as err:
+                # e.g. reason "scheduler-connection-lost": the scheduler died
+                failure = JobAbortedError(
+                    f"stopped: Dask cancelled a work unit ({err.reason}); the store is "
+                    "consistent, rerun the same command to resume"
+                )
+                scheduler_lost = err.reason == "scheduler-connection-lost"
             except PS1DaskError as err:
                 failure = err
             except OSError as err:
@@ -178,7 +204,9 @@ def run_units(
             finally:
                 future.release()
             if failure is not None:
-                stopping = True
+                # Without a scheduler there is nobody to ask which units still run (and
+                # they stop at their next request: see RequestThrottle).
+                stopping = not scheduler_lost
                 break
             outcome.reports.append(report)
             outcome.requests.merge(report.requests)

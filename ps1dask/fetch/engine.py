@@ -4,6 +4,10 @@ A unit hands the engine :class:`ImageGroup` s, one per service image (a file nam
 positions to cut from it. The engine picks a strategy per group (or uses the one given),
 runs the requests on a thread pool so a unit can keep all the cluster's request slots busy
 (the client's throttle caps them), and reports each cutout or failure through callbacks.
+The engine is built on the task's thread and pins its service's throttle there
+(:meth:`PS1Service.bound`): the pool's threads have no distributed context of their own, and
+if the scheduler is lost their requests must stop (``SchedulerLostError``, the unit is not
+done) rather than go on under a process-local limit.
 
 Every strategy ends in the same two layer-5 functions, :func:`linear_pixels` and
 :func:`cut`, so all give identical pixels:
@@ -105,7 +109,9 @@ class CutoutEngine:
     ) -> None:
         self.width = width
         self.height = height
-        self.service = service
+        # Built on the task's thread: pin the throttle to this thread's distributed context
+        # now, for the pool's threads have none (a no-op if the task pinned it already).
+        self.service = service.bound()
         self.cache = cache
         self.profile = profile
         self.on_cutout = on_cutout
@@ -195,7 +201,13 @@ class CutoutEngine:
             else:
                 jobs.append(lambda g=g: self._fetch_range(g))
         workers = max(1, min(len(jobs), self.profile.concurrency))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ps1dask-fetch") as pool:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ps1dask-fetch")
+        try:
             for future in [pool.submit(job) for job in jobs]:
                 future.result()
+        except BaseException:
+            # e.g. SchedulerLostError: what has not started never will (the unit is not done)
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return used
