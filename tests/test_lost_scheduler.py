@@ -357,3 +357,55 @@ def test_local_cluster_workers_watch_this_process():
     ):
         found = client.run(_watch_in_this_worker)
     assert list(found.values()) == [(str(os.getpid()), True)] * 2
+
+
+# --------------------------------------------------------------------------- the throttle
+
+
+@pytest.mark.timeout(120)
+def test_pinned_throttle_refuses_once_the_scheduler_is_gone(emu):
+    """In-process: a throttle pinned to a worker's context takes slots from its scheduler,
+    and once that scheduler is gone refuses (SchedulerLostError, nothing sent) -- also a
+    thread that was waiting for a slot -- instead of falling back to a local semaphore."""
+    import threading
+
+    from ps1dask.client import PS1Service, RequestThrottle
+    from ps1dask.client.throttle import ClusterContext
+    from ps1dask.exceptions import SchedulerLostError
+
+    filename = PS1Service(emu.url).list_images(83.63321, 22.01446, filters="g")["filename"][0]
+    with distributed.LocalCluster(
+        n_workers=1, processes=False, threads_per_worker=1, dashboard_address=None
+    ) as cluster:
+        worker = next(iter(cluster.workers.values()))
+        throttle = RequestThrottle(2, name="test-lost-pinned", url=emu.url)
+        pinned = throttle.bind(ClusterContext.of_worker(worker))
+        assert pinned.context is not None and throttle.context is None
+        assert pinned.kind == "distributed"
+        service = PS1Service(emu.url, throttle=pinned)
+        assert service.cutout_fits(filename, 83.63321, 22.01446, 16).data.shape == (16, 16)
+
+        outcome: list[BaseException | None] = []
+
+        def wait_for_a_slot() -> None:
+            try:
+                with pinned.slot():
+                    outcome.append(None)
+            except BaseException as err:  # noqa: BLE001 - the test inspects what it was
+                outcome.append(err)
+
+        with pinned.slot(), pinned.slot():  # both slots held: the thread waits
+            waiter = threading.Thread(target=wait_for_a_slot)
+            waiter.start()
+            time.sleep(0.3)
+            assert not outcome
+            cluster.sync(cluster.scheduler.close)
+            waiter.join(timeout=60)
+        assert len(outcome) == 1 and isinstance(outcome[0], SchedulerLostError), outcome
+
+        before = _requests(emu)
+        with pytest.raises(SchedulerLostError, match="no request sent"):
+            service.cutout_fits(filename, 83.63321, 22.01446, 16)
+        with pytest.raises(SchedulerLostError):
+            pinned.backend()
+        assert _requests(emu) == before
