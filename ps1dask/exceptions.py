@@ -121,6 +121,12 @@ class RangeNotSupportedError(ServiceError):
     """The server ignored an HTTP Range request (answered 200 with the whole file)."""
 
 
+class SchedulerLostError(PS1DaskError):
+    """No request slot: the work runs on a Dask cluster whose scheduler this process lost
+    (or its worker is closing), so no live scheduler can grant a lease. The request is not
+    sent and the work unit counts as not done; a rerun on a working cluster resumes it."""
+
+
 class LeaseTimeoutWarning(PS1DaskWarning):
     """The request timeouts are too long for ``distributed.scheduler.locks.lease-timeout``:
     a stalled request could outlive its semaphore lease and break the global request limit

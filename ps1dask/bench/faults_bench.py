@@ -87,6 +87,7 @@ def bench_faults(
     from ps1dask.bench.remote_emulator import emulator_process
     from ps1dask.client import PS1Service
     from ps1dask.execution import JobAbortedError
+    from ps1dask.execution.localcluster import start_local_cluster
 
     result = BenchResult("faults")
     table = _field(n, seed)
@@ -96,13 +97,7 @@ def bench_faults(
         emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu,
     ):
         root = Path(tmp)
-        cluster = distributed.LocalCluster(
-            n_workers=workers,
-            threads_per_worker=2,
-            processes=True,
-            dashboard_address="127.0.0.1:0",  # loopback: the dashboard has no authentication
-            silence_logs=logging.CRITICAL,
-        )
+        cluster = start_local_cluster(workers, 2, silence_logs=logging.CRITICAL)
         client = distributed.Client(cluster, set_as_default=False)
         with dask.config.set(SOAK_HTTP):
             service = PS1Service(emu.url)

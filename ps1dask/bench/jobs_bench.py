@@ -7,7 +7,6 @@ Each prints figures measured in one run and the ratios the project's targets are
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 import time
 import tracemalloc
@@ -33,14 +32,10 @@ def _local_client(workers: int) -> Iterator[Any]:
     """A LocalCluster of worker processes (closed on exit), not the default client."""
     import distributed
 
+    from ps1dask.execution.localcluster import start_local_cluster
+
     with (
-        distributed.LocalCluster(
-            n_workers=workers,
-            threads_per_worker=2,
-            processes=True,
-            dashboard_address="127.0.0.1:0",  # loopback: the dashboard has no authentication
-            silence_logs=logging.ERROR,
-        ) as cluster,
+        start_local_cluster(workers, 2) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,
     ):
         yield client

@@ -158,6 +158,21 @@ class PS1Service:
         clone._session = self._session
         return clone
 
+    def bound(self) -> PS1Service:
+        """A copy (same session, settings and stats) whose throttle keeps the distributed
+        context of the calling thread (:meth:`RequestThrottle.bind`).
+
+        Call it on a task's own thread and give the copy to the threads the task starts:
+        their requests then take slots from the task's scheduler and stop when it is lost,
+        instead of looking for a context those threads do not have.
+        """
+        throttle = self.throttle.bind()
+        if throttle is self.throttle:
+            return self
+        clone = self.with_stats(self.stats)
+        clone.throttle = throttle
+        return clone
+
     def __repr__(self) -> str:
         return f"PS1Service({self.url!r}, throttle={self.throttle!r})"
 

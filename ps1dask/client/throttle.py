@@ -20,6 +20,18 @@ while sleeping between retries. Where the slots come from is decided at every
   this process with the same name (a different N for the same name replaces it only while
   no slot is held, and is refused otherwise, as the scheduler refuses it on a cluster).
 
+Lost scheduler
+--------------
+No request is sent without a lease from a live scheduler when the work runs on a cluster.
+A thread a task starts has no distributed context of its own, so the task pins its throttle
+on its own thread (:meth:`RequestThrottle.bind`, a :class:`ClusterContext` holding the
+worker) and hands that to its threads. Before each acquire, and again once a lease is
+granted, the context is checked: a worker that is closing or lost its scheduler connection,
+a Client that is not running, a closed event loop, or an acquire that fails raise
+:class:`~ps1dask.exceptions.SchedulerLostError` -- the request is not sent and the unit
+counts as not done. An unpinned throttle in a process whose worker is closing raises too.
+A process-local semaphore is used only where there is no cluster at all.
+
 A ``distributed.Semaphore`` is never pickled into a task: a Semaphore deserialised on a
 process worker outside a task may not bind to the worker's event loop, its lease-refresh
 callback never starts, the scheduler expires its leases after the lease timeout while
@@ -45,12 +57,15 @@ lowering ``ps1dask.http.read-timeout`` or raising ``distributed.scheduler.locks.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -58,9 +73,9 @@ import dask.config
 from dask.utils import parse_timedelta
 
 from ps1dask import config
-from ps1dask.exceptions import InvalidParameterError, LeaseTimeoutWarning
+from ps1dask.exceptions import InvalidParameterError, LeaseTimeoutWarning, SchedulerLostError
 
-__all__ = ["RequestThrottle", "lease_timeout_seconds"]
+__all__ = ["ClusterContext", "RequestThrottle", "current_cluster_context", "lease_timeout_seconds"]
 
 logger = logging.getLogger("ps1dask.client")
 
@@ -85,8 +100,80 @@ def lease_timeout_seconds() -> float | None:
     return float(parse_timedelta(value, default="s"))
 
 
-def _distributed_context() -> tuple[str, Any, Any] | None:
-    """(scheduler address, scheduler rpc, loop) of this process's distributed context."""
+@dataclass(frozen=True, eq=False)
+class ClusterContext:
+    """Where request slots come from on a cluster: a worker (in a task) or a client.
+
+    Captured on a thread that has the context (a task's own thread, or a thread with a
+    current Client) and handed explicitly to the threads that thread starts, which have
+    none of their own. :meth:`check_alive` says whether a live scheduler can still grant
+    leases through it.
+    """
+
+    address: str
+    scheduler: Any  # the scheduler rpc the Semaphore talks through
+    loop: Any
+    worker: Any = None  # distributed.Worker
+    client: Any = None  # distributed.Client
+
+    @classmethod
+    def of_worker(cls, worker: Any) -> ClusterContext:
+        return cls(worker.scheduler.address, worker.scheduler, worker.loop, worker=worker)
+
+    @classmethod
+    def of_client(cls, client: Any) -> ClusterContext:
+        scheduler = client.scheduler
+        address = getattr(scheduler, "address", None) or client.scheduler_info().get("address")
+        return cls(str(address), scheduler, client.loop, client=client)
+
+    def lost(self) -> str | None:
+        """Why no live scheduler can grant a lease through this context (None if one can)."""
+        if _loop_closed(self.loop):
+            return "its event loop is closed"
+        if self.worker is not None:
+            status = _status_name(self.worker)
+            if status not in _WORKER_ALIVE:
+                return f"the dask worker {self.worker.address} is {status}"
+            stream = getattr(self.worker, "batched_stream", None)
+            comm = getattr(stream, "comm", None)
+            if comm is None or comm.closed():
+                return f"the dask worker {self.worker.address} lost its scheduler connection"
+            return None
+        status = _status_name(self.client)
+        if status != "running":
+            return f"the distributed Client is {status}"
+        return None
+
+    def check_alive(self) -> None:
+        """Raise :class:`~ps1dask.exceptions.SchedulerLostError` unless a live scheduler can
+        grant leases through this context."""
+        why = self.lost()
+        if why is not None:
+            raise SchedulerLostError(
+                f"no request sent: the Dask scheduler {self.address} cannot grant request "
+                f"slots ({why}); this work unit counts as not done, rerun to resume it"
+            )
+
+
+# Worker statuses in which the scheduler still hands out work and leases (a worker that
+# retires gracefully still finishes its tasks under its scheduler's leases).
+_WORKER_ALIVE = frozenset({"running", "paused", "closing_gracefully"})
+
+
+def _status_name(obj: Any) -> str:
+    status = getattr(obj, "status", None)
+    return str(getattr(status, "name", status))
+
+
+def current_cluster_context() -> ClusterContext | None:
+    """The distributed context of the calling thread; None in a plain local run.
+
+    In order: the worker running the current task, the current Client, any running worker
+    of this process (a thread a task started without handing it the task's context).
+    Raises :class:`~ps1dask.exceptions.SchedulerLostError` when this process belongs to a
+    cluster but no live scheduler can grant leases (a lost scheduler, a closing worker, a
+    Client that is reconnecting): never a fallback to a process-local semaphore then.
+    """
     try:
         import distributed
         from distributed.worker import Worker
@@ -97,21 +184,32 @@ def _distributed_context() -> tuple[str, Any, Any] | None:
     except ValueError:
         worker = None
     if worker is not None:
-        return worker.scheduler.address, worker.scheduler, worker.loop
+        context = ClusterContext.of_worker(worker)
+        context.check_alive()
+        return context
     try:
         client = distributed.default_client()
     except ValueError:
         client = None
-    if client is not None and client.status in ("running", "connecting", "newly-created"):
-        scheduler = client.scheduler
-        address = getattr(scheduler, "address", None) or client.scheduler_info().get("address")
-        return str(address), scheduler, client.loop
-    # A thread the task started itself (contextvars do not follow it): any running worker
-    # of this process serves, they all talk to one scheduler.
-    for candidate in list(Worker._instances):
-        status = getattr(candidate, "status", None)
-        if getattr(status, "name", str(status)) == "running" and candidate.scheduler is not None:
-            return candidate.scheduler.address, candidate.scheduler, candidate.loop
+    if client is not None:
+        context = ClusterContext.of_client(client)
+        context.check_alive()
+        return context
+    workers = list(Worker._instances)
+    for candidate in workers:
+        if _status_name(candidate) in _WORKER_ALIVE and candidate.scheduler is not None:
+            context = ClusterContext.of_worker(candidate)
+            if context.lost() is None:
+                return context
+    # A worker process whose worker is closing (or failed): the threads its tasks started
+    # must stop, not carry on under a process-local limit. (A closed worker is left out: in
+    # a process that merely hosted an in-process cluster, local runs may follow.)
+    stopping = [w for w in workers if _status_name(w) != "closed"]
+    if stopping:
+        raise SchedulerLostError(
+            f"no request sent: this process is a dask worker that cannot reach a live "
+            f"scheduler ({_status_name(stopping[0])}); its work units count as not done"
+        )
     return None
 
 
@@ -226,6 +324,9 @@ class RequestThrottle:
             name if name is not None else dask.config.get("ps1dask.http.semaphore-name")
         )
         self.mode: Mode = mode
+        #: The distributed context this throttle is pinned to (see :meth:`bind`); None:
+        #: resolved at every slot from the calling thread.
+        self.context: ClusterContext | None = None
 
     # -- pickling: name and limit only, never a Semaphore --------------------------------
 
@@ -240,25 +341,61 @@ class RequestThrottle:
 
     # -- backend resolution --------------------------------------------------------------
 
-    def backend(self) -> tuple[str, Any]:
-        """``("distributed", Semaphore)`` or ``("local", BoundedSemaphore)`` for this call.
+    def bind(self, context: ClusterContext | None = None) -> RequestThrottle:
+        """A copy pinned to ``context`` (default: the calling thread's distributed context).
 
-        Resolved each time (cheap dict lookups), so a throttle made before a Client started,
-        or unpickled on a worker, uses the right semaphore where it runs.
+        Call it on a task's own thread and hand the copy to the threads the task starts:
+        they have no distributed context of their own. A pinned throttle takes every slot
+        from its context's scheduler and refuses
+        (:class:`~ps1dask.exceptions.SchedulerLostError`) once that scheduler is lost or the
+        worker is closing; it never falls back to a process-local semaphore. Without any
+        distributed context (a plain local run) this throttle itself is returned. Pickling
+        drops the pin (the other side resolves its own context).
         """
+        if self.mode == "local" or (context is None and self.context is not None):
+            return self
+        pinned = context if context is not None else current_cluster_context()
+        if pinned is None:
+            return self
+        clone = _rebuild_throttle(self.max_concurrency, self.name, self.url, self.mode)
+        clone.context = pinned
+        return clone
+
+    def _resolve(self) -> tuple[str, Any, ClusterContext | None]:
         if self.mode != "local":
-            context = _distributed_context()
+            context = self.context
             if context is not None:
-                address, scheduler, loop = context
-                return "distributed", _get_distributed_semaphore(
-                    address, scheduler, loop, self.name, self.max_concurrency
+                context.check_alive()
+            else:
+                context = current_cluster_context()
+            if context is not None:
+                return (
+                    "distributed",
+                    _get_distributed_semaphore(
+                        context.address,
+                        context.scheduler,
+                        context.loop,
+                        self.name,
+                        self.max_concurrency,
+                    ),
+                    context,
                 )
             if self.mode == "distributed":
                 raise InvalidParameterError(
                     "RequestThrottle(mode='distributed') used outside a dask worker and "
                     "without a current distributed Client"
                 )
-        return "local", _get_local_semaphore(self.name, self.max_concurrency)
+        return "local", _get_local_semaphore(self.name, self.max_concurrency), None
+
+    def backend(self) -> tuple[str, Any]:
+        """``("distributed", Semaphore)`` or ``("local", BoundedSemaphore)`` for this call.
+
+        Resolved each time (cheap dict lookups), so a throttle made before a Client started,
+        or unpickled on a worker, uses the right semaphore where it runs. Raises
+        :class:`~ps1dask.exceptions.SchedulerLostError` where a cluster's scheduler is lost.
+        """
+        kind, sem, _ = self._resolve()
+        return kind, sem
 
     @property
     def kind(self) -> str:
@@ -270,15 +407,29 @@ class RequestThrottle:
     @contextmanager
     def slot(self) -> Iterator[float]:
         """Hold one request slot; yields the seconds spent waiting for it."""
-        kind, sem = self.backend()
+        _, sem, context = self._resolve()
         started = time.monotonic()
-        if kind == "distributed":
+        if context is not None:
             if sem.asynchronous:
                 raise RuntimeError(
                     "RequestThrottle.slot() is blocking: do not call it from the event loop"
                 )
-            if sem.acquire() is not True:  # no timeout: returns True once granted
+            try:
+                granted = sem.acquire()  # no timeout: returns True once granted
+            except (Exception, asyncio.CancelledError) as err:
+                # The scheduler died while we waited, the worker closed its connections...:
+                # no lease, so no request.
+                raise SchedulerLostError(
+                    f"no request sent: could not obtain a request slot from the Dask "
+                    f"scheduler {context.address} ({type(err).__name__}: {err}); this work "
+                    f"unit counts as not done, rerun to resume it"
+                ) from err
+            if granted is not True:
                 raise RuntimeError(f"could not acquire request semaphore {self.name!r}")
+            if context.lost() is not None:
+                # Granted just before the scheduler was lost or the worker began closing.
+                _forget_lease(sem)
+                context.check_alive()
         else:
             sem.acquire()
         acquired = time.monotonic()
@@ -292,7 +443,10 @@ class RequestThrottle:
             with _REGISTRY_LOCK:
                 _IN_USE[self.name] = _IN_USE.get(self.name, 1) - 1
             held = time.monotonic() - acquired
-            if kind == "distributed":
+            if context is not None and context.lost() is not None:
+                # Releasing through a lost scheduler would only wait for connect timeouts.
+                _forget_lease(sem)
+            elif context is not None:
                 try:
                     released = sem.release()
                 except Exception:
@@ -355,7 +509,7 @@ class RequestThrottle:
         lease = lease_timeout_seconds()
         if lease is None:
             return
-        if self.mode == "auto" and _distributed_context() is None:
+        if self.mode == "auto" and self.context is None and not _in_cluster():
             return
         bound = float(connect_timeout) + float(read_timeout)
         if bound < lease:
@@ -375,6 +529,28 @@ class RequestThrottle:
                 return
             _WARNED_LEASES.add(key)
         warnings.warn(message, LeaseTimeoutWarning, stacklevel=3)
+
+
+def _in_cluster() -> bool:
+    """Whether the calling thread works for a cluster (even one whose scheduler is lost)."""
+    try:
+        return current_cluster_context() is not None
+    except SchedulerLostError:
+        return True
+
+
+def _forget_lease(sem: Any) -> None:
+    """Drop one lease of ``sem`` in this process without telling its (lost) scheduler.
+
+    What ``Semaphore.release`` does before its network call: the lease is no longer
+    refreshed, so a scheduler that is in fact still there expires it after its lease
+    timeout (as it does for a dead worker's leases). Uses the Semaphore's private lease
+    deque: there is no public way to give up a lease locally.
+    """
+    leases = getattr(sem, "_leases", None)
+    with contextlib.suppress(AttributeError, IndexError):
+        leases.popleft()  # type: ignore[union-attr]
+    logger.info("a lease of %r was dropped with its lost scheduler", getattr(sem, "name", "?"))
 
 
 def _rebuild_throttle(max_concurrency: int, name: str, url: str, mode: Mode) -> RequestThrottle:

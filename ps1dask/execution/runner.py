@@ -13,14 +13,36 @@ from typing import Any
 
 import dask.config
 import distributed
+from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
 from ps1dask.client import RequestStats
 from ps1dask.exceptions import JobAbortedError, OutputLocationError, PS1DaskError
+from ps1dask.execution.localcluster import start_local_cluster
 from ps1dask.progress import progress_bar
 
 logger = logging.getLogger("ps1dask.execution")
+
+
+@contextlib.contextmanager
+def _remote_client(address: str) -> Iterator[distributed.Client]:
+    """A Client of the scheduler at ``address``, closed on exit. If the scheduler was lost,
+    the Client's cancelled reconnection attempt is not logged as an error with a traceback:
+    the job reports the loss in one line."""
+    client = distributed.Client(address)
+    try:
+        yield client
+    finally:
+        lost = client.status != "running"
+        quiet = logging.getLogger("distributed.client")
+        level = quiet.level
+        if lost:
+            quiet.setLevel(logging.CRITICAL)
+        try:
+            client.close()
+        finally:
+            quiet.setLevel(level)
 
 
 @contextlib.contextmanager
@@ -33,7 +55,8 @@ def cluster_client(
 ) -> Iterator[distributed.Client]:
     """The Dask client to run on: the one given, a scheduler address, the current default
     client, the dask config ``scheduler-address`` (``DASK_SCHEDULER_ADDRESS``), or a new
-    LocalCluster of worker processes (closed on exit).
+    LocalCluster of worker processes (closed on exit, and gone soon after this process
+    dies: :func:`~ps1dask.execution.localcluster.start_local_cluster`).
 
     Clients made here are closed, not exited (``Client.__exit__`` would reset the current
     client, which fails when a background job ends in another thread than it began)."""
@@ -42,7 +65,7 @@ def cluster_client(
         yield client
         return
     if isinstance(client, str):
-        with contextlib.closing(distributed.Client(client)) as c:
+        with _remote_client(client) as c:
             _announce(c, quiet)
             yield c
         return
@@ -56,19 +79,12 @@ def cluster_client(
         return
     configured = dask.config.get("scheduler-address", None)
     if configured:
-        with contextlib.closing(distributed.Client(configured)) as c:
+        with _remote_client(configured) as c:
             _announce(c, quiet)
             yield c
         return
     with (
-        distributed.LocalCluster(
-            n_workers=n_workers or 2,
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            # loopback unless asked: the dashboard has no authentication
-            dashboard_address=dask.config.get("ps1dask.cluster.dashboard-address"),
-            silence_logs=logging.ERROR,
-        ) as cluster,
+        start_local_cluster(n_workers or 2, threads_per_worker) as cluster,
         contextlib.closing(distributed.Client(cluster)) as c,
     ):
         _announce(c, quiet)
@@ -211,6 +227,7 @@ def run_units(
     cutouts = 0
     failure: BaseException | None = None
     stopping = False  # stopping on our own: wait for running units before returning
+    scheduler_lost = False
     try:
         with dask_client.as_current():
             completed = distributed.as_completed(pending)
@@ -234,6 +251,14 @@ def run_units(
                 failure = JobAbortedError(
                     f"stopped: lost the connection to the Dask scheduler ({err})"
                 )
+                scheduler_lost = True
+            except FutureCancelledError as err:
+                # e.g. reason "scheduler-connection-lost": the scheduler died
+                failure = JobAbortedError(
+                    f"stopped: Dask cancelled a work unit ({err.reason}); the store is "
+                    "consistent, rerun the same command to resume"
+                )
+                scheduler_lost = err.reason == "scheduler-connection-lost"
             except PS1DaskError as err:
                 failure = err
             except OSError as err:
@@ -246,7 +271,9 @@ def run_units(
             finally:
                 future.release()
             if failure is not None:
-                stopping = True
+                # Without a scheduler there is nobody to ask which units still run (and
+                # they stop at their next request: see RequestThrottle).
+                stopping = not scheduler_lost
                 break
             outcome.reports.append(report)
             outcome.requests.merge(report.requests)

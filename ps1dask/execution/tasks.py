@@ -54,8 +54,13 @@ class UnitReport:
 
 def _fetch_context(spec: Any) -> tuple[PS1Service, LocalFileCache | None, dict[str, Any]]:
     """A per-task service (own counters), the file cache if a strategy may need it, and the
-    fetcher arguments every kind of unit shares."""
-    service = spec.service.with_stats()
+    fetcher arguments every kind of unit shares.
+
+    Called on the task's own thread: the service's throttle is pinned there to this
+    worker's scheduler, because the fetch engine's threads have no distributed context of
+    their own (and must stop, not fall back to a local limit, if the scheduler is lost).
+    """
+    service = spec.service.with_stats().bound()
     strategies = spec.strategies or strategies_for(spec.strategy)
     needs_cache = any(s.needs_file_cache for s in strategies.values())
     cache = LocalFileCache(spec.cache_dir, spec.cache_bytes) if needs_cache else None

@@ -6,6 +6,10 @@ runs the strategies' tasks on thread pools so a unit can keep all the cluster's 
 slots busy (the client's throttle caps them), and reports each cutout or failure through
 callbacks. The strategies are plug-ins (:mod:`ps1dask.fetch.strategies`): the engine knows
 none of them by name, and refuses a name that is not registered.
+The engine is built on the task's thread and pins its service's throttle there
+(:meth:`PS1Service.bound`): the pools' threads have no distributed context of their own, and
+if the scheduler is lost their requests must stop (``SchedulerLostError``, the unit is not
+done) rather than go on under a process-local limit.
 
 Every strategy ends in the same two layer-5 functions, :func:`~ps1dask.conventions.linear_pixels`
 and :func:`~ps1dask.conventions.cut`, so all give identical pixels.
@@ -56,14 +60,16 @@ class CutoutEngine:
     ) -> None:
         self.width = width
         self.height = height
-        self.service = service
+        # Built on the task's thread: pin the throttle to this thread's distributed context
+        # now, for the pool's threads have none (a no-op if the task pinned it already).
+        self.service = service.bound()
         self.cache = cache
         self.profile = profile
         self.strategies = dict(strategies) if strategies is not None else None
         self.context = FetchContext(
             width=width,
             height=height,
-            service=service,
+            service=self.service,
             cache=cache,
             profile=profile,
             on_cutout=on_cutout,
@@ -112,6 +118,7 @@ class CutoutEngine:
             tasks.extend(strategy.tasks(g, self.context))
         with contextlib.ExitStack() as stack:
             futures: list[Future[None]] = []
+            pools_started: list[ThreadPoolExecutor] = []
             for name, (workers, tasks) in pools.items():
                 pool = stack.enter_context(
                     ThreadPoolExecutor(
@@ -120,6 +127,13 @@ class CutoutEngine:
                     )
                 )
                 futures.extend(pool.submit(task) for task in tasks)
-            for future in futures:
-                future.result()
+                pools_started.append(pool)
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                # e.g. SchedulerLostError: what has not started never will (the unit is not done)
+                for pool in pools_started:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                raise
         return used
