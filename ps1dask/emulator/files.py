@@ -115,7 +115,7 @@ class WholeFileCache:
         target = self._target(ref)
         if target.exists():
             return target
-        self.sky._check(ref)
+        self.sky.check(ref)
         with self._lock:
             lock = self._locks.setdefault(ref, threading.Lock())
         with lock:

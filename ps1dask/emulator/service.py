@@ -1,0 +1,443 @@
+"""Handlers of the emulated service: ``ps1filenames.py``, ``fitscut.cgi``, whole files, the
+cutout page, and the emulator's own ``/_emulator/*`` endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import io
+import math
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from aiohttp import web
+from astropy.io import fits
+from multidict import CIMultiDict
+
+from ps1dask.conventions import (
+    FILTERS,
+    cut,
+    cutout_box,
+    cutout_header,
+    linear_pixels,
+    parse_filters,
+    parse_size,
+    parse_types,
+    position_pixel,
+)
+from ps1dask.emulator import page
+from ps1dask.emulator.files import WholeFileCache
+from ps1dask.emulator.metrics import ServiceState
+from ps1dask.emulator.middleware import ServiceMiddleware
+from ps1dask.emulator.params import (
+    bool_param,
+    degrees_of,
+    float_param,
+    limits_param,
+    loads_json,
+    param_values,
+    parse_byte_range,
+    parse_position_lines,
+)
+from ps1dask.emulator.replies import HTTPFailure, Reply, hold, json_response, text_reply
+from ps1dask.emulator.sky import ImageRef, SyntheticSky
+from ps1dask.exceptions import InvalidParameterError
+from ps1dask.imaging import (
+    DEFAULT_AUTOSCALE,
+    IMAGE_FORMATS,
+    encode_image,
+    fitscut_grey,
+    fitscut_rgb,
+    output_shape,
+    resize_image,
+)
+from ps1dask.tessellation import SkycellId, locate, skycell_center
+from ps1dask.wire import CUTOUTS_PAGE_PATH, FILES_PREFIX, FITSCUT_PATH, LIST_PATH, LISTING_COLUMNS
+
+T = TypeVar("T")
+
+#: Types the real service lists but the emulator does not synthesise (catalogues, PSFs):
+#: accepted and silently empty, like a type with no files.
+UNSYNTHESISED_TYPES = frozenset({"stack.psf", "stack.mdc", "stack.cmf", "warp.cmf", "warp.mdc"})
+SEPARATORS = {"": " ", "space": " ", " ": " ", "comma": ",", ",": ",", "tab": "\t", "\t": "\t"}
+DEFAULT_CUTOUT_SIZE = 240
+
+
+class Service:
+    """Handlers of the emulated service around one sky, file cache and state."""
+
+    def __init__(
+        self,
+        sky: SyntheticSky,
+        cache: WholeFileCache,
+        state: ServiceState,
+        executor: ThreadPoolExecutor,
+    ) -> None:
+        self.sky = sky
+        self.cache = cache
+        self.state = state
+        self.executor = executor
+        self._header = functools.lru_cache(maxsize=4096)(self._header_uncached)
+        self._listing = functools.lru_cache(maxsize=16384)(self._listing_uncached)
+        self._images = functools.lru_cache(maxsize=4096)(self._images_uncached)
+
+    # ----- the sky, cached -------------------------------------------------------------
+
+    def _header_uncached(self, ref: Any) -> fits.Header:
+        return self.sky.image_header(ref)
+
+    def _images_uncached(self, skycell: SkycellId, bands: str, types: tuple[str, ...]) -> tuple:
+        return tuple(self.sky.images(skycell, bands, types))
+
+    def _listing_uncached(self, skycell: SkycellId, band: str, image_type: str) -> frozenset[str]:
+        return frozenset(r.filename for r in self._images(skycell, band, (image_type,)))
+
+    def lookup(self, name: str) -> Any:
+        """The ImageRef of a listed file name; 404 unless the service lists it."""
+        text = (name or "").strip()
+        try:
+            ref = ImageRef.from_filename(text)
+        except (InvalidParameterError, ValueError):
+            raise HTTPFailure(404, f"{text!r} is not a PS1 image file name") from None
+        if "/" in text and "/" + text.lstrip("/") != ref.filename:
+            raise HTTPFailure(404, f"{text!r}: no such file (it would be {ref.filename})")
+        if not self.sky.has_data(ref.skycell):
+            raise HTTPFailure(
+                404, f"{text!r}: no PS1 data for {ref.skycell} (outside the 3pi footprint)"
+            )
+        if ref.filename not in self._listing(ref.skycell, ref.band, ref.image_type):
+            raise HTTPFailure(404, f"{text!r}: no such image (not listed by ps1filenames.py)")
+        return ref
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run CPU or disk work in the thread pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args))
+
+    # ----- ps1filenames.py ---------------------------------------------------------------
+
+    async def filenames(self, request: web.Request, params: CIMultiDict) -> Reply:
+        file_text: str | None = None
+        if "file" in params:
+            raw = params.getone("file")
+            if isinstance(raw, web.FileField):
+                file_text = raw.file.read().decode("utf-8", errors="replace")
+            else:
+                file_text = str(raw)
+        text = await self.run(self.listing_text, params, file_text)
+        return text_reply(text)
+
+    def listing_text(self, params: Mapping[str, Any], file_text: str | None) -> str:
+        """The ``ps1filenames.py`` answer (runs in the thread pool)."""
+        sep_name = str(params.get("sep", "") or "")
+        if sep_name.lower() in SEPARATORS:
+            sep = SEPARATORS[sep_name.lower()]
+        elif sep_name in SEPARATORS:
+            sep = SEPARATORS[sep_name]
+        else:
+            raise InvalidParameterError(f"sep={sep_name!r}: use space, comma or tab")
+        filters = parse_filters(",".join(param_values(params, "filters")).lower() or FILTERS)
+        wanted = [
+            t.strip().lower()
+            for t in ",".join(param_values(params, "type")).split(",")
+            if t.strip()
+        ] or ["stack"]
+        real = [t for t in wanted if t not in UNSYNTHESISED_TYPES]
+        types = parse_types(real) if real else ()
+
+        lines = [sep.join(LISTING_COLUMNS)]
+
+        def emit(sid: SkycellId, ra_s: str, dec_s: str) -> None:
+            if not types or not self.sky.has_data(sid):
+                return
+            head = sep.join((str(sid.projcell), str(sid.subcell), ra_s, dec_s))
+            for ref in self._images(sid, filters, types):
+                mjd = "0.0" if ref.mjd is None else repr(float(ref.mjd))
+                filename = ref.filename
+                lines.append(
+                    sep.join(
+                        (
+                            head,
+                            ref.band,
+                            mjd,
+                            ref.image_type,
+                            filename,
+                            filename.rsplit("/", 1)[-1],
+                            "0",
+                        )
+                    )
+                )
+
+        skycell = str(params.get("skycell") or "").strip()
+        if skycell:
+            sid = SkycellId.parse(skycell)  # InvalidSkycellError -> 400
+            ra, dec = skycell_center(sid)
+            emit(sid, repr(ra), repr(dec))
+            return "\n".join(lines) + "\n"
+
+        if file_text is not None:
+            lines_in = parse_position_lines(file_text)
+            texts = [(r, d) for _, r, d in lines_in]
+            where = [f"line {n} of the position file" for n, _, _ in lines_in]
+        elif params.get("ra") not in (None, "") and params.get("dec") not in (None, ""):
+            texts = [(str(params["ra"]).strip(), str(params["dec"]).strip())]
+            where = ["ra/dec"]
+        else:
+            raise InvalidParameterError(
+                "give ra and dec (degrees), skycell=PPPP.SSS, or POST a 'file' of 'ra dec' lines"
+            )
+        coords = [degrees_of(r, d, w) for (r, d), w in zip(texts, where)]
+        if not coords:
+            return "\n".join(lines) + "\n"
+        located = locate([c[0] for c in coords], [c[1] for c in coords])
+        for (ra, dec), projcell, subcell, inside in zip(
+            coords, located["projcell"], located["subcell"], located["in_footprint"]
+        ):
+            if inside:
+                emit(SkycellId(int(projcell), int(subcell)), repr(ra), repr(dec))
+        return "\n".join(lines) + "\n"
+
+    # ----- fitscut.cgi ---------------------------------------------------------------------
+
+    async def fitscut(self, request: web.Request, params: CIMultiDict) -> Reply:
+        body, content_type, npix = await self.run(self.fitscut_body, params)
+        work = self.state.knobs.work_per_mpix
+        if work > 0:
+            await hold(request, work * npix / 1e6)
+        return Reply(200, {"Content-Type": content_type}, body)
+
+    def _position(self, params: Mapping[str, Any]) -> tuple[str, float, float] | None:
+        ra = float_param(params, "ra")
+        dec = float_param(params, "dec")
+        if ra is not None or dec is not None:
+            if ra is None or dec is None:
+                raise InvalidParameterError("give both ra and dec (degrees)")
+            return ("radec", ra, dec)
+        x = float_param(params, "x")
+        y = float_param(params, "y")
+        if x is None and y is None:
+            return None
+        if x is None or y is None:
+            raise InvalidParameterError("give both x and y")
+        if bool_param(params, "wcs", False):
+            return ("radec", x, y)
+        return ("pixel", x, y)
+
+    def cut_linear(
+        self, ref: Any, position: tuple[str, float, float] | None, size: tuple[int, int]
+    ) -> tuple[np.ndarray, Any, fits.Header]:
+        """Linear float32 cutout of one image, the fitscut way (thread pool)."""
+        header = self._header(ref)
+        naxis1, naxis2 = int(header["NAXIS1"]), int(header["NAXIS2"])
+        if position is None:
+            xc, yc = naxis1 / 2 + 0.5, naxis2 / 2 + 0.5
+        elif position[0] == "radec":
+            _, ra, dec = position
+            if abs(dec) > 90:
+                raise InvalidParameterError(f"dec={dec} is not in -90..90")
+            xc, yc = position_pixel(header, ra, dec)
+        else:
+            xc, yc = position[1] + 1.0, position[2] + 1.0  # 0-based pixel -> 1-based
+        if not (math.isfinite(xc) and math.isfinite(yc)):
+            raise InvalidParameterError(
+                f"position {position[1:]} does not project onto {ref.shortname}"
+            )  # type: ignore[index]
+        box = cutout_box(xc, yc, size)
+        sky = self.sky
+        pixels = cut(
+            box,
+            naxis1,
+            naxis2,
+            lambda rows, cols: linear_pixels(sky.render_disk(ref, rows, cols), header),
+        )
+        return pixels, box, header
+
+    def fitscut_body(self, params: Mapping[str, Any]) -> tuple[bytes, str, int]:
+        """``(body, content type, pixels cut)`` of a fitscut request (thread pool)."""
+        fmt = str(params.get("format") or "jpg").strip().lower()
+        if fmt != "fits" and fmt not in IMAGE_FORMATS:
+            raise InvalidParameterError(f"format={fmt!r}: use fits, jpg or png")
+        size = parse_size(str(params.get("size") or DEFAULT_CUTOUT_SIZE))
+        names = {c: str(params.get(c) or "").strip() for c in ("red", "green", "blue")}
+        if not names["red"]:
+            raise InvalidParameterError("red= is required: a file name listed by ps1filenames.py")
+        colour = bool(names["green"] or names["blue"])
+        if colour and fmt == "fits":
+            raise InvalidParameterError(
+                "colour FITS is not offered: request one FITS cutout per image"
+            )
+        position = self._position(params)
+        refs = {c: self.lookup(n) for c, n in names.items() if n}
+        if fmt == "fits":
+            pixels, box, header = self.cut_linear(refs["red"], position, size)
+            hdr = cutout_header(header, box.x0, box.y0, box.width, box.height)
+            buf = io.BytesIO()
+            fits.PrimaryHDU(data=pixels, header=hdr).writeto(buf, output_verify="silentfix")
+            return buf.getvalue(), "image/fits", pixels.size
+
+        display = {
+            "autoscale": float_param(params, "autoscale", DEFAULT_AUTOSCALE),
+            "vmin": limits_param(params, "min", colour),
+            "vmax": limits_param(params, "max", colour),
+            "asinh": bool_param(params, "asinh", True),
+            "inverted": bool_param(params, "invert", False),
+        }
+        bool_param(params, "compass", False)  # accepted; no compass is drawn
+        output_size = float_param(params, "output_size")
+        zoom = float_param(params, "zoom")
+        if output_size is not None and not output_size.is_integer():
+            raise InvalidParameterError(f"output_size={output_size} is not a whole number")
+        planes = {c: self.cut_linear(r, position, size)[0] for c, r in refs.items()}
+        if colour:
+            image = fitscut_rgb(
+                planes.get("red"), planes.get("green"), planes.get("blue"), **display
+            )
+        else:
+            image = fitscut_grey(planes["red"], **display)
+        height, width = image.shape[:2]
+        out_w, out_h = output_shape(width, height, int(output_size or 0) or None, zoom)
+        image = resize_image(image, out_w, out_h)
+        return encode_image(image, fmt), IMAGE_FORMATS[fmt][1], sum(p.size for p in planes.values())
+
+    # ----- whole files ---------------------------------------------------------------------
+
+    async def whole_file(self, request: web.Request, params: CIMultiDict) -> Reply:
+        info = request.match_info
+        name = f"/rings.v3.skycell/{info['projcell']}/{info['subcell']}/{info['name']}"
+        ref = await self.run(self.lookup, name)  # parses the name: never a raw path join
+        path = Path(await self.run(self.cache.path, ref))
+        size = path.stat().st_size
+        etag = hashlib.sha1(
+            f"{getattr(self.sky, 'seed', 0)}:{ref.filename}:{size}".encode()
+        ).hexdigest()[:20]
+        headers = {
+            "Content-Type": "image/fits",
+            "Accept-Ranges": "bytes",
+            "ETag": f'"{etag}"',
+            "Last-Modified": "Mon, 28 Jan 2019 00:00:00 GMT",  # the DR2 release date
+        }
+        spec = request.headers.get("Range")
+        if spec is not None:
+            self.state.metrics.add("range_requests")
+            byte_range = parse_byte_range(spec, size)
+            if byte_range is not None:
+                start, end = byte_range
+                headers["Content-Range"] = f"bytes {start}-{end}/{size}"
+                return Reply(206, headers, file=path, offset=start, length=end - start + 1)
+        return Reply(200, headers, file=path, offset=0, length=size)
+
+    # ----- ps1cutouts and the index ----------------------------------------------------------
+
+    async def cutouts_page(self, request: web.Request, params: CIMultiDict) -> Reply:
+        html, status = await self.run(page.cutouts_page, self, params)
+        return text_reply(html, status, content_type="text/html")
+
+    async def index(self, request: web.Request, params: CIMultiDict) -> Reply:
+        return text_reply(page.index_page(self.state.knobs.as_dict()), content_type="text/html")
+
+    # ----- emulator endpoints ------------------------------------------------------------------
+
+    async def truth(self, request: web.Request) -> web.Response:
+        try:
+            ra = float_param(request.query, "ra")
+            dec = float_param(request.query, "dec")
+            radius = float_param(request.query, "radius", 60.0)
+            mjd = float_param(request.query, "mjd")
+            if ra is None or dec is None:
+                raise InvalidParameterError("truth needs ra and dec (degrees)")
+            if abs(dec) > 90:
+                raise InvalidParameterError(f"dec={dec} is not in -90..90")
+            if not 0 < radius <= 3600:  # type: ignore[operator]
+                raise InvalidParameterError("radius (arcsec) must be in (0, 3600]")
+        except InvalidParameterError as err:
+            return json_response({"error": str(err)}, status=400)
+        data = await self.run(self.truth_list, ra, dec, radius, mjd)
+        return json_response(data)
+
+    def truth_list(self, ra: float, dec: float, radius: float, mjd: float | None) -> list[dict]:
+        sources = [dict(s) for s in self.sky.sources(ra, dec, radius)]
+        if mjd is not None:
+            for src in sources:
+                src["mjd_utc"] = mjd
+                src["mag_at_mjd"] = {
+                    band: float(self.sky.true_mag(src, band, mjd)) for band in FILTERS
+                }
+        return sources
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        for _ in range(3):
+            await asyncio.sleep(0)  # as Emulator.metrics(): after the work already queued
+        return json_response(self.state.metrics.snapshot())
+
+    async def metrics_reset(self, request: web.Request) -> web.Response:
+        self.state.metrics.reset()
+        return json_response(self.state.metrics.snapshot())
+
+    async def config(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            try:
+                changes = loads_json(await request.text())
+                if not isinstance(changes, dict):
+                    raise InvalidParameterError("POST a JSON object of settings")
+                self.state.configure(**changes)
+            except InvalidParameterError as err:
+                return json_response({"error": str(err)}, status=400)
+        return json_response(self.state.knobs.as_dict())
+
+    async def emulator_info(self, request: web.Request) -> web.Response:
+        return json_response(
+            {
+                "service": "ps1dask emulator of ps1images.stsci.edu",
+                "seed": getattr(self.sky, "seed", None),
+                "knobs": self.state.knobs.as_dict(),
+                "endpoints": {
+                    "truth": "/_emulator/truth?ra=&dec=&radius=&mjd=",
+                    "metrics": "/_emulator/metrics",
+                    "metrics_reset": "POST /_emulator/metrics/reset",
+                    "config": "GET|POST /_emulator/config",
+                },
+            }
+        )
+
+    # ----- routing ----------------------------------------------------------------------------
+
+    def _service(self, method: Callable) -> Callable:
+        async def handler(request: web.Request) -> Reply:
+            params: CIMultiDict = CIMultiDict(request.query)
+            if request.method == "POST":
+                form = await request.post()
+                for key, value in form.items():
+                    params.add(key, value)
+            return await method(request, params)
+
+        return handler
+
+    def make_app(self) -> web.Application:
+        app = web.Application(
+            middlewares=[ServiceMiddleware(self.state).middleware], client_max_size=256 * 1024**2
+        )
+        svc = self._service
+        app.router.add_route("GET", LIST_PATH, svc(self.filenames))
+        app.router.add_route("POST", LIST_PATH, svc(self.filenames))
+        app.router.add_route("GET", FITSCUT_PATH, svc(self.fitscut))
+        app.router.add_route("POST", FITSCUT_PATH, svc(self.fitscut))
+        app.router.add_route("GET", CUTOUTS_PAGE_PATH, svc(self.cutouts_page))
+        app.router.add_route("POST", CUTOUTS_PAGE_PATH, svc(self.cutouts_page))
+        # Whole files: GET also answers HEAD.
+        app.router.add_get(
+            FILES_PREFIX + r"{projcell:\d{4}}/{subcell:\d{3}}/{name:[A-Za-z0-9._]+}",
+            svc(self.whole_file),
+        )
+        app.router.add_get("/", svc(self.index))
+        app.router.add_get("/_emulator/truth", self.truth)
+        app.router.add_get("/_emulator/metrics", self.metrics)
+        app.router.add_post("/_emulator/metrics/reset", self.metrics_reset)
+        app.router.add_get("/_emulator/config", self.config)
+        app.router.add_post("/_emulator/config", self.config)
+        app.router.add_get("/_emulator/", self.emulator_info)
+        app.router.add_get("/_emulator", self.emulator_info)
+        return app
