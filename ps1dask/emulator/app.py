@@ -79,6 +79,9 @@ class Emulator:
     cache_dir
         where whole skycell files are written (None: a temporary directory removed at
         :meth:`stop`).
+    cache_max_bytes
+        bytes of whole files kept there (None: ``ps1dask.emulator.cache-max-bytes``); the
+        least recently used go first and are rendered again when asked for.
     host, port
         address to bind (port 0 picks a free port; see :attr:`url`).
     workers
@@ -104,6 +107,7 @@ class Emulator:
         work_per_mpix: float = 0.0,
         workers: int | None = None,
         sky: SyntheticSky | None = None,
+        cache_max_bytes: int | None = None,
     ) -> None:
         self.knobs0 = Knobs(
             latency=latency,
@@ -122,6 +126,7 @@ class Emulator:
         self._bind_port = int(port)
         self.port = int(port)  # the bound port once started
         self._cache_dir = cache_dir
+        self._cache_max_bytes = cache_max_bytes
         self._tmpdir: str | None = None
         self._finalizer: weakref.finalize | None = None
         self._workers = workers or min(16, (os.cpu_count() or 2) + 4)
@@ -155,7 +160,7 @@ class Emulator:
         else:
             directory = Path(self._cache_dir)
             directory.mkdir(parents=True, exist_ok=True)
-        self.cache = WholeFileCache(self.sky, directory)
+        self.cache = WholeFileCache(self.sky, directory, self._cache_max_bytes)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="ps1dask-emulator")
         sock = bind_socket(self.host, self._bind_port, backlog=512)
         self.port = sock.getsockname()[1]
@@ -171,7 +176,7 @@ class Emulator:
 
     def _make_app(self) -> web.Application:
         assert self.cache is not None and self._executor is not None
-        self.service = Service(self.sky, self.cache, self.state, self._executor)
+        self.service = Service(self.sky, self.cache, self.state, self._executor, self.host)
         return self.service.make_app()
 
     def stop(self) -> None:

@@ -29,7 +29,15 @@ class ServiceMiddleware:
         if endpoint is None:
             return await handler(request)
         state = self.state
-        flight = state.enter(request, endpoint)  # before any await
+        if request.method == "POST":
+            # The body first, with a deadline: a request counts as in flight (and against the
+            # concurrency limit) only once it has arrived, so stalled uploads cannot lock
+            # other clients out.
+            unread = await self._read_body(request)
+            if unread is not None:
+                return await self._transmit(request, unread, None, state.knobs)
+        flight = state.enter(request, endpoint)  # before any further await
+        reply: Reply | None = None
         try:
             knobs = state.knobs
             if flight.refused:
@@ -74,7 +82,8 @@ class ServiceMiddleware:
             assert working is not None
             reply = await working
             if fault == "truncate":
-                if reply.size < 2 or request.method == "HEAD":
+                size = reply.size
+                if (size is not None and size < 2) or request.method == "HEAD":
                     fault = "reset"  # nothing to cut short: reset instead
                     state.metrics.fault(fault)
                     reset_connection(request)
@@ -82,7 +91,30 @@ class ServiceMiddleware:
                 state.metrics.fault(fault)
             return await self._transmit(request, reply, fault, knobs)
         finally:
+            if reply is not None:
+                reply.close()
             state.leave(flight)
+
+    async def _read_body(self, request: web.Request) -> Reply | None:
+        """Read and parse a POST body within ``body_timeout``; an error answer if it fails.
+
+        aiohttp keeps the parsed form, so the handler's ``request.post()`` reuses it.
+        """
+        timeout = self.state.knobs.body_timeout
+        try:
+            await asyncio.wait_for(request.post(), timeout)
+        except TimeoutError:
+            reply = error_reply(408, f"the request body did not arrive within {timeout:g} s")
+        except web.HTTPRequestEntityTooLarge as exc:
+            reply = error_reply(413, exc.text or "request body too large")
+        except web.HTTPException as exc:
+            reply = error_reply(exc.status, exc.text or exc.reason)
+        except (ValueError, UnicodeDecodeError, AssertionError) as err:
+            reply = error_reply(400, f"unreadable request body: {err}")
+        else:
+            return None
+        reply.close_connection = True  # the rest of the body must not read as a request
+        return reply
 
     async def _reply(self, request: web.Request, handler: Callable) -> Reply:
         try:
@@ -112,13 +144,21 @@ class ServiceMiddleware:
         metrics.status(reply.status)
         resp = web.StreamResponse(status=reply.status, headers=reply.headers)
         total = reply.size
-        resp.content_length = total
+        if total is None:
+            resp.enable_chunked_encoding()
+        else:
+            resp.content_length = total
+        if reply.close_connection:
+            resp.force_close()
         try:
             await resp.prepare(request)
             if request.method == "HEAD":
                 await resp.write_eof()
                 return resp
-            limit = total // 2 if fault == "truncate" else total
+            limit = None
+            if fault == "truncate":
+                # half the body; a stream of unknown size is cut in its first chunk
+                limit = total // 2 if total is not None else 1
             bandwidth = knobs.bandwidth
             chunk = 256 * 1024
             if bandwidth:
@@ -126,7 +166,7 @@ class ServiceMiddleware:
             loop = asyncio.get_running_loop()
             t0 = loop.time()
             sent = 0
-            for piece in reply.pieces(limit, chunk):
+            async for piece in reply.pieces(limit, chunk):
                 await resp.write(piece)
                 sent += len(piece)
                 metrics.add("bytes_sent", len(piece))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from ps1dask.emulator.replies import HTTPFailure
 from ps1dask.exceptions import InvalidParameterError
@@ -119,7 +121,36 @@ def degrees_of(ra_text: str, dec_text: str, where: str) -> tuple[float, float]:
 
 
 def loads_json(text: str) -> Any:
+    """A JSON request body (empty means ``{}``); anything unparsable, too deeply nested or
+    with absurd numbers is an :class:`InvalidParameterError` (a 400, never a 500)."""
     try:
         return json.loads(text) if text.strip() else {}
     except json.JSONDecodeError as err:
         raise InvalidParameterError(f"request body is not JSON: {err}") from None
+    except (RecursionError, ValueError) as err:  # nesting depth, integer digit limit
+        raise InvalidParameterError(f"request body is not usable JSON: {err}") from None
+
+
+def is_local_control_request(request_host: str, origin: str | None, bind_host: str) -> bool:
+    """True if a state-changing ``/_emulator/*`` request may come from this client.
+
+    The ``Host`` header must name the emulator by a loopback name, an IP address or the host
+    it was bound to (a web page cannot make a browser send those for its own domain, which
+    defeats DNS rebinding); an ``Origin`` header, when a browser sends one, must be the
+    emulator's own, so no other page can reconfigure it.
+    """
+    try:
+        hostname = urlsplit("//" + request_host).hostname
+    except ValueError:
+        return False
+    if not hostname:
+        return False
+    allowed = {"localhost", "127.0.0.1", "::1", bind_host.strip("[]").lower()}
+    if hostname.lower() not in allowed:
+        try:
+            ipaddress.ip_address(hostname)
+        except ValueError:
+            return False
+    if origin is not None:
+        return origin.strip().lower() == f"http://{request_host}".lower()
+    return True

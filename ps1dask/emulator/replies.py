@@ -11,10 +11,10 @@ import json
 import math
 import socket
 import struct
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 from aiohttp import web
@@ -31,35 +31,65 @@ class HTTPFailure(Exception):
 
 @dataclass
 class Reply:
-    """A service answer, sent by the middleware (throttled, maybe truncated)."""
+    """A service answer, sent by the middleware (throttled, maybe truncated).
+
+    The body is ``body`` bytes, ``length`` bytes of an open ``file`` from ``offset`` (the
+    reply owns the file and :meth:`close` closes it), or a ``stream`` of chunks of unknown
+    total size (sent with chunked transfer encoding, so a large answer never sits in memory).
+    ``close_connection`` ends the connection after the answer (e.g. a body never read);
+    ``head_only`` answers a HEAD: ``length`` announced, nothing sent.
+    """
 
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
     body: bytes = b""
-    file: Path | None = None
+    file: BinaryIO | None = None
     offset: int = 0
     length: int = 0
+    stream: AsyncIterator[bytes] | None = None
+    close_connection: bool = False
+    #: an answer to HEAD: ``length`` bytes announced, none sent
+    head_only: bool = False
 
     @property
-    def size(self) -> int:
-        return self.length if self.file is not None else len(self.body)
+    def size(self) -> int | None:
+        """Body size in bytes; None for a stream."""
+        if self.stream is not None:
+            return None
+        return self.length if self.file is not None or self.head_only else len(self.body)
 
-    def pieces(self, limit: int, chunk: int) -> Iterator[bytes]:
-        """The first ``limit`` body bytes in chunks."""
+    async def pieces(self, limit: int | None, chunk: int) -> AsyncIterator[bytes]:
+        """The body in chunks: the first ``limit`` bytes (None: all of it)."""
+        if self.stream is not None:
+            async for piece in self.stream:
+                if limit is not None:
+                    if limit <= 0:
+                        return
+                    piece = piece[:limit]
+                    limit -= len(piece)
+                if piece:
+                    yield piece
+            return
+        left = self.size if limit is None else min(limit, self.size or 0)
+        if self.head_only:
+            return
         if self.file is None:
-            view = memoryview(self.body)[:limit]
+            view = memoryview(self.body)[:left]
             for start in range(0, len(view), chunk):
                 yield bytes(view[start : start + chunk])
             return
-        with open(self.file, "rb") as fh:
-            fh.seek(self.offset)
-            left = min(limit, self.length)
-            while left > 0:
-                data = fh.read(min(chunk, left))
-                if not data:
-                    return
-                left -= len(data)
-                yield data
+        self.file.seek(self.offset)
+        while left and left > 0:
+            data = self.file.read(min(chunk, left))
+            if not data:
+                return
+            left -= len(data)
+            yield data
+
+    def close(self) -> None:
+        """Release the open file, if any (the middleware calls this once sent)."""
+        if self.file is not None:
+            self.file.close()
 
 
 def text_reply(

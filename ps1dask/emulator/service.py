@@ -8,10 +8,9 @@ import functools
 import hashlib
 import io
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import numpy as np
 from aiohttp import web
@@ -37,6 +36,7 @@ from ps1dask.emulator.params import (
     bool_param,
     degrees_of,
     float_param,
+    is_local_control_request,
     limits_param,
     loads_json,
     param_values,
@@ -65,6 +65,14 @@ T = TypeVar("T")
 UNSYNTHESISED_TYPES = frozenset({"stack.psf", "stack.mdc", "stack.cmf", "warp.cmf", "warp.mdc"})
 SEPARATORS = {"": " ", "space": " ", " ": " ", "comma": ",", ",": ",", "tab": "\t", "\t": "\t"}
 DEFAULT_CUTOUT_SIZE = 240
+#: Largest request body (bytes): a position file of MAX_POSITIONS_PER_REQUEST lines is far less.
+MAX_BODY_BYTES = 1024**2
+#: Most ``ra dec`` lines one POSTed position file may hold (ps1dask's client sends 5000).
+MAX_POSITIONS_PER_REQUEST = 10_000
+#: Most rows one ``ps1filenames.py`` answer may have (about 200 bytes each).
+MAX_LISTING_ROWS = 1_000_000
+#: Listing answers are made and sent in chunks of about this many bytes.
+LISTING_CHUNK_BYTES = 64 * 1024
 
 
 class Service:
@@ -76,8 +84,10 @@ class Service:
         cache: WholeFileCache,
         state: ServiceState,
         executor: ThreadPoolExecutor,
+        bind_host: str = "127.0.0.1",
     ) -> None:
         self.sky = sky
+        self.bind_host = bind_host
         self.cache = cache
         self.state = state
         self.executor = executor
@@ -128,11 +138,30 @@ class Service:
                 file_text = raw.file.read().decode("utf-8", errors="replace")
             else:
                 file_text = str(raw)
-        text = await self.run(self.listing_text, params, file_text)
-        return text_reply(text)
+        # Everything that can fail is checked before the first byte; the rows are then made
+        # and sent a chunk at a time, so a long answer never sits in memory.
+        rows = await self.run(self.listing_rows, params, file_text)
+        return Reply(200, {"Content-Type": "text/plain; charset=utf-8"}, stream=self._chunks(rows))
+
+    async def _chunks(self, pieces: Iterator[bytes]) -> AsyncIterator[bytes]:
+        """The items of a blocking iterator, each made in the thread pool."""
+        while True:
+            piece = await self.run(next, pieces, None)
+            if piece is None:
+                return
+            yield piece
 
     def listing_text(self, params: Mapping[str, Any], file_text: str | None) -> str:
-        """The ``ps1filenames.py`` answer (runs in the thread pool)."""
+        """The whole ``ps1filenames.py`` answer as text (for small answers and tests)."""
+        return b"".join(self.listing_rows(params, file_text)).decode("utf-8")
+
+    def listing_rows(self, params: Mapping[str, Any], file_text: str | None) -> Iterator[bytes]:
+        """The ``ps1filenames.py`` answer as chunks of lines (runs in the thread pool).
+
+        Checks every parameter and the answer's size first (at most
+        :data:`MAX_POSITIONS_PER_REQUEST` positions and :data:`MAX_LISTING_ROWS` rows), so the
+        errors come before any row; the rows themselves are made as the chunks are consumed.
+        """
         sep_name = str(params.get("sep", "") or "")
         if sep_name.lower() in SEPARATORS:
             sep = SEPARATORS[sep_name.lower()]
@@ -149,57 +178,85 @@ class Service:
         real = [t for t in wanted if t not in UNSYNTHESISED_TYPES]
         types = parse_types(real) if real else ()
 
-        lines = [sep.join(LISTING_COLUMNS)]
-
-        def emit(sid: SkycellId, ra_s: str, dec_s: str) -> None:
-            if not types or not self.sky.has_data(sid):
-                return
-            head = sep.join((str(sid.projcell), str(sid.subcell), ra_s, dec_s))
-            for ref in self._images(sid, filters, types):
-                mjd = "0.0" if ref.mjd is None else repr(float(ref.mjd))
-                filename = ref.filename
-                lines.append(
-                    sep.join(
-                        (
-                            head,
-                            ref.band,
-                            mjd,
-                            ref.image_type,
-                            filename,
-                            filename.rsplit("/", 1)[-1],
-                            "0",
-                        )
-                    )
-                )
-
+        # (skycell, ra text, dec text) of every position that has images, in input order
+        cells: list[tuple[SkycellId, str, str]] = []
         skycell = str(params.get("skycell") or "").strip()
         if skycell:
             sid = SkycellId.parse(skycell)  # InvalidSkycellError -> 400
             ra, dec = skycell_center(sid)
-            emit(sid, repr(ra), repr(dec))
-            return "\n".join(lines) + "\n"
-
-        if file_text is not None:
-            lines_in = parse_position_lines(file_text)
-            texts = [(r, d) for _, r, d in lines_in]
-            where = [f"line {n} of the position file" for n, _, _ in lines_in]
-        elif params.get("ra") not in (None, "") and params.get("dec") not in (None, ""):
-            texts = [(str(params["ra"]).strip(), str(params["dec"]).strip())]
-            where = ["ra/dec"]
+            cells.append((sid, repr(ra), repr(dec)))
         else:
-            raise InvalidParameterError(
-                "give ra and dec (degrees), skycell=PPPP.SSS, or POST a 'file' of 'ra dec' lines"
+            if file_text is not None:
+                lines_in = parse_position_lines(file_text)
+                if len(lines_in) > MAX_POSITIONS_PER_REQUEST:
+                    raise HTTPFailure(
+                        413,
+                        f"the position file has {len(lines_in)} positions; one request takes "
+                        f"at most {MAX_POSITIONS_PER_REQUEST}: split it",
+                    )
+                texts = [(r, d) for _, r, d in lines_in]
+                where = [f"line {n} of the position file" for n, _, _ in lines_in]
+            elif params.get("ra") not in (None, "") and params.get("dec") not in (None, ""):
+                texts = [(str(params["ra"]).strip(), str(params["dec"]).strip())]
+                where = ["ra/dec"]
+            else:
+                raise InvalidParameterError(
+                    "give ra and dec (degrees), skycell=PPPP.SSS, or POST a 'file' of "
+                    "'ra dec' lines"
+                )
+            coords = [degrees_of(r, d, w) for (r, d), w in zip(texts, where)]
+            if coords:
+                located = locate([c[0] for c in coords], [c[1] for c in coords])
+                for (ra, dec), projcell, subcell, inside in zip(
+                    coords, located["projcell"], located["subcell"], located["in_footprint"]
+                ):
+                    if inside:
+                        cells.append((SkycellId(int(projcell), int(subcell)), repr(ra), repr(dec)))
+        if types:
+            cells = [c for c in cells if self.sky.has_data(c[0])]
+        else:
+            cells = []
+        n_rows = sum(len(self._images(c[0], filters, types)) for c in cells)
+        if n_rows > MAX_LISTING_ROWS:
+            raise HTTPFailure(
+                413,
+                f"the answer would have {n_rows} rows; one request lists at most "
+                f"{MAX_LISTING_ROWS}: ask for fewer positions, filters or types",
             )
-        coords = [degrees_of(r, d, w) for (r, d), w in zip(texts, where)]
-        if not coords:
-            return "\n".join(lines) + "\n"
-        located = locate([c[0] for c in coords], [c[1] for c in coords])
-        for (ra, dec), projcell, subcell, inside in zip(
-            coords, located["projcell"], located["subcell"], located["in_footprint"]
-        ):
-            if inside:
-                emit(SkycellId(int(projcell), int(subcell)), repr(ra), repr(dec))
-        return "\n".join(lines) + "\n"
+        return self._listing_chunks(sep, filters, types, cells)
+
+    def _listing_chunks(
+        self,
+        sep: str,
+        filters: str,
+        types: tuple[str, ...],
+        cells: list[tuple[SkycellId, str, str]],
+    ) -> Iterator[bytes]:
+        lines = [sep.join(LISTING_COLUMNS)]
+        size = 0
+        for sid, ra_s, dec_s in cells:
+            head = sep.join((str(sid.projcell), str(sid.subcell), ra_s, dec_s))
+            for ref in self._images(sid, filters, types):
+                mjd = "0.0" if ref.mjd is None else repr(float(ref.mjd))
+                filename = ref.filename
+                line = sep.join(
+                    (
+                        head,
+                        ref.band,
+                        mjd,
+                        ref.image_type,
+                        filename,
+                        filename.rsplit("/", 1)[-1],
+                        "0",
+                    )
+                )
+                lines.append(line)
+                size += len(line)
+                if size >= LISTING_CHUNK_BYTES:
+                    yield ("\n".join(lines) + "\n").encode("utf-8")
+                    lines, size = [], 0
+        if lines:
+            yield ("\n".join(lines) + "\n").encode("utf-8")
 
     # ----- fitscut.cgi ---------------------------------------------------------------------
 
@@ -309,8 +366,23 @@ class Service:
         info = request.match_info
         name = f"/rings.v3.skycell/{info['projcell']}/{info['subcell']}/{info['name']}"
         ref = await self.run(self.lookup, name)  # parses the name: never a raw path join
-        path = Path(await self.run(self.cache.path, ref))
-        size = path.stat().st_size
+        fh = None
+        size = self.cache.known_size(ref) if request.method == "HEAD" else None
+        if size is None:  # a GET, or a HEAD of a file never rendered: its size needs it
+            fh, size = await self.run(self.cache.open, ref)
+        try:
+            return self._file_reply(request, ref, fh, size)
+        except BaseException:
+            if fh is not None:
+                fh.close()
+            raise
+
+    def _file_reply(
+        self, request: web.Request, ref: ImageRef, fh: BinaryIO | None, size: int
+    ) -> Reply:
+        if fh is not None and request.method == "HEAD":
+            fh.close()
+            fh = None
         etag = hashlib.sha1(
             f"{getattr(self.sky, 'seed', 0)}:{ref.filename}:{size}".encode()
         ).hexdigest()[:20]
@@ -320,15 +392,24 @@ class Service:
             "ETag": f'"{etag}"',
             "Last-Modified": "Mon, 28 Jan 2019 00:00:00 GMT",  # the DR2 release date
         }
+        start, end = 0, size - 1
+        status = 200
         spec = request.headers.get("Range")
         if spec is not None:
             self.state.metrics.add("range_requests")
-            byte_range = parse_byte_range(spec, size)
+            byte_range = parse_byte_range(spec, size)  # HTTPFailure 416 if unsatisfiable
             if byte_range is not None:
                 start, end = byte_range
                 headers["Content-Range"] = f"bytes {start}-{end}/{size}"
-                return Reply(206, headers, file=path, offset=start, length=end - start + 1)
-        return Reply(200, headers, file=path, offset=0, length=size)
+                status = 206
+        return Reply(
+            status,
+            headers,
+            file=fh,
+            offset=start,
+            length=end - start + 1,
+            head_only=fh is None,
+        )
 
     # ----- ps1cutouts and the index ----------------------------------------------------------
 
@@ -374,11 +455,31 @@ class Service:
         return json_response(self.state.metrics.snapshot())
 
     async def metrics_reset(self, request: web.Request) -> web.Response:
+        refused = self._refuse_control(request, needs_json=False)
+        if refused is not None:
+            return refused
         self.state.metrics.reset()
         return json_response(self.state.metrics.snapshot())
 
+    def _refuse_control(self, request: web.Request, needs_json: bool) -> web.Response | None:
+        """An error answer unless this state-changing request is the local user's own."""
+        if not is_local_control_request(
+            request.host, request.headers.get("Origin"), self.bind_host
+        ):
+            return json_response(
+                {"error": "refused: emulator settings change only from its own host"}, 403
+            )
+        if needs_json and request.content_type != "application/json":
+            return json_response(
+                {"error": "POST the settings as Content-Type: application/json"}, 415
+            )
+        return None
+
     async def config(self, request: web.Request) -> web.Response:
         if request.method == "POST":
+            refused = self._refuse_control(request, needs_json=True)
+            if refused is not None:
+                return refused
             try:
                 changes = loads_json(await request.text())
                 if not isinstance(changes, dict):
@@ -418,7 +519,7 @@ class Service:
 
     def make_app(self) -> web.Application:
         app = web.Application(
-            middlewares=[ServiceMiddleware(self.state).middleware], client_max_size=256 * 1024**2
+            middlewares=[ServiceMiddleware(self.state).middleware], client_max_size=MAX_BODY_BYTES
         )
         svc = self._service
         app.router.add_route("GET", LIST_PATH, svc(self.filenames))
