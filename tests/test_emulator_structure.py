@@ -82,3 +82,31 @@ def test_importing_the_emulator_installs_no_warnings_filter() -> None:
         [sys.executable, "-c", code], check=False, capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+#: What the emulator may import from the package: itself, the tessellation (checked against
+#: real service answers) and plain infrastructure. Never the client's conventions or
+#: imaging: the emulator is an independent implementation of the service's rules.
+ALLOWED_PACKAGE_IMPORTS = (
+    "ps1dask.emulator",
+    "ps1dask.tessellation",
+    "ps1dask.exceptions",
+    "ps1dask.wire",
+    "ps1dask.background_server",
+)
+
+
+def test_emulator_does_not_import_the_clients_conventions_or_imaging() -> None:
+    seen: dict[str, set[str]] = {}
+    for name, path in _emulator_modules().items():
+        for module in _imported_modules(path):
+            if module == "ps1dask" or module.startswith("ps1dask."):
+                seen.setdefault(module, set()).add(name)
+    assert "ps1dask.tessellation" in seen  # the walk sees the package imports
+    forbidden = {
+        module: sorted(users)
+        for module, users in seen.items()
+        if not any(module == ok or module.startswith(ok + ".") for ok in ALLOWED_PACKAGE_IMPORTS)
+    }
+    assert forbidden == {}
+    assert not any(m.startswith(("ps1dask.conventions", "ps1dask.imaging")) for m in seen)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ps1dask.conventions import asinh_encode_flux, stack_zeropoint, warp_zeropoint
+from ps1dask.emulator.service_rules import asinh_value, stack_zero_point, warp_zero_point
 from ps1dask.emulator.survey import (
     BAND_INDEX,
     FPA_ZP_NOMINAL,
@@ -100,7 +100,7 @@ def stack_model(seed: int, projcell: int, band: str) -> StackModel:
     n = len(exposures)
     times = tuple(e.epoch.exptime for e in exposures)
     total = float(sum(times))
-    zp = stack_zeropoint(total)
+    zp = stack_zero_point(total)
     rng = np.random.Generator(
         np.random.PCG64(hash_ints(seed, TAG_STACK, projcell, BAND_INDEX[band]))
     )
@@ -114,12 +114,12 @@ def stack_model(seed: int, projcell: int, band: str) -> StackModel:
     boffset = _r12(0.5 + 3.5 * float(u[1]))
     k = _poisson_k(band)
     flux_sat = SATURATION_COUNTS * k * n
-    v_lo = float(asinh_encode_flux(boffset - 40.0 * bsoften, bsoften, boffset))
-    v_hi = float(asinh_encode_flux(boffset + 1.05 * flux_sat, bsoften, boffset))
+    v_lo = float(asinh_value(boffset - 40.0 * bsoften, bsoften, boffset))
+    v_hi = float(asinh_value(boffset + 1.05 * flux_sat, bsoften, boffset))
     bzero, bscale = _scale_for(v_lo, v_hi)
     wt_bsoften, wt_boffset = _r12(sigma_full**2), 0.0
     var_max = sigma_full**2 * n + k * 1.05 * flux_sat
-    wt_bzero, wt_bscale = _scale_for(0.0, float(asinh_encode_flux(var_max, wt_bsoften, wt_boffset)))
+    wt_bzero, wt_bscale = _scale_for(0.0, float(asinh_value(var_max, wt_bsoften, wt_boffset)))
     weights = []
     for e in exposures:
         rel = (
@@ -179,7 +179,7 @@ class WarpModel:
 def _warp_sky_sigma(band: str) -> float:
     """Per-pixel sky noise (counts) giving the nominal warp depth at median seeing."""
     t = WARP_EXPTIME[band]
-    zp = warp_zeropoint(FPA_ZP_NOMINAL[band], t)
+    zp = warp_zero_point(FPA_ZP_NOMINAL[band], t)
     f5 = 10.0 ** (0.4 * (zp - WARP_DEPTH[band]))
     return f5 / (5.0 * math.sqrt(4.0 * math.pi) * _sigma_px(SEEING_MEDIAN[band]))
 
@@ -198,7 +198,7 @@ def warp_model(seed: int, exposure: Exposure) -> WarpModel:
     wt_bzero, wt_bscale = _scale_for(0.0, sig_sky**2 + 1.05 * SATURATION_COUNTS)
     return WarpModel(
         exposure=exposure,
-        zeropoint=warp_zeropoint(ep.fpa_zp, ep.exptime),
+        zeropoint=warp_zero_point(ep.fpa_zp, ep.exptime),
         sigma_psf=_sigma_px(ep.seeing_fwhm_arcsec),
         sigma_sky=sig_sky,
         sky=float(sky),

@@ -34,15 +34,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.special import erf
 
-from ps1dask.conventions import (
-    MaskBit,
-    abmag_to_flux,
-    asinh_encode_flux,
-    quantize_to_disk,
-)
 from ps1dask.emulator.coverage import Span, stack_coverage, warp_coverage
 from ps1dask.emulator.image_models import StackModel, WarpModel, stack_model, warp_model
 from ps1dask.emulator.noise import gauss_grid
+from ps1dask.emulator.service_rules import MASK_BITS, asinh_value, counts_of_magnitude, to_disk
 from ps1dask.emulator.stars import C_MAG, star_mags_at, stars_for_global_box
 from ps1dask.emulator.survey import (
     BAND_INDEX,
@@ -62,6 +57,8 @@ _FloatArray = npt.NDArray[np.float64]
 _BoolArray = npt.NDArray[np.bool_]
 
 BLANK = -32768
+_BLANK_BIT, _SAT_BIT = MASK_BITS["BLANK"], MASK_BITS["SAT"]
+_FLAT_BIT, _CR_BIT = MASK_BITS["FLAT"], MASK_BITS["CR"]
 _FWHM_PER_SIGMA = 2.0 * math.sqrt(2.0 * math.log(2.0))
 _PIXEL_ARCSEC = PIXEL_SCALE_DEG * 3600.0
 _PSF_TRUNCATION_SIGMA = 5.0
@@ -128,7 +125,7 @@ def _star_field(
         mags = table[:, C_MAG + BAND_INDEX[band]]
     else:
         mags = star_mags_at(table, band, mjd_utc)
-    flux = abmag_to_flux(mags, zeropoint)
+    flux = counts_of_magnitude(mags, zeropoint)
     px = _profiles(gx, ic, sigma, half)
     py = _profiles(gy, jc, sigma, half)
     return _StarField(ic, jc, half, py * flux[:, None], px)
@@ -236,10 +233,10 @@ def _render_stack_block(job: _Job, X: _IntArray, Y: _IntArray) -> npt.NDArray[np
     ones = (1.0,) * len(exposures)
     if kind == "stack.exp":
         (exp,) = stack_coverage(exposures, _span(X), _span(Y), (m.exp_times,))
-        return quantize_to_disk(exp, m.exp_bzero, m.exp_bscale)
+        return to_disk(exp, m.exp_bzero, m.exp_bscale)
     if kind == "stack.expwt":
         (expwt,) = stack_coverage(exposures, _span(X), _span(Y), (m.exp_weights,))
-        return quantize_to_disk(expwt, m.expwt_bzero, m.expwt_bscale)
+        return to_disk(expwt, m.expwt_bzero, m.expwt_bscale)
     (n_local,) = stack_coverage(exposures, _span(X), _span(Y), (ones,))
     count = n_local.astype(np.intp)  # exact small integers
     if kind == "stack.num":
@@ -247,8 +244,8 @@ def _render_stack_block(job: _Job, X: _IntArray, Y: _IntArray) -> npt.NDArray[np
     assert job.stars is not None
     stars = _paint(job.stars, int(X[0]), int(Y[0]), (Y.size, X.size))
     if kind == "stack.mask":
-        mask = np.where(count == 0, np.int16(MaskBit.BLANK), np.int16(0))
-        mask |= np.where(stars > m.flux_sat, np.int16(MaskBit.SAT), np.int16(0))
+        mask = np.where(count == 0, np.int16(_BLANK_BIT), np.int16(0))
+        mask |= np.where(stars > m.flux_sat, np.int16(_SAT_BIT), np.int16(0))
         return mask
     # variance: the sources' photon noise plus the sky noise of the exposures covering the
     # pixel (NaN where none does)
@@ -256,14 +253,14 @@ def _render_stack_block(job: _Job, X: _IntArray, Y: _IntArray) -> npt.NDArray[np
     var *= m.poisson_k
     var += np.take(_sky_variance_by_count(m), count)
     if kind == "stack.wt":
-        v = asinh_encode_flux(var, m.wt_bsoften, m.wt_boffset)
-        return quantize_to_disk(v, m.wt_bzero, m.wt_bscale)
+        v = asinh_value(var, m.wt_bsoften, m.wt_boffset)
+        return to_disk(v, m.wt_bzero, m.wt_bscale)
     noise = np.sqrt(var, out=var)
     noise *= gauss_grid(m.noise_key, X, Y)
     flux = m.boffset + stars
     flux += noise
-    v = asinh_encode_flux(flux, m.bsoften, m.boffset)
-    return quantize_to_disk(v, m.bzero, m.bscale)
+    v = asinh_value(flux, m.bsoften, m.boffset)
+    return to_disk(v, m.bzero, m.bscale)
 
 
 def _render_warp_block(job: _Job, X: _IntArray, Y: _IntArray) -> npt.NDArray[np.int16]:
@@ -279,20 +276,20 @@ def _render_warp_block(job: _Job, X: _IntArray, Y: _IntArray) -> npt.NDArray[np.
     sat = model > SATURATION_COUNTS
     crs = _cosmic_rays(m.cr_key, X0, X1, Y0, Y1)
     if kind == "warp.mask":
-        mask = np.where(cov, np.int16(0), np.int16(MaskBit.BLANK))
+        mask = np.where(cov, np.int16(0), np.int16(_BLANK_BIT))
         for rows, cols, part in dead:
-            mask[rows, cols] |= np.where(part, np.int16(MaskBit.FLAT), np.int16(0))
-        mask |= np.where(sat & cov, np.int16(MaskBit.SAT), np.int16(0))
+            mask[rows, cols] |= np.where(part, np.int16(_FLAT_BIT), np.int16(0))
+        mask |= np.where(sat & cov, np.int16(_SAT_BIT), np.int16(0))
         for cr_x, cr_y, _ in crs:
             r, c = cr_y - Y0, cr_x - X0
-            mask[r, c] |= np.where(cov[r, c], np.int16(MaskBit.CR), np.int16(0))
+            mask[r, c] |= np.where(cov[r, c], np.int16(_CR_BIT), np.int16(0))
         return mask
     # variance: sky plus the sources' photon noise (gain 1)
     var = np.maximum(stars, 0.0)
     var += m.sigma_sky**2
     if kind == "warp.wt":
         var[~cov] = np.nan
-        return quantize_to_disk(var, m.wt_bzero, m.wt_bscale)
+        return to_disk(var, m.wt_bzero, m.wt_bscale)
     noise = np.sqrt(var, out=var)
     noise *= gauss_grid(m.noise_key, X, Y)
     flux = model
@@ -302,7 +299,7 @@ def _render_warp_block(job: _Job, X: _IntArray, Y: _IntArray) -> npt.NDArray[np.
     np.minimum(flux, SATURATION_COUNTS, out=flux)
     flux[sat] = SATURATION_COUNTS
     flux[~cov] = np.nan
-    return quantize_to_disk(flux, m.bzero, m.bscale)
+    return to_disk(flux, m.bzero, m.bscale)
 
 
 # --------------------------------------------------------------------------------------

@@ -17,17 +17,6 @@ from aiohttp import web
 from astropy.io import fits
 from multidict import CIMultiDict
 
-from ps1dask.conventions import (
-    FILTERS,
-    cut,
-    cutout_box,
-    cutout_header,
-    linear_pixels,
-    parse_filters,
-    parse_size,
-    parse_types,
-    position_pixel,
-)
 from ps1dask.emulator import page
 from ps1dask.emulator.files import WholeFileCache
 from ps1dask.emulator.metrics import ServiceState
@@ -43,18 +32,28 @@ from ps1dask.emulator.params import (
     parse_byte_range,
     parse_position_lines,
 )
+from ps1dask.emulator.pictures import (
+    DEFAULT_AUTOSCALE,
+    PICTURE_FORMATS,
+    colour_picture,
+    encode_picture,
+    grey_picture,
+    picture_shape,
+)
 from ps1dask.emulator.replies import HTTPFailure, Reply, hold, json_response, text_reply
+from ps1dask.emulator.service_rules import (
+    FILTERS,
+    cut_origin,
+    cut_out,
+    fitscut_header,
+    header_pixel,
+    linear_flux,
+    parse_cutout_size,
+    parse_filters,
+    parse_types,
+)
 from ps1dask.emulator.sky import ImageRef, SyntheticSky
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.imaging import (
-    DEFAULT_AUTOSCALE,
-    IMAGE_FORMATS,
-    encode_image,
-    fitscut_grey,
-    fitscut_rgb,
-    output_shape,
-    resize_image,
-)
 from ps1dask.tessellation import SkycellId, locate, skycell_center
 from ps1dask.wire import CUTOUTS_PAGE_PATH, FILES_PREFIX, FITSCUT_PATH, LIST_PATH, LISTING_COLUMNS
 
@@ -286,8 +285,12 @@ class Service:
 
     def cut_linear(
         self, ref: Any, position: tuple[str, float, float] | None, size: tuple[int, int]
-    ) -> tuple[np.ndarray, Any, fits.Header]:
-        """Linear float32 cutout of one image, the fitscut way (thread pool)."""
+    ) -> tuple[np.ndarray, tuple[int, int], fits.Header]:
+        """Linear float32 cutout of one image, the fitscut way (thread pool).
+
+        Returns the pixels, the 0-based ``(x0, y0)`` of the cutout's first pixel, and the
+        source image header.
+        """
         header = self._header(ref)
         naxis1, naxis2 = int(header["NAXIS1"]), int(header["NAXIS2"])
         if position is None:
@@ -296,29 +299,33 @@ class Service:
             _, ra, dec = position
             if abs(dec) > 90:
                 raise InvalidParameterError(f"dec={dec} is not in -90..90")
-            xc, yc = position_pixel(header, ra, dec)
+            xc, yc = header_pixel(header, ra, dec)
         else:
             xc, yc = position[1] + 1.0, position[2] + 1.0  # 0-based pixel -> 1-based
         if not (math.isfinite(xc) and math.isfinite(yc)):
             raise InvalidParameterError(
-                f"position {position[1:]} does not project onto {ref.shortname}"
-            )  # type: ignore[index]
-        box = cutout_box(xc, yc, size)
+                f"position {position[1:]} does not project onto {ref.shortname}"  # type: ignore[index]
+            )
+        width, height = size
+        x0, y0 = cut_origin(xc, yc, width, height)
         sky = self.sky
-        pixels = cut(
-            box,
+        pixels = cut_out(
+            lambda rows, cols: linear_flux(sky.render_disk(ref, rows, cols), header),
             naxis1,
             naxis2,
-            lambda rows, cols: linear_pixels(sky.render_disk(ref, rows, cols), header),
+            x0,
+            y0,
+            width,
+            height,
         )
-        return pixels, box, header
+        return pixels, (x0, y0), header
 
     def fitscut_body(self, params: Mapping[str, Any]) -> tuple[bytes, str, int]:
         """``(body, content type, pixels cut)`` of a fitscut request (thread pool)."""
         fmt = str(params.get("format") or "jpg").strip().lower()
-        if fmt != "fits" and fmt not in IMAGE_FORMATS:
+        if fmt != "fits" and fmt not in PICTURE_FORMATS:
             raise InvalidParameterError(f"format={fmt!r}: use fits, jpg or png")
-        size = parse_size(str(params.get("size") or DEFAULT_CUTOUT_SIZE))
+        size = parse_cutout_size(str(params.get("size") or DEFAULT_CUTOUT_SIZE))
         names = {c: str(params.get(c) or "").strip() for c in ("red", "green", "blue")}
         if not names["red"]:
             raise InvalidParameterError("red= is required: a file name listed by ps1filenames.py")
@@ -330,13 +337,13 @@ class Service:
         position = self._position(params)
         refs = {c: self.lookup(n) for c, n in names.items() if n}
         if fmt == "fits":
-            pixels, box, header = self.cut_linear(refs["red"], position, size)
-            hdr = cutout_header(header, box.x0, box.y0, box.width, box.height)
+            pixels, (x0, y0), header = self.cut_linear(refs["red"], position, size)
+            hdr = fitscut_header(header, x0, y0, *size)
             buf = io.BytesIO()
             fits.PrimaryHDU(data=pixels, header=hdr).writeto(buf, output_verify="silentfix")
             return buf.getvalue(), "image/fits", pixels.size
 
-        display = {
+        display: dict[str, Any] = {
             "autoscale": float_param(params, "autoscale", DEFAULT_AUTOSCALE),
             "vmin": limits_param(params, "min", colour),
             "vmax": limits_param(params, "max", colour),
@@ -350,15 +357,14 @@ class Service:
             raise InvalidParameterError(f"output_size={output_size} is not a whole number")
         planes = {c: self.cut_linear(r, position, size)[0] for c, r in refs.items()}
         if colour:
-            image = fitscut_rgb(
-                planes.get("red"), planes.get("green"), planes.get("blue"), **display
-            )
+            channels = [planes.get("red"), planes.get("green"), planes.get("blue")]
+            image = colour_picture(channels, **display)
         else:
-            image = fitscut_grey(planes["red"], **display)
+            image = grey_picture(planes["red"], **display)
         height, width = image.shape[:2]
-        out_w, out_h = output_shape(width, height, int(output_size or 0) or None, zoom)
-        image = resize_image(image, out_w, out_h)
-        return encode_image(image, fmt), IMAGE_FORMATS[fmt][1], sum(p.size for p in planes.values())
+        out_w, out_h = picture_shape(width, height, int(output_size or 0) or None, zoom)
+        body = encode_picture(image, fmt, out_w, out_h)
+        return body, PICTURE_FORMATS[fmt][1], sum(p.size for p in planes.values())
 
     # ----- whole files ---------------------------------------------------------------------
 

@@ -43,8 +43,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
-from ps1dask.conventions import FILTERS, STACK_TYPES, WARP_TYPES, parse_filters, parse_types
 from ps1dask.emulator import headers, render
+from ps1dask.emulator.service_rules import (
+    FILTERS,
+    STACK_SUFFIXES,
+    WARP_SUFFIXES,
+    parse_filters,
+    parse_types,
+)
 from ps1dask.emulator.stars import (
     C_DEC,
     C_ID,
@@ -113,7 +119,7 @@ class SyntheticSky:
         """What ``ps1filenames.py`` lists: stacks first, then warps by filter and epoch.
 
         Filters come in the order the real service uses (g, i, r, y, z); image types of
-        each group in the canonical order of :data:`ps1dask.conventions.IMAGE_TYPES`.
+        each group in the canonical order of :data:`~ps1dask.emulator.service_rules.IMAGE_TYPES`.
         """
         sid = skycell if isinstance(skycell, SkycellId) else SkycellId.parse(skycell)
         chosen = parse_filters(bands if isinstance(bands, str) else tuple(bands))
@@ -121,8 +127,8 @@ class SyntheticSky:
         if not self.has_data(sid):
             return []
         order = [b for b in _LIST_FILTER_ORDER if b in chosen]
-        stack_types = [t for t in STACK_TYPES if t in wanted]
-        warp_types = [t for t in WARP_TYPES if t in wanted]
+        stack_types = [t for t in STACK_SUFFIXES if t in wanted]
+        warp_types = [t for t in WARP_SUFFIXES if t in wanted]
         out = [ImageRef(sid, b, t) for b in order for t in stack_types]
         if warp_types:
             for b in order:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ps1dask.conventions import FILTERS
+from ps1dask.emulator.service_rules import FILTERS
 from ps1dask.emulator.survey import (
     BAND_INDEX,
     TAG_TILE,

@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ps1dask.conventions import (
+from ps1dask.emulator.service_rules import (
     FILTERS,
     IMAGE_TYPES,
-    WARP_TYPES,
-    image_filename,
-    mid_exposure_mjd_utc,
-    parse_filename,
-    utc_to_tai_mjd,
+    file_name,
+    is_warp_type,
+    mid_exposure_utc,
+    parse_file_name,
+    utc_to_tai,
 )
 from ps1dask.exceptions import InvalidParameterError, NotFoundError
 from ps1dask.tessellation import FIRST_FOOTPRINT_PROJCELL, SkycellId
@@ -206,7 +206,7 @@ class ImageRef:
             raise InvalidParameterError(
                 f"unknown image type {self.image_type!r}; known: {sorted(IMAGE_TYPES)}"
             )
-        if self.image_type in WARP_TYPES:
+        if is_warp_type(self.image_type):
             if self.mjd is None or not math.isfinite(float(self.mjd)) or float(self.mjd) <= 0:
                 raise InvalidParameterError(f"a {self.image_type} image needs its MJD")
             object.__setattr__(self, "mjd", float(self.mjd))
@@ -217,11 +217,11 @@ class ImageRef:
 
     @property
     def is_warp(self) -> bool:
-        return self.image_type in WARP_TYPES
+        return is_warp_type(self.image_type)
 
     @property
     def filename(self) -> str:
-        return image_filename(self.skycell, self.band, self.image_type, self.mjd)
+        return file_name(self.skycell, self.band, self.image_type, self.mjd)
 
     @property
     def shortname(self) -> str:
@@ -229,7 +229,7 @@ class ImageRef:
 
     @classmethod
     def from_filename(cls, name: str) -> ImageRef:
-        parsed = parse_filename(name)
+        parsed = parse_file_name(name)
         return cls(parsed.skycell, parsed.band, parsed.image_type, parsed.mjd)
 
 
@@ -252,7 +252,7 @@ class WarpEpoch:
 
     @property
     def mjd_mid_utc(self) -> float:
-        return float(mid_exposure_mjd_utc(self.mjd_obs_tai, self.exptime)[0])
+        return mid_exposure_utc(self.mjd_obs_tai, self.exptime)
 
 
 @dataclass(frozen=True)
@@ -412,8 +412,8 @@ def projcell_exposures(seed: int, projcell: int, band: str) -> tuple[Exposure, .
             )
     records.sort(key=lambda r: r["t_utc"])
     t_utc = np.array([r["t_utc"] for r in records])
-    t_tai = np.round(utc_to_tai_mjd(t_utc), 8)
-    t_mid = mid_exposure_mjd_utc(t_tai, exptime)
+    t_tai = np.round(np.array([utc_to_tai(float(t)) for t in t_utc]), 8)
+    t_mid = [mid_exposure_utc(float(t), exptime) for t in t_tai]
     out = []
     seq_per_night: dict[int, int] = {}
     for i, rec in enumerate(records):
