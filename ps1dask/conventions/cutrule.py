@@ -116,7 +116,7 @@ def position_pixel(
 
     Uses the header's CRVAL, CRPIX and scale (its single-precision CDELT differs from the
     exact 0.25 arcsec of the tessellation by 2.4e-8, up to 1e-3 px), with the same
-    arithmetic for the emulator and every strategy, so all of them cut the same box.
+    arithmetic for every strategy, so all of them cut the same box as the service.
     Scalars in give floats out; arrays give arrays.
     """
     scale = _pixel_scale(header)

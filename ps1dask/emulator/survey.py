@@ -150,7 +150,7 @@ class ProjcellFrame:
         """Sky to global (fractional) pixel coordinates, pixel centres at integers.
 
         Uses the scale the headers write (CDELT = HEADER_CDELT_DEG) with the arithmetic of
-        :func:`ps1dask.conventions.position_pixel`, so a star sits exactly where its image
+        :func:`~ps1dask.emulator.service_rules.header_pixel`, so a star sits exactly where its image
         header's WCS puts it.
         """
         x, y = project(ra, dec, self.crval1, self.crval2, HEADER_CDELT_DEG)  # type: ignore[arg-type]
