@@ -149,7 +149,7 @@ class Emulator:
             raise RuntimeError("the emulator is not running; call start() or use 'with'")
         return self._url
 
-    def start(self) -> Emulator:
+    def start(self) -> Self:
         if self.running:
             return self
         if self._cache_dir is None:

@@ -196,8 +196,8 @@ def stack_coverage(
     for w in weights:
         wv = np.asarray(w, dtype=np.float64)
         table = np.zeros((row_classes.size, col_classes.size))
-        for e in range(n):
-            table += np.multiply.outer(row_bits[:, e] * wv[e], col_bits[:, e])
+        for k in range(n):
+            table += np.multiply.outer(row_bits[:, k] * wv[k], col_bits[:, k])
         total = np.take(table[row_index.reshape(-1)], col_index.reshape(-1), axis=1)
         for i, a, b in crossing:
             # outside the field of view, row by row (each row's inside is one interval)

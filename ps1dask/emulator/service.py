@@ -376,6 +376,7 @@ class Service:
         size = self.cache.known_size(ref) if request.method == "HEAD" else None
         if size is None:  # a GET, or a HEAD of a file never rendered: its size needs it
             fh, size = await self.run(self.cache.open, ref)
+        assert size is not None
         try:
             return self._file_reply(request, ref, fh, size)
         except BaseException:

@@ -170,7 +170,11 @@ def header_pixel(header: Mapping[str, Any], ra: float, dec: float) -> tuple[floa
     """
     scale = float(header["CDELT2"]) * float(header.get("PC002002", 1.0))
     x, y = project(
-        np.float64(ra), np.float64(dec), float(header["CRVAL1"]), float(header["CRVAL2"]), scale
+        np.asarray(ra, dtype=np.float64),
+        np.asarray(dec, dtype=np.float64),
+        float(header["CRVAL1"]),  # type: ignore[arg-type]
+        float(header["CRVAL2"]),  # type: ignore[arg-type]
+        scale,
     )
     return float(x) + float(header["CRPIX1"]), float(y) + float(header["CRPIX2"])
 
