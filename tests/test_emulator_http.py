@@ -33,8 +33,9 @@ from ps1dask.conventions import (
     position_pixel,
 )
 from ps1dask.emulator import Emulator
-from ps1dask.emulator.app import LISTING_COLUMNS, HTTPFailure, parse_byte_range
 from ps1dask.emulator.faults import FAULT_KINDS, FaultInjector, Knobs
+from ps1dask.emulator.params import parse_byte_range
+from ps1dask.emulator.replies import HTTPFailure
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.imaging import (
     encode_image,
@@ -48,9 +49,7 @@ from ps1dask.imaging import (
     stretch,
     to_uint8,
 )
-
-# PS1 headers' HIERARCH keywords (FPA.ZP, ...) copied into cutout headers: expected.
-pytestmark = pytest.mark.filterwarnings("ignore:Keyword name:astropy.io.fits.verify.VerifyWarning")
+from ps1dask.wire import LISTING_COLUMNS
 
 HEADER = " ".join(LISTING_COLUMNS)
 # NGC 7222 field (skycell 1405.053) and the Crab (skycell 1784.059).

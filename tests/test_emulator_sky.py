@@ -30,15 +30,9 @@ from ps1dask.conventions import (
     position_pixel,
 )
 from ps1dask.emulator.files import WholeFileCache
-from ps1dask.emulator.render import _stack_model, _warp_model
-from ps1dask.emulator.sky import (
-    ImageRef,
-    SyntheticSky,
-    WarpEpoch,
-    _projcell_exposures,
-    _projcell_frame,
-    _skycell_exposures,
-)
+from ps1dask.emulator.image_models import stack_model, warp_model
+from ps1dask.emulator.sky import ImageRef, SyntheticSky, WarpEpoch
+from ps1dask.emulator.survey import projcell_exposures, projcell_frame, skycell_exposures
 from ps1dask.exceptions import InvalidParameterError, NotFoundError
 from ps1dask.tessellation import SkycellId, locate, skycell_center, skycell_geometry_of
 
@@ -65,16 +59,16 @@ def _crossing_epoch(sky: SyntheticSky) -> tuple[SkycellId, str, int]:
 
     Searches CELL first, then the other skycells of its projection cell.
     """
-    from ps1dask.emulator.render import _footprint
+    from ps1dask.emulator.coverage import footprint
 
-    frame = _projcell_frame(CELL.projcell)
+    frame = projcell_frame(CELL.projcell)
     for sub in [CELL.subcell, *range(100)]:
         cell = SkycellId(CELL.projcell, sub)
         ox, oy = frame.offset(cell.subcell)
         xs, ys = (ox, ox + frame.naxis1), (oy, oy + frame.naxis2)
         for band in "grizy":
-            for i, e in enumerate(_skycell_exposures(sky.seed, cell, band)):
-                if _footprint(e, xs, ys)[0] == "cross":
+            for i, e in enumerate(skycell_exposures(sky.seed, cell, band)):
+                if footprint(e, xs, ys)[0] == "cross":
                     return cell, band, i
     raise AssertionError("no exposure's field edge crosses projection cell 1405")
 
@@ -144,7 +138,7 @@ def test_warp_epochs_are_realistic(
     assert np.sum((dt >= 14.9) & (dt <= 30.1)) >= (len(epochs) - 3) // 2 - 1
     # all skycells of a projection cell draw from one list of exposures
     assert {e.index for e in epochs} <= {
-        x.epoch.index for x in _projcell_exposures(sky.seed, projcell, band)
+        x.epoch.index for x in projcell_exposures(sky.seed, projcell, band)
     }
 
 
@@ -365,10 +359,10 @@ def test_overlapping_skycells_agree(sky: SyntheticSky, kind: str) -> None:
 def _clear_all_caches() -> None:
     import functools
 
-    from ps1dask.emulator import render
+    from ps1dask.emulator import coverage, headers, image_models, render, stars, survey
     from ps1dask.emulator import sky as sky_mod
 
-    for mod in (sky_mod, render):
+    for mod in (survey, stars, sky_mod, image_models, coverage, headers, render):
         for obj in vars(mod).values():
             if isinstance(obj, functools._lru_cache_wrapper):
                 obj.cache_clear()
@@ -530,7 +524,7 @@ def _aperture_mags(
 
 def test_stack_photometry_recovers_truth(sky: SyntheticSky) -> None:
     ref = ImageRef(CELL, "r", "stack")
-    model = _stack_model(sky.seed, CELL.projcell, "r")
+    model = stack_model(sky.seed, CELL.projcell, "r")
     res = _aperture_mags(sky, ref, "r", None, model.sigma_psf)
     assert len(res) >= 8
     assert np.all(np.abs(res[:, 1]) < 0.05), res
@@ -541,10 +535,10 @@ def test_warp_photometry_recovers_truth_at_its_epoch(sky: SyntheticSky) -> None:
     """Warp depth is ~21.8 (r), so a 19 mag star has ~0.03 mag of aperture noise: stars
     whose expected error (from the warp's variance image) is below 0.0125 mag must come out
     within 0.05 mag, and every 15-19 mag star within 4 expected errors."""
-    epochs = _skycell_exposures(sky.seed, CELL, "r")
+    epochs = skycell_exposures(sky.seed, CELL, "r")
     exp = min(epochs, key=lambda e: e.epoch.seeing_fwhm_arcsec)  # the sharpest warp
     ref = ImageRef(CELL, "r", "warp", exp.epoch.mjd_listed)
-    model = _warp_model(sky.seed, exp)
+    model = warp_model(sky.seed, exp)
     res = _aperture_mags(sky, ref, "r", exp.epoch.mjd_mid_utc, model.sigma_psf)
     precise = res[res[:, 2] < 0.0125]
     assert len(precise) >= 4 and len(res) >= 8
@@ -556,7 +550,7 @@ def test_warp_photometry_recovers_truth_at_its_epoch(sky: SyntheticSky) -> None:
 def test_warps_show_variables_at_their_epoch(sky: SyntheticSky) -> None:
     """The brightest strongly varying periodic star: warps follow true_mag, not the mean."""
     ra, dec = skycell_center(CELL)
-    frame = _projcell_frame(CELL.projcell)
+    frame = projcell_frame(CELL.projcell)
     cands = []
     for s in sky.sources(ra, dec, 1500.0):
         v = s["variability"]
@@ -568,7 +562,7 @@ def test_warps_show_variables_at_their_epoch(sky: SyntheticSky) -> None:
     x, y = position_pixel(header, s["ra"], s["dec"])
     assert 30 < x < NAXIS1 - 30 and 30 < y < NAXIS2 - 30, frame
     errors_true, errors_mean = [], []
-    for exp in _skycell_exposures(sky.seed, CELL, "i"):
+    for exp in skycell_exposures(sky.seed, CELL, "i"):
         ref = ImageRef(CELL, "i", "warp", exp.epoch.mjd_listed)
         h = sky.image_header(ref)
         r0, c0 = round(y - 1) - 25, round(x - 1) - 25
@@ -577,7 +571,7 @@ def test_warps_show_variables_at_their_epoch(sky: SyntheticSky) -> None:
         mask = sky.render_disk(ImageRef(CELL, "i", "warp.mask", ref.mjd), rows, cols)
         if np.isnan(lin).any() or bad_pixels(mask).any():
             continue
-        sig = _warp_model(sky.seed, exp).sigma_psf
+        sig = warp_model(sky.seed, exp).sigma_psf
         pos = (x - 1 - c0, y - 1 - r0)
         ap = CircularAperture(pos, r=4.0 * sig)
         bkg = ApertureStats(lin, CircularAnnulus(pos, r_in=6.0 * sig, r_out=8.0 * sig)).median
@@ -647,7 +641,7 @@ def test_stack_maps_follow_warp_coverage(sky: SyntheticSky) -> None:
     mask = sky.render_disk(ImageRef(CELL, band, "stack.mask"), rows, cols)
     np.testing.assert_array_equal(stack == -32768, n_cov == 0)
     np.testing.assert_array_equal((mask & MaskBit.BLANK) != 0, n_cov == 0)
-    assert n_cov.max() <= len(_projcell_exposures(sky.seed, CELL.projcell, band))
+    assert n_cov.max() <= len(projcell_exposures(sky.seed, CELL.projcell, band))
 
 
 def test_saturated_cores_are_flagged(sky: SyntheticSky) -> None:

@@ -1,6 +1,8 @@
 """PS1 conventions as pure functions (no I/O): flux scaling, headers, cut rule, names, zero points.
 
-The emulator and every fetch strategy call these, so all of them agree to the bit.
+Every fetch strategy calls these, so all of them agree to the bit. The emulator has its
+own implementation of the service's rules (:mod:`ps1dask.emulator.service_rules`), an
+independent witness the end-to-end tests hold these against.
 """
 
 from ps1dask.conventions.cutrule import (
@@ -9,6 +11,7 @@ from ps1dask.conventions.cutrule import (
     cut,
     cut_array,
     cutout_box,
+    cutout_origin,
     header_wcs,
     parse_size,
     position_pixel,
@@ -66,6 +69,7 @@ __all__ = [
     "cut_array",
     "cutout_box",
     "cutout_header",
+    "cutout_origin",
     "disk_to_true",
     "flux_to_abmag",
     "header_wcs",

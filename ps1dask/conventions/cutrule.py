@@ -142,13 +142,25 @@ class CutoutBox:
         )
 
 
+def cutout_origin(
+    xc: npt.ArrayLike, yc: npt.ArrayLike, width: int, height: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    """0-based ``(x0, y0)`` of the first pixel of the ``width x height`` box fitscut cuts
+    around 1-based FITS pixel(s) ``(xc, yc)``: ``x0 = floor(xc - 1 - width//2 + 0.5)``.
+
+    THE cut rule: :func:`cutout_box` and the planner's vectorised boxes both call it.
+    """
+    x0 = np.floor(np.asarray(xc, dtype=np.float64) - 1 - width // 2 + 0.5).astype(np.int64)
+    y0 = np.floor(np.asarray(yc, dtype=np.float64) - 1 - height // 2 + 0.5).astype(np.int64)
+    return x0, y0
+
+
 def cutout_box(xc: float, yc: float, size: int | str | tuple[int, int]) -> CutoutBox:
     """The box fitscut cuts around 1-based FITS pixel (xc, yc)."""
     width, height = parse_size(size)
     if not (math.isfinite(xc) and math.isfinite(yc)):
         raise InvalidParameterError(f"cutout centre ({xc}, {yc}) is not finite")
-    x0 = math.floor(xc - 1 - width // 2 + 0.5)
-    y0 = math.floor(yc - 1 - height // 2 + 0.5)
+    x0, y0 = cutout_origin(xc, yc, width, height)
     return CutoutBox(int(x0), int(y0), width, height)
 
 
@@ -187,7 +199,7 @@ def position_pixel(
 
     Uses the header's CRVAL, CRPIX and scale (its single-precision CDELT differs from the
     exact 0.25 arcsec of the tessellation by 2.4e-8, up to 1e-3 px), with the same
-    arithmetic for the emulator and every strategy, so all of them cut the same box.
+    arithmetic for every strategy, so all of them cut the same box as the service.
     Scalars in give floats out; arrays give arrays.
     """
     scale = _pixel_scale(header)

@@ -1,9 +1,9 @@
-"""Pixel values of PS1 FITS files to linear flux (and back, for the emulator).
+"""Pixel values of PS1 FITS files to linear flux (and back).
 
 Whole stack files hold 16-bit integers ``j`` with ``v = BZERO + BSCALE * j`` an asinh
 ("luptitude"-like) value; the linear flux is ``BOFFSET + BSOFTEN * (exp(v/a) - exp(-v/a))``
 with ``a = 2.5 / ln 10``. Warps (and cutouts) are linear. Every fetch strategy and the
-emulator go through :func:`linear_pixels`, so they agree to the bit.
+strategy goes through :func:`linear_pixels`, so they agree to the bit.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ def _linear_table(
 def quantize_to_disk(
     true: npt.ArrayLike, bzero: float, bscale: float, blank: int = -32768
 ) -> npt.NDArray[np.int16]:
-    """Store float values as int16 with BZERO/BSCALE (NaN -> BLANK); the emulator's writer."""
+    """Store float values as int16 with BZERO/BSCALE (NaN -> BLANK), as PS1 files do."""
     arr = np.asarray(true, dtype=np.float64)
     j = np.rint((arr - bzero) / bscale)
     j = np.clip(j, -32767, 32767)

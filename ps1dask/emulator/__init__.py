@@ -14,6 +14,12 @@ counters of what clients did (requests in flight, bytes, faults).
 From a shell: ``ps1dask emulator --port 8000``. Point ps1dask at it with
 ``dask.config.set({"ps1dask.service.url": emu.url})``.
 
+Modules, by layer: the synthetic survey (``survey``: constants, frames, image references,
+warp epochs; ``stars``: the star catalogue; ``sky``: listings and truth), its pixels
+(``noise``, ``coverage``, ``image_models``, ``render``, ``headers``, ``files``), and the HTTP
+service (``params``, ``replies``, ``metrics``, ``faults``, ``middleware``, ``service``,
+``page``, and ``app``: the in-process runner).
+
 Exports: :class:`Emulator` (the HTTP server in a background thread), :class:`Knobs`,
 :data:`FAULT_KINDS`, and the sky: :class:`SyntheticSky`, :class:`ImageRef`,
 :class:`WholeFileCache`.
@@ -50,12 +56,7 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'ps1dask.emulator' has no attribute {name!r}") from None
     import importlib
 
-    try:
-        value = getattr(importlib.import_module(module_name), attr)
-    except AttributeError:
-        if name != "ImageRef":
-            raise
-        value = getattr(importlib.import_module("ps1dask.emulator.files"), attr)
+    value = getattr(importlib.import_module(module_name), attr)
     globals()[name] = value
     return value
 

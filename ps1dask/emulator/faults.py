@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import random
+import reprlib
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -36,12 +38,16 @@ FAULT_KINDS: tuple[str, ...] = ("503", "429", "reset", "truncate", "stall")
 
 
 def _parse_kinds(kinds: str | Iterable[str | int]) -> tuple[str, ...]:
+    if not isinstance(kinds, (str, list, tuple, set, frozenset)):
+        raise InvalidParameterError(
+            f"fault_kinds={reprlib.repr(kinds)}: give a list or comma-separated text"
+        )
     items = kinds.split(",") if isinstance(kinds, str) else list(kinds)
     names = [str(k).strip().lower() for k in items if str(k).strip()]
     unknown = [k for k in names if k not in FAULT_KINDS]
     if unknown:
         raise InvalidParameterError(
-            f"fault kinds {unknown} unknown; choose from {', '.join(FAULT_KINDS)}"
+            f"fault kinds {reprlib.repr(unknown)} unknown; choose from {', '.join(FAULT_KINDS)}"
         )
     # Keep FAULT_KINDS order so the same set always draws the same way.
     return tuple(k for k in FAULT_KINDS if k in names)
@@ -50,11 +56,27 @@ def _parse_kinds(kinds: str | Iterable[str | int]) -> tuple[str, ...]:
 def _number(name: str, value: Any, lo: float = 0.0, hi: float = math.inf) -> float:
     try:
         out = float(value)
-    except (TypeError, ValueError):
-        raise InvalidParameterError(f"{name}={value!r} is not a number") from None
+    except (TypeError, ValueError, OverflowError):
+        raise InvalidParameterError(f"{name}={reprlib.repr(value)} is not a number") from None
     if not math.isfinite(out) or not lo <= out <= hi:
-        raise InvalidParameterError(f"{name}={value!r} must be in [{lo}, {hi}]")
+        raise InvalidParameterError(f"{name}={reprlib.repr(value)} must be in [{lo:g}, {hi:g}]")
     return out
+
+
+#: Upper bound of each numeric knob (the lower bound is 0, or 1 for max_concurrency).
+KNOB_LIMITS: dict[str, float] = {
+    "latency": 600.0,
+    "bandwidth": 1e6,
+    "work_per_mpix": 600.0,
+    "retry_after": 3600.0,
+    "stall_seconds": 3600.0,
+    "body_timeout": 600.0,
+    "max_concurrency": 10_000.0,
+}
+
+
+def _bounded(name: str, value: Any, lo: float = 0.0) -> float:
+    return _number(name, value, lo, KNOB_LIMITS[name])
 
 
 @dataclass(frozen=True)
@@ -84,6 +106,12 @@ class Knobs:
     max_concurrency
         service requests one client address may have in flight; one more is refused at
         once with 503 (counted in ``refused_over_limit``).
+    body_timeout
+        seconds a client has to send a POST body; a slower one gets 408. A request counts
+        as in flight only once its body is read.
+
+    Every value is bounded (:data:`KNOB_LIMITS`): the knobs are reachable over HTTP, and a
+    latency of 1e300 s would hang every request.
     """
 
     latency: float = 0.0
@@ -95,28 +123,40 @@ class Knobs:
     stall_seconds: float = 30.0
     seed: int | None = 0
     max_concurrency: int = 10
+    body_timeout: float = 10.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "latency", _number("latency", self.latency))
-        bw = None if self.bandwidth is None else _number("bandwidth", self.bandwidth)
+        set_(self, "latency", _bounded("latency", self.latency))
+        bw = None if self.bandwidth is None else _bounded("bandwidth", self.bandwidth)
         set_(self, "bandwidth", bw or None)  # 0 means unlimited
-        set_(self, "work_per_mpix", _number("work_per_mpix", self.work_per_mpix))
+        set_(self, "work_per_mpix", _bounded("work_per_mpix", self.work_per_mpix))
         set_(self, "fault_rate", _number("fault_rate", self.fault_rate, 0.0, 1.0))
         set_(self, "fault_kinds", _parse_kinds(self.fault_kinds))
         if self.fault_rate > 0 and not self.fault_kinds:
             raise InvalidParameterError("fault_rate > 0 needs at least one fault kind")
-        set_(self, "retry_after", _number("retry_after", self.retry_after))
-        set_(self, "stall_seconds", _number("stall_seconds", self.stall_seconds))
+        set_(self, "retry_after", _bounded("retry_after", self.retry_after))
+        set_(self, "stall_seconds", _bounded("stall_seconds", self.stall_seconds))
+        set_(self, "body_timeout", _bounded("body_timeout", self.body_timeout))
+        if not self.body_timeout > 0:
+            raise InvalidParameterError(f"body_timeout={self.body_timeout!r} must be > 0")
         if self.seed is not None:
+            # JSON may bring anything here: only integers (or their text) are seeds.
+            if isinstance(self.seed, bool) or not isinstance(self.seed, (numbers.Integral, str)):
+                raise InvalidParameterError(f"seed={reprlib.repr(self.seed)} is not an integer")
             try:
-                set_(self, "seed", int(self.seed))
-            except (TypeError, ValueError):
-                raise InvalidParameterError(f"seed={self.seed!r} is not an integer") from None
-        limit = _number("max_concurrency", self.max_concurrency, 1.0)
+                seed = int(str(self.seed).strip()[:30])  # 30 digits: past any valid seed
+            except ValueError:
+                raise InvalidParameterError(
+                    f"seed={reprlib.repr(self.seed)} is not an integer"
+                ) from None
+            if not 0 <= seed < 2**64:
+                raise InvalidParameterError(f"seed={reprlib.repr(self.seed)} must be in [0, 2**64)")
+            set_(self, "seed", seed)
+        limit = _bounded("max_concurrency", self.max_concurrency, 1.0)
         if not limit.is_integer():
             raise InvalidParameterError(
-                f"max_concurrency={self.max_concurrency!r} is not an integer"
+                f"max_concurrency={reprlib.repr(self.max_concurrency)} is not an integer"
             )
         set_(self, "max_concurrency", int(limit))
 

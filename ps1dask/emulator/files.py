@@ -12,12 +12,16 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+from collections import OrderedDict
 from pathlib import Path
+from typing import BinaryIO
 
+import dask.config
 import numpy as np
 from astropy.io import fits
 
 from ps1dask.emulator.sky import ImageRef, SyntheticSky
+from ps1dask.exceptions import InvalidParameterError
 
 __all__ = ["WholeFileCache"]
 
@@ -84,20 +88,42 @@ def _write_whole_file(sky: SyntheticSky, ref: ImageRef, path: str | Path) -> Pat
 
 
 class WholeFileCache:
-    """Render each whole file once, on first request, under ``directory``.
+    """Render each whole file once, on first request, under ``directory``, within a budget.
 
     Thread-safe: concurrent callers for the same image wait for one render; different images
     render concurrently. Files are written to a temporary name and renamed into place, so a
     reader (or another process sharing the directory) never sees a partial file. Files live
-    at ``directory/seed-<seed>/rings.v3.skycell/PPPP/SSS/<shortname>`` and are kept until
-    removed (:meth:`_clear`).
+    at ``directory/seed-<seed>/rings.v3.skycell/PPPP/SSS/<shortname>``.
+
+    The files this cache holds total at most ``max_bytes`` (default
+    ``ps1dask.emulator.cache-max-bytes``): after each new file, the least recently used
+    others are deleted until they fit. :meth:`open` opens a file under the same lock, and
+    POSIX keeps an open file readable after its deletion, so a file being sent is never cut
+    short by an eviction. Sizes of files once rendered are remembered (:meth:`known_size`),
+    so a HEAD needs no render after an eviction.
     """
 
-    def __init__(self, sky: SyntheticSky, directory: str | Path) -> None:
+    def __init__(
+        self, sky: SyntheticSky, directory: str | Path, max_bytes: int | None = None
+    ) -> None:
         self.sky = sky
         self.directory = Path(directory)
+        if max_bytes is None:
+            max_bytes = int(dask.config.get("ps1dask.emulator.cache-max-bytes"))
+        if int(max_bytes) < 0:
+            raise InvalidParameterError(f"cache max_bytes={max_bytes!r} must be >= 0")
+        self.max_bytes = int(max_bytes)
         self._lock = threading.Lock()
         self._locks: dict[ImageRef, threading.Lock] = {}
+        #: path -> size of the files on disk, least recently used first
+        self._files: OrderedDict[Path, int] = OrderedDict()
+        self._sizes: dict[ImageRef, int] = {}
+
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of the files the cache holds now."""
+        with self._lock:
+            return sum(self._files.values())
 
     def _target(self, ref: ImageRef) -> Path:
         return self.directory / f"seed-{self.sky.seed}" / ref.filename.lstrip("/")
@@ -107,15 +133,27 @@ class WholeFileCache:
         target = self._target(ref)
         return target if target.exists() else None
 
+    def known_size(self, ref: ImageRef) -> int | None:
+        """Size in bytes of ``ref``'s file if it was ever rendered here, else None."""
+        with self._lock:
+            size = self._sizes.get(ref)
+        if size is None:
+            target = self._cached(ref)
+            if target is not None:
+                size = target.stat().st_size
+        return size
+
     def path(self, ref: ImageRef) -> Path:
         """Path of the whole file of ``ref``, rendering and writing it on first use.
 
         Raises :class:`~ps1dask.exceptions.NotFoundError` for files the service does not have.
+        The file may be evicted later: to read it, use :meth:`open`.
         """
         target = self._target(ref)
         if target.exists():
+            self._touch(ref, target)
             return target
-        self.sky._check(ref)
+        self.sky.check(ref)
         with self._lock:
             lock = self._locks.setdefault(ref, threading.Lock())
         with lock:
@@ -123,10 +161,51 @@ class WholeFileCache:
                 _write_whole_file(self.sky, ref, target)
         with self._lock:
             self._locks.pop(ref, None)
+        self._touch(ref, target)
+        self._evict(keep=target)
         return target
+
+    def open(self, ref: ImageRef) -> tuple[BinaryIO, int]:
+        """``(open file, size)`` of ``ref``'s whole file (rendered if needed); close it."""
+        for _ in range(3):
+            target = self.path(ref)
+            with self._lock:  # no eviction between the check and the open
+                try:
+                    fh = open(target, "rb")  # noqa: SIM115 - the caller closes it
+                except FileNotFoundError:
+                    continue  # evicted (another process?) before we got here: render again
+                return fh, os.fstat(fh.fileno()).st_size
+        raise FileNotFoundError(f"{target}: removed as soon as it was written, three times")
+
+    def _touch(self, ref: ImageRef, target: Path) -> None:
+        try:
+            size = target.stat().st_size
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._files[target] = size
+            self._files.move_to_end(target)
+            self._sizes[ref] = size
+
+    def _evict(self, keep: Path) -> None:
+        """Delete least recently used files until the others fit the budget."""
+        with self._lock:
+            total = sum(self._files.values())
+            for path in list(self._files):
+                if total <= self.max_bytes:
+                    break
+                if path == keep:
+                    continue
+                total -= self._files.pop(path)
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
 
     def _clear(self) -> None:
         """Delete every file this cache wrote for its sky's seed."""
         import shutil
 
+        with self._lock:
+            self._files.clear()
         shutil.rmtree(self.directory / f"seed-{self.sky.seed}", ignore_errors=True)

@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
-from ps1dask.conventions import FILTERS, IMAGE_TYPES, MAX_CUTOUT_SIZE
+from ps1dask.emulator.service_rules import FILTERS, IMAGE_TYPES, MAX_CUTOUT_SIDE
 from ps1dask.exceptions import InvalidParameterError, InvalidSkycellError
 from ps1dask.tessellation import SkycellId, locate, skycell_center
 from ps1dask.wire import CUTOUTS_PAGE_PATH, FITSCUT_PATH
@@ -88,7 +88,7 @@ class _Form:
         aux = [a.strip().lower() for v in values("auxiliary") for a in v.split(",")]
         self.auxiliary = [a for a in AUXILIARY if a in aux] or ["data"]
         self.errors: list[str] = []
-        self.size = self._int(values("size"), 240, 1, MAX_CUTOUT_SIZE, "cutout size")
+        self.size = self._int(values("size"), 240, 1, MAX_CUTOUT_SIDE, "cutout size")
         self.output_size = self._int(values("output_size"), 0, 0, 6000, "JPEG display size")
         try:
             self.autoscale = float((values("autoscale") or ["99.5"])[0])
@@ -210,7 +210,7 @@ def _form_html(form: _Form) -> str:
  <fieldset>Filters: {filters}</fieldset>
  <fieldset>File types: {filetypes} &nbsp; Auxiliary data: {aux}</fieldset>
  <fieldset><label>Cutout image size <input type="number" name="size" min="1"
-   max="{MAX_CUTOUT_SIZE}" value="{form.size}" style="width:6em"> pixels
+   max="{MAX_CUTOUT_SIDE}" value="{form.size}" style="width:6em"> pixels
    ({form.size * 0.25:g} arcsec)</label>
   <label>JPEG display size <select name="output_size">{sizes}</select></label>
   <input type="hidden" name="autoscale" value="{form.autoscale:g}"></fieldset>

@@ -1,7 +1,7 @@
 """Display images from linear PS1 pixels: stretches (pure) and JPEG/PNG encoding.
 
 :func:`fitscut_grey` / :func:`fitscut_rgb` make the pictures of the service's
-``fitscut.cgi`` (the emulator's JPEG/PNG answers); :func:`grey_image` / :func:`rgb_image`
+``fitscut.cgi`` (the emulator has its own, :mod:`ps1dask.emulator.pictures`); :func:`grey_image` / :func:`rgb_image`
 and :func:`stretch` are the generic stretches ps1dask's own rendering builds on. See
 :mod:`ps1dask.imaging.stretch`.
 

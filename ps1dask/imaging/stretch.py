@@ -12,7 +12,7 @@ rendering of stored cutouts:
    channel on its own.
 
 **fitscut** (:func:`fitscut_grey`, :func:`fitscut_rgb`), what the service's ``fitscut.cgi``
-does for ``format=jpg|png`` (the emulator uses these):
+does for ``format=jpg|png`` (the emulator's own implementation must agree):
 
 1. limits: the same percentiles, with fitscut's guard for noise-dominated cutouts: the top
    is raised to at least ``median + 5 * (median - low)`` (:func:`fitscut_limits`), so that

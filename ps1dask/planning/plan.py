@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ps1dask.conventions import parse_filters, parse_size, parse_types
+from ps1dask.conventions import cutout_origin, parse_filters, parse_size, parse_types
 from ps1dask.conventions.filenames import STACK_TYPES
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.positions import PositionTable
@@ -104,8 +104,7 @@ def fitscut_boxes(
     x, y = project(ra, dec, crval1, crval2, HEADER_CDELT_DEG)
     xc = x + crpix1
     yc = y + crpix2
-    x0 = np.floor(xc - 1 - width // 2 + 0.5).astype(np.int64)
-    y0 = np.floor(yc - 1 - height // 2 + 0.5).astype(np.int64)
+    x0, y0 = cutout_origin(xc, yc, width, height)
     return crval1, crval2, crpix1, crpix2, x0, y0
 
 

@@ -3,7 +3,7 @@
 Pure array renderers (:func:`grey`, :func:`composite`, :func:`lupton_rgb`,
 :func:`fitscut_rgb`) follow the service's display conventions (asinh with percentile
 autoscale, linear min/max, invert; colour from red/green/blue = y/i/g by default) through
-:mod:`ps1dask.imaging`, the stretches the emulator's ``fitscut.cgi`` uses, so grey pictures
+:mod:`ps1dask.imaging`, the stretches of the service's ``fitscut.cgi``, so grey pictures
 and ``method="fitscut"`` composites equal the service's pixel for pixel; the default
 ``method="lupton"`` composite keeps true colours. Store renderers (:func:`cutout_image`,
 :func:`colour_image`, ``*_bytes``, ``*_pil``) read one position of a store opened with

@@ -1,7 +1,7 @@
 """Display settings and pure array renderers: linear flux in, 8-bit grey or RGB out.
 
 Built on :mod:`ps1dask.imaging.stretch`, the stretches of the service's ``fitscut.cgi``
-(the emulator renders its JPEG/PNG answers with the same functions), so a grey picture
+(tested against the emulator's own implementation of them), so a grey picture
 made here from a stored cutout is, pixel for pixel, the picture the service gives for the
 same pixels and settings: limits at the ``(100 - autoscale, autoscale)`` percentiles (with
 fitscut's guard for noise-only cutouts) or ``vmin``/``vmax``, fitscut's asinh or linear,
@@ -222,7 +222,7 @@ def fitscut_rgb(
 ) -> ByteArray:
     """The service's colour composite: each band on its own display limits (then divided
     by the contrast), fitscut's colour-preserving asinh or linear. With default settings
-    this is pixel for pixel :func:`ps1dask.imaging.fitscut_rgb`, the emulator's colour
+    this is pixel for pixel :func:`ps1dask.imaging.fitscut_rgb`, the service's colour
     JPEG/PNG before encoding. A missing band (``None``) is the mean of the others."""
     d = display_of(display, **settings)
     chans = _check_channels([red, green, blue])
