@@ -24,3 +24,24 @@ def test_import_installs_no_global_warning_filter():
         [sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, timeout=300
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_package_defaults_have_no_duplicate_keys():
+    """A key written twice in ps1dask.yaml silently drops the first (YAML keeps the last):
+    two sections of one name once hid a whole group of defaults."""
+    from importlib.resources import files
+
+    import yaml
+
+    class _Strict(yaml.SafeLoader):
+        pass
+
+    def _mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> dict:
+        keys = [loader.construct_object(k) for k, _ in node.value]
+        duplicated = sorted({k for k in keys if keys.count(k) > 1})
+        assert not duplicated, f"ps1dask.yaml line {node.start_mark.line + 1}: {duplicated}"
+        return loader.construct_mapping(node)
+
+    _Strict.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+    defaults = yaml.load(files("ps1dask").joinpath("ps1dask.yaml").read_text(), Loader=_Strict)
+    assert defaults["ps1dask"]["cluster"]["dashboard-address"] == "127.0.0.1:0"
