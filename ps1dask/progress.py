@@ -20,6 +20,8 @@ import warnings
 from collections.abc import Iterator
 from typing import Any
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
+
 __all__ = ["compute_progress", "in_notebook", "progress_bar", "progress_wanted"]
 
 

@@ -93,6 +93,7 @@ ALLOWED_PACKAGE_IMPORTS = (
     "ps1dask.exceptions",
     "ps1dask.wire",
     "ps1dask.background_server",
+    "ps1dask.config",  # the package defaults (ps1dask.yaml)
 )
 
 

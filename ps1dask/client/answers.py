@@ -10,6 +10,7 @@ import dask.config
 import numpy as np
 from astropy.io import fits
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.conventions import linear_pixels, repair_header
 from ps1dask.exceptions import (
     BadFITSError,

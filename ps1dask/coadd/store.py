@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.coadd._core import (
     DEFAULT_COADD_ZEROPOINT,
     combine_epochs,

@@ -20,6 +20,7 @@ import dask.config
 import numpy as np
 from astropy.io import fits
 
+import ps1dask.config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.emulator.sky import ImageRef, SyntheticSky
 from ps1dask.exceptions import InvalidParameterError
 

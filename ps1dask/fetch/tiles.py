@@ -54,6 +54,7 @@ import numpy.typing as npt
 from astropy.io import fits
 from imagecodecs import rcomp_decode
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.exceptions import BadFITSError
 
 __all__ = ["CompressedImageIndex", "ReadRange", "read_region"]

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.conventions import DEFAULT_BAD_BITS
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.lightcurves._core import (

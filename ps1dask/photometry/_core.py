@@ -39,6 +39,7 @@ import numpy.typing as npt
 from photutils.aperture import CircularAnnulus, CircularAperture
 from scipy.special import erf
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.conventions.maskbits import DEFAULT_BAD_BITS
 
 FloatArray = npt.NDArray[np.float64]

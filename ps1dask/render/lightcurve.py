@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.conventions.maskbits import bad_pixels
 from ps1dask.conventions.photometry import counts_to_microjansky
 from ps1dask.lightcurves import ERR_MODEL_SKY_POISSON, ERR_MODEL_VARIANCE
