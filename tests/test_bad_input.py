@@ -143,7 +143,7 @@ CLI_CASES = [
     ("good.csv", ["--size", "6001"], "each side must be 1..6000"),
     ("good.csv", ["--size", "240,100000"], "each side must be 1..6000"),
     ("good.csv", ["--size", "0"], "each side must be 1..6000"),
-    ("good.csv", ["--size", "12x"], "is not N or 'W,H'"),
+    ("good.csv", ["--size", "12x"], "size '12x' is not N, 'W,H'"),
     ("good.csv", ["--filters", "gq"], "unknown ['q']"),
     ("good.csv", ["--filters", "ugr"], "unknown ['u']"),
     ("good.csv", ["--types", "stack,stack.foo"], "unknown ['stack.foo']"),

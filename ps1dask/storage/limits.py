@@ -64,9 +64,19 @@ def check_store_limits(path: str | Path) -> None:
                 f"store {path}: array {name!r} is cut into {math.prod(grid)} chunks (grid "
                 f"{grid}), more than {MAX_CHUNKS}; it is damaged or not a ps1dask store"
             )
-        if dims == (name,) and array.shape[0] > 0:
-            last = array.metadata.encode_chunk_key((grid[0] - 1,))
-            if not (Path(path) / name / last).exists():
+        # Zarr does not write a chunk that holds only the fill value, so a missing chunk is
+        # proof of damage only where that cannot be: the dimension coordinates of our stores
+        # hold distinct labels (input rows, filters, bin numbers), so of the last two chunks
+        # one at least is written, and a last chunk of two or more labels always is (a lone
+        # label 0, e.g. one coadd bin, is not).
+        if dims != (name,) or array.shape[0] == 0:
+            continue
+        in_last_chunk = array.shape[0] - (grid[0] - 1) * array.chunks[0]
+        tail = [grid[0] - 1] if in_last_chunk >= 2 else [grid[0] - 1, grid[0] - 2]
+        if min(tail) >= 0:
+            keys = [array.metadata.encode_chunk_key((k,)) for k in tail]
+            last = keys[0]
+            if not any((Path(path) / name / key).exists() for key in keys):
                 raise InvalidStoreError(
                     f"store {path}: coordinate {name!r} declares {array.shape[0]} elements but "
                     f"its last chunk ({name}/{last}) is missing; the store is damaged or was "
