@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ps1dask.client import PS1Service, RequestStats
-from ps1dask.conventions import image_filename, parse_filters, parse_size, parse_types
+from ps1dask.conventions import image_filename, parse_filters, parse_size, part_types
 from ps1dask.conventions.cutrule import SizeLike
-from ps1dask.conventions.filenames import WARP_TYPES
 from ps1dask.exceptions import InvalidParameterError, ServiceError
 from ps1dask.execution import (
     JobAbortedError,
@@ -658,14 +657,7 @@ def warps(
     """
     bands = parse_filters(filters)
     width, height = parse_size(size, pair_order="yx")  # the Python API's pairs: (ny, nx)
-    kinds = parse_types(types)
-    not_warp = [t for t in kinds if t not in WARP_TYPES]
-    if not_warp:
-        raise InvalidParameterError(
-            f"types {not_warp} are not warp images; warps() takes {sorted(WARP_TYPES)}"
-        )
-    if "warp" not in kinds:
-        kinds = ("warp", *kinds)
+    kinds = part_types(types, "warp")
     if mjd_range is not None:
         mjd_range = (float(mjd_range[0]), float(mjd_range[1]))
         if not mjd_range[0] <= mjd_range[1]:
