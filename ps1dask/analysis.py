@@ -175,6 +175,25 @@ def lightcurve_stats(
     whose partitions hold every row of their positions) computed partition by partition
     with no shuffle; for other dask frames pass ``partitioned=False`` (the rows are first
     shuffled so each object lands in one partition).
+
+    Parameters
+    ----------
+    lc : pandas.DataFrame or dask.dataframe.DataFrame
+        A light-curve table (columns ``flux``, ``flux_err`` in microjansky, ``flags``, the
+        ``by`` columns, optionally ``mjd``).
+    by : sequence of str
+        The columns whose distinct values make one row of the result.
+    exclude_flags : int
+        Rows with any of these flag bits are left out (counted in ``n_flagged``).
+    error_floor : float
+        Fractional error added in quadrature (dimensionless, e.g. 0.005).
+    partitioned : bool
+        Dask only: whether each partition already holds every row of its groups.
+
+    Returns
+    -------
+    pandas.DataFrame or dask.dataframe.DataFrame
+        One row per group with the columns of :data:`STATS_COLUMNS` (lazy for dask input).
     """
     by = list(by)
     missing = [c for c in [*by, "flux", "flux_err"] if c not in lc.columns]
@@ -207,6 +226,22 @@ def variability_candidates(
     a constant is beyond ``sigma`` (one-sided Gaussian equivalent, ``chi2_sigma``); with
     ``max_dev_sigma`` also when a single epoch deviates by more than that many errors.
     Sorted by significance, most variable first. Works on dask too (lazy filter).
+
+    Parameters
+    ----------
+    stats : pandas.DataFrame or dask.dataframe.DataFrame
+        Output of :func:`lightcurve_stats`.
+    sigma : float
+        Least ``chi2_sigma`` (Gaussian-equivalent sigmas) of a candidate.
+    min_n : int
+        Least number of usable epochs.
+    max_dev_sigma : float, optional
+        Also a candidate when one epoch deviates by more than this many errors.
+
+    Returns
+    -------
+    pandas.DataFrame or dask.dataframe.DataFrame
+        The candidate rows, most significant first (lazy and unsorted for dask input).
     """
     sel = (stats["n"] >= int(min_n)) & (stats["chi2_sigma"] >= float(sigma))
     if max_dev_sigma is not None:
@@ -262,6 +297,27 @@ def best_period(
     each band its own mean, amplitude and phase) when there are several, ``LombScargle``
     for one. Fluxes (microjansky) with their errors; frequencies from ``1/max_period``
     (default the time span) to ``1/min_period``, ``samples_per_peak`` per peak width.
+
+    Parameters
+    ----------
+    lc : pandas.DataFrame
+        The light curve of one object (columns ``mjd``, ``flux``, ``flux_err``, ``filter``,
+        ``flags``).
+    filter : str or sequence of str, optional
+        The filter(s) to use; None for all.
+    min_period : float
+        Shortest period searched, days.
+    max_period : float, optional
+        Longest period searched, days (default the time span).
+    samples_per_peak : float
+        Frequency grid points per periodogram peak width.
+    exclude_flags : int
+        Rows with any of these flag bits are left out.
+
+    Returns
+    -------
+    PeriodResult
+        The best period (days), its power, false-alarm probability and the periodogram.
     """
     from astropy.timeseries import LombScargle, LombScargleMultiband
 
@@ -348,6 +404,26 @@ def fit_transient(
     Needs epochs on both sides of the peak to pin it: with a rise never observed, or a
     single night near the peak, the fit is free to slide (see ``peak_interval``) and the
     time of the brightest epoch, ``max_flux_mjd``, is the better estimate.
+
+    Parameters
+    ----------
+    lc : pandas.DataFrame
+        The light curve of one object (columns ``mjd``, ``flux``, ``flux_err``, ``filter``,
+        ``flags``).
+    filter : str or sequence of str, optional
+        The filter(s) to fit; None for all.
+    rise_days : sequence of float, optional
+        Grid of Gaussian rise widths searched, days.
+    decline_mag_per_day : sequence of float, optional
+        Grid of decline rates searched, magnitudes per day.
+    exclude_flags : int
+        Rows with any of these flag bits are left out.
+
+    Returns
+    -------
+    TransientFit
+        The time of peak (UTC MJD) with its interval, per-filter baselines and peaks
+        (microjansky), and the fit's chi2.
     """
     data = _one_object(lc, filter, exclude_flags)
     if len(data) < 4:

@@ -401,12 +401,48 @@ def write_gallery(
 ) -> list[Path]:
     """Write the gallery of ``store`` to ``output`` (and ``<stem>-pNNN.html`` pages).
 
-    ``filters``: thumbnails to show (default all the store's); ``colour``: red, green, blue
-    filters of the composite (default reddest/middle/bluest), ``no_colour`` for none;
-    ``method`` ``"lupton"`` or ``"fitscut"``; ``display``: stretch settings;
-    ``positions``: indices (input order) to show (default all); ``client``: a Dask client
-    or scheduler address (default: threads). An ``output`` without ``.html``/``.htm`` gets
-    ``.html`` added (a browser shows the source of a page without it). Returns the page files.
+    An ``output`` without ``.html``/``.htm`` gets ``.html`` added (a browser shows the
+    source of a page without it).
+
+    Parameters
+    ----------
+    store : str or Path
+        The ps1dask store.
+    output : str or Path
+        The first page's file.
+    page_size : int
+        Positions per page.
+    filters : str, optional
+        Filters of the thumbnails shown (default all the store's).
+    colour : str, optional
+        Red, green and blue filters of the composite (default reddest/middle/bluest).
+    no_colour : bool
+        No colour composite.
+    method : str
+        Colour method, ``"lupton"`` or ``"fitscut"``.
+    thumb_size : int
+        Thumbnail side, pixels.
+    fmt : str
+        Thumbnail format, ``"jpg"`` or ``"png"``.
+    lightcurves : bool
+        Whether to draw each position's light curve (stores with warps).
+    display : Display, optional
+        Stretch settings.
+    positions : sequence of int, optional
+        Indices (input order) to show (default all).
+    title : str, optional
+        Page title (default "PS1 cutouts: <the store's name>").
+    client : distributed.Client or str, optional
+        A Dask client or scheduler address (default: threads).
+    num_workers : int, optional
+        Threads of the local scheduler when there is no client.
+    progress : bool
+        Whether to show a progress bar.
+
+    Returns
+    -------
+    list of Path
+        The page files written.
     """
     store = Path(store)
     output = html_output(output)

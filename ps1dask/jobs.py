@@ -20,9 +20,8 @@ import numpy as np
 import pandas as pd
 
 from ps1dask.client import PS1Service, RequestStats
-from ps1dask.conventions import image_filename, parse_filters, parse_size, parse_types
+from ps1dask.conventions import image_filename, parse_filters, parse_size, part_types
 from ps1dask.conventions.cutrule import SizeLike
-from ps1dask.conventions.filenames import WARP_TYPES
 from ps1dask.exceptions import InvalidParameterError, ServiceError
 from ps1dask.execution import (
     JobAbortedError,
@@ -58,7 +57,31 @@ logger = logging.getLogger("ps1dask")
 
 @dataclass
 class JobSummary:
-    """What a job did: statuses of every (position, filter), requests, time."""
+    """What a job did: statuses of every (position, filter), requests, time.
+
+    Parameters
+    ----------
+    store : str
+        The store's path.
+    n_positions : int
+        Positions of the job.
+    filters : str
+        Filters of the job (e.g. ``"grizy"``).
+    statuses : dict of str to int
+        Number of (position, filter) cutouts (warps: epochs) per status name.
+    units_total : int
+        Tasks of the job's plan.
+    units_run : int
+        Tasks run by this call (the rest were already in the store).
+    requests : dict
+        Request counts and bytes by kind, from the service client's statistics.
+    strategies : dict of str to int
+        How many times each fetch strategy was used, by name.
+    seconds : float
+        Wall time of the job, seconds.
+    errors : list of str
+        Error messages of failed cutouts (at most five per task).
+    """
 
     store: str
     n_positions: int
@@ -152,6 +175,14 @@ class JobHandle:
     the Dask futures of the units not yet collected, and ``cancel()`` stops the job: units
     not started never start, running ones finish their writes, the store stays consistent
     and a rerun resumes. A local cluster the job started closes when the job ends.
+
+    Parameters
+    ----------
+    store : str
+        The store's path.
+    run : callable
+        Runs the job to its summary, honouring the :class:`RunControl` it is given
+        (cancellation, futures); called once on the background thread.
     """
 
     def __init__(self, store: str, run: Callable[[RunControl], JobSummary]) -> None:
@@ -346,6 +377,9 @@ def cutouts(
     resume
         Keep what an existing store of the same request holds and fetch only the rest. With
         ``False`` an existing store at ``store`` is deleted and made anew.
+    n_workers
+        Worker processes of the LocalCluster started when there is no client (default
+        Dask's choice for this machine).
     max_unit_positions
         Positions per task (bounds a task's memory and time).
     cache_dir
@@ -580,29 +614,50 @@ def warps(
 
     Parameters
     ----------
-    types
-        ``warp`` (always included) plus any of ``warp.wt`` (variance) and ``warp.mask``.
-    mjd_range
-        Only warps whose listed MJD (TAI, exposure start) is within ``(start, end)``, days.
+    positions
+        The positions, in any form :func:`cutouts` takes.
+    store
+        Output Zarr (v3) directory; may already hold stack cutouts of the same positions.
+    filters
+        Subset of ``grizy``.
     size
         Cutout side in pixels (default 64 = 16 arcsec), in the forms :func:`cutouts` takes
         (a pair is (ny, nx)). To put warps into a store that holds stack cutouts, use the
         same positions, filters and size.
+    types
+        ``warp`` (always included) plus any of ``warp.wt`` (variance) and ``warp.mask``.
+    mjd_range
+        Only warps whose listed MJD (TAI, exposure start) is within ``(start, end)``, days.
+    strategy
+        A registered fetch strategy, as for :func:`cutouts`.
+    service
+        Service URL or :class:`~ps1dask.client.PS1Service`, as for :func:`cutouts`.
+    client
+        A ``distributed.Client`` or scheduler address, as for :func:`cutouts`.
+    resume
+        Keep the warps an existing store of the same request holds, as for :func:`cutouts`.
+    n_workers
+        Worker processes of the LocalCluster started when there is no client.
     max_unit_positions
         Positions per task; a task fetches all their epochs (default 16).
+    cache_dir
+        Whole-file cache of the ``skycell`` strategy, as for :func:`cutouts`.
+    progress
+        Show a progress bar, as for :func:`cutouts`.
+    quiet
+        Do not print the Dask dashboard link.
+    compute
+        ``False``: return a :class:`JobHandle` at once and run the job in the background.
 
-    Other parameters are those of :func:`cutouts`.
+    Returns
+    -------
+    JobSummary
+        Counts per status, requests, bytes, seconds; a :class:`JobHandle` with
+        ``compute=False``.
     """
     bands = parse_filters(filters)
     width, height = parse_size(size, pair_order="yx")  # the Python API's pairs: (ny, nx)
-    kinds = parse_types(types)
-    not_warp = [t for t in kinds if t not in WARP_TYPES]
-    if not_warp:
-        raise InvalidParameterError(
-            f"types {not_warp} are not warp images; warps() takes {sorted(WARP_TYPES)}"
-        )
-    if "warp" not in kinds:
-        kinds = ("warp", *kinds)
+    kinds = part_types(types, "warp")
     if mjd_range is not None:
         mjd_range = (float(mjd_range[0]), float(mjd_range[1]))
         if not mjd_range[0] <= mjd_range[1]:

@@ -111,8 +111,8 @@ def cutout_figure(
 ) -> Any:
     """A cutout on WCS axes (RA/Dec ticks and grid), with an optional catalogue overlay.
 
-    ``source`` is a store Dataset (with ``position`` and ``band`` or ``colour``) or a 2-d
-    array of linear pixels in FITS row order (give its ``wcs`` for sky axes; without one
+    ``source`` is a store Dataset (with ``position`` and ``band`` or ``colour``), a 2-d
+    array of linear pixels in FITS row order or an 8-bit RGB picture ``(H, W, 3)`` (give its ``wcs`` for sky axes; without one
     the axes are pixels). ``colour=True`` draws the store's default colour composite
     (reddest/middle/bluest filter), ``colour="yig"`` those filters (red first) by
     ``method`` (``"lupton"`` or ``"fitscut"``). ``catalogue``: a DataFrame, a mapping of
@@ -148,9 +148,9 @@ def cutout_figure(
                 what += f" ({status})"
         pixel_title = f"{info.id}  {what}\nRA {info.ra:.5f}  Dec {info.dec:+.5f}  {info.skycell}"
     else:
-        arr = np.asarray(source, dtype=np.float64)
+        arr = np.asarray(source)  # not cast yet: an 8-bit RGB picture is shown as it is
         if arr.ndim == 2:
-            image = render.grey(arr, north_up=False, **display)
+            image = render.grey(arr.astype(np.float64), north_up=False, **display)
         elif arr.ndim == 3 and arr.shape[-1] == 3 and arr.dtype == np.uint8:
             image = arr
         else:

@@ -92,7 +92,20 @@ def progress_bar(
 @contextlib.contextmanager
 def compute_progress(desc: str, progress: bool | None = None) -> Iterator[None]:
     """A task progress bar for the Dask computations run inside (local schedulers: the
-    threaded and synchronous ones; on a distributed cluster follow the dashboard)."""
+    threaded and synchronous ones; on a distributed cluster follow the dashboard).
+
+    Parameters
+    ----------
+    desc : str
+        The bar's label.
+    progress : bool, optional
+        Show the bar: True, False, or None for the default (:func:`progress_wanted`).
+
+    Yields
+    ------
+    None
+        Inside the block the bar follows every local Dask computation.
+    """
     if not progress_wanted(progress):
         yield
         return

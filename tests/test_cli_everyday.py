@@ -77,8 +77,11 @@ def test_gallery_without_html_suffix_writes_html(job_emulator, dask_client, tmp_
     assert "mygallery.html" in done.stdout
 
 
-def test_ci_run_uses_the_active_virtual_environment(tmp_path: Path) -> None:
-    """``.ci/run`` (the README's test command) installs into and tests with the venv's Python."""
+@pytest.mark.parametrize("failing", [None, "ruff check", "ruff format", "mypy"])
+def test_ci_run_uses_the_active_virtual_environment(tmp_path: Path, failing: str | None) -> None:
+    """``.ci/run`` (the README's test command) installs into, checks and tests with the
+    venv's Python: ruff, ruff format and mypy before pytest, and a failing check fails the
+    run before the tests."""
     import os
     import subprocess
 
@@ -86,7 +89,8 @@ def test_ci_run_uses_the_active_virtual_environment(tmp_path: Path) -> None:
     venv_bin.mkdir(parents=True)
     calls = tmp_path / "calls.txt"
     stub = venv_bin / "python"
-    stub.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    fail = f'case "$*" in *"{failing}"*) exit 3;; esac\n' if failing else ""
+    stub.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n{fail}')
     stub.chmod(0o755)
     tools = tmp_path / "tools"  # a chromium on PATH: the script must not reach for apt-get
     tools.mkdir()
@@ -101,10 +105,24 @@ def test_ci_run_uses_the_active_virtual_environment(tmp_path: Path) -> None:
     done = subprocess.run(
         ["bash", str(script)], env=env, capture_output=True, text=True, timeout=60, check=False
     )
-    assert done.returncode == 0, done.stderr
     lines = calls.read_text().splitlines()
     assert lines[0].startswith("-m pip install") and ".[test]" in lines[0]
-    assert lines[1].startswith("-m pytest")
+    steps = [
+        "-m ruff check ps1dask tests",
+        "-m ruff format --check ps1dask tests",
+        "-m mypy ps1dask",
+        "-m pytest",
+    ]
+    if failing is None:
+        assert done.returncode == 0, done.stderr
+        assert len(lines) == 1 + len(steps)
+        assert all(line.startswith(step) for line, step in zip(lines[1:], steps))
+    else:
+        assert done.returncode == 3
+        ran = lines[1:]
+        assert ran[-1].startswith("-m " + failing)  # stopped at the failing check
+        assert not any(line.startswith("-m pytest") for line in ran)
+        assert all(line.startswith(step) for line, step in zip(ran, steps))
 
 
 def test_readme_first_command_makes_and_uses_a_venv() -> None:

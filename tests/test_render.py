@@ -296,6 +296,11 @@ def test_plots_cutout_with_wcs_and_catalogue_lightcurve_periodogram(
     fig.savefig(tmp_path / "cutout.png")
     colour = plots.cutout_figure(ds, 0, colour=True)
     assert colour.axes[0].images[0].get_array().shape == (SIZE, SIZE, 3)
+    # an 8-bit RGB picture (such as that composite) is drawn as it is, not refused
+    picture = np.asarray(colour.axes[0].images[0].get_array())
+    assert picture.dtype == np.uint8
+    again = plots.cutout_figure(picture)
+    assert np.array_equal(np.asarray(again.axes[0].images[0].get_array()), picture)
 
     rng = np.random.default_rng(4)
     rows = []

@@ -109,3 +109,27 @@ def test_the_viewer_page_builds_store_text_as_nodes_never_as_html():
         assert sink not in script, sink
     # the store's text (ids, filters, statuses) goes in as text and attributes
     assert "dot.title = f + ': ' + it.status[f]" in script
+
+
+def test_a_group_where_an_array_belongs_is_a_damaged_store(tmp_path: Path) -> None:
+    """The typed store access: arrays read back as written; a group in an array's place and
+    a non-numeric number attribute raise InvalidStoreError naming them."""
+    import zarr
+
+    from ps1dask.storage.arrays import float_attr, open_store_group, read_array, zarr_array
+
+    path = _tiny_store(tmp_path / "s.zarr")
+    expected = xr.open_zarr(path)["stack_flux"].values
+    group = open_store_group(str(path))
+    assert np.array_equal(read_array(group, "stack_flux"), expected)
+    assert np.array_equal(read_array(group, "stack_flux", slice(1, 3), 0), expected[1:3, 0])
+    assert zarr_array(group, "stack_flux").shape == expected.shape
+    writable = zarr.open_group(str(path), mode="r+")
+    writable.create_group("warp_flux")
+    writable.attrs["pixel_scale_deg"] = "small"
+    group = open_store_group(str(path))
+    with pytest.raises(InvalidStoreError, match="'warp_flux'.*group"):
+        zarr_array(group, "warp_flux")
+    with pytest.raises(InvalidStoreError, match="pixel_scale_deg"):
+        float_attr(group, "pixel_scale_deg", 1.0)
+    assert float_attr(group, "no_such_attribute", 2.5) == 2.5

@@ -135,7 +135,7 @@ def bench_faults(
                 f"faults: {n} positions x {filters} ({n_cut} cutouts) on {workers} workers, emulator "
                 f"latency {latency} s; fault-free reference in {time.perf_counter() - t0:.1f} s"
             )
-            rows = []
+            rows: list[dict[str, Any]] = []
             mixes = [((kind,), rate) for kind in KINDS for rate in rates] + [(KINDS, max(rates))]
             for kinds, rate in mixes:
                 label = (

@@ -200,6 +200,7 @@ def bench_dense(
                     cache_dir=Path(tmp) / f"cache-{strategy}",
                 )
                 times[strategy] = time.perf_counter() - t0
+                assert isinstance(summary, ps1dask.JobSummary)  # compute=True (default) waits
                 m = emu.metrics()
                 result.say(
                     f"  {strategy:8s} {times[strategy]:7.1f} s  {summary.statuses.get('ok', 0)} cutouts  "

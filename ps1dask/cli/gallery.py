@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ps1dask.cli.images import add_display_arguments, display_from_args
-from ps1dask.cli.options import scheduler_client
+from ps1dask.cli.images import add_colour_arguments, add_display_arguments, display_from_args
+from ps1dask.cli.options import add_scheduler_arguments, scheduler_client
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,18 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--filters", default=None, help="filters of the thumbnails (default: all of the store's)"
     )
-    p.add_argument(
-        "--colour",
-        default=None,
-        help="red, green, blue filters of the composite, e.g. yig (default: reddest/middle/bluest)",
-    )
-    p.add_argument("--no-colour", action="store_true", help="no colour composite")
-    p.add_argument(
-        "--method",
-        choices=["lupton", "fitscut"],
-        default="lupton",
-        help="colour composite: lupton (true colours, default) or fitscut (the service's per-band scaling)",
-    )
+    add_colour_arguments(p)
     p.add_argument(
         "--thumb-size",
         type=int,
@@ -88,11 +77,5 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--title", default=None, help="page title")
     add_display_arguments(p)
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--scheduler", default=None, help="address of a Dask scheduler (default: threads here)"
-    )
-    where.add_argument(
-        "--threads", type=int, default=None, help="threads of the local threaded scheduler"
-    )
+    add_scheduler_arguments(p)
     p.set_defaults(func=run)

@@ -5,10 +5,26 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from ps1dask.cli.options import scheduler_client
+from ps1dask.cli.options import add_scheduler_arguments, scheduler_client
 
 if TYPE_CHECKING:
     from ps1dask.render import Display
+
+
+def add_colour_arguments(p: argparse.ArgumentParser) -> None:
+    """The colour composite options shared by ``images`` and ``gallery``."""
+    p.add_argument(
+        "--colour",
+        default=None,
+        help="red, green, blue filters of the composite, e.g. yig (default: reddest/middle/bluest)",
+    )
+    p.add_argument("--no-colour", action="store_true", help="no colour composite")
+    p.add_argument(
+        "--method",
+        choices=["lupton", "fitscut"],
+        default="lupton",
+        help="colour composite: lupton (true colours, default) or fitscut (the service's per-band scaling)",
+    )
 
 
 def add_display_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,27 +122,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--format", choices=["jpg", "png"], default="jpg", help="image format (default jpg)"
     )
     p.add_argument("--filters", default=None, help="filters to write (default: all of the store's)")
-    p.add_argument(
-        "--colour",
-        default=None,
-        help="red, green, blue filters of the composite, e.g. yig (default: reddest/middle/bluest)",
-    )
-    p.add_argument("--no-colour", action="store_true", help="no colour composites")
-    p.add_argument(
-        "--method",
-        choices=["lupton", "fitscut"],
-        default="lupton",
-        help="colour composite: lupton (true colours, default) or fitscut (the service's per-band scaling)",
-    )
+    add_colour_arguments(p)
     p.add_argument("--size", type=int, default=None, help="resample to this longest side in pixels")
     p.add_argument("--warps", action="store_true", help="also one picture per good warp epoch")
     p.add_argument("--quality", type=int, default=90, help="JPEG quality (default 90)")
     add_display_arguments(p)
-    where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--scheduler", default=None, help="address of a Dask scheduler (default: threads here)"
-    )
-    where.add_argument(
-        "--threads", type=int, default=None, help="threads of the local threaded scheduler"
-    )
+    add_scheduler_arguments(p)
     p.set_defaults(func=run)

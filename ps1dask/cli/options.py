@@ -74,6 +74,17 @@ def output_options(args: argparse.Namespace) -> Iterator[None]:
         logger.propagate = saved[1]
 
 
+def add_scheduler_arguments(p: argparse.ArgumentParser) -> None:
+    """Where the Dask work of a store command runs: ``--scheduler`` or ``--threads`` here."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--scheduler", default=None, help="address of a Dask scheduler (default: threads here)"
+    )
+    where.add_argument(
+        "--threads", type=int, default=None, help="threads of the local threaded scheduler"
+    )
+
+
 @contextlib.contextmanager
 def scheduler_client(args: argparse.Namespace) -> Iterator[Any]:
     """A client of the ``--scheduler`` address, after printing its dashboard link (where to

@@ -51,7 +51,18 @@ DEFAULT_COADD_ZEROPOINT = 25.0
 
 
 def parse_bins(bins: None | str | float) -> None | str | float:
-    """Normalise a ``bins`` argument: None (one bin), "season", or a width in days."""
+    """Normalise a ``bins`` argument: None (one bin), "season", or a width in days.
+
+    Parameters
+    ----------
+    bins : None, str or float
+        None or ``"all"`` (one bin), ``"season"``, or a bin width in days (number or text).
+
+    Returns
+    -------
+    None, str or float
+        None, ``"season"``, or the width in days (a positive finite float).
+    """
     if bins is None or (isinstance(bins, str) and bins.lower() in ("all", "none", "")):
         return None
     if isinstance(bins, str):

@@ -37,8 +37,9 @@ from ps1dask.conventions import DEFAULT_BAD_BITS
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.photometry import FWHM_PER_SIGMA
 from ps1dask.progress import compute_progress
+from ps1dask.storage.arrays import float_attr, open_store_group, read_array, zarr_array
 from ps1dask.storage.layout import quiet_zarr_warnings
-from ps1dask.tessellation import PIXEL_SCALE_DEG
+from ps1dask.tessellation import HEADER_CDELT_DEG, PIXEL_SCALE_DEG
 
 PIXEL_ARCSEC = PIXEL_SCALE_DEG * 3600.0
 
@@ -102,18 +103,13 @@ class CoaddSummary:
         )
 
 
-def _open(path: str, mode: str = "r") -> zarr.Group:
-    with quiet_zarr_warnings():
-        return zarr.open_group(path, mode=mode)
-
-
 def _chunk_bins(path: str, start: int, stop: int, bins: Any) -> int:
     """Most bins any (position, filter) of positions [start, stop) has."""
-    g = _open(path)
+    g = open_store_group(path)
     with quiet_zarr_warnings():
-        mjd = np.asarray(g["warp_mjd"][start:stop])
-        status = np.asarray(g["warp_status"][start:stop]) if "warp_status" in g else None
-        n_ep = np.asarray(g["n_epochs"][start:stop])
+        mjd = read_array(g, "warp_mjd", slice(start, stop))
+        status = read_array(g, "warp_status", slice(start, stop)) if "warp_status" in g else None
+        n_ep = read_array(g, "n_epochs", slice(start, stop))
     best = 0
     for p in range(mjd.shape[0]):
         for f in range(mjd.shape[1]):
@@ -129,21 +125,21 @@ def _chunk_bins(path: str, start: int, stop: int, bins: Any) -> int:
 def coadd_chunk(bounds: tuple[int, int], spec: CoaddSpec) -> dict[str, Any]:
     """Compute and write the coadds of positions [start, stop) (whole chunks): the task."""
     start, stop = int(bounds[0]), int(bounds[1])
-    g = _open(spec.path)
+    g = open_store_group(spec.path)
     with quiet_zarr_warnings():
-        flux_arr = g["warp_flux"]
-        var_arr = g["warp_variance"] if spec.has_variance else None
-        mask_arr = g["warp_mask"] if spec.has_mask else None
+        flux_arr = zarr_array(g, "warp_flux")
+        var_arr = zarr_array(g, "warp_variance") if spec.has_variance else None
+        mask_arr = zarr_array(g, "warp_mask") if spec.has_mask else None
         pos = slice(start, stop)
-        n_ep = np.asarray(g["n_epochs"][pos]).astype(np.int64)
-        mjd = np.asarray(g["warp_mjd"][pos])
-        zp = np.asarray(g["warp_zeropoint"][pos]).astype(np.float64)
-        status = np.asarray(g["warp_status"][pos]) if "warp_status" in g else None
-        psf = np.asarray(g["warp_psf_fwhm"][pos]).astype(np.float64) if spec.has_psf else None
+        n_ep = read_array(g, "n_epochs", pos).astype(np.int64)
+        mjd = read_array(g, "warp_mjd", pos)
+        zp = read_array(g, "warp_zeropoint", pos).astype(np.float64)
+        status = read_array(g, "warp_status", pos) if "warp_status" in g else None
+        psf = read_array(g, "warp_psf_fwhm", pos).astype(np.float64) if spec.has_psf else None
         zp_common = np.full(n_ep.shape, DEFAULT_COADD_ZEROPOINT)
         if spec.use_stack_zeropoint:
-            szp = np.asarray(g["stack_zeropoint"][pos]).astype(np.float64)
-            sst = np.asarray(g["stack_status"][pos]) if "stack_status" in g else np.ones_like(n_ep)
+            szp = read_array(g, "stack_zeropoint", pos).astype(np.float64)
+            sst = read_array(g, "stack_status", pos) if "stack_status" in g else np.ones_like(n_ep)
             zp_common = np.where(np.isfinite(szp) & (sst == _OK), szp, DEFAULT_COADD_ZEROPOINT)
     n = stop - start
     nf = n_ep.shape[1]
@@ -221,7 +217,7 @@ def coadd_chunk(bounds: tuple[int, int], spec: CoaddSpec) -> dict[str, Any]:
 
 
 def _remove_coadd_arrays(path: str) -> None:
-    g = _open(path, mode="r+")
+    g = open_store_group(path, mode="r+")
     existing = set(g.array_keys())
     for name in COADD_VARIABLES:
         if name in existing:
@@ -313,6 +309,11 @@ def coadd_warps(
 ) -> CoaddSummary:
     """Stack the warps of every (position, filter) of a store, per time bin, into the store.
 
+    One task per position chunk of the store writes only its own chunks; the arrays (and the
+    ``coadd_bin`` dimension, sized by a first pass over the epoch times) are created by the
+    client. Rerunning replaces every coadd array. See :mod:`ps1dask.coadd.store` for the
+    variables written.
+
     Parameters
     ----------
     store
@@ -340,12 +341,12 @@ def coadd_warps(
         A ``distributed.Client`` (or scheduler address) to run the tasks on; default the
         current client if there is one, else dask's threaded scheduler in this process.
     memory_bytes
-        Budget for the warps one task holds at once (positions are read in groups).
+        Budget for the warps one task holds at once, bytes (positions are read in groups).
 
-    One task per position chunk of the store writes only its own chunks; the arrays (and the
-    ``coadd_bin`` dimension, sized by a first pass over the epoch times) are created by the
-    client. Rerunning replaces every coadd array. See :mod:`ps1dask.coadd.store` for the
-    variables written.
+    Returns
+    -------
+    CoaddSummary
+        The store, bins, number of coadds and tasks, zero point and time taken.
     """
     import dask
 
@@ -364,7 +365,7 @@ def coadd_warps(
     if clip_sigma is not None and not clip_sigma > 0:
         raise InvalidParameterError(f"clip_sigma must be positive or None, got {clip_sigma!r}")
     root = str(path.resolve())
-    g = _open(root)
+    g = open_store_group(root)
     names = set(g.array_keys())
     needed = {"warp_flux", "warp_mjd", "warp_zeropoint", "n_epochs"}
     if needed - names:
@@ -372,7 +373,7 @@ def coadd_warps(
             f"{path} holds no warps (missing {sorted(needed - names)}); fetch them first with "
             "ps1dask.warps"
         )
-    flux = g["warp_flux"]
+    flux = zarr_array(g, "warp_flux")
     n_pos, nf, _, h, w = flux.shape
     chunk = int(flux.chunks[0])
     bounds = [(a, min(a + chunk, n_pos)) for a in range(0, n_pos, chunk)]
@@ -473,7 +474,24 @@ def coadd_photometry(
     partition (coadds mix the seeing of their warps), as
     :func:`ps1dask.lightcurves.lightcurves` does for stacks. ``radius`` and ``annulus`` are
     pixels (default the configured aperture, :func:`ps1dask.photometry.default_aperture`).
-    A pandas DataFrame (coadd tables are small: one row per bin).
+
+    Parameters
+    ----------
+    store : str or os.PathLike
+        A ps1dask store holding coadds (:func:`coadd_warps`).
+    radius : float, optional
+        Aperture radius, pixels.
+    annulus : tuple of float, optional
+        Inner and outer radii of the sky annulus, pixels.
+    bad_bits : int
+        Mask bits of pixels left out.
+    aperture_correction : bool
+        Whether to correct the fluxes to total with the estimated PSF width.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per coadd (coadd tables are small: one row per bin), columns as above.
     """
     import dask.config
     import pandas as pd
@@ -490,47 +508,47 @@ def coadd_photometry(
     warp_gain = float(dask.config.get("ps1dask.photometry.warp-gain"))
 
     path = Path(store)
-    g = _open(str(path))
+    g = open_store_group(str(path))
     names = set(g.array_keys())
     if "coadd_flux" not in names:
         raise InvalidParameterError(f"{path} has no coadds; run ps1dask.coadd_warps first")
     with quiet_zarr_warnings():
-        arr = g["coadd_flux"]
+        arr = zarr_array(g, "coadd_flux")
         n_pos, nf, nb, h, w = arr.shape
         chunk = int(arr.chunks[0])
-        filters = [str(f) for f in np.asarray(g["filter"][:])]
-        scale = float(g.attrs.get("pixel_scale_deg", 6.94444461259988e-05))
+        filters = [str(f) for f in read_array(g, "filter")]
+        scale = float_attr(g, "pixel_scale_deg", HEADER_CDELT_DEG)
     rows = []
     for start in range(0, n_pos, chunk):
         stop = min(start + chunk, n_pos)
         pos = slice(start, stop)
         with quiet_zarr_warnings():
-            ids = np.asarray(g["id"][pos]).astype(object)
-            prow = np.asarray(g["position"][pos])
-            ra, dec = np.asarray(g["ra"][pos]), np.asarray(g["dec"][pos])
+            ids = read_array(g, "id", pos).astype(object)
+            prow = read_array(g, "position", pos)
+            ra, dec = read_array(g, "ra", pos), read_array(g, "dec", pos)
             x, y = position_in_cutout(
                 ra,
                 dec,
-                np.asarray(g["crval1"][pos]),
-                np.asarray(g["crval2"][pos]),
-                np.asarray(g["crpix1"][pos]),
-                np.asarray(g["crpix2"][pos]),
+                read_array(g, "crval1", pos),
+                read_array(g, "crval2", pos),
+                read_array(g, "crpix1", pos),
+                read_array(g, "crpix2", pos),
                 scale,
             )
-            flux = np.asarray(g["coadd_flux"][pos])
-            var = np.asarray(g["coadd_variance"][pos])
-            nin = np.asarray(g["coadd_ninputs"][pos])
-            zp = np.asarray(g["coadd_zeropoint"][pos]).astype(np.float64)
-            t0 = np.asarray(g["coadd_mjd_start"][pos])
-            t1 = np.asarray(g["coadd_mjd_end"][pos])
-            ne = np.asarray(g["coadd_nepochs"][pos])
+            flux = read_array(g, "coadd_flux", pos)
+            var = read_array(g, "coadd_variance", pos)
+            nin = read_array(g, "coadd_ninputs", pos)
+            zp = read_array(g, "coadd_zeropoint", pos).astype(np.float64)
+            t0 = read_array(g, "coadd_mjd_start", pos)
+            t1 = read_array(g, "coadd_mjd_end", pos)
+            ne = read_array(g, "coadd_nepochs", pos)
             has_stack = {"stack_flux", "stack_zeropoint", "stack_status"} <= names
             if has_stack:
-                sflux = np.asarray(g["stack_flux"][pos])
-                svar = np.asarray(g["stack_variance"][pos]) if "stack_variance" in names else None
-                smask = np.asarray(g["stack_mask"][pos]) if "stack_mask" in names else None
-                szp = np.asarray(g["stack_zeropoint"][pos]).astype(np.float64)
-                sst = np.asarray(g["stack_status"][pos])
+                sflux = read_array(g, "stack_flux", pos)
+                svar = read_array(g, "stack_variance", pos) if "stack_variance" in names else None
+                smask = read_array(g, "stack_mask", pos) if "stack_mask" in names else None
+                szp = read_array(g, "stack_zeropoint", pos).astype(np.float64)
+                sst = read_array(g, "stack_status", pos)
                 sgain = stack_gains(g, pos, range(nf), warp_gain)
         n = stop - start
         geos = [

@@ -26,6 +26,7 @@ from ps1dask.conventions.filenames import (
     parse_filename,
     parse_filters,
     parse_types,
+    part_types,
 )
 from ps1dask.conventions.flux import (
     ASINH_A,
@@ -84,6 +85,7 @@ __all__ = [
     "parse_filters",
     "parse_size",
     "parse_types",
+    "part_types",
     "position_pixel",
     "quantize_to_disk",
     "repair_header",

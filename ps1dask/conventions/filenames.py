@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Literal
 
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.tessellation import SkycellId
@@ -53,6 +54,24 @@ def parse_types(types: str | list[str] | tuple[str, ...]) -> tuple[str, ...]:
             f"image types {types!r}: unknown {unknown}; known types are {sorted(IMAGE_TYPES)}"
         )
     return tuple(dict.fromkeys(items))
+
+
+def part_types(
+    types: str | list[str] | tuple[str, ...], part: Literal["stack", "warp"]
+) -> tuple[str, ...]:
+    """The image types of one part of a store: the part's own kinds only (the other part's
+    raise, naming the job that takes them), with the part's flux image (``part``) first."""
+    kinds = parse_types(types)
+    allowed = STACK_TYPES if part == "stack" else WARP_TYPES
+    wrong = [t for t in kinds if t not in allowed]
+    if wrong:
+        why = (
+            "are warp images: use ps1dask.warps() for those; cutouts() takes"
+            if part == "stack"
+            else "are not warp images; warps() takes"
+        )
+        raise InvalidParameterError(f"types {wrong} {why} {sorted(allowed)}")
+    return kinds if part in kinds else (part, *kinds)
 
 
 def mjd_token(mjd: float) -> str:

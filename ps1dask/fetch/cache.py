@@ -280,7 +280,7 @@ class LocalFileCache:
 
     def entries(self) -> list[CacheEntry]:
         """Every file of the cache's layout (nothing else below the directory is touched)."""
-        out = []
+        out: list[CacheEntry] = []
         for service in _subdirectories(self.directory, _SERVICE_DIR):
             for projcell in _subdirectories(service, _PROJCELL_DIR):
                 for subcell in _subdirectories(projcell, _SUBCELL_DIR):

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from ps1dask.client import PS1Service
 from ps1dask.conventions import header_zeropoint, image_filename
@@ -24,19 +22,6 @@ from ps1dask.storage.layout import (
     empty_per_cell,
 )
 from ps1dask.tessellation import SkycellId
-
-
-@dataclass
-class UnitResult:
-    """What a unit fetched, ready to be written to its chunks."""
-
-    images: dict[str, np.ndarray]
-    status: npt.NDArray[np.uint8]
-    meta: dict[str, np.ndarray]  # STACK_FILTER_VARIABLES, (position, filter) each
-    strategies: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    unavailable: bool = False
-    seconds: float = 0.0
 
 
 class StackUnitFetcher(UnitFetcher):
@@ -92,17 +77,6 @@ class StackUnitFetcher(UnitFetcher):
                 for ti, image_type in enumerate(self.types):
                     out.append(self._group(image_filename(sid, band, image_type), members, bi, ti))
         return out
-
-    def result(self, strategies: dict[str, int], seconds: float) -> UnitResult:
-        return UnitResult(
-            images=self.images,
-            status=self.status,
-            meta=self.meta,
-            strategies=strategies,
-            errors=self.log.errors,
-            unavailable=self.log.unavailable,
-            seconds=seconds,
-        )
 
     def combine(self) -> None:
         flux = self.images["stack_flux"]

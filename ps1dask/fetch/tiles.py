@@ -544,7 +544,8 @@ class CompressedImageIndex:
                 if size <= 0:
                     raise ValueError("tile has no compressed bytes")
                 rcomp_decode(
-                    view[at : at + size],
+                    # the codec reads any buffer; its stub names only bytes, bytearray, mmap
+                    view[at : at + size],  # type: ignore[arg-type]
                     shape=pixels.shape,
                     dtype=dtype,
                     nblock=block_size,

@@ -11,9 +11,11 @@ import abc
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from ps1dask.client import PS1Service
 from ps1dask.exceptions import NotFoundError, ServiceError, ServiceUnavailableError
@@ -64,6 +66,19 @@ class FailureLog:
         return STATUS["failed"]
 
 
+@dataclass
+class UnitResult:
+    """What a unit fetched, ready to be written to its chunks."""
+
+    images: dict[str, np.ndarray]  # the part's image variables, by store name
+    status: npt.NDArray[np.uint8]
+    meta: dict[str, np.ndarray]  # the part's per-cell variables (zero points, times...)
+    strategies: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    unavailable: bool = False
+    seconds: float = 0.0
+
+
 #: A cutout's cell without its image type: (position in unit, filter index[, epoch index]).
 Cell = tuple[int, ...]
 
@@ -72,8 +87,13 @@ class UnitFetcher(abc.ABC):
     """Base of the stack and warp fetchers (one instance per Dask task).
 
     Subclasses give the cell dimensions between position and image type (``inner``), build
-    the :class:`ImageGroup` s, store each cutout, and combine outcomes into statuses.
+    the :class:`ImageGroup` s, store each cutout, and combine outcomes into statuses, in
+    the arrays they set up: ``images``, ``status`` and ``meta`` (what :meth:`result` gives).
     """
+
+    images: dict[str, np.ndarray]
+    status: npt.NDArray[np.uint8]
+    meta: dict[str, np.ndarray]
 
     def __init__(
         self,
@@ -154,7 +174,7 @@ class UnitFetcher(abc.ABC):
 
     # -- the run ------------------------------------------------------------------------------
 
-    def run(self) -> Any:
+    def run(self) -> UnitResult:
         """Fetch every group, combine outcomes into statuses; the subclass's result."""
         t0 = time.perf_counter()
         strategies = self.engine.run(self.groups())
@@ -173,6 +193,14 @@ class UnitFetcher(abc.ABC):
     def combine(self) -> None:
         """Turn the outcomes of a cell's image types into its status."""
 
-    @abc.abstractmethod
-    def result(self, strategies: dict[str, int], seconds: float) -> Any:
+    def result(self, strategies: dict[str, int], seconds: float) -> UnitResult:
         """What the task writes and reports."""
+        return UnitResult(
+            images=self.images,
+            status=self.status,
+            meta=self.meta,
+            strategies=strategies,
+            errors=self.log.errors,
+            unavailable=self.log.unavailable,
+            seconds=seconds,
+        )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,17 +39,6 @@ class WarpUnit:
     @property
     def n_positions(self) -> int:
         return self.unit.n_positions
-
-
-@dataclass
-class WarpUnitResult:
-    images: dict[str, np.ndarray]
-    meta: dict[str, np.ndarray]
-    status: npt.NDArray[np.uint8]
-    strategies: dict[str, int] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    unavailable: bool = False
-    seconds: float = 0.0
 
 
 def coverage_weights(
@@ -134,17 +123,6 @@ class WarpUnitFetcher(UnitFetcher):
                             )
                         )
         return out
-
-    def result(self, strategies: dict[str, int], seconds: float) -> WarpUnitResult:
-        return WarpUnitResult(
-            images=self.images,
-            meta=self.meta,
-            status=self.status,
-            strategies=strategies,
-            errors=self.log.errors,
-            unavailable=self.log.unavailable,
-            seconds=seconds,
-        )
 
     def combine(self) -> None:
         flux = self.images["warp_flux"]

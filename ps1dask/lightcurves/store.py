@@ -36,7 +36,7 @@ from ps1dask.lightcurves._core import (
     with_current_columns,
 )
 from ps1dask.photometry import aperture_geometry, resolve_aperture
-from ps1dask.storage.layout import quiet_zarr_warnings
+from ps1dask.storage.arrays import float_attr, open_store_group, read_array, zarr_array
 from ps1dask.tessellation import PIXEL_SCALE_DEG
 
 #: Columns of a light-curve table, in order, with their dtypes.
@@ -103,16 +103,6 @@ def _empty_frame(columns: dict[str, str]) -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series([], dtype=t) for c, t in columns.items()})
 
 
-def _open(path: str) -> zarr.Group:
-    with quiet_zarr_warnings():
-        return zarr.open_group(path, mode="r")
-
-
-def _read(group: zarr.Group, name: str, *index: Any) -> np.ndarray:
-    with quiet_zarr_warnings():
-        return np.asarray(group[name][index])
-
-
 def _psf_sigma_ok(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values) & (values > 0), values, np.nan)
 
@@ -125,10 +115,10 @@ def stack_gains(
     names = set(g.array_keys())
     fidx = list(filter_index)
     if not {"warp_zeropoint", "warp_exptime"} <= names:
-        n = len(range(*positions.indices(int(g["id"].shape[0]))))
+        n = len(range(*positions.indices(int(zarr_array(g, "id").shape[0]))))
         return np.full((n, len(fidx)), np.nan)
-    zp = _read(g, "warp_zeropoint", positions)[:, fidx]
-    t = _read(g, "warp_exptime", positions)[:, fidx]
+    zp = read_array(g, "warp_zeropoint", positions)[:, fidx]
+    t = read_array(g, "warp_exptime", positions)[:, fidx]
     return stack_gain(zp, t, warp_gain)
 
 
@@ -148,24 +138,24 @@ def _stack_photometry(
     err = np.full((n, nf), np.nan)
     fidx = list(spec.filter_index)
     gains = stack_gains(g, slice(start, stop), fidx, spec.gain)
-    zp = _read(g, "stack_zeropoint", slice(start, stop))[:, fidx]
-    status = _read(g, "stack_status", slice(start, stop))[:, fidx]
+    zp = read_array(g, "stack_zeropoint", slice(start, stop))[:, fidx]
+    status = read_array(g, "stack_status", slice(start, stop))[:, fidx]
     psf = (
-        _read(g, "stack_psf_fwhm", slice(start, stop))[:, fidx]
+        read_array(g, "stack_psf_fwhm", slice(start, stop))[:, fidx]
         if "stack_psf_fwhm" in spec.has
         else np.full((n, nf), np.nan)
     )
     for k, fi in enumerate(spec.filter_index):
         if not (status[:, k] == 1).any():
             continue
-        img = _read(g, "stack_flux", slice(start, stop), fi, ys, xs)
+        img = read_array(g, "stack_flux", slice(start, stop), fi, ys, xs)
         var = (
-            _read(g, "stack_variance", slice(start, stop), fi, ys, xs)
+            read_array(g, "stack_variance", slice(start, stop), fi, ys, xs)
             if "stack_variance" in spec.has
             else None
         )
         msk = (
-            _read(g, "stack_mask", slice(start, stop), fi, ys, xs)
+            read_array(g, "stack_mask", slice(start, stop), fi, ys, xs)
             if "stack_mask" in spec.has
             else None
         )
@@ -263,20 +253,20 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
     start, stop = int(bounds[0]), int(bounds[1])
     if stop <= start:
         return _empty_frame(spec.columns)
-    g = _open(spec.path)
+    g = open_store_group(spec.path)
     n = stop - start
     pos = slice(start, stop)
-    ids = _read(g, "id", pos).astype(object)
-    rows = _read(g, "position", pos).astype(np.int64)
-    ra, dec = _read(g, "ra", pos), _read(g, "dec", pos)
+    ids = read_array(g, "id", pos).astype(object)
+    rows = read_array(g, "position", pos).astype(np.int64)
+    ra, dec = read_array(g, "ra", pos), read_array(g, "dec", pos)
     if {"crval1", "crval2", "crpix1", "crpix2"} <= spec.has:
         x, y = position_in_cutout(
             ra,
             dec,
-            _read(g, "crval1", pos),
-            _read(g, "crval2", pos),
-            _read(g, "crpix1", pos),
-            _read(g, "crpix2", pos),
+            read_array(g, "crval1", pos),
+            read_array(g, "crval2", pos),
+            read_array(g, "crpix1", pos),
+            read_array(g, "crpix2", pos),
             spec.scale_deg,
         )
     else:  # no WCS stored: the fitscut centre pixel
@@ -297,7 +287,7 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
     ]
 
     fidx = list(spec.filter_index)
-    n_ep = _read(g, "n_epochs", pos)[:, fidx].astype(np.int64)
+    n_ep = read_array(g, "n_epochs", pos)[:, fidx].astype(np.int64)
     per_epoch: dict[str, np.ndarray] = {}
     for name in (
         "warp_mjd",
@@ -309,7 +299,7 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
         "warp_psf_fwhm",
     ):
         if name in spec.has:
-            per_epoch[name] = _read(g, name, pos)[:, fidx]
+            per_epoch[name] = read_array(g, name, pos)[:, fidx]
     n_epochs_axis = per_epoch["warp_zeropoint"].shape[2]
     missing = np.full((n, len(fidx), n_epochs_axis), np.nan)
     psf_all = per_epoch.get("warp_psf_fwhm", missing)
@@ -338,14 +328,14 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
         e_max = int(n_ep[:, k].max(initial=0))
         for e0 in range(0, e_max, spec.epoch_chunk):
             e1 = min(e0 + spec.epoch_chunk, e_max)
-            img = _read(g, "warp_flux", pos, fi, slice(e0, e1), ys, xs)
+            img = read_array(g, "warp_flux", pos, fi, slice(e0, e1), ys, xs)
             var = (
-                _read(g, "warp_variance", pos, fi, slice(e0, e1), ys, xs)
+                read_array(g, "warp_variance", pos, fi, slice(e0, e1), ys, xs)
                 if "warp_variance" in spec.has
                 else None
             )
             msk = (
-                _read(g, "warp_mask", pos, fi, slice(e0, e1), ys, xs)
+                read_array(g, "warp_mask", pos, fi, slice(e0, e1), ys, xs)
                 if "warp_mask" in spec.has
                 else None
             )
@@ -433,7 +423,7 @@ def _store_spec(
     path = Path(store)
     if not path.exists():
         raise FileNotFoundError(f"no store at {path}")
-    g = _open(str(path))
+    g = open_store_group(str(path))
     names = set(g.array_keys())
     if "warp_flux" not in names:
         raise InvalidParameterError(
@@ -454,7 +444,7 @@ def _store_spec(
         raise InvalidParameterError(
             f"radius {radius} and annulus {annulus}: need 0 < radius <= inner < outer (pixels)"
         )
-    store_filters = [str(f) for f in _read(g, "filter")]
+    store_filters = [str(f) for f in read_array(g, "filter")]
     if filters is None:
         chosen = store_filters
     else:
@@ -464,14 +454,14 @@ def _store_spec(
             raise InvalidParameterError(
                 f"filters {unknown} are not in the store (it has {''.join(store_filters)})"
             )
-    flux = g["warp_flux"]
+    flux = zarr_array(g, "warp_flux")
     n_pos, _, _, height, width = flux.shape
     if 2 * stamp_half_size((r_in, r_out)) + 1 > min(width, height) + 4:
         raise InvalidParameterError(
             f"annulus outer radius {r_out} px does not fit in the {width}x{height} cutouts"
         )
     has_stack = {"stack_flux", "stack_zeropoint", "stack_status"} <= names
-    scale = float(g.attrs.get("pixel_scale_deg", PIXEL_SCALE_DEG))
+    scale = float_attr(g, "pixel_scale_deg", PIXEL_SCALE_DEG)
     spec = _Spec(
         path=str(path.resolve()),
         filter_index=tuple(store_filters.index(f) for f in chosen),
@@ -565,6 +555,39 @@ def lightcurves(
     Clean rows: ``lc[(lc.lc_flags & int(BAD_FLAGS)) == 0]`` (``int(...)`` the flag, which
     pandas would otherwise take for a sequence). Tables written by earlier versions call
     the column ``flags``; :func:`read_lightcurves` renames it.
+
+    Parameters
+    ----------
+    store : str or os.PathLike
+        A ps1dask store holding warps (:func:`ps1dask.warps`).
+    radius : float, optional
+        Aperture radius, pixels (default ``ps1dask.photometry.radius``).
+    annulus : tuple of float, optional
+        Inner and outer radii of the sky annulus, pixels (default
+        ``ps1dask.photometry.annulus``).
+    filters : str or sequence of str, optional
+        Filters to measure (default all the store's).
+    bad_bits : int
+        Mask bits of pixels left out of the aperture and the sky.
+    include_stack : bool
+        Also measure the stack cutout (``stack_flux`` columns) when the store has stacks.
+    aperture_correction : bool
+        Divide fluxes by the PSF fraction in the aperture (total point-source fluxes).
+    estimate_psf : bool
+        Estimate the PSF width from bright positions where the store has none.
+    min_coverage : float
+        Warps whose ``coverage`` (usable pixel fraction near the position) is below this get
+        the LOW_COVERAGE flag.
+    positions_per_partition : int, optional
+        Positions per partition (rounded to whole store chunks; default one chunk).
+    gain : float, optional
+        Electrons per warp count of the photon noise (default
+        ``ps1dask.photometry.warp-gain``).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        The light curves, lazy, with the columns above.
     """
     import dask.dataframe as dd
 

@@ -157,7 +157,10 @@ def make_synthetic_store(
     src: dict[str, Any] = {"id": ids, "ra": ra, "dec": dec, "kind": kind}
     for b in filters:
         src[f"mag_{b}"] = mag_r + offsets[b]
-    src["period"] = np.where(kind == "periodic", np.exp(rng.uniform(*np.log(periods), n)), np.nan)
+    log_p0, log_p1 = np.log(periods)
+    src["period"] = np.where(
+        kind == "periodic", np.exp(rng.uniform(float(log_p0), float(log_p1), n)), np.nan
+    )
     src["amplitude"] = np.where(kind == "periodic", rng.uniform(*periodic_amplitude, n), np.nan)
     src["phase"] = np.where(kind == "periodic", rng.uniform(0, 2 * np.pi, n), np.nan)
     src["rise_days"] = np.where(kind == "transient", rng.uniform(2.0, 6.0, n), np.nan)
@@ -181,9 +184,9 @@ def make_synthetic_store(
     fin = np.isfinite(mjd_obs_tai)
     mjd[fin] = mid_exposure_mjd_utc(mjd_obs_tai[fin], exptime)
     # transients peak near one of their own epochs (so that warps catch them)
-    for p in np.flatnonzero(kind == "transient"):
-        t = mjd[p][np.isfinite(mjd[p])]
-        src["peak_mjd"][p] = float(rng.choice(t)) + rng.uniform(-3.0, 3.0) if t.size else 55100.0
+    for row in np.flatnonzero(kind == "transient"):
+        t = mjd[row][np.isfinite(mjd[row])]
+        src["peak_mjd"][row] = float(rng.choice(t)) + rng.uniform(-3.0, 3.0) if t.size else 55100.0
     sources = pd.DataFrame(src)
 
     fpa_zp = 24.7 + rng.normal(0.0, 0.05, (n, nf, E))

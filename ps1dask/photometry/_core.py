@@ -339,10 +339,10 @@ def measure_apertures(
     else:
         var_sum = np.sum(w2, axis=(1, 2)) * sky_sigma**2
         if gain is not None:
-            g = np.broadcast_to(np.asarray(gain, dtype=np.float64), (n,))
+            gains = np.broadcast_to(np.asarray(gain, dtype=np.float64), (n,))
             source = np.maximum(np.einsum("nij,nij->n", w2, sub), 0.0)
             with np.errstate(divide="ignore", invalid="ignore"):
-                var_sum = var_sum + np.where(g > 0, source / g, np.nan)
+                var_sum = var_sum + np.where(gains > 0, source / gains, np.nan)
         sky_for_bg = sky_sigma
     bg_var = area**2 * sky_for_bg**2 * (np.pi / 2.0) / np.maximum(n_sky, 1)
     flux_err = np.sqrt(var_sum + np.where(np.isfinite(bg_var), bg_var, 0.0))

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from ps1dask.conventions import cutout_origin, parse_filters, parse_size, parse_types
-from ps1dask.conventions.filenames import STACK_TYPES
+from ps1dask.conventions import cutout_origin, parse_filters, parse_size, part_types
 from ps1dask.exceptions import InvalidParameterError
 from ps1dask.positions import PositionTable
 from ps1dask.storage.layout import (
@@ -247,15 +246,7 @@ def plan_stack_job(
     """
     bands = parse_filters(filters)
     width, height = parse_size(size, pair_order="yx")  # the Python API's pairs: (ny, nx)
-    kinds = parse_types(types)
-    not_stack = [t for t in kinds if t not in STACK_TYPES]
-    if not_stack:
-        raise InvalidParameterError(
-            f"types {not_stack} are warp images: use ps1dask.warps() for those; cutouts() takes "
-            f"{sorted(STACK_TYPES)}"
-        )
-    if "stack" not in kinds:
-        kinds = ("stack", *kinds)
+    kinds = part_types(types, "stack")
     if chunk is None:
         chunk = min(position_chunk_size(len(bands), width, height), max_unit_positions)
     base = plan_positions(

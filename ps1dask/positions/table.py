@@ -38,7 +38,7 @@ def empty_skipped() -> pd.DataFrame:
 class PositionTable:
     """Validated positions, in input order.
 
-    Attributes
+    Parameters
     ----------
     frame : pandas.DataFrame
         One row per usable position, index ``0..n-1``: ``id`` (unique text, pandas ``str``

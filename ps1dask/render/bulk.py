@@ -186,12 +186,39 @@ def write_images(
 ) -> pd.DataFrame:
     """Write JPEG/PNG pictures of every position of ``store`` into ``outdir``.
 
-    ``filters``: grey pictures of these filters (default all of the store's); ``colour``:
-    red/green/blue filters of the composite (default reddest/middle/bluest; ``no_colour``
-    for none); ``method`` ``"lupton"`` or ``"fitscut"``; ``display``: stretch settings;
-    ``size``: resample to this longest side; ``warps``: also every good warp epoch;
-    ``client``: a Dask client or scheduler address (default: the threaded scheduler with
-    ``num_workers`` threads). Returns the index (also written as ``outdir/index.csv``).
+    Parameters
+    ----------
+    store : str or Path
+        The ps1dask store.
+    outdir : str or Path
+        Directory the pictures and ``index.csv`` are written to.
+    fmt : str
+        ``"jpg"`` or ``"png"``.
+    filters : str, optional
+        Grey pictures of these filters (default all of the store's).
+    colour : str, optional
+        Red, green and blue filters of the composite (default reddest/middle/bluest).
+    no_colour : bool
+        No colour composite.
+    method : str
+        Colour method, ``"lupton"`` or ``"fitscut"``.
+    display : Display, optional
+        Stretch settings.
+    size : int, optional
+        Resample to this longest side, pixels.
+    warps : bool
+        Also a picture of every good warp epoch.
+    quality : int
+        JPEG quality (Pillow's scale, 1 to 95).
+    client : distributed.Client or str, optional
+        A Dask client or scheduler address (default: the threaded scheduler).
+    num_workers : int, optional
+        Threads of the threaded scheduler when there is no client.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The index of the pictures (also written as ``outdir/index.csv``).
     """
     fmt = picture_format(fmt)
     ds = open_store(store)

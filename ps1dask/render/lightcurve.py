@@ -117,7 +117,7 @@ def aperture_lightcurve(
                 gain=None if var is not None else gain,
             )
             value, err = m.flux, m.flux_err
-            if all_zp:
+            if all_zp and zps is not None:
                 value = float(counts_to_microjansky(value, zps[f, k]))
                 err = float(counts_to_microjansky(err, zps[f, k]))
             model = ERR_MODEL_VARIANCE if var is not None else ERR_MODEL_SKY_POISSON

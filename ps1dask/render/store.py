@@ -312,8 +312,17 @@ def colour_image(
             sel = ds[zp_var][i, f] if epoch is None else ds[zp_var][i, f, int(epoch)]
             zp = float(load(sel).values)
         zps.append(zp)
+    red, green, blue = planes
     return composite(
-        *planes, display, method=method, zeropoints=zps, north_up=north_up, size=size, **settings
+        red,
+        green,
+        blue,
+        display,
+        method=method,
+        zeropoints=zps,
+        north_up=north_up,
+        size=size,
+        **settings,
     )
 
 

@@ -41,6 +41,18 @@ def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
     ``id`` is a coordinate along ``position`` (``ds.set_xindex("id")`` then
     ``ds.sel(id="M1")``), and ``warp_mjd`` decodes to ``datetime64`` (UTC, mid-exposure);
     :func:`mjd_days` gives MJD days back.
+
+    Parameters
+    ----------
+    path : str or Path
+        The store's directory.
+    input_order : bool
+        Positions in the input table's order (else the store's plan order).
+
+    Returns
+    -------
+    xarray.Dataset
+        The store, lazy (dask-backed).
     """
     if not Path(path).exists():
         raise FileNotFoundError(f"no store at {path}")

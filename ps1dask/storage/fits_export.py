@@ -99,6 +99,22 @@ def cutout_filename(ds: xr.Dataset, position: int, band: str, epoch: int | None 
 
     E.g. ``M1_rings.v3.skycell.1784.059.stk.r.unconv.fits`` or
     ``M1_rings.v3.skycell.1784.059.wrp.r.55245_28741.fits``.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A store opened with :func:`ps1dask.open_store`.
+    position : int
+        The position's label (the ``position`` coordinate: its 0-based input row).
+    band : str
+        The filter, one of the store's.
+    epoch : int, optional
+        The warp epoch (index along ``epoch``); None for the stack.
+
+    Returns
+    -------
+    str
+        The file name.
     """
     sub = ds.sel(position=position, filter=band)
     ident = re.sub(r"[^A-Za-z0-9._+-]+", "_", _text(sub["id"].values)).strip("_") or str(position)
@@ -121,6 +137,22 @@ def cutout_fits(ds: xr.Dataset, position: int, band: str, epoch: int | None = No
     """One cutout of a store as FITS: flux in the primary HDU, other stored images after.
 
     See :meth:`ps1dask.storage.accessor.PS1Accessor.to_fits`.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        A store opened with :func:`ps1dask.open_store`.
+    position : int
+        The position's label (the ``position`` coordinate: its 0-based input row).
+    band : str
+        The filter, one of the store's.
+    epoch : int, optional
+        The warp epoch (index along ``epoch``); None for the stack.
+
+    Returns
+    -------
+    astropy.io.fits.HDUList
+        Flux in the primary HDU with the cutout's WCS, other stored images after.
     """
     from astropy.io import fits
 

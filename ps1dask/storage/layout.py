@@ -10,13 +10,11 @@ arrays (see :mod:`ps1dask.storage.writer`).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import hashlib
 import json
 import shutil
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,9 +25,11 @@ import numpy as np
 import xarray as xr
 import zarr
 from zarr.codecs import BloscCodec
+from zarr.codecs.blosc import BloscCname, BloscShuffle
 
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.exceptions import InvalidParameterError, StoreMismatchError
+from ps1dask.storage.arrays import quiet_zarr_warnings, zarr_array
 from ps1dask.storage.times import MJD_UNITS
 
 #: Per-(position, filter) status flags, CF style (``flag_values`` / ``flag_meanings``).
@@ -105,7 +105,7 @@ class WarpRequest:
     mjd_range: tuple[float, float] | None
 
 
-def positions_digest(ids: Sequence[str], ra: np.ndarray, dec: np.ndarray) -> str:
+def positions_digest(ids: Sequence[str] | np.ndarray, ra: np.ndarray, dec: np.ndarray) -> str:
     """A digest of the position table (ids and coordinates to 1e-9 deg)."""
     h = hashlib.sha256()
     h.update("\x00".join(map(str, ids)).encode())
@@ -138,15 +138,6 @@ class StorePositions:
     cutout_x0: np.ndarray
     cutout_y0: np.ndarray
     extra_attrs: dict[str, Any] = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def quiet_zarr_warnings() -> Iterator[None]:
-    """Silence zarr's notices about string dtypes (the zarr-extensions "string" type)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
-        warnings.filterwarnings("ignore", message=".*Consolidated metadata.*")
-        yield
 
 
 def _position_variables(
@@ -228,9 +219,9 @@ def pixel_compressor() -> BloscCodec:
         )
     try:
         return BloscCodec(
-            cname=str(settings["cname"]),
+            cname=BloscCname(str(settings["cname"])),
             clevel=int(settings["clevel"]),
-            shuffle=str(settings["shuffle"]),
+            shuffle=BloscShuffle(str(settings["shuffle"])),
         )
     except (ValueError, TypeError) as exc:
         raise InvalidParameterError(f"ps1dask.store.pixel-compressor: {exc}") from exc
@@ -284,13 +275,14 @@ def _write_part(
     with quiet_zarr_warnings():
         if (root / "zarr.json").exists():
             group = zarr.open_group(str(root), mode="r")
-            existing = json.loads(group.attrs.get("ps1dask_base", "null") or "null")
+            raw_base = group.attrs.get("ps1dask_base")
+            existing = json.loads(raw_base) if isinstance(raw_base, str) and raw_base else None
             if existing != base:
                 raise StoreMismatchError(
                     f"{root} holds cutouts of other positions, filters or size ({existing}); "
                     f"adding {part}s needs the same ({base}). Use another store."
                 )
-            have_chunk = group["ra"].chunks[0]
+            have_chunk = zarr_array(group, "ra").chunks[0]
             if have_chunk != chunk:
                 raise StoreMismatchError(
                     f"{root} is chunked by {have_chunk} positions, not {chunk}"
@@ -538,6 +530,8 @@ def read_request(path: str | Path, part: str = "stack") -> Any:
     raw = group.attrs.get(PART_ATTRS[part])
     if raw is None:
         return None
+    if not isinstance(raw, str):
+        raise StoreMismatchError(f"{path}: attribute {PART_ATTRS[part]} is not a ps1dask request")
     data = json.loads(raw)
     data["types"] = tuple(data["types"])
     if data.get("mjd_range") is not None:

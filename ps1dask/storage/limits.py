@@ -39,7 +39,8 @@ def check_store_limits(path: str | Path) -> None:
     group = zarr.open_group(str(path), mode="r")
     lengths: dict[str, tuple[int, str]] = {}
     for name, array in group.arrays():
-        dims = array.metadata.dimension_names or ()
+        # zarr v2 arrays name no dimensions: never a ps1dask store, refused just below
+        dims = getattr(array.metadata, "dimension_names", None) or ()
         if len(dims) != len(array.shape):
             raise InvalidStoreError(
                 f"store {path}: array {name!r} has {len(array.shape)} dimensions but names "

@@ -25,12 +25,7 @@ def write_unit_chunks(
     first (with ``meta``, the per-filter variables of ``STACK_FILTER_VARIABLES``) and the
     status last, so a unit killed midway still reads as pending and is redone.
     """
-    root = str(path)
-    with quiet_zarr_warnings():
-        for name, data in {**images, **meta}.items():
-            array = zarr.open_array(root, path=name, mode="r+")
-            array[start:stop] = data.astype(array.dtype, copy=False)
-        zarr.open_array(root, path="stack_status", mode="r+")[start:stop] = status.astype("uint8")
+    _write_chunks(path, start, stop, {**images, **meta}, "stack_status", status)
 
 
 def write_warp_chunks(
@@ -42,9 +37,22 @@ def write_warp_chunks(
     status: np.ndarray,
 ) -> None:
     """Write positions ``[start, stop)`` of the warp arrays; the status last (see above)."""
+    _write_chunks(path, start, stop, {**images, **meta}, "warp_status", status)
+
+
+def _write_chunks(
+    path: str | Path,
+    start: int,
+    stop: int,
+    arrays: Mapping[str, np.ndarray],
+    status_name: str,
+    status: np.ndarray,
+) -> None:
+    """Write ``arrays`` at positions ``[start, stop)``, then the part's status array: the
+    status goes last so that a unit killed midway still reads as pending."""
     root = str(path)
     with quiet_zarr_warnings():
-        for name, data in {**images, **meta}.items():
+        for name, data in arrays.items():
             array = zarr.open_array(root, path=name, mode="r+")
             array[start:stop] = data.astype(array.dtype, copy=False)
-        zarr.open_array(root, path="warp_status", mode="r+")[start:stop] = status.astype("uint8")
+        zarr.open_array(root, path=status_name, mode="r+")[start:stop] = status.astype("uint8")

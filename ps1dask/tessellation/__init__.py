@@ -53,7 +53,15 @@ __all__ = [
 
 
 class SkycellId(NamedTuple):
-    """A PS1 skycell, ``projcell.subcell``; ``str()`` gives ``skycell.PPPP.SSS``."""
+    """A PS1 skycell, ``projcell.subcell``; ``str()`` gives ``skycell.PPPP.SSS``.
+
+    Parameters
+    ----------
+    projcell : int
+        The projection cell number.
+    subcell : int
+        The sub-cell number within the projection cell.
+    """
 
     projcell: int
     subcell: int
@@ -109,6 +117,16 @@ def skycell_center(cell: SkycellLike) -> tuple[float, float]:
 
     The RA is in [0, 360): cells west of a tangent point at RA 0 (e.g. ``1322.098``, at
     358.598) have their centre's RA taken modulo 360.
+
+    Parameters
+    ----------
+    cell : str, SkycellId or tuple of int
+        The skycell: ``"skycell.PPPP.SSS"``, ``"PPPP.SSS"`` or ``(projcell, subcell)``.
+
+    Returns
+    -------
+    tuple of float
+        RA and Dec of the centre, degrees.
     """
     return skycell_center_radec(skycell_geometry_of(cell))
 
@@ -118,6 +136,16 @@ def skycell_wcs(cell: SkycellLike) -> WCS:
 
     ``pixel_shape`` is ``(naxis1, naxis2)`` of that zone's images, and 1-based world-to-pixel
     conversions (``all_world2pix(..., 1)``) agree with :func:`locate`.
+
+    Parameters
+    ----------
+    cell : str, SkycellId or tuple of int
+        The skycell: ``"skycell.PPPP.SSS"``, ``"PPPP.SSS"`` or ``(projcell, subcell)``.
+
+    Returns
+    -------
+    astropy.wcs.WCS
+        The skycell image's WCS.
     """
     geo = skycell_geometry_of(cell)
     wcs = WCS(naxis=2)

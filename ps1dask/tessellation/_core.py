@@ -92,8 +92,8 @@ def tangent_point(rows: IntArray, ira: IntArray) -> tuple[FloatArray, FloatArray
 def project(
     ra: FloatArray,
     dec: FloatArray,
-    ra0: FloatArray,
-    dec0: FloatArray,
+    ra0: float | FloatArray,
+    dec0: float | FloatArray,
     scale: float = PIXEL_SCALE_DEG,
 ) -> tuple[FloatArray, FloatArray]:
     """Gnomonic projection of (ra, dec) about (ra0, dec0) to pixel offsets (x west, y north).
@@ -114,7 +114,7 @@ def project(
 
 
 def deproject(
-    x: FloatArray, y: FloatArray, ra0: FloatArray, dec0: FloatArray
+    x: FloatArray, y: FloatArray, ra0: float | FloatArray, dec0: float | FloatArray
 ) -> tuple[FloatArray, FloatArray]:
     """Inverse of :func:`project`: pixel offsets about (ra0, dec0) to (ra, dec) in degrees,
     RA in [0, 360)."""

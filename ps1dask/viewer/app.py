@@ -340,6 +340,19 @@ class ViewerApp:
 class Viewer:
     """The viewer of one store, served from a background thread (:meth:`wait` blocks on it).
 
+    Parameters
+    ----------
+    store : str or Path
+        The ps1dask store shown.
+    host : str
+        Address the server listens on (default loopback only).
+    port : int
+        TCP port; 0 for any free one (see :attr:`url` once started).
+    workers : int, optional
+        Threads that read the store and draw the pictures.
+
+    Examples
+    --------
     >>> with Viewer("cutouts.zarr") as v:          # doctest: +SKIP
     ...     print(v.url)
     """
@@ -379,7 +392,7 @@ class Viewer:
         assert self.state is not None and self._executor is not None
         return ViewerApp(self.state, self._executor).make_app()
 
-    def start(self) -> Viewer:
+    def start(self) -> Self:
         """Serve from a background thread; returns when the server accepts connections."""
         if self._server.running:
             return self
