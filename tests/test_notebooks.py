@@ -16,7 +16,7 @@ import ps1dask
 from ps1dask.conventions import flux_to_abmag
 from ps1dask.emulator.sky import SyntheticSky
 from ps1dask.photometry import measure_aperture
-from ps1dask.storage import STATUS
+from ps1dask.storage import STATUS, mjd_days
 from ps1dask.tessellation import locate
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("*.ipynb"))
@@ -64,7 +64,9 @@ def check_lightcurves(work: Path) -> None:
         epochs = sky.warp_epochs(str(ds.skycell.values[i]), "r")
         assert int(ds.n_epochs.values[i, 0]) == len(epochs) > 0
         np.testing.assert_allclose(
-            ds.warp_mjd.values[i, 0, : len(epochs)], [e.mjd_mid_utc for e in epochs], atol=1e-8
+            mjd_days(ds.warp_mjd.values[i, 0, : len(epochs)]),
+            [e.mjd_mid_utc for e in epochs],
+            atol=1e-8,
         )
     # the light curves the notebook computed, against the true flux at each epoch
     lc = ps1dask.lightcurves(store).compute()
