@@ -62,7 +62,7 @@ def local_cluster_client():
             n_workers=2,
             threads_per_worker=2,
             processes=True,
-            dashboard_address=":0",
+            dashboard_address="127.0.0.1:0",  # loopback: no dashboard for the network
             silence_logs=logging.ERROR,
         )
         # not the default client: other tests must not find a cluster they did not ask for

@@ -295,7 +295,9 @@ def test_jobqueue_yaml_and_helper():
             > _request_bound()
         )
         for cls in (dask_jobqueue.SLURMCluster, dask_jobqueue.PBSCluster):
-            cluster = cls(scheduler_options={"host": "127.0.0.1", "dashboard_address": ":0"})
+            cluster = cls(
+                scheduler_options={"host": "127.0.0.1", "dashboard_address": "127.0.0.1:0"}
+            )
             try:
                 script = cluster.job_script()
             finally:
