@@ -6,7 +6,7 @@ All errors derive from :class:`PS1DaskError`; errors about user input also deriv
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 
 class PS1DaskError(Exception):
@@ -139,3 +139,13 @@ class UnknownStrategyError(InvalidParameterError):
 
 class StrategyPluginWarning(PS1DaskWarning):
     """A fetch strategy advertised by an installed package (entry point) could not be loaded."""
+
+
+class HTTPFailure(Exception):
+    """Ends a request to the emulator with an HTTP error status and a plain-text message
+    (raised by the emulator's handlers, turned into the answer by its middleware)."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.headers = dict(headers or {})

@@ -35,8 +35,7 @@ from ps1dask.conventions import (
 from ps1dask.emulator import Emulator
 from ps1dask.emulator.faults import FAULT_KINDS, FaultInjector, Knobs
 from ps1dask.emulator.params import parse_byte_range
-from ps1dask.emulator.replies import HTTPFailure
-from ps1dask.exceptions import InvalidParameterError
+from ps1dask.exceptions import HTTPFailure, InvalidParameterError
 from ps1dask.imaging import (
     encode_image,
     fitscut_grey,

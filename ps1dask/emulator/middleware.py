@@ -11,8 +11,8 @@ from aiohttp import web
 
 from ps1dask.emulator.faults import Knobs, format_retry_after
 from ps1dask.emulator.metrics import ServiceState, endpoint_of
-from ps1dask.emulator.replies import HTTPFailure, Reply, error_reply, hold, reset_connection
-from ps1dask.exceptions import InvalidParameterError, PS1DaskError, ServiceHTTPError
+from ps1dask.emulator.replies import Reply, error_reply, hold, reset_connection
+from ps1dask.exceptions import HTTPFailure, InvalidParameterError, PS1DaskError, ServiceHTTPError
 
 log = logging.getLogger("ps1dask.emulator")
 

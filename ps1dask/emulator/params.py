@@ -10,8 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from ps1dask.emulator.replies import HTTPFailure
-from ps1dask.exceptions import InvalidParameterError
+from ps1dask.exceptions import HTTPFailure, InvalidParameterError
 
 _TRUE = {"1", "true", "t", "yes", "y", "on"}
 _FALSE = {"0", "false", "f", "no", "n", "off", ""}

@@ -20,15 +20,6 @@ import numpy as np
 from aiohttp import web
 
 
-class HTTPFailure(Exception):
-    """Ends a service request with an HTTP error status and a plain-text message."""
-
-    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
-        super().__init__(message)
-        self.status = status
-        self.headers = dict(headers or {})
-
-
 @dataclass
 class Reply:
     """A service answer, sent by the middleware (throttled, maybe truncated).

@@ -40,7 +40,7 @@ from ps1dask.emulator.pictures import (
     grey_picture,
     picture_shape,
 )
-from ps1dask.emulator.replies import HTTPFailure, Reply, hold, json_response, text_reply
+from ps1dask.emulator.replies import Reply, hold, json_response, text_reply
 from ps1dask.emulator.service_rules import (
     FILTERS,
     cut_origin,
@@ -53,7 +53,7 @@ from ps1dask.emulator.service_rules import (
     parse_types,
 )
 from ps1dask.emulator.sky import ImageRef, SyntheticSky
-from ps1dask.exceptions import InvalidParameterError
+from ps1dask.exceptions import HTTPFailure, InvalidParameterError
 from ps1dask.tessellation import SkycellId, locate, skycell_center
 from ps1dask.wire import CUTOUTS_PAGE_PATH, FILES_PREFIX, FITSCUT_PATH, LIST_PATH, LISTING_COLUMNS
 

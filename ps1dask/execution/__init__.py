@@ -1,6 +1,7 @@
 """Execution on Dask: one task per work unit, progress, summaries."""
 
 from ps1dask.exceptions import JobAbortedError
+from ps1dask.execution.job import JobCluster, JobHandle, JobProgress, JobSummary
 from ps1dask.execution.runner import RunControl, RunOutcome, cluster_client, run_units
 from ps1dask.execution.tasks import (
     StackTaskSpec,
@@ -12,6 +13,10 @@ from ps1dask.execution.tasks import (
 
 __all__ = [
     "JobAbortedError",
+    "JobCluster",
+    "JobHandle",
+    "JobProgress",
+    "JobSummary",
     "RunControl",
     "RunOutcome",
     "StackTaskSpec",
