@@ -68,6 +68,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
             "answering 503; every store compared with a fault-free run"
         ),
     ),
+    "soak": (
+        "ps1dask.bench.soak_bench",
+        (
+            "10^5 cutouts (16 px) at latency 0.01 s through the whole job path: rate, 10-slot "
+            "bound, worker and scheduler RSS at start, middle and end"
+        ),
+    ),
     "help": (
         "ps1dask.bench.help_bench",
         "time 'ps1dask --help' and every 'ps1dask COMMAND --help' (fresh interpreters)",
