@@ -339,7 +339,8 @@ class S3Bucket:
         after = start_after
         if token is not None:
             try:
-                after = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+                raw = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True)
+                after = raw.decode("utf-8")
             except (binascii.Error, UnicodeError, ValueError):
                 return s3_error_reply(
                     400,
@@ -414,4 +415,4 @@ class S3Bucket:
 def bucket_route_pattern() -> str:
     """aiohttp path of the S3 routes' bucket segment: any first segment but the service's."""
     names = "|".join(sorted(re.escape(s) for s in SERVICE_SEGMENTS if s))
-    return rf"{{bucket:(?!(?:{names})$)[^/]+}}"
+    return rf"{{bucket:(?!(?:{names})(?:/|$))[^/]+}}"

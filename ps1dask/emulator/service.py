@@ -148,6 +148,10 @@ class Service:
         opened = await self.run(self.cache.open_existing, ref)
         if opened is None:
             async with self._render_slots:
+                if head:  # rendered (and maybe evicted) by another request meanwhile?
+                    size = self.cache.known_size(ref)
+                    if size is not None:
+                        return None, size
                 opened = await self.run(self.cache.open, ref)
         fh, size = opened
         if head:
