@@ -28,28 +28,48 @@ import binascii
 import hashlib
 import itertools
 import re
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 
 from ps1dask.emulator.faults import s3_key_missing
-from ps1dask.emulator.metrics import SERVICE_SEGMENTS
+from ps1dask.emulator.files import WholeFileCache
+from ps1dask.emulator.metrics import SERVICE_SEGMENTS, ServiceState
 from ps1dask.emulator.params import parse_byte_range
 from ps1dask.emulator.replies import Reply
 from ps1dask.emulator.service_rules import FILTERS, STACK_SUFFIXES, WARP_SUFFIXES
-from ps1dask.emulator.sky import ImageRef
+from ps1dask.emulator.sky import ImageRef, SyntheticSky
 from ps1dask.exceptions import HTTPFailure, PS1DaskError
 from ps1dask.tessellation import FIRST_FOOTPRINT_PROJCELL, SkycellId
 from ps1dask.tessellation._core import load_grid
 from ps1dask.wire import FILES_PREFIX, S3_BUCKET, S3_KEY_PREFIX
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ps1dask.emulator.service import Service
 
-__all__ = ["S3Bucket", "s3_error_reply"]
+class FileService(Protocol):
+    """What the S3 mode uses of :class:`~ps1dask.emulator.service.Service` (which builds it:
+    a protocol, not an import, keeps the modules free of cycles)."""
+
+    sky: SyntheticSky
+    state: ServiceState
+    cache: WholeFileCache
+
+    def lookup(self, name: str) -> ImageRef: ...
+
+    def listed_images(
+        self, skycell: SkycellId, bands: str, types: tuple[str, ...]
+    ) -> tuple[ImageRef, ...]: ...
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def open_file(self, ref: ImageRef, head: bool) -> tuple[BinaryIO | None, int]: ...
+
+
+__all__ = ["FileService", "S3Bucket", "s3_error_reply"]
+
+T = TypeVar("T")
 
 XML_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 #: The DR2 release date, as the service's files say too.
@@ -118,7 +138,7 @@ class _KeyTree:
     pixels). Missing keys (``s3_missing_fraction``) are left out.
     """
 
-    def __init__(self, service: Service, missing_fraction: float) -> None:
+    def __init__(self, service: FileService, missing_fraction: float) -> None:
         self.service = service
         self.missing_fraction = missing_fraction
         parts = FILES_KEY_PREFIX.rstrip("/").split("/")
@@ -148,7 +168,7 @@ class _KeyTree:
         except (PS1DaskError, ValueError):
             return []
         self.skycells_visited += 1
-        refs = self.service._images(sid, FILTERS, _ALL_TYPES)
+        refs = self.service.listed_images(sid, FILTERS, _ALL_TYPES)
         names = sorted((r.filename.rsplit("/", 1)[-1], r) for r in refs)
         return [
             (name, ref)
@@ -187,9 +207,9 @@ class _KeyTree:
 
 
 class S3Bucket:
-    """Handlers of the S3 mode, over one :class:`~ps1dask.emulator.service.Service`."""
+    """Handlers of the S3 mode, over one service's files (:class:`FileService`)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: FileService) -> None:
         self.service = service
 
     async def handle(self, request: web.Request) -> Reply:
