@@ -78,6 +78,8 @@ LAST_MODIFIED_ISO = "2019-01-28T00:00:00.000Z"
 #: What S3 answers for objects stored without a content type.
 OBJECT_CONTENT_TYPE = "binary/octet-stream"
 MAX_KEYS = 1000
+#: Keys whose image is remembered (a few MB at most).
+KNOWN_KEYS = 16384
 #: Files of unknown size one listing page may render before it is cut short.
 RENDERS_PER_LIST_PAGE = 4
 #: Skycells one listing page may look into (a prefix with few or no keys left, e.g. at
@@ -211,6 +213,8 @@ class S3Bucket:
 
     def __init__(self, service: FileService) -> None:
         self.service = service
+        #: key -> image of keys found (event loop only; the oldest go first past the bound)
+        self._known_keys: dict[str, ImageRef] = {}
 
     async def handle(self, request: web.Request) -> Reply:
         bucket = request.match_info["bucket"]
@@ -248,24 +252,28 @@ class S3Bucket:
 
     # ----- objects ------------------------------------------------------------------------
 
-    def _ref(self, key: str) -> ImageRef:
-        def no_such_key() -> HTTPFailure:
-            return HTTPFailure(404, key)
-
+    def _ref(self, key: str) -> ImageRef | None:
+        """The image a key names, or None if the service has no such file (thread pool)."""
         if not key.startswith(FILES_KEY_PREFIX):
-            raise no_such_key()
-        if s3_key_missing(key, self.service.state.knobs.s3_missing_fraction):
-            raise no_such_key()
+            return None
         try:
             return self.service.lookup("/" + key[len(S3_KEY_PREFIX) :].lstrip("/"))
         except HTTPFailure:
-            raise no_such_key() from None
+            return None
 
     async def get_object(self, request: web.Request, key: str) -> Reply:
         service = self.service
-        try:
-            ref = await service.run(self._ref, key)
-        except HTTPFailure:
+        ref = None
+        if not s3_key_missing(key, service.state.knobs.s3_missing_fraction):
+            # Range reads come by the thousand: keys once found skip the thread pool.
+            ref = self._known_keys.get(key)
+            if ref is None:
+                ref = await service.run(self._ref, key)
+                if ref is not None:
+                    if len(self._known_keys) >= KNOWN_KEYS:
+                        self._known_keys.pop(next(iter(self._known_keys)))
+                    self._known_keys[key] = ref
+        if ref is None:
             return s3_error_reply(
                 404, "NoSuchKey", "The specified key does not exist.", {"Key": key}
             )
@@ -373,7 +381,7 @@ class S3Bucket:
         found = await service.run(
             lambda: list(itertools.islice(tree.walk(prefix, delimiter, after), max_keys + 1))
         )
-        truncated = len(found) > max_keys
+        truncated = len(found) > max_keys > 0  # max-keys=0: nothing to resume
         found = found[:max_keys]
         resume_after = None if truncated else tree.resume_after
         listed: list[tuple[str, ImageRef | None, int]] = []
