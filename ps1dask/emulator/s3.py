@@ -43,9 +43,12 @@ from ps1dask.emulator.replies import Reply
 from ps1dask.emulator.service_rules import FILTERS, STACK_SUFFIXES, WARP_SUFFIXES
 from ps1dask.emulator.sky import ImageRef, SyntheticSky
 from ps1dask.exceptions import HTTPFailure, PS1DaskError
-from ps1dask.tessellation import FIRST_FOOTPRINT_PROJCELL, SkycellId
-from ps1dask.tessellation._core import load_grid
+from ps1dask.tessellation import FIRST_FOOTPRINT_PROJCELL, SkycellId, load_grid
 from ps1dask.wire import FILES_PREFIX, S3_BUCKET, S3_KEY_PREFIX
+
+__all__ = ["FileService", "S3Bucket", "s3_error_reply"]
+
+T = TypeVar("T")
 
 
 class FileService(Protocol):
@@ -66,10 +69,6 @@ class FileService(Protocol):
 
     async def open_file(self, ref: ImageRef, head: bool) -> tuple[BinaryIO | None, int]: ...
 
-
-__all__ = ["FileService", "S3Bucket", "s3_error_reply"]
-
-T = TypeVar("T")
 
 XML_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 #: The DR2 release date, as the service's files say too.
