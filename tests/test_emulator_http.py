@@ -33,7 +33,7 @@ from ps1dask.conventions import (
     position_pixel,
 )
 from ps1dask.emulator import Emulator
-from ps1dask.emulator.faults import FAULT_KINDS, FaultInjector, Knobs
+from ps1dask.emulator.faults import DEFAULT_FAULT_KINDS, FaultInjector, Knobs
 from ps1dask.emulator.params import parse_byte_range
 from ps1dask.exceptions import HTTPFailure, InvalidParameterError
 from ps1dask.imaging import (
@@ -61,11 +61,12 @@ DEFAULT_KNOBS = dict(
     bandwidth=None,
     work_per_mpix=0.0,
     fault_rate=0.0,
-    fault_kinds=FAULT_KINDS,
+    fault_kinds=DEFAULT_FAULT_KINDS,
     retry_after=1.0,
     stall_seconds=30.0,
     seed=0,
     max_concurrency=10,
+    s3_missing_fraction=0.0,
 )
 
 
@@ -868,6 +869,8 @@ def test_cli_prints_url_first_and_serves(tmp_path):
             "3",
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--s3-missing-fraction",
+            "1",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -887,6 +890,11 @@ def test_cli_prints_url_first_and_serves(tmp_path):
             requests.get(first + "/_emulator/metrics", timeout=TIMEOUT).json()["requests_total"]
             == 1
         )
+        # every key hidden from the S3 mode
+        r = requests.head(first + "/stpubdata/panstarrs/ps1/public" + stack_name(), timeout=TIMEOUT)
+        assert r.status_code == 404
+        config = requests.get(first + "/_emulator/config", timeout=TIMEOUT).json()
+        assert config["s3_missing_fraction"] == 1.0
     finally:
         proc.terminate()
         try:
@@ -916,5 +924,6 @@ def test_cli_help_mentions_the_knobs():
         "--seed",
         "--cache-dir",
         "--host",
+        "--s3-missing-fraction",
     ):
         assert flag in text
