@@ -171,6 +171,7 @@ def test_warps_on_s3_are_read_by_lightcurves_coadd_and_gallery(s3, emu, dask_cli
     coadd_warps(local, client=dask_client)
     coadd_warps(url, client=dask_client, storage_options=_options(s3))
     _assert_same(local, where)
+    assert "pixel_scale_deg" in _attrs(where.zarr_store())  # the store's attrs survive
     a = coadd_photometry(local, aperture_correction=False)
     b = coadd_photometry(url, aperture_correction=False, storage_options=_options(s3))
     np.testing.assert_array_equal(a.flux.to_numpy(), b.flux.to_numpy())
@@ -178,6 +179,24 @@ def test_warps_on_s3_are_read_by_lightcurves_coadd_and_gallery(s3, emu, dask_cli
     pages = write_gallery(url, tmp_path / "g.html", lightcurves=False, storage_options=_options(s3))
     text = pages[0].read_text()
     assert text.count("<img") >= len(table)
+
+    import requests
+
+    from ps1dask.viewer import Viewer
+
+    with Viewer(where) as viewer:
+        info = requests.get(viewer.url + "/api/info", timeout=60).json()
+        assert info["n_positions"] == len(table) and info["warps"]
+        png = requests.get(viewer.url + "/image/0.png", params={"band": "g"}, timeout=60)
+        assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
+
+    # the CLI's readers take the URL and --storage-option
+    flags = [f"--storage-option=endpoint_url={s3}", f"--storage-option=key={KEY}"]
+    flags += [f"--storage-option=secret={SECRET}"]
+    exported = run_ps1dask("export", url, "-o", str(tmp_path / "fits"), *flags, timeout=180)
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    n_ok = int((ps1dask.open_store(local).warp_status.values == STATUS["ok"]).sum())
+    assert len(list((tmp_path / "fits").glob("*.fits"))) == n_ok > 0
 
 
 def test_memory_store_in_process_only(emu, dask_client, tmp_path):

@@ -288,6 +288,9 @@ def _create_arrays(
         ),
     }
     ds = xr.Dataset(data_vars, coords={"coadd_bin": ("coadd_bin", np.arange(nb_, dtype=np.int64))})
+    # to_zarr(mode="a") replaces the root attrs by the dataset's: keep the store's own
+    # (WCS scale, requests, conventions), or readers of the store lose them
+    ds.attrs.update(dict(open_store_group(path).attrs))
     encoding = {
         "coadd_flux": {"chunks": ichunks, "fill_value": np.nan},
         "coadd_variance": {"chunks": ichunks, "fill_value": np.nan},
