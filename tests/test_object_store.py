@@ -89,12 +89,12 @@ def _assert_same(local: object, remote: StoreLocation) -> None:
     assert _attrs(str(local)) == _attrs(remote.zarr_store())
 
 
-def _cutouts(table, store, emu, client, **kw):
+def _cutouts(table, store, emu, client, size=SIZE, **kw):
     return ps1dask.cutouts(
         table,
         store,
         filters=FILTERS,
-        size=SIZE,
+        size=size,
         strategy="cutout",
         service=emu.url,
         client=client,
@@ -138,6 +138,27 @@ def test_cutouts_to_s3_equal_the_same_job_on_disk(s3, emu, dask_client, tmp_path
             storage_options=_options(s3),
         )
     _assert_same(local, where)
+
+    # --no-resume (resume=False) deletes the store's objects and makes it anew
+    remade = _cutouts(
+        table, url, emu, dask_client, storage_options=_options(s3), resume=False, size=SIZE + 8
+    )
+    assert remade.statuses == {"ok": 2 * len(table)}
+    ds = ps1dask.open_store(url, storage_options=_options(s3))
+    assert (ds.sizes["x"], ds.sizes["y"]) == (SIZE + 8, SIZE + 8)
+
+
+def test_objects_that_are_not_a_store_are_neither_used_nor_deleted(s3, emu, dask_client):
+    import fsspec
+
+    table = positions_in_one_skycell(2, seed=37)
+    url = _url("other")
+    fs, _ = fsspec.core.url_to_fs(url, **_options(s3))
+    fs.pipe(f"{url}/notes.txt", b"not zarr")
+    for resume, message in ((True, "is not a ps1dask store"), (False, "refusing to delete")):
+        with pytest.raises(InvalidParameterError, match=message):
+            _cutouts(table, url, emu, dask_client, storage_options=_options(s3), resume=resume)
+    assert fs.cat(f"{url}/notes.txt") == b"not zarr"
 
 
 def test_warps_on_s3_are_read_by_lightcurves_coadd_and_gallery(s3, emu, dask_client, tmp_path):

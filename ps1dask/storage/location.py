@@ -211,9 +211,10 @@ class StoreLocation:
         with self.errors("reach"):
             fs = self.filesystem()
             bucket = self.url.split("://", 1)[1].split("/", 1)[0]
-            # listing the bucket proves it exists and that the credentials are accepted
-            # (an anonymous client passes here and is refused at its first write)
-            fs.ls(f"{self.protocol}://{bucket}", detail=False)
+            # a HEAD of the bucket proves it exists and that the credentials are accepted
+            # (read-only credentials pass here and are refused at the first write, in one
+            # line as well)
+            fs.info(f"{self.protocol}://{bucket}")
 
     @contextmanager
     def errors(self, action: str) -> Iterator[None]:

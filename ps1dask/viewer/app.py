@@ -342,8 +342,9 @@ class Viewer:
 
     Parameters
     ----------
-    store : str or Path
-        The ps1dask store shown.
+    store : str, Path or StoreLocation
+        The ps1dask store shown: a directory, a URL (``s3://bucket/field.zarr``), or a
+        :class:`~ps1dask.storage.StoreLocation` for a URL with storage options.
     host : str
         Address the server listens on (default loopback only).
     port : int
