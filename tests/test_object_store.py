@@ -71,7 +71,7 @@ def _url(name: str) -> str:
 
 
 def _attrs(store: object) -> dict[str, object]:
-    attrs = dict(zarr.open_group(store, mode="r").attrs)
+    attrs: dict[str, object] = dict(zarr.open_group(store, mode="r").attrs)
     attrs.pop("created", None)  # the creation time differs between two runs
     return attrs
 
