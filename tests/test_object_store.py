@@ -427,6 +427,9 @@ def test_location_normalisation():
     s3 = StoreLocation.of("S3://bucket/a/b.zarr/", {"anon": True})
     assert (s3.url, s3.protocol, s3.is_local) == ("s3://bucket/a/b.zarr", "s3", False)
     assert str(s3) == "s3://bucket/a/b.zarr"  # never the options (secrets)
+    secret = StoreLocation.of("s3://bucket/x", {"key": "AKIA1", "secret": "hush"})
+    assert "hush" not in repr(secret) and "AKIA1" not in repr(secret)
+    assert repr(secret) == "StoreLocation('s3://bucket/x', storage_options=<key, secret>)"
     with pytest.raises(InvalidParameterError, match="gcsfs"):
         StoreLocation.of("gs://bucket/x.zarr")
     assert json.loads(json.dumps(dict(s3.storage_options))) == {"anon": True}

@@ -135,6 +135,11 @@ class StoreLocation:
         # never the storage options: they may hold secrets
         return self.url
 
+    def __repr__(self) -> str:
+        # option names only: values may be secrets, and Dask logs the arguments of failed tasks
+        names = ", ".join(sorted(self.storage_options))
+        return f"StoreLocation({self.url!r}, storage_options=<{names or 'none'}>)"
+
     def child(self, *parts: str) -> str:
         """The key (local path or URL) of ``parts`` inside the store."""
         return "/".join([self.url.rstrip("/"), *parts])
