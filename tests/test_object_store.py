@@ -435,3 +435,20 @@ def test_location_normalisation():
     assert json.loads(json.dumps(dict(s3.storage_options))) == {"anon": True}
     with pytest.raises(OutputLocationError), StoreLocation.of("s3://bucket/x").errors("read"):
         raise PermissionError("denied")
+
+
+def test_objects_written_by_another_process_are_seen(s3):
+    """Workers write objects the client did not: no listing cache may hide them."""
+    url = _url("seen")
+    where = StoreLocation.of(url, _options(s3))
+    client = boto3.client(
+        "s3", endpoint_url=s3, aws_access_key_id=KEY, aws_secret_access_key=SECRET
+    )
+    bucket, _, prefix = url.removeprefix("s3://").partition("/")
+    client.put_object(Bucket=bucket, Key=f"{prefix}/notes.txt", Body=b"x")
+    assert where.occupied() and not where.exists()  # lists the prefix
+    client.put_object(Bucket=bucket, Key=f"{prefix}/zarr.json", Body=b"{}")
+    assert where.exists() and where.has("zarr.json")
+    assert zarr.storage.FsspecStore is type(where.zarr_store())
+    memory = StoreLocation.of(f"memory://seen-{time.time_ns()}.zarr")
+    assert not memory.exists() and not memory.occupied()

@@ -158,7 +158,7 @@ class StoreLocation:
         """The fsspec filesystem of a URL (for listing and deleting)."""
         import fsspec
 
-        fs, _ = fsspec.core.url_to_fs(self.url, **dict(self.storage_options))
+        fs, _ = fsspec.core.url_to_fs(self.url, **_uncached(self.storage_options))
         return fs
 
     def has(self, key: str) -> bool:
@@ -266,6 +266,12 @@ def _filesystem_class(protocol: str, url: str) -> Any:
         ) from None
 
 
+def _uncached(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with fsspec's listings cache off: workers write objects this process did
+    not, and a cached listing would then answer "no such key" for a store that exists."""
+    return {**options, "use_listings_cache": False}
+
+
 _STORES: dict[tuple[str, str], Any] = {}
 _STORES_LOCK = threading.Lock()
 
@@ -279,7 +285,7 @@ def _fsspec_store(url: str, options: Mapping[str, Any]) -> Any:
     with _STORES_LOCK:
         store = _STORES.get(key)
         if store is None:
-            store = FsspecStore.from_url(url, storage_options=dict(options), read_only=False)
+            store = FsspecStore.from_url(url, storage_options=_uncached(options), read_only=False)
             _STORES[key] = store
         return store
 
