@@ -20,7 +20,8 @@ two tie), and s3fs takes the storage options users already pass to pandas, xarra
 as they are (no mapping, no option left unsupported), finds a bucket's region by itself,
 reads credentials through botocore's whole chain (``AWS_*`` variables, profiles, SSO,
 instance and pod roles), and the same code serves gs://, az:// and memory://. A switch
-would happen in :meth:`StoreLocation.zarr_store` alone; see docs/design.md.
+would happen in :meth:`StoreLocation.zarr_store` alone; see docs/design.md and
+docs/measurements/store_backends.py (the measurement).
 
 A job must fail with a clear message *before* it changes anything when its store cannot be
 written: a path under a file, a read-only directory or filesystem, a store whose arrays are
