@@ -19,6 +19,7 @@ import datetime as _dt
 import functools
 import html
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from ps1dask.render.parallel import PLOT_LOCK, map_positions
 from ps1dask.render.store import has_stacks, picture_filters, picture_format, status_codes
 from ps1dask.storage import open_store
 from ps1dask.storage.layout import STATUS
+from ps1dask.storage.location import StoreLike, StoreLocation
 
 _MIME = {"jpg": "image/jpeg", "png": "image/png"}
 
@@ -381,7 +383,7 @@ Images north up, east left.</footer>
 
 
 def write_gallery(
-    store: str | Path,
+    store: StoreLike,
     output: str | Path = "gallery.html",
     *,
     page_size: int = 100,
@@ -398,6 +400,7 @@ def write_gallery(
     client: Any = None,
     num_workers: int | None = None,
     progress: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write the gallery of ``store`` to ``output`` (and ``<stem>-pNNN.html`` pages).
 
@@ -407,7 +410,7 @@ def write_gallery(
     Parameters
     ----------
     store : str or Path
-        The ps1dask store.
+        The ps1dask store: a directory or a URL (``s3://bucket/field.zarr``, ...).
     output : str or Path
         The first page's file.
     page_size : int
@@ -438,13 +441,15 @@ def write_gallery(
         Threads of the local scheduler when there is no client.
     progress : bool
         Whether to show a progress bar.
+    storage_options : dict, optional
+        For a store URL: fsspec's options, as :func:`ps1dask.open_store` takes them.
 
     Returns
     -------
     list of Path
         The page files written.
     """
-    store = Path(store)
+    store = StoreLocation.of(store, storage_options)
     output = html_output(output)
     fmt = picture_format(fmt)
     if int(page_size) < 1:
@@ -479,7 +484,7 @@ def write_gallery(
     )
     if has_warps(ds):
         summary += f" · warps up to {int(ds.sizes['epoch'])} epochs"
-    title = title or f"PS1 cutouts: {store.name}"
+    title = title or f"PS1 cutouts: {store.url.rstrip('/').rsplit('/', 1)[-1]}"
     n_pages = max(1, math.ceil(len(indices) / int(page_size)))
     output.parent.mkdir(parents=True, exist_ok=True)
     task = functools.partial(_render_card_task, opts=opts)

@@ -7,9 +7,8 @@ import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import distributed
@@ -47,8 +46,8 @@ from ps1dask.storage import (
     read_status,
     store_chunk,
 )
-from ps1dask.storage.layout import position_chunk_size, remove_store
-from ps1dask.storage.location import check_output_location
+from ps1dask.storage.layout import position_chunk_size, read_array_of, remove_store
+from ps1dask.storage.location import StoreLocation
 from ps1dask.tessellation import SkycellId, skycell_geometry_of
 
 logger = logging.getLogger("ps1dask")
@@ -58,7 +57,7 @@ def _run_job(
     run: Callable[[RunControl | None], JobSummary],
     cluster: JobCluster,
     *,
-    store: Path,
+    store: StoreLocation,
     compute: bool,
     starts_cluster: bool,
 ) -> JobSummary | JobHandle:
@@ -125,28 +124,40 @@ def _open_job(
     service: str | PS1Service | None,
     strategy: str,
     resume: bool,
-) -> tuple[PositionTable, PS1Service, Path]:
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[PositionTable, PS1Service, StoreLocation]:
     """Check and normalise what every job takes: strategy, positions, service, output store."""
     strategies_for(strategy)  # UnknownStrategyError (an InvalidParameterError) names the choices
+    store_path = StoreLocation.of(store, storage_options)
     table = positions if isinstance(positions, PositionTable) else read_positions(positions)
     svc = service if isinstance(service, PS1Service) else PS1Service(service)
-    store_path = Path(store)
-    check_output_location(store_path, replace=not resume)
+    store_path.check(replace=not resume)
     if not resume:
         remove_store(store_path)
-    if (
-        store_path.exists()
-        and not (store_path / "zarr.json").exists()
-        and (not store_path.is_dir() or any(store_path.iterdir()))
-    ):
+    if not store_path.exists() and store_path.occupied():
         raise InvalidParameterError(
             f"{store_path} exists and is not a ps1dask store; choose a new path"
         )
     return table, svc, store_path
 
 
-def _job_key(store: Path, kind: str) -> str:
-    return f"ps1dask-{kind}-" + hashlib.sha1(str(store.resolve()).encode()).hexdigest()[:8]
+def _job_key(store: StoreLocation, kind: str) -> str:
+    return f"ps1dask-{kind}-" + hashlib.sha1(store.url.encode()).hexdigest()[:8]
+
+
+def _check_store_shared(store: StoreLocation, dask_client: distributed.Client) -> None:
+    """A ``memory://`` store lives in this process only: refuse it unless every worker
+    runs here too (``distributed.Client(processes=False)``), or workers would write their
+    chunks into memories of their own and the job would read back nothing."""
+    if not store.in_process:
+        return
+    pids = set(dask_client.run(os.getpid).values())
+    if pids - {os.getpid()}:
+        raise InvalidParameterError(
+            f"store {store}: a memory:// store exists only in this process, but the Dask "
+            "workers run in other processes; use an object store or a path, or a client "
+            "whose workers run in this process (distributed.Client(processes=False))"
+        )
 
 
 def cutouts(
@@ -166,6 +177,7 @@ def cutouts(
     progress: bool | None = None,
     quiet: bool = False,
     compute: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> JobSummary | JobHandle:
     """Fetch PS1 stack cutouts for every position into one Zarr store.
 
@@ -176,7 +188,9 @@ def cutouts(
         pandas or dask DataFrame, an astropy Table, or a PositionTable. RA/Dec in degrees or
         sexagesimal, or skycell ids.
     store
-        Output Zarr (v3) directory. Opens with :func:`ps1dask.open_store`.
+        Output Zarr (v3) store: a directory, or an object-store URL (``s3://bucket/x.zarr``,
+        ``gs://``, ``az://``, ``file://``; ``memory://`` only with workers in this process).
+        Opens with :func:`ps1dask.open_store`.
     filters
         Subset of ``grizy``.
     size
@@ -219,6 +233,10 @@ def cutouts(
     compute
         ``False``: return a :class:`JobHandle` as soon as the work is submitted, and let
         the job run in the background (``handle.result()`` gives the summary).
+    storage_options
+        For a store URL: fsspec's options, as pandas and xarray take them (``endpoint_url``,
+        ``key``, ``secret``, ``anon``, ``client_kwargs``, ...). S3 credentials may instead
+        come from the standard ``AWS_*`` environment variables (on the workers too).
 
     Returns
     -------
@@ -226,7 +244,7 @@ def cutouts(
         Counts per status, requests, bytes, seconds (``print(summary)`` for a report); a
         :class:`JobHandle` with ``compute=False``.
     """
-    table, svc, store_path = _open_job(positions, store, service, strategy, resume)
+    table, svc, store_path = _open_job(positions, store, service, strategy, resume, storage_options)
     plan = plan_stack_job(
         table,
         filters=filters,
@@ -246,7 +264,7 @@ def cutouts(
 
     def make_spec(profile: ServiceProfile) -> StackTaskSpec:
         return StackTaskSpec(
-            store=str(store_path.resolve()),
+            store=store_path,
             service=svc,
             filters=plan.filters,
             types=plan.types,
@@ -298,7 +316,7 @@ def _execute(
     make_spec: Any,
     *,
     svc: PS1Service,
-    store_path: Path,
+    store_path: StoreLocation,
     cluster: JobCluster,
     progress: bool | None,
     measure: bool,
@@ -316,8 +334,9 @@ def _execute(
             "errors": errors,
             "seconds": 0.0,
         }
-    check_output_location(store_path, write=True)
+    store_path.check(write=True)
     dask_client = cluster.get()
+    _check_store_shared(store_path, dask_client)
     cores = sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
     profile = ServiceProfile(concurrency=svc.throttle.max_concurrency, cores=cores)
     if measure and probe[0] is not None:
@@ -392,13 +411,11 @@ def _list_warp_epochs(
 
 
 def _epochs_from_store(
-    path: Path, base: PositionPlan, bands: str
+    path: StoreLocation, base: PositionPlan, bands: str
 ) -> dict[tuple[int, int, str], np.ndarray]:
     """The epoch lists a previous run stored (a resumed job lists nothing again)."""
-    import zarr
-
-    listed = np.asarray(zarr.open_array(str(path), path="warp_mjd_listed", mode="r")[:])
-    n_epochs = np.asarray(zarr.open_array(str(path), path="n_epochs", mode="r")[:])
+    listed = read_array_of(path, "warp_mjd_listed")
+    n_epochs = read_array_of(path, "n_epochs")
     epochs: dict[tuple[int, int, str], np.ndarray] = {}
     for i in np.flatnonzero(base.inside).tolist():
         cell = base.positions.skycell[i]
@@ -426,6 +443,7 @@ def warps(
     progress: bool | None = None,
     quiet: bool = False,
     compute: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> JobSummary | JobHandle:
     """Fetch every single-epoch PS1 warp cutout of every position into a Zarr store.
 
@@ -442,7 +460,8 @@ def warps(
     positions
         The positions, in any form :func:`cutouts` takes.
     store
-        Output Zarr (v3) directory; may already hold stack cutouts of the same positions.
+        Output Zarr (v3) store, a directory or a URL as for :func:`cutouts`; may already
+        hold stack cutouts of the same positions.
     filters
         Subset of ``grizy``.
     size
@@ -473,6 +492,8 @@ def warps(
         Do not print the Dask dashboard link.
     compute
         ``False``: return a :class:`JobHandle` at once and run the job in the background.
+    storage_options
+        For a store URL: fsspec's options, as for :func:`cutouts`.
 
     Returns
     -------
@@ -487,7 +508,7 @@ def warps(
         mjd_range = (float(mjd_range[0]), float(mjd_range[1]))
         if not mjd_range[0] <= mjd_range[1]:
             raise InvalidParameterError(f"mjd_range {mjd_range}: start must not be after end")
-    table, svc, store_path = _open_job(positions, store, service, strategy, resume)
+    table, svc, store_path = _open_job(positions, store, service, strategy, resume, storage_options)
     # One cluster for the whole job: the listing (it takes cluster-wide request slots) and
     # the units; closed at the end, or on an error before the units run.
     cluster = JobCluster(client, n_workers, quiet)
@@ -517,7 +538,7 @@ def _warps_with(
     cluster: JobCluster,
     table: PositionTable,
     svc: PS1Service,
-    store_path: Path,
+    store_path: StoreLocation,
     bands: str,
     width: int,
     height: int,
@@ -566,10 +587,8 @@ def _warps_with(
                 listed[i, bi, : len(values)] = values
         create_warp_store(store_path, request, base.positions, base.chunk, listed, counts)
 
-    import zarr
-
-    n_epochs = np.asarray(zarr.open_array(str(store_path), path="n_epochs", mode="r")[:])
-    status = np.asarray(zarr.open_array(str(store_path), path="warp_status", mode="r")[:])
+    n_epochs = read_array_of(store_path, "n_epochs")
+    status = read_array_of(store_path, "warp_status")
     n_max = status.shape[2]
     real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
     done = ~real | np.isin(status, list(FINAL_STATUSES))
@@ -585,7 +604,7 @@ def _warps_with(
 
     def make_spec(profile: ServiceProfile) -> WarpTaskSpec:
         return WarpTaskSpec(
-            store=str(store_path.resolve()),
+            store=store_path,
             service=svc,
             filters=bands,
             types=kinds,
@@ -612,7 +631,7 @@ def _warps_with(
             probe=(todo[0].unit if todo else None, bands[0]),
             control=control,
         )
-        status = np.asarray(zarr.open_array(str(store_path), path="warp_status", mode="r")[:])
+        status = read_array_of(store_path, "warp_status")
         real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
         return JobSummary(
             store=str(store_path),

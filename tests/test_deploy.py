@@ -23,6 +23,9 @@ IMAGE = "ps1dask/ps1dask:latest"
 LEASE_ENV = "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT"
 URL_ENV = "DASK_PS1DASK__SERVICE__URL"
 CONFIG_ENVS = (LEASE_ENV, URL_ENV)
+#: Reading PS1 from the public bucket, writing stores to an object store (no shared disk).
+S3_ENV = {"DASK_PS1DASK__S3__URL": "s3://stpubdata/panstarrs/ps1/public"}
+REGION = "us-east-1"  # where stpubdata lives
 
 
 def _yaml(name: str) -> object:
@@ -114,10 +117,18 @@ def test_compose_services(compose):
     port = sched[sched.index("--port") + 1]
     assert services["worker"]["command"][:3] == ["dask", "worker", f"tcp://scheduler:{port}"]
     assert services["client"]["environment"]["DASK_SCHEDULER_ADDRESS"] == f"tcp://scheduler:{port}"
-    # one store volume shared by the client, the notebook and every worker
-    for name in ("worker", "client", "notebook"):
+    # no shared file system: workers mount nothing (stores go to an object store), read
+    # the public bucket and get the output bucket's AWS_* credentials from the environment
+    assert "volumes" not in services["worker"]
+    for name in ("client", "notebook"):
         assert "data:/data" in services[name]["volumes"], name
     assert "data" in compose["volumes"]
+    for name in ("scheduler", "worker", "client", "notebook"):
+        env = services[name]["environment"]
+        for key, value in S3_ENV.items():
+            assert _default(env[key]) == value, (name, key)
+        assert _default(env["AWS_DEFAULT_REGION"]) == REGION
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} <= set(env), name
     # optional services are behind profiles; nothing is published beyond loopback
     assert services["emulator"]["profiles"] == ["emulator"]
     assert services["notebook"]["profiles"] == ["notebook"]
@@ -135,8 +146,8 @@ def test_compose_services(compose):
 
 def test_kubernetes_manifest(manifests):
     kinds = [d["kind"] for d in manifests]
-    assert kinds == ["PersistentVolumeClaim", "DaskCluster", "Pod"]
-    pvc, cluster, pod = manifests
+    assert kinds == ["DaskCluster", "Pod"]  # no shared volume: stores go to an object store
+    cluster, pod = manifests
     assert cluster["apiVersion"] == "kubernetes.dask.org/v1"
     name = cluster["metadata"]["name"]
     containers = _k8s_containers(manifests)
@@ -147,6 +158,11 @@ def test_kubernetes_manifest(manifests):
         for key in CONFIG_ENVS:
             assert key in env, (where, key)
         assert _seconds(env[LEASE_ENV]) > _request_bound()
+        for key, value in S3_ENV.items():
+            assert env[key] == value, (where, key)
+        assert env["AWS_DEFAULT_REGION"] == REGION
+        # the output bucket's credentials: an optional Secret (or the pod's IAM role)
+        assert {"secretRef": {"name": "ps1dask-output-s3", "optional": True}} in c["envFrom"]
     worker_args = containers["worker/worker"]["args"]
     assert worker_args[:2] == ["dask", "worker"] and "$(DASK_WORKER_NAME)" in worker_args
     assert containers["scheduler/scheduler"]["args"][:2] == ["dask", "scheduler"]
@@ -156,16 +172,10 @@ def test_kubernetes_manifest(manifests):
     client_env = {e["name"]: e["value"] for e in containers["pod/client"]["env"]}
     # the operator names the scheduler Service <cluster>-scheduler
     assert client_env["DASK_SCHEDULER_ADDRESS"] == f"tcp://{name}-scheduler:{comm['port']}"
-    # workers and the client share the ReadWriteMany store volume
-    assert pvc["spec"]["accessModes"] == ["ReadWriteMany"]
-    claim = pvc["metadata"]["name"]
-    for spec in (cluster["spec"]["worker"]["spec"], pod["spec"]):
-        volumes = {v["name"]: v for v in spec["volumes"]}
-        assert any(
-            v.get("persistentVolumeClaim", {}).get("claimName") == claim for v in volumes.values()
-        )
-    for where in ("worker/worker", "pod/client"):
-        assert {"name": "data", "mountPath": "/data"} in containers[where]["volumeMounts"]
+    # workers mount nothing; the client pod has scratch space for its inputs
+    assert "volumes" not in cluster["spec"]["worker"]["spec"]
+    assert "volumeMounts" not in containers["worker/worker"]
+    assert {"name": "data", "emptyDir": {}} in pod["spec"]["volumes"]
 
 
 def test_same_values_everywhere(compose, manifests):

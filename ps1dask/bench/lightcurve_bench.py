@@ -135,6 +135,7 @@ def bench_lightcurve_memory(
     from ps1dask.conventions import DEFAULT_BAD_BITS
     from ps1dask.lightcurves.store import _partition_args, read_partition
     from ps1dask.storage.layout import warp_epoch_chunk
+    from ps1dask.storage.location import StoreLocation
 
     result = BenchResult("lightcurve-memory")
     rows = []
@@ -148,7 +149,7 @@ def bench_lightcurve_memory(
             lc_s = time.perf_counter() - t0
             coadd_warps(path)  # creates the arrays (and warms up)
             cspec = CoaddSpec(
-                path=str(path.resolve()),
+                path=StoreLocation.of(path),
                 bins=None,
                 n_bins=1,
                 clip_sigma=3.0,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ps1dask.cli.jobargs import add_storage_option_argument, store_location
 from ps1dask.cli.options import scheduler_client
 
 
@@ -21,7 +22,7 @@ def run(args: argparse.Namespace) -> int:
 
     with scheduler_client(args) as client:
         summary = coadd_warps(
-            args.store,
+            store_location(args, args.store),
             bins=args.bins,
             clip_sigma=None if args.no_clip else args.clip_sigma,
             weighting=args.weighting,
@@ -50,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a ps1dask Zarr store holding warps")
+    add_storage_option_argument(p)
     p.add_argument(
         "--bins",
         type=_bins,

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ps1dask.cli.jobargs import add_storage_option_argument, store_location
 from ps1dask.exceptions import InvalidParameterError
 
 
@@ -18,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.format != "fits":
         raise InvalidParameterError(f"--format {args.format}: only fits is written")
-    ds = open_store(args.store)
+    ds = open_store(store_location(args, args.store))
     stored = "".join(str(f) for f in ds["filter"].values)
     bands = parse_filters(args.filters) if args.filters else stored
     missing = [b for b in bands if b not in stored]
@@ -81,6 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("store", help="a ps1dask Zarr store")
+    add_storage_option_argument(p)
     p.add_argument("-o", "--output", required=True, help="directory for the FITS files")
     p.add_argument("--format", default="fits", choices=["fits"], help="file format (fits)")
     p.add_argument("--filters", default=None, help="subset of the store's filters (default all)")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ps1dask.cli.images import add_colour_arguments, add_display_arguments, display_from_args
+from ps1dask.cli.jobargs import add_storage_option_argument, store_location
 from ps1dask.cli.options import add_scheduler_arguments, scheduler_client
 
 
@@ -14,7 +15,7 @@ def run(args: argparse.Namespace) -> int:
 
     with scheduler_client(args) as client:
         pages = write_gallery(
-            args.store,
+            store_location(args, args.store),
             args.output,
             page_size=args.page_size,
             filters=args.filters,
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a ps1dask Zarr store")
+    add_storage_option_argument(p)
     p.add_argument(
         "-o",
         "--output",

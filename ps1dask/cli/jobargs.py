@@ -57,6 +57,29 @@ def _strategy_help() -> str:
     )
 
 
+def add_storage_option_argument(p: argparse.ArgumentParser) -> None:
+    """``--storage-option KEY=VALUE`` (repeatable): fsspec's options of a store URL."""
+    p.add_argument(
+        "--storage-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="an option of an object-store URL (s3://, gs://, az://), as fsspec spells it: "
+        "endpoint_url=http://..., key=..., secret=..., anon=true, "
+        'client_kwargs=\'{"region_name": "us-east-1"}\'; repeatable. S3 credentials may '
+        "also come from the AWS_* environment variables",
+    )
+
+
+def store_location(args: argparse.Namespace, store: str) -> Any:
+    """The :class:`~ps1dask.storage.location.StoreLocation` of ``store`` and the command's
+    ``--storage-option`` values (errors name the flag)."""
+    from ps1dask.storage.location import StoreLocation, parse_storage_options
+
+    options = parse_storage_options(getattr(args, "storage_option", None))
+    return StoreLocation.of(store, options)
+
+
 def add_job_arguments(
     p: argparse.ArgumentParser,
     *,
@@ -67,7 +90,14 @@ def add_job_arguments(
     unit_size: int,
 ) -> None:
     add_position_arguments(p)
-    p.add_argument("-o", "--output", required=True, help="output Zarr store (directory)")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="output Zarr store: a directory, or a URL such as s3://bucket/path.zarr "
+        "(gs://, az://, file:// too; see --storage-option)",
+    )
+    add_storage_option_argument(p)
     p.add_argument("--filters", default="grizy", help="subset of grizy (default: grizy)")
     p.add_argument("--size", default=size, help=size_help)
     p.add_argument("--types", default=types, help=types_help)
@@ -135,7 +165,14 @@ def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "max_unit_positions": args.unit_size,
         "cache_dir": args.cache_dir,
         "quiet": args.quiet,
+        "storage_options": _storage_options(args),
     }
+
+
+def _storage_options(args: argparse.Namespace) -> dict[str, Any]:
+    from ps1dask.storage.location import parse_storage_options
+
+    return parse_storage_options(getattr(args, "storage_option", None))
 
 
 def report(summary: Any, what: str) -> int:

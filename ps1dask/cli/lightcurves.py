@@ -7,6 +7,7 @@ import contextlib
 import time
 from pathlib import Path
 
+from ps1dask.cli.jobargs import add_storage_option_argument, store_location
 from ps1dask.cli.options import scheduler_client
 from ps1dask.exceptions import InvalidParameterError
 
@@ -35,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
         )
     t0 = time.perf_counter()
     lc = lightcurves(
-        args.store,
+        store_location(args, args.store),
         radius=args.radius,
         annulus=args.annulus,
         filters=args.filters,
@@ -90,6 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a ps1dask Zarr store holding warps")
+    add_storage_option_argument(p)
     p.add_argument(
         "-o",
         "--output",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ps1dask.cli.jobargs import add_storage_option_argument, store_location
+
 
 def run(args: argparse.Namespace) -> int:
     from ps1dask.viewer import Viewer
 
-    viewer = Viewer(args.store, host=args.host, port=args.port)
+    viewer = Viewer(store_location(args, args.store), host=args.host, port=args.port)
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(
             f"warning: serving {args.store} to the network on {args.host} (no authentication)",
@@ -48,6 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("store", help="a ps1dask Zarr store")
+    add_storage_option_argument(p)
     p.add_argument(
         "--port", type=int, default=8765, help="TCP port (default 8765; 0 = any free port)"
     )

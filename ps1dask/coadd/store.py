@@ -19,8 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from ps1dask.photometry import FWHM_PER_SIGMA
 from ps1dask.progress import compute_progress
 from ps1dask.storage.arrays import float_attr, open_store_group, read_array, zarr_array
 from ps1dask.storage.layout import quiet_zarr_warnings
+from ps1dask.storage.location import StoreLike, StoreLocation
 from ps1dask.tessellation import HEADER_CDELT_DEG, PIXEL_SCALE_DEG
 
 PIXEL_ARCSEC = PIXEL_SCALE_DEG * 3600.0
@@ -65,7 +66,7 @@ DEFAULT_MEMORY_BYTES = 256 << 20
 class CoaddSpec:
     """What every coadd task needs (small, picklable)."""
 
-    path: str
+    path: StoreLocation
     bins: None | str | float
     n_bins: int
     clip_sigma: float | None
@@ -103,7 +104,7 @@ class CoaddSummary:
         )
 
 
-def _chunk_bins(path: str, start: int, stop: int, bins: Any) -> int:
+def _chunk_bins(path: StoreLocation, start: int, stop: int, bins: Any) -> int:
     """Most bins any (position, filter) of positions [start, stop) has."""
     g = open_store_group(path)
     with quiet_zarr_warnings():
@@ -202,7 +203,7 @@ def coadd_chunk(bounds: tuple[int, int], spec: CoaddSpec) -> dict[str, Any]:
                     n_coadds += int(co.n_epochs > 0)
             del fl, va, ma
     with quiet_zarr_warnings():
-        root = spec.path
+        root = spec.path.zarr_store()
         for name, data in (
             ("coadd_flux", out_flux),
             ("coadd_variance", out_var),
@@ -216,7 +217,7 @@ def coadd_chunk(bounds: tuple[int, int], spec: CoaddSpec) -> dict[str, Any]:
     return {"start": start, "stop": stop, "n_coadds": n_coadds}
 
 
-def _remove_coadd_arrays(path: str) -> None:
+def _remove_coadd_arrays(path: StoreLocation) -> None:
     g = open_store_group(path, mode="r+")
     existing = set(g.array_keys())
     for name in COADD_VARIABLES:
@@ -225,7 +226,14 @@ def _remove_coadd_arrays(path: str) -> None:
 
 
 def _create_arrays(
-    path: str, n_pos: int, nf: int, nb: int, h: int, w: int, chunk: int, attrs: dict[str, Any]
+    path: StoreLocation,
+    n_pos: int,
+    nf: int,
+    nb: int,
+    h: int,
+    w: int,
+    chunk: int,
+    attrs: dict[str, Any],
 ) -> None:
     import dask.array as da
     import xarray as xr
@@ -280,6 +288,9 @@ def _create_arrays(
         ),
     }
     ds = xr.Dataset(data_vars, coords={"coadd_bin": ("coadd_bin", np.arange(nb_, dtype=np.int64))})
+    # to_zarr(mode="a") replaces the root attrs by the dataset's: keep the store's own
+    # (WCS scale, requests, conventions), or readers of the store lose them
+    ds.attrs.update(dict(open_store_group(path).attrs))
     encoding = {
         "coadd_flux": {"chunks": ichunks, "fill_value": np.nan},
         "coadd_variance": {"chunks": ichunks, "fill_value": np.nan},
@@ -291,12 +302,17 @@ def _create_arrays(
     }
     with quiet_zarr_warnings():
         ds.to_zarr(
-            path, mode="a", compute=False, zarr_format=3, consolidated=True, encoding=encoding
+            path.zarr_store(),
+            mode="a",
+            compute=False,
+            zarr_format=3,
+            consolidated=True,
+            encoding=encoding,
         )
 
 
 def coadd_warps(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     bins: None | str | float = None,
     clip_sigma: float | None = 3.0,
@@ -306,6 +322,7 @@ def coadd_warps(
     zeropoint: str = "stack",
     client: Any = None,
     memory_bytes: int = DEFAULT_MEMORY_BYTES,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> CoaddSummary:
     """Stack the warps of every (position, filter) of a store, per time bin, into the store.
 
@@ -342,6 +359,9 @@ def coadd_warps(
         current client if there is one, else dask's threaded scheduler in this process.
     memory_bytes
         Budget for the warps one task holds at once, bytes (positions are read in groups).
+    storage_options : dict, optional
+        For a store URL (``s3://...``): fsspec's options, as :func:`ps1dask.open_store`
+        takes them. The coadds are written into the same store.
 
     Returns
     -------
@@ -351,8 +371,9 @@ def coadd_warps(
     import dask
 
     t0 = time.perf_counter()
-    path = Path(store)
-    if not path.exists():
+    root = StoreLocation.of(store, storage_options)
+    path = store if isinstance(store, str | os.PathLike) else root
+    if not root.exists():
         raise FileNotFoundError(f"no store at {path}")
     try:
         bins = parse_bins(bins)
@@ -364,7 +385,6 @@ def coadd_warps(
         raise InvalidParameterError(f"zeropoint {zeropoint!r}: use 'stack' or 'fixed'")
     if clip_sigma is not None and not clip_sigma > 0:
         raise InvalidParameterError(f"clip_sigma must be positive or None, got {clip_sigma!r}")
-    root = str(path.resolve())
     g = open_store_group(root)
     names = set(g.array_keys())
     needed = {"warp_flux", "warp_mjd", "warp_zeropoint", "n_epochs"}
@@ -441,7 +461,7 @@ def coadd_warps(
     )
     results = run(coadd_chunk, bounds, spec=spec) if n_bins > 0 else []
     with quiet_zarr_warnings():
-        zarr.consolidate_metadata(root)
+        zarr.consolidate_metadata(root.zarr_store())
     return CoaddSummary(
         store=str(path),
         bins=bins_label,
@@ -455,12 +475,13 @@ def coadd_warps(
 
 
 def coadd_photometry(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     radius: float | None = None,
     annulus: tuple[float, float] | None = None,
     bad_bits: int = DEFAULT_BAD_BITS,
     aperture_correction: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Forced photometry of the coadds (and the stacks, same aperture) at every position.
 
@@ -487,6 +508,8 @@ def coadd_photometry(
         Mask bits of pixels left out.
     aperture_correction : bool
         Whether to correct the fluxes to total with the estimated PSF width.
+    storage_options : dict, optional
+        For a store URL: fsspec's options, as :func:`ps1dask.open_store` takes them.
 
     Returns
     -------
@@ -507,8 +530,9 @@ def coadd_photometry(
     radius, annulus = resolve_aperture(radius, annulus)
     warp_gain = float(dask.config.get("ps1dask.photometry.warp-gain"))
 
-    path = Path(store)
-    g = open_store_group(str(path))
+    where = StoreLocation.of(store, storage_options)
+    path = store if isinstance(store, str | os.PathLike) else where
+    g = open_store_group(where)
     names = set(g.array_keys())
     if "coadd_flux" not in names:
         raise InvalidParameterError(f"{path} has no coadds; run ps1dask.coadd_warps first")

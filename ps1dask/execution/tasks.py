@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,13 +16,14 @@ from ps1dask.fetch.warp import WarpUnit, WarpUnitFetcher
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
 from ps1dask.storage import STATUS_NAMES, write_unit_chunks, write_warp_chunks
+from ps1dask.storage.location import StoreLocation
 
 
 @dataclass(frozen=True)
 class StackTaskSpec:
     """Everything a task needs besides its unit (small and picklable)."""
 
-    store: str
+    store: StoreLocation  # a path or URL with its storage options
     service: PS1Service  # pickles to URL, settings and throttle name/limit only
     filters: str
     types: tuple[str, ...]
@@ -96,9 +96,7 @@ def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
     """Fetch, linearise and cut every cutout of ``unit``, then write its chunks."""
     service, _, common = _fetch_context(spec)
     result = StackUnitFetcher(unit, **common).run()
-    write_unit_chunks(
-        Path(spec.store), unit.start, unit.stop, result.images, result.status, result.meta
-    )
+    write_unit_chunks(spec.store, unit.start, unit.stop, result.images, result.status, result.meta)
     return _report(unit, service, result, result.status)
 
 
@@ -106,7 +104,7 @@ def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
 class WarpTaskSpec:
     """Everything a warp task needs besides its unit (small and picklable)."""
 
-    store: str
+    store: StoreLocation
     service: PS1Service
     filters: str
     types: tuple[str, ...]
@@ -127,8 +125,6 @@ def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:
     service, _, common = _fetch_context(spec)
     result = WarpUnitFetcher(work, n_epochs_max=spec.n_epochs_max, **common).run()
     unit = work.unit
-    write_warp_chunks(
-        Path(spec.store), unit.start, unit.stop, result.images, result.meta, result.status
-    )
+    write_warp_chunks(spec.store, unit.start, unit.stop, result.images, result.meta, result.status)
     # status 0 also pads the epoch axis: count only real outcomes
     return _report(unit, service, result, result.status[result.status > 0])

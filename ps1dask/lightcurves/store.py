@@ -9,7 +9,7 @@ time (so memory stays bounded however many epochs there are), and measures them 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +37,7 @@ from ps1dask.lightcurves._core import (
 )
 from ps1dask.photometry import aperture_geometry, resolve_aperture
 from ps1dask.storage.arrays import float_attr, open_store_group, read_array, zarr_array
+from ps1dask.storage.location import StoreLike, StoreLocation
 from ps1dask.tessellation import PIXEL_SCALE_DEG
 
 #: Columns of a light-curve table, in order, with their dtypes.
@@ -77,7 +78,7 @@ _BATCH_IMAGES = 256
 class _Spec:
     """Everything a partition needs (small and picklable)."""
 
-    path: str
+    path: StoreLocation
     filter_index: tuple[int, ...]
     filter_names: tuple[str, ...]
     radius: float
@@ -408,7 +409,7 @@ def read_partition(bounds: tuple[int, int], spec: _Spec) -> pd.DataFrame:
 
 
 def _store_spec(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     radius: float | None,
     annulus: tuple[float, float] | None,
@@ -419,11 +420,13 @@ def _store_spec(
     estimate_psf: bool,
     min_coverage: float,
     gain: float | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> tuple[_Spec, int, int]:
-    path = Path(store)
-    if not path.exists():
+    where = StoreLocation.of(store, storage_options)
+    path = store if isinstance(store, str | os.PathLike) else where
+    if not where.exists():
         raise FileNotFoundError(f"no store at {path}")
-    g = open_store_group(str(path))
+    g = open_store_group(where)
     names = set(g.array_keys())
     if "warp_flux" not in names:
         raise InvalidParameterError(
@@ -463,7 +466,7 @@ def _store_spec(
     has_stack = {"stack_flux", "stack_zeropoint", "stack_status"} <= names
     scale = float_attr(g, "pixel_scale_deg", PIXEL_SCALE_DEG)
     spec = _Spec(
-        path=str(path.resolve()),
+        path=where,
         filter_index=tuple(store_filters.index(f) for f in chosen),
         filter_names=tuple(chosen),
         radius=float(radius),
@@ -484,7 +487,7 @@ def _store_spec(
 
 
 def lightcurves(
-    store: str | os.PathLike[str],
+    store: StoreLike,
     *,
     radius: float | None = None,
     annulus: tuple[float, float] | None = None,
@@ -496,6 +499,7 @@ def lightcurves(
     min_coverage: float = 0.5,
     positions_per_partition: int | None = None,
     gain: float | None = None,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Any:
     """Forced-photometry light curves of every position of a store, as a lazy dask DataFrame.
 
@@ -559,7 +563,9 @@ def lightcurves(
     Parameters
     ----------
     store : str or os.PathLike
-        A ps1dask store holding warps (:func:`ps1dask.warps`).
+        A ps1dask store holding warps (:func:`ps1dask.warps`): a directory or a URL
+        (``s3://bucket/field.zarr``, ...). Only read: the table is computed lazily, and
+        written wherever the caller puts it (``lc.to_parquet(...)``).
     radius : float, optional
         Aperture radius, pixels (default ``ps1dask.photometry.radius``).
     annulus : tuple of float, optional
@@ -583,6 +589,9 @@ def lightcurves(
     gain : float, optional
         Electrons per warp count of the photon noise (default
         ``ps1dask.photometry.warp-gain``).
+    storage_options : dict, optional
+        For a store URL: fsspec's options (``endpoint_url``, ``key``, ``secret``, ``anon``,
+        ...), as :func:`ps1dask.open_store` takes them.
 
     Returns
     -------
@@ -603,6 +612,7 @@ def lightcurves(
         min_coverage=min_coverage,
         positions_per_partition=positions_per_partition,
         gain=gain,
+        storage_options=storage_options,
     )
     spec = parts[0][1]
     return dd.from_map(
@@ -625,15 +635,13 @@ def read_lightcurves(path: str | os.PathLike[str]) -> pd.DataFrame:
     return with_current_columns(table)
 
 
-def lightcurves_frame(store: str | os.PathLike[str], **options: Any) -> pd.DataFrame:
+def lightcurves_frame(store: StoreLike, **options: Any) -> pd.DataFrame:
     """:func:`lightcurves` computed in this process, as one pandas DataFrame (small stores)."""
     frames = [read_partition(b, spec) for b, spec in _partition_args(store, **options)]
     return pd.concat(frames, ignore_index=True)
 
 
-def _partition_args(
-    store: str | os.PathLike[str], **options: Any
-) -> list[tuple[tuple[int, int], _Spec]]:
+def _partition_args(store: StoreLike, **options: Any) -> list[tuple[tuple[int, int], _Spec]]:
     per = options.pop("positions_per_partition", None)
     spec, n_pos, chunk = _store_spec(
         store,
@@ -646,6 +654,7 @@ def _partition_args(
         estimate_psf=options.pop("estimate_psf", True),
         min_coverage=options.pop("min_coverage", 0.5),
         gain=options.pop("gain", None),
+        storage_options=options.pop("storage_options", None),
     )
     if options:
         raise TypeError(f"unexpected options {sorted(options)}")

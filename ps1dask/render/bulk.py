@@ -246,7 +246,7 @@ def write_images(
     )
     # visit positions in the store's chunk (plan) order: each task reads few chunks
     with quiet_zarr_warnings():
-        plan_rows = xr.open_zarr(str(store))["position"].values
+        plan_rows = open_store(store, input_order=False)["position"].values
     order = [int(r) for r in plan_rows]
     results = map_positions(
         functools.partial(_export_task, opts=opts),

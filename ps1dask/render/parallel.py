@@ -13,11 +13,14 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import xarray as xr
 
 from ps1dask.progress import compute_progress
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from ps1dask.storage.location import StoreLike
 
 #: Serialises matplotlib drawing within one process.
 PLOT_LOCK = threading.Lock()
@@ -26,18 +29,20 @@ _OPEN_LOCK = threading.Lock()
 _OPEN: dict[tuple[str, float], xr.Dataset] = {}
 
 
-def open_cached(path: str | Path) -> xr.Dataset:
+def open_cached(path: StoreLike) -> xr.Dataset:
     """:func:`ps1dask.open_store` (input order), cached per process while the store's
-    metadata is unchanged."""
+    metadata is unchanged (for an object store: per URL, for the life of the process)."""
     from ps1dask.storage import open_store
+    from ps1dask.storage.location import StoreLocation
 
-    p = str(Path(path).resolve())
-    meta = Path(p) / "zarr.json"
-    key = (p, meta.stat().st_mtime if meta.exists() else 0.0)
+    where = StoreLocation.of(path)
+    meta = Path(where.url) / "zarr.json"
+    stamp = meta.stat().st_mtime if where.is_local and meta.exists() else 0.0
+    key = (where.url, stamp)
     with _OPEN_LOCK:
         ds = _OPEN.get(key)
         if ds is None:
-            ds = open_store(p)
+            ds = open_store(where)
             _OPEN.clear()  # one store at a time is what callers use
             _OPEN[key] = ds
         return ds
@@ -52,7 +57,7 @@ def chunked(indices: Sequence[int], size: int) -> list[list[int]]:
 
 def map_positions(
     func: Callable[[xr.Dataset, int, int], Any],
-    store: str | Path,
+    store: StoreLike,
     indices: Sequence[int],
     *,
     preload: Sequence[str] = (),
@@ -83,7 +88,9 @@ def map_positions(
     if partition_size is None:
         partition_size = max(1, min(32, -(-len(indices) // (2 * workers))))
     parts = chunked(indices, partition_size)
-    path = str(Path(store).resolve())
+    from ps1dask.storage.location import StoreLocation
+
+    path = StoreLocation.of(store)  # picklable, with its storage options
     bag = db.from_sequence(parts, npartitions=len(parts)).map(
         _run_chunk, func, path, tuple(preload)
     )
@@ -106,7 +113,7 @@ def map_positions(
 def _run_chunk(
     indices: list[int],
     func: Callable[[xr.Dataset, int, int], Any],
-    path: str,
+    path: StoreLike,
     preload: tuple[str, ...],
 ) -> list[Any]:
     sub = open_cached(path).isel(position=indices)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Mapping
+from typing import Any
 
 import xarray as xr
 
@@ -26,11 +27,17 @@ from ps1dask.storage.layout import (
     store_chunk,
 )
 from ps1dask.storage.limits import check_store_limits
+from ps1dask.storage.location import StoreLike, StoreLocation
 from ps1dask.storage.times import mjd_days
 from ps1dask.storage.writer import write_unit_chunks, write_warp_chunks
 
 
-def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
+def open_store(
+    path: StoreLike,
+    *,
+    input_order: bool = True,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.Dataset:
     """Open a ps1dask store lazily as an :class:`xarray.Dataset`.
 
     With ``input_order`` (default) positions come in the order of the input table (the
@@ -45,20 +52,27 @@ def open_store(path: str | Path, *, input_order: bool = True) -> xr.Dataset:
     Parameters
     ----------
     path : str or Path
-        The store's directory.
+        The store's directory, or its URL (``s3://bucket/field.zarr``, ``gs://``,
+        ``az://``, ``memory://``, ``file://``).
     input_order : bool
         Positions in the input table's order (else the store's plan order).
+    storage_options : dict, optional
+        For a URL: fsspec's options, as pandas and xarray take them (``endpoint_url``,
+        ``key``, ``secret``, ``anon``, ``client_kwargs``, ...); S3 credentials may also come
+        from the standard ``AWS_*`` environment variables.
 
     Returns
     -------
     xarray.Dataset
         The store, lazy (dask-backed).
     """
-    if not Path(path).exists():
+    where = StoreLocation.of(path, storage_options)
+    if not where.exists():
         raise FileNotFoundError(f"no store at {path}")
     with quiet_zarr_warnings():
-        check_store_limits(path)
-        ds = xr.open_zarr(str(path))
+        check_store_limits(where)
+        with where.errors("read"):
+            ds = xr.open_zarr(where.zarr_store())
     if "id" in ds.data_vars:  # stores made before ids were a coordinate
         ds = ds.set_coords("id")
     if input_order:
@@ -74,6 +88,7 @@ __all__ = [
     "STATUS_NAMES",
     "WARP_VARIABLES",
     "StackRequest",
+    "StoreLocation",
     "StoreMismatchError",
     "WarpRequest",
     "check_compatible",

@@ -6,12 +6,15 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Iterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zarr
 
 from ps1dask.exceptions import InvalidStoreError
+
+if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
+    from ps1dask.storage.location import StoreLike
 
 
 @contextlib.contextmanager
@@ -23,10 +26,14 @@ def quiet_zarr_warnings() -> Iterator[None]:
         yield
 
 
-def open_store_group(path: str, mode: Literal["r", "r+"] = "r") -> zarr.Group:
-    """The root group of the store at ``path`` (zarr's format warnings silenced)."""
-    with quiet_zarr_warnings():
-        return zarr.open_group(path, mode=mode)
+def open_store_group(path: StoreLike, mode: Literal["r", "r+"] = "r") -> zarr.Group:
+    """The root group of the store at ``path`` (a path, URL or
+    :class:`~ps1dask.storage.location.StoreLocation`; zarr's format warnings silenced)."""
+    from ps1dask.storage.location import StoreLocation
+
+    where = StoreLocation.of(path)
+    with quiet_zarr_warnings(), where.errors("open"):
+        return zarr.open_group(where.zarr_store(), mode=mode)
 
 
 def zarr_array(group: zarr.Group, name: str) -> zarr.Array:

@@ -13,10 +13,8 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import dask.array as da
@@ -30,6 +28,7 @@ from zarr.codecs.blosc import BloscCname, BloscShuffle
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.exceptions import InvalidParameterError, StoreMismatchError
 from ps1dask.storage.arrays import quiet_zarr_warnings, zarr_array
+from ps1dask.storage.location import StoreLike, StoreLocation
 from ps1dask.storage.times import MJD_UNITS
 
 #: Per-(position, filter) status flags, CF style (``flag_values`` / ``flag_meanings``).
@@ -253,7 +252,7 @@ def _store_base(request: Any) -> dict[str, Any]:
 
 
 def _write_part(
-    path: str | Path,
+    path: StoreLike,
     part: str,
     request: Any,
     positions: StorePositions,
@@ -270,11 +269,12 @@ def _write_part(
     from ps1dask import __version__
 
     base = _store_base(request)
-    root = Path(path)
+    root = StoreLocation.of(path)
+    store = root.zarr_store()
     attrs: dict[str, Any] = {PART_ATTRS[part]: json.dumps(asdict(request), sort_keys=True)}
-    with quiet_zarr_warnings():
-        if (root / "zarr.json").exists():
-            group = zarr.open_group(str(root), mode="r")
+    with quiet_zarr_warnings(), root.errors("write"):
+        if root.exists():
+            group = zarr.open_group(store, mode="r")
             raw_base = group.attrs.get("ps1dask_base")
             existing = json.loads(raw_base) if isinstance(raw_base, str) and raw_base else None
             if existing != base:
@@ -290,7 +290,7 @@ def _write_part(
             ds = xr.Dataset(data_vars)
             ds.attrs.update({**dict(group.attrs), **attrs})
             ds.to_zarr(
-                str(root),
+                store,
                 mode="a",
                 compute=False,
                 zarr_format=3,
@@ -323,7 +323,7 @@ def _write_part(
                 }
             )
             ds.to_zarr(
-                str(root),
+                store,
                 mode="w-",
                 compute=False,
                 zarr_format=3,
@@ -331,7 +331,7 @@ def _write_part(
                 encoding={**encoding, **pos_encoding},
             )
         for name, values in initial.items():
-            zarr.open_array(str(root), path=name, mode="r+")[:] = values
+            zarr.open_array(store, path=name, mode="r+")[:] = values
 
 
 #: Per-(position, filter) stack variables besides the status: name -> (dtype, fill, attrs).
@@ -357,7 +357,7 @@ def empty_per_cell(
 
 
 def create_stack_store(
-    path: str | Path,
+    path: StoreLike,
     request: StackRequest,
     positions: StorePositions,
     chunk: int,
@@ -458,7 +458,7 @@ WARP_EPOCH_VARIABLES: dict[str, tuple[str, Any, dict[str, Any]]] = {
 
 
 def create_warp_store(
-    path: str | Path,
+    path: StoreLike,
     request: WarpRequest,
     positions: StorePositions,
     chunk: int,
@@ -519,19 +519,20 @@ def create_warp_store(
     )
 
 
-def read_request(path: str | Path, part: str = "stack") -> Any:
+def read_request(path: StoreLike, part: str = "stack") -> Any:
     """The request a store's part was made for; None if there is no store or no such part."""
-    root = Path(path)
-    if not (root / "zarr.json").exists():
+    root = StoreLocation.of(path)
+    if not root.exists():
         return None
-    group = zarr.open_group(str(root), mode="r")
+    with root.errors("read"):
+        group = zarr.open_group(root.zarr_store(), mode="r")
     if "ps1dask_base" not in group.attrs:
-        raise StoreMismatchError(f"{path} exists but is not a ps1dask store; choose another path")
+        raise StoreMismatchError(f"{root} exists but is not a ps1dask store; choose another path")
     raw = group.attrs.get(PART_ATTRS[part])
     if raw is None:
         return None
     if not isinstance(raw, str):
-        raise StoreMismatchError(f"{path}: attribute {PART_ATTRS[part]} is not a ps1dask request")
+        raise StoreMismatchError(f"{root}: attribute {PART_ATTRS[part]} is not a ps1dask request")
     data = json.loads(raw)
     data["types"] = tuple(data["types"])
     if data.get("mjd_range") is not None:
@@ -540,7 +541,7 @@ def read_request(path: str | Path, part: str = "stack") -> Any:
     return cls(**data)
 
 
-def check_compatible(path: str | Path, request: Any, part: str = "stack") -> bool:
+def check_compatible(path: StoreLike, request: Any, part: str = "stack") -> bool:
     """True if the store already has this part for the same request (resume); False if it
     has no such part yet; raise :class:`StoreMismatchError` if the part differs."""
     existing = read_request(path, part)
@@ -559,24 +560,27 @@ def check_compatible(path: str | Path, request: Any, part: str = "stack") -> boo
     return True
 
 
-def remove_store(path: str | Path) -> None:
-    """Delete a store directory (only if it looks like a Zarr store)."""
-    p = Path(path)
-    if not p.exists():
-        return
-    if not (p / "zarr.json").exists():
-        raise InvalidParameterError(f"refusing to delete {p}: it is not a Zarr store")
-    shutil.rmtree(p)
+def remove_store(path: StoreLike) -> None:
+    """Delete a store (only if it looks like a Zarr store)."""
+    StoreLocation.of(path).remove()
 
 
-def store_chunk(path: str | Path) -> int | None:
+def store_chunk(path: StoreLike) -> int | None:
     """Positions per chunk of an existing ps1dask store (None if there is none)."""
-    root = Path(path)
-    if not (root / "zarr.json").exists() or not (root / "ra").exists():
+    root = StoreLocation.of(path)
+    if not root.exists() or not root.has("ra/zarr.json"):
         return None
-    return int(zarr.open_array(str(root), path="ra", mode="r").chunks[0])
+    return int(zarr.open_array(root.zarr_store(), path="ra", mode="r").chunks[0])
 
 
-def read_status(path: str | Path) -> np.ndarray:
+def read_array_of(path: StoreLike, name: str) -> np.ndarray:
+    """The whole array ``name`` of the store at ``path`` (client-side reads of statuses,
+    epoch counts, listings)."""
+    root = StoreLocation.of(path)
+    with quiet_zarr_warnings(), root.errors("read"):
+        return np.asarray(zarr.open_array(root.zarr_store(), path=name, mode="r")[:])
+
+
+def read_status(path: StoreLike) -> np.ndarray:
     """The (position, filter) status array in plan order."""
-    return np.asarray(zarr.open_array(str(path), path="stack_status", mode="r")[:])
+    return read_array_of(path, "stack_status")

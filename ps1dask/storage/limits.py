@@ -9,12 +9,12 @@ below these caps.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import zarr
 
 from ps1dask.conventions.cutrule import MAX_CUTOUT_SIZE
 from ps1dask.exceptions import InvalidStoreError
+from ps1dask.storage.location import StoreLike, StoreLocation
 
 #: Largest length of each dimension (``position``: ten times the largest job we plan for).
 DIMENSION_CAPS = {
@@ -31,12 +31,14 @@ OTHER_DIMENSION_CAP = 10**8
 MAX_CHUNKS = 10**7
 
 
-def check_store_limits(path: str | Path) -> None:
+def check_store_limits(path: StoreLike) -> None:
     """Raise :class:`InvalidStoreError` unless every array of the store at ``path`` declares
     sane sizes: each dimension within its cap and of one length in every array, at most
     :data:`MAX_CHUNKS` chunks per array, and every dimension coordinate's last chunk written
     (the job writes coordinates whole when it creates the store)."""
-    group = zarr.open_group(str(path), mode="r")
+    where = StoreLocation.of(path)
+    with where.errors("read"):
+        group = zarr.open_group(where.zarr_store(), mode="r")
     lengths: dict[str, tuple[int, str]] = {}
     for name, array in group.arrays():
         # zarr v2 arrays name no dimensions: never a ps1dask store, refused just below
@@ -77,7 +79,7 @@ def check_store_limits(path: str | Path) -> None:
         if min(tail) >= 0:
             keys = [array.metadata.encode_chunk_key((k,)) for k in tail]
             last = keys[0]
-            if not any((Path(path) / name / key).exists() for key in keys):
+            if not any(where.has(f"{name}/{key}") for key in keys):
                 raise InvalidStoreError(
                     f"store {path}: coordinate {name!r} declares {array.shape[0]} elements but "
                     f"its last chunk ({name}/{last}) is missing; the store is damaged or was "

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 import zarr
 
 from ps1dask.storage.layout import quiet_zarr_warnings
+from ps1dask.storage.location import StoreLike, StoreLocation
 
 
 def write_unit_chunks(
-    path: str | Path,
+    path: StoreLike,
     start: int,
     stop: int,
     images: Mapping[str, np.ndarray],
@@ -29,7 +29,7 @@ def write_unit_chunks(
 
 
 def write_warp_chunks(
-    path: str | Path,
+    path: StoreLike,
     start: int,
     stop: int,
     images: Mapping[str, np.ndarray],
@@ -41,7 +41,7 @@ def write_warp_chunks(
 
 
 def _write_chunks(
-    path: str | Path,
+    path: StoreLike,
     start: int,
     stop: int,
     arrays: Mapping[str, np.ndarray],
@@ -50,8 +50,9 @@ def _write_chunks(
 ) -> None:
     """Write ``arrays`` at positions ``[start, stop)``, then the part's status array: the
     status goes last so that a unit killed midway still reads as pending."""
-    root = str(path)
-    with quiet_zarr_warnings():
+    where = StoreLocation.of(path)
+    root = where.zarr_store()
+    with quiet_zarr_warnings(), where.errors("write"):
         for name, data in arrays.items():
             array = zarr.open_array(root, path=name, mode="r+")
             array[start:stop] = data.astype(array.dtype, copy=False)

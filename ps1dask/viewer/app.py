@@ -28,7 +28,6 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -51,6 +50,7 @@ from ps1dask.render.parallel import PLOT_LOCK
 from ps1dask.render.store import load, status_codes
 from ps1dask.storage import mjd_days, open_store
 from ps1dask.storage.layout import STATUS_NAMES
+from ps1dask.storage.location import StoreLike, StoreLocation
 from ps1dask.viewer.page import PAGE_HTML
 
 log = logging.getLogger("ps1dask.viewer")
@@ -94,8 +94,8 @@ class _LRU:
 class ViewerState:
     """The opened store and its per-position metadata (read once)."""
 
-    def __init__(self, store: str | Path) -> None:
-        self.path = Path(store)
+    def __init__(self, store: StoreLike) -> None:
+        self.path = StoreLocation.of(store)
         self.ds = open_store(self.path)
         ds = self.ds
         self.filters = store_filters(ds)
@@ -231,7 +231,7 @@ class ViewerApp:
         return web.json_response(
             {
                 "store": str(s.path),
-                "name": s.path.name,
+                "name": s.path.url.rstrip("/").rsplit("/", 1)[-1],
                 "n_positions": s.n,
                 "filters": s.filters,
                 "width": s.width,
@@ -342,8 +342,9 @@ class Viewer:
 
     Parameters
     ----------
-    store : str or Path
-        The ps1dask store shown.
+    store : str, Path or StoreLocation
+        The ps1dask store shown: a directory, a URL (``s3://bucket/field.zarr``), or a
+        :class:`~ps1dask.storage.StoreLocation` for a URL with storage options.
     host : str
         Address the server listens on (default loopback only).
     port : int
@@ -359,13 +360,14 @@ class Viewer:
 
     def __init__(
         self,
-        store: str | Path,
+        store: StoreLike,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
         workers: int | None = None,
     ) -> None:
-        self.store = Path(store)
+        # a path, a URL or a StoreLocation (a URL with its storage options)
+        self.store = StoreLocation.of(store)
         self.host = host
         self._bind_port = int(port)
         self.port: int | None = None
