@@ -47,7 +47,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "scale": (
         "ps1dask.bench.jobs_bench",
-        "plan 10^6 positions: time, peak memory, number of tasks (no network)",
+        "read and plan 10^6 positions (the target is for -n 10000000): time, memory peaks",
     ),
     "warps": (
         "ps1dask.bench.jobs_bench",

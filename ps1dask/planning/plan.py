@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
+import pyarrow as pa
 
 from ps1dask.conventions import cutout_origin, parse_filters, parse_size, part_types
 from ps1dask.exceptions import InvalidParameterError
@@ -22,7 +24,14 @@ from ps1dask.storage.layout import (
     position_chunk_size,
     positions_digest,
 )
-from ps1dask.tessellation import HEADER_CDELT_DEG, load_grid, locate, project
+from ps1dask.tessellation import (
+    HEADER_CDELT_DEG,
+    LOCATE_BLOCK,
+    load_grid,
+    locate_columns,
+    project,
+    skycell_names,
+)
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -107,6 +116,30 @@ def fitscut_boxes(
     return crval1, crval2, crpix1, crpix2, x0, y0
 
 
+def _cutout_wcs(
+    ra: FloatArray, dec: FloatArray, projcell: IntArray, subcell: IntArray, width: int, height: int
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, IntArray, IntArray]:
+    """CRVAL1/2, the cutout's own 1-based CRPIX1/2 and box origin x0, y0 of each position
+    (NaN and 0 where there is no skycell), computed in blocks that stay in the CPU caches."""
+    n = len(ra)
+    crval1, crval2 = np.full(n, np.nan), np.full(n, np.nan)
+    crpix1, crpix2 = np.full(n, np.nan), np.full(n, np.nan)
+    x0, y0 = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+    for start in range(0, n, LOCATE_BLOCK):
+        block = slice(start, start + LOCATE_BLOCK)
+        has_cell = projcell[block] >= 0
+        cells = np.flatnonzero(has_cell) + start if not has_cell.all() else block
+        if has_cell.any():
+            c1, c2, p1, p2, bx, by = fitscut_boxes(
+                ra[cells], dec[cells], projcell[cells], subcell[cells], width, height
+            )
+            crval1[cells], crval2[cells] = c1, c2
+            # the cutout's own CRPIX, 1-based, as the fitscut header gives it
+            crpix1[cells], crpix2[cells] = p1 - bx, p2 - by
+            x0[cells], y0[cells] = bx, by
+    return crval1, crval2, crpix1, crpix2, x0, y0
+
+
 @dataclass
 class PositionPlan:
     """The part of a plan shared by stack and warp jobs: order, per-position WCS, units."""
@@ -116,7 +149,7 @@ class PositionPlan:
     chunk: int
     units: list[WorkUnit]
     inside: npt.NDArray[np.bool_]  #: in store order: in the 3pi footprint
-    ids: npt.NDArray[np.object_]  #: in input order
+    ids: pa.Array | npt.NDArray[np.object_]  #: in input order (Arrow strings, normally)
     ra: FloatArray  #: in input order
     dec: FloatArray
 
@@ -150,34 +183,20 @@ def plan_positions(
     n = len(frame)
     ra = frame["ra"].to_numpy(dtype=np.float64)
     dec = frame["dec"].to_numpy(dtype=np.float64)
-    loc = locate(ra, dec)
-    inside = loc["in_footprint"].to_numpy()
-    projcell = loc["projcell"].to_numpy()
-    subcell = loc["subcell"].to_numpy()
-    rows = np.arange(n)
+    loc = locate_columns(ra, dec)
+    inside = loc["in_footprint"]
+    projcell = loc["projcell"]
+    subcell = loc["subcell"]
     # Footprint positions grouped by skycell (the service's file cache likes this order)
     # and, within a skycell, by image row, so that a unit's cutouts share row tiles when
     # cut from whole files; then the positions outside, which need no task at all.
-    image_row = np.nan_to_num(loc["y"].to_numpy(), nan=0.0).astype(np.int64)
-    order = np.lexsort((rows, image_row, subcell, projcell, ~inside))
+    image_row = np.nan_to_num(loc["y"], nan=0.0).astype(np.int64)
+    order = _store_order(~inside, projcell, subcell, image_row)
+    del loc, image_row
     ra_o, dec_o = ra[order], dec[order]
     pc_o, sc_o, in_o = projcell[order], subcell[order], inside[order]
 
-    crval1 = np.full(n, np.nan)
-    crval2 = np.full(n, np.nan)
-    crpix1 = np.full(n, np.nan)
-    crpix2 = np.full(n, np.nan)
-    x0 = np.zeros(n, dtype=np.int64)
-    y0 = np.zeros(n, dtype=np.int64)
-    has_cell = pc_o >= 0
-    if np.any(has_cell):
-        c1, c2, p1, p2, bx, by = fitscut_boxes(
-            ra_o[has_cell], dec_o[has_cell], pc_o[has_cell], sc_o[has_cell], width, height
-        )
-        crval1[has_cell], crval2[has_cell] = c1, c2
-        # the cutout's own CRPIX, 1-based, as the fitscut header gives it
-        crpix1[has_cell], crpix2[has_cell] = p1 - bx, p2 - by
-        x0[has_cell], y0[has_cell] = bx, by
+    crval1, crval2, crpix1, crpix2, x0, y0 = _cutout_wcs(ra_o, dec_o, pc_o, sc_o, width, height)
 
     chunk = max(1, int(chunk))  # an existing store's chunking is never changed
     per_unit = max(chunk, (max_unit_positions // chunk) * chunk)
@@ -203,13 +222,13 @@ def plan_positions(
                 fetch=in_o[sl],
             )
         )
-    ids = frame["id"].to_numpy(dtype=object)
+    ids = _id_strings(frame["id"])
     store_positions = StorePositions(
-        input_row=order.astype(np.int64),
-        id=ids[order],
+        input_row=order,
+        id=ids.take(order),
         ra=ra_o,
         dec=dec_o,
-        skycell=loc["skycell"].to_numpy(dtype=object)[order],
+        skycell=skycell_names(pc_o, sc_o),
         crval1=crval1,
         crval2=crval2,
         crpix1=crpix1,
@@ -218,7 +237,7 @@ def plan_positions(
         cutout_y0=y0,
     )
     return PositionPlan(
-        order=order.astype(np.int64),
+        order=order,
         positions=store_positions,
         chunk=chunk,
         units=units,
@@ -227,6 +246,43 @@ def plan_positions(
         ra=ra,
         dec=dec,
     )
+
+
+def _store_order(*keys: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> IntArray:
+    """Input rows sorted by ``keys`` (most significant first), then by row.
+
+    The order of ``np.lexsort((rows, *reversed(keys)))``, from one ``np.sort`` of the keys
+    and the row packed into an int64 (several times faster for 10^7 positions), when they
+    fit in 63 bits.
+    """
+    n = len(keys[0])
+    lows = [int(k.min()) if n else 0 for k in keys]
+    widths = [(int(k.max()) - low).bit_length() if n else 0 for k, low in zip(keys, lows)]
+    row_width = max(n - 1, 0).bit_length()
+    if sum(widths) + row_width > 63:
+        return np.lexsort((np.arange(n), *reversed(keys))).astype(np.int64)
+    packed = np.zeros(n, dtype=np.int64)
+    for key, low, width in zip(keys, lows, widths):
+        packed <<= width
+        packed |= key.astype(np.int64) - low
+    packed <<= row_width
+    packed |= np.arange(n, dtype=np.int64)
+    packed.sort()  # the rows make every key distinct: any sort gives the lexsort order
+    packed &= (1 << row_width) - 1
+    return packed
+
+
+def _id_strings(ids: pd.Series) -> pa.Array | npt.NDArray[np.object_]:
+    """The ids as an Arrow string array (no copy of pandas 3's Arrow-backed ``str``)."""
+    try:
+        strings = pa.array(ids, from_pandas=True)
+    except (pa.ArrowException, TypeError, ValueError):  # a hand-made PositionTable: mixed ids
+        return ids.to_numpy(dtype=object)
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    if pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type):
+        return strings
+    return ids.to_numpy(dtype=object)
 
 
 def plan_stack_job(

@@ -9,11 +9,12 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
+import pyarrow as pa
 
 from ps1dask.exceptions import InvalidParameterError, InvalidPositionError, PS1DaskError
 from ps1dask.positions.arguments import PYTHON_ARGUMENTS, ArgumentNames
 from ps1dask.positions.columns import choose_columns
-from ps1dask.positions.sources import UNREADABLE, Source, open_source
+from ps1dask.positions.sources import UNREADABLE, Column, Source, open_source
 from ps1dask.positions.table import BoolArray, PositionSource, PositionTable, empty_skipped
 from ps1dask.positions.values import (
     ANGLE_FORMS,
@@ -21,6 +22,7 @@ from ps1dask.positions.values import (
     CODE_DEC_RANGE,
     CODE_MISSING,
     CODE_OK,
+    integer_ids,
     parse_angles,
     parse_ids,
     parse_skycells,
@@ -144,7 +146,7 @@ def read_positions(
         ra_in: np.ndarray = ra_raw
         dec_in: np.ndarray = dec_raw
     elif cols.ra is not None and cols.dec is not None:
-        ra_in, dec_in = data[cols.ra], data[cols.dec]
+        ra_in, dec_in = _as_numpy(data[cols.ra]), _as_numpy(data[cols.dec])
         ra, ra_code = parse_angles(ra_in, "ra")
         dec, dec_code = parse_angles(dec_in, "dec")
     else:
@@ -157,7 +159,7 @@ def read_positions(
     skycell_problems: dict[int, str] = {}
     no_position = (ra_code == CODE_MISSING) & (dec_code == CODE_MISSING)
     if cols.skycell is not None:
-        sc_in = data[cols.skycell]
+        sc_in = _as_numpy(data[cols.skycell])
         sc_ra, sc_dec, sc_present, skycell_problems = parse_skycells(sc_in)
         use = no_position & sc_present
         ra[use], dec[use] = sc_ra[use], sc_dec[use]
@@ -175,7 +177,7 @@ def read_positions(
         ids, id_missing = parse_ids(id_in)
     else:
         id_in = None
-        ids = pd.Series(np.arange(n, dtype=np.int64)).astype(str)
+        ids = integer_ids(np.arange(n, dtype=np.int64))
         id_missing = np.zeros(n, dtype=bool)
 
     # --- bad rows -----------------------------------------------------------------------
@@ -201,16 +203,16 @@ def read_positions(
                     what.append(show_value(raw[i]))
         if int(i) in skycell_problems:
             why.append(skycell_problems[int(i)])
-            what.append(show_value(data[cols.skycell][i]))  # type: ignore[index]
+            what.append(show_value(_value_at(data[cols.skycell], int(i))))  # type: ignore[index]
         if id_missing[i]:
             why.append("id: missing value")
-            what.append(show_value(id_in[i]) if id_in is not None else "None")
+            what.append(show_value(_value_at(id_in, int(i))) if id_in is not None else "None")
         reasons.append("; ".join(why))
         shown.append("; ".join(what))
 
     keep = ~bad
     if cols.id is not None:
-        int_key = id_in if id_in is not None and id_in.dtype.kind in "iu" else None
+        int_key = id_in if isinstance(id_in, np.ndarray) and id_in.dtype.kind in "iu" else None
         dup_rows, dup_message = _duplicates(ids, keep, int_key, argument_names)
     else:  # row numbers are unique
         dup_rows, dup_message = np.zeros(0, dtype=np.intp), ""
@@ -298,6 +300,87 @@ def _all_unique_ints(values: npt.NDArray[np.integer[Any]]) -> bool:
     return not bool(np.any(ordered[1:] == ordered[:-1]))
 
 
+#: Strings hashed at a time (their temporary arrays stay in the CPU caches).
+_HASH_BLOCK = 1 << 15
+_MIX_1 = np.uint64(0xFF51AFD7ED558CCD)  # MurmurHash3's 64-bit finaliser constants
+_MIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
+_SHIFT = np.uint64(33)
+
+
+def _mixed(words: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+    """MurmurHash3's 64-bit finaliser (in place): every input bit reaches every output bit."""
+    words ^= words >> _SHIFT
+    words *= _MIX_1  # uint64 products wrap modulo 2^64
+    words ^= words >> _SHIFT
+    words *= _MIX_2
+    words ^= words >> _SHIFT
+    return words
+
+
+def _string_hashes(strings: pa.Array) -> npt.NDArray[np.uint64]:
+    """A 64-bit hash of each string's length and UTF-8 bytes, straight from Arrow's buffers.
+
+    Equal strings get equal hashes; distinct ones almost surely distinct hashes. Vectorised
+    over strings, eight bytes at a time (10^7 short ids: a few numpy passes, no Python
+    string made). Nulls hash as empty strings.
+    """
+    n = len(strings)
+    offset_type = np.int64 if pa.types.is_large_string(strings.type) else np.int32
+    _, offsets_buffer, data_buffer = strings.buffers()
+    offsets = np.frombuffer(offsets_buffer, dtype=offset_type)[strings.offset :][: n + 1]
+    starts = offsets[:-1].astype(np.int64)
+    ends = offsets[1:].astype(np.int64)
+    if strings.null_count:
+        starts[np.asarray(strings.is_null())] = ends[np.asarray(strings.is_null())]
+    lengths = ends - starts
+    hashes = _mixed(lengths.astype(np.uint64))
+    longest = int(lengths.max()) if n else 0
+    if longest == 0:
+        return hashes
+    # 8 zero bytes then the data, read as overlapping little-endian 64-bit words (an
+    # unaligned view): words[e] holds data bytes e-8 .. e-1, the last one in its top byte
+    end = int(offsets[-1])
+    data = np.zeros(end + 8, dtype=np.uint8)
+    data[8:] = np.frombuffer(data_buffer, dtype=np.uint8)[:end]
+    words = np.ndarray((end + 1,), dtype="<u8", buffer=data, strides=(1,))
+    # a string's k-th word is its bytes [8k, 8k + 8), its last one the 8 bytes ending it (it
+    # may overlap the one before; strings shorter than 8 bytes drop what precedes them)
+    for first in range(0, n, _HASH_BLOCK):  # blocks whose temporaries stay in the CPU caches
+        block = slice(first, first + _HASH_BLOCK)
+        block_starts, block_ends, block_hashes = starts[block], ends[block], hashes[block]
+        drop = (8 * (8 - np.minimum(lengths[block], 8))).astype(np.uint64)
+        drop_half = drop // np.uint64(2)  # two shifts: shifting a 64-bit word by 64 is undefined
+        drop_rest = drop - drop_half
+        any_short = bool(drop.any())
+        for k in range(8, int(lengths[block].max()) + 8, 8):
+            word = words[np.minimum(block_starts + k, block_ends)]
+            if any_short:
+                word >>= drop_half
+                word >>= drop_rest
+            block_hashes ^= _mixed(word)
+            block_hashes *= _MIX_1
+    return hashes
+
+
+def _hash_twins(ids: pd.Series) -> npt.NDArray[np.intp] | None:
+    """Positions of the ids whose 64-bit hash another id shares (None: ids not text).
+
+    Equal ids have equal hashes, so every duplicate is among them; an empty answer proves
+    the ids unique without comparing strings.
+    """
+    strings = pa.array(ids, from_pandas=True)
+    if isinstance(strings, pa.ChunkedArray):
+        strings = strings.combine_chunks()
+    if not (pa.types.is_string(strings.type) or pa.types.is_large_string(strings.type)):
+        return None
+    hashes = _string_hashes(strings)
+    ordered = np.sort(hashes)
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return np.zeros(0, dtype=np.intp)
+    return np.flatnonzero(np.isin(hashes, ordered[1:][same]))
+
+
 def _duplicates(
     ids: pd.Series,
     keep: BoolArray,
@@ -313,8 +396,14 @@ def _duplicates(
     if int_key is not None and _all_unique_ints(int_key if all_kept else int_key[kept]):
         return np.zeros(0, dtype=np.intp), ""
     series = ids if all_kept else ids.iloc[kept]
-    if series.is_unique:
+    twins = _hash_twins(series)
+    if twins is None:  # not Arrow text: pandas' hash table
+        if series.is_unique:
+            return np.zeros(0, dtype=np.intp), ""
+    elif twins.size == 0:
         return np.zeros(0, dtype=np.intp), ""
+    else:  # compare only the ids that share a hash (in order: the same groups and message)
+        kept, series = kept[twins], series.iloc[twins]
     dup = series.duplicated(keep=False).to_numpy()
     if not dup.any():
         return np.zeros(0, dtype=np.intp), ""
@@ -338,6 +427,20 @@ def _duplicates(
         "the id column)."
     )
     return np.sort(rows), message
+
+
+def _as_numpy(values: Column) -> np.ndarray:
+    """A loaded column as a numpy array (Arrow text becomes an object array of ``str``)."""
+    if isinstance(values, pa.Array):
+        return values.to_numpy(zero_copy_only=False)
+    return values
+
+
+def _value_at(values: Column, i: int) -> Any:
+    """Row ``i`` of a loaded column as a Python value, for messages."""
+    if isinstance(values, pa.Array):
+        return values[i].as_py()
+    return values[i]
 
 
 def read_table_columns(src: PositionSource) -> pd.DataFrame:
@@ -371,8 +474,9 @@ def read_table_columns(src: PositionSource) -> pd.DataFrame:
                 continue
             data.update(one)
     # FITS columns are big-endian: Parquet (Arrow) writers refuse byte-swapped arrays
+    arrays = {name: _as_numpy(values) for name, values in data.items()}  # (numpy: no text asked)
     native = {
         name: values if values.dtype.isnative else values.astype(values.dtype.newbyteorder("="))
-        for name, values in data.items()
+        for name, values in arrays.items()
     }
     return pd.DataFrame(native, index=pd.RangeIndex(n) if not native else None)

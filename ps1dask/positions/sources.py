@@ -2,8 +2,9 @@
 
 Each kind of input (CSV/text, Parquet, FITS, VOTable, ECSV, pandas, dask, astropy Table,
 SkyCoord, dict of columns) becomes a :class:`Source`: its column names, a loader of chosen
-columns as 1-d numpy arrays (angles with units converted to degrees), the SkyCoord columns
-it has and how its rows are numbered in error messages.
+columns as 1-d numpy arrays (angles with units converted to degrees; text columns that Arrow
+holds stay Arrow arrays), the SkyCoord columns it has and how its rows are numbered in error
+messages.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,11 @@ if TYPE_CHECKING:  # pragma: no cover - imports for annotations only
     from astropy.coordinates import SkyCoord
     from astropy.table import Table
 
-__all__ = ["UNREADABLE", "Source", "open_source"]
+__all__ = ["UNREADABLE", "Column", "Source", "open_source"]
+
+#: A loaded column: a 1-d numpy array, or an Arrow string array (a text column without
+#: missing values that Arrow holds already; see :func:`_series_array`).
+Column: TypeAlias = "np.ndarray | pa.Array"
 
 _CSV_SUFFIXES = (".csv", ".txt", ".tsv", ".dat")
 _PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -58,7 +63,7 @@ class Source:
     label: str
     names: list[str]
     #: load(columns, string_columns, angle_roles) -> ({name: array}, n_rows)
-    load: Callable[[list[str], set[str], dict[str, str]], tuple[dict[str, np.ndarray], int]]
+    load: Callable[[list[str], set[str], dict[str, str]], tuple[dict[str, Column], int]]
     row_note: str
     #: SkyCoord columns: name -> loader of (ra_deg, dec_deg)
     coords: dict[str, Callable[[], tuple[FloatArray, FloatArray]]] = field(default_factory=dict)
@@ -181,7 +186,7 @@ def _csv_source(path: Path, compression: str | None) -> Source:
 
     def load(
         columns: list[str], strings: set[str], roles: dict[str, str]
-    ) -> tuple[dict[str, np.ndarray], int]:
+    ) -> tuple[dict[str, Column], int]:
         if not columns:
             return {}, 0
         try:
@@ -210,7 +215,7 @@ def _parquet_source(path: Path) -> Source:
 
     def load(
         columns: list[str], strings: set[str], roles: dict[str, str]
-    ) -> tuple[dict[str, np.ndarray], int]:
+    ) -> tuple[dict[str, Column], int]:
         frame = pd.read_parquet(path, columns=columns) if columns else pd.DataFrame()
         if not columns:
             return {}, pq.ParquetFile(path).metadata.num_rows
@@ -255,8 +260,8 @@ def _pandas_source(frame: pd.DataFrame, label: str) -> Source:
 
     def load(
         columns: list[str], strings: set[str], roles: dict[str, str]
-    ) -> tuple[dict[str, np.ndarray], int]:
-        out: dict[str, np.ndarray] = {}
+    ) -> tuple[dict[str, Column], int]:
+        out: dict[str, Column] = {}
         for c in columns:
             col = frame[by_name[c]]
             if isinstance(col, pd.DataFrame):
@@ -278,7 +283,7 @@ def _dask_source(ddf: Any) -> Source:
 
     def load(
         columns: list[str], strings: set[str], roles: dict[str, str]
-    ) -> tuple[dict[str, np.ndarray], int]:
+    ) -> tuple[dict[str, Column], int]:
         if not columns:
             return {}, len(ddf)
         frame = ddf[[by_name[c] for c in columns]].compute()
@@ -329,7 +334,7 @@ def _table_source(table: Table, label: str) -> Source:
 
     def load(
         columns: list[str], strings: set[str], roles: dict[str, str]
-    ) -> tuple[dict[str, np.ndarray], int]:
+    ) -> tuple[dict[str, Column], int]:
         out = {
             c: _table_column_array(table[c], label, c, c in strings, roles.get(c)) for c in columns
         }
@@ -425,9 +430,20 @@ def _degrees_per(unit: Any, label: str, name: str, role: str) -> float:
     )
 
 
-def _series_array(series: pd.Series, as_string: bool) -> np.ndarray:
-    """A pandas column as float64 (numeric) or object (anything else) numpy array."""
+def _series_array(series: pd.Series, as_string: bool) -> np.ndarray | pa.Array:
+    """A pandas column as float64 (numeric) or object (anything else) numpy array.
+
+    A text column (``as_string``) that Arrow holds already (pandas 3's ``str``,
+    ``string[pyarrow]``, ``ArrowDtype(pa.string())``) with no missing value is returned as
+    that Arrow array: 10^7 ids stay ~100 MB of Arrow buffers instead of 10^7 Python strings.
+    """
     dtype = series.dtype
+    if as_string and _is_arrow_text(dtype):
+        strings = pa.array(series)  # zero-copy for an Arrow-backed column
+        if isinstance(strings, pa.ChunkedArray):
+            strings = strings.combine_chunks()
+        if strings.null_count == 0:
+            return strings
     if (
         not as_string
         and pd.api.types.is_numeric_dtype(dtype)
@@ -440,3 +456,13 @@ def _series_array(series: pd.Series, as_string: bool) -> np.ndarray:
     if as_string and isinstance(dtype, np.dtype) and dtype.kind in "iu":
         return series.to_numpy()
     return series.to_numpy(dtype=object)
+
+
+def _is_arrow_text(dtype: Any) -> bool:
+    if isinstance(dtype, pd.StringDtype):
+        return dtype.storage == "pyarrow"
+    if isinstance(dtype, pd.ArrowDtype):
+        return pa.types.is_string(dtype.pyarrow_dtype) or pa.types.is_large_string(
+            dtype.pyarrow_dtype
+        )
+    return False

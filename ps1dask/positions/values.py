@@ -27,6 +27,7 @@ __all__ = [
     "CODE_DEC_RANGE",
     "CODE_MISSING",
     "CODE_OK",
+    "integer_ids",
     "parse_angles",
     "parse_ids",
     "parse_skycells",
@@ -302,30 +303,51 @@ def parse_skycells(
     return ra, dec, present, problems
 
 
-def parse_ids(values: np.ndarray) -> tuple[pd.Series, BoolArray]:
-    """Ids as a ``str`` Series (stripped of surrounding blanks) and a 'missing' mask."""
+def parse_ids(values: np.ndarray | pa.Array) -> tuple[pd.Series, BoolArray]:
+    """Ids as a ``str`` Series (stripped of surrounding blanks) and a 'missing' mask.
+
+    ``values``: a numpy array, or Arrow strings (kept in Arrow: no Python string per id).
+    """
     n = len(values)
-    if values.dtype.kind in "iub":
+    if isinstance(values, pa.Array):
+        strings = values
+    elif values.dtype.kind in "iu":
+        return integer_ids(values), np.zeros(n, dtype=bool)
+    elif values.dtype.kind == "b":
         return pd.Series(values).astype(str), np.zeros(n, dtype=bool)
-    if values.dtype.kind == "f":
-        missing = ~np.isfinite(values)
-        texts: Any = [
-            None if m else (str(int(v)) if float(v).is_integer() else repr(float(v)))
-            for v, m in zip(values, missing)
-        ]
     else:
-        values = values.astype(object, copy=False)
-        series = pd.Series(values, dtype=object, copy=False)
-        kind = pd.api.types.infer_dtype(series, skipna=True)
-        if kind in ("string", "empty"):
-            texts = values
+        texts: Any
+        if values.dtype.kind == "f":
+            missing = ~np.isfinite(values)
+            texts = [
+                None if m else (str(int(v)) if float(v).is_integer() else repr(float(v)))
+                for v, m in zip(values, missing)
+            ]
         else:
-            nulls = series.isna().to_numpy()
-            texts = [None if m else _id_text(v) for v, m in zip(values, nulls)]
-    strings = pc.utf8_trim_whitespace(_arrow_strings(texts))
+            values = values.astype(object, copy=False)
+            series = pd.Series(values, dtype=object, copy=False)
+            kind = pd.api.types.infer_dtype(series, skipna=True)
+            if kind in ("string", "empty"):
+                texts = values
+            else:
+                nulls = series.isna().to_numpy()
+                texts = [None if m else _id_text(v) for v, m in zip(values, nulls)]
+        strings = _arrow_strings(texts)
+    strings = pc.utf8_trim_whitespace(strings)
     missing = _arrow_bool(pc.or_kleene(pc.is_null(strings), pc.equal(strings, "")))
-    ids = pd.Series(strings.fill_null("").to_pandas(types_mapper=None), dtype=str)
-    return ids, missing
+    return _str_series(strings.fill_null("")), missing
+
+
+def integer_ids(values: npt.NDArray[np.integer[Any]]) -> pd.Series:
+    """Integers as ``str`` ids (``str(int)``: Arrow's cast writes the same decimal digits)."""
+    native = values.astype(values.dtype.newbyteorder("="), copy=False)  # FITS: big-endian
+    return _str_series(pc.cast(pa.array(native), pa.string()))
+
+
+def _str_series(strings: pa.Array) -> pd.Series:
+    """Arrow strings as a pandas ``str`` Series (Arrow-backed under pandas 3: no copy to
+    Python strings; object under pandas 2)."""
+    return pd.Series(strings, dtype=str)
 
 
 def _id_text(value: Any) -> str:

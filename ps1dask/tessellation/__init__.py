@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -34,6 +34,7 @@ from ps1dask.wire import SKYCELL_ID_EXPECTED, SKYCELL_ID_RE
 __all__ = [
     "FIRST_FOOTPRINT_PROJCELL",
     "HEADER_CDELT_DEG",
+    "LOCATE_BLOCK",
     "PIXEL_SCALE_DEG",
     "SKYCELL_PAD",
     "Grid",
@@ -44,10 +45,12 @@ __all__ = [
     "load_grid",
     "locate",
     "locate_arrays",
+    "locate_columns",
     "project",
     "skycell_center",
     "skycell_geometry",
     "skycell_geometry_of",
+    "skycell_names",
     "skycell_wcs",
 ]
 
@@ -175,16 +178,75 @@ def _as_degrees(name: str, values: npt.ArrayLike) -> npt.NDArray[np.float64]:
     return arr
 
 
-def _skycell_names(
+#: Positions located at a time: a block's temporary arrays stay in the CPU caches, which
+#: makes 10^7 positions two to three times faster than whole-array numpy (and the results
+#: are the same: every step is elementwise).
+LOCATE_BLOCK = 1 << 15
+
+
+def skycell_names(
     projcell: npt.NDArray[np.int64], subcell: npt.NDArray[np.int64]
 ) -> npt.NDArray[np.object_]:
-    """``skycell.PPPP.SSS`` per position ('' where projcell < 0), formatting each cell once."""
-    codes, inverse = np.unique(projcell * 1000 + subcell, return_inverse=True)
-    names = np.array(
+    """``skycell.PPPP.SSS`` per position ('' where projcell < 0), formatting each cell once.
+
+    The result shares one ``str`` per cell (10^7 positions: 80 MB of pointers). Positions
+    grouped by skycell (a plan's store order) are formatted once per run, in one pass.
+    """
+    codes = projcell * 1000 + subcell
+    starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
+    if codes.size and starts.size < codes.size // 4:
+        starts = np.concatenate(([0], starts))
+        lengths = np.diff(np.append(starts, codes.size))
+        return np.repeat(_cell_names(codes[starts]), lengths)
+    unique, inverse = np.unique(codes, return_inverse=True)
+    return _cell_names(unique)[inverse.reshape(-1)]
+
+
+def _cell_names(codes: npt.NDArray[np.int64]) -> npt.NDArray[np.object_]:
+    return np.array(
         [f"skycell.{c // 1000:04d}.{c % 1000:03d}" if c >= 0 else "" for c in codes.tolist()],
         dtype=object,
     )
-    return names[inverse.reshape(-1)]
+
+
+def locate_columns(ra: npt.ArrayLike, dec: npt.ArrayLike) -> dict[str, npt.NDArray[Any]]:
+    """The columns of :func:`locate` as numpy arrays, without ``skycell`` (no DataFrame and no
+    Python string per position, for millions of positions; :func:`skycell_names` gives the
+    names). Same arguments, checks and values."""
+    ra_arr = _as_degrees("ra", ra)
+    dec_arr = _as_degrees("dec", dec)
+    if ra_arr.shape != dec_arr.shape:
+        raise InvalidPositionError(
+            f"ra and dec have different lengths ({ra_arr.size} and {dec_arr.size})"
+        )
+    bad = ~np.isfinite(ra_arr) | ~np.isfinite(dec_arr) | (np.abs(dec_arr) > 90.0)
+    if np.any(bad):
+        idx = np.flatnonzero(bad)
+        shown = ", ".join(f"{i} (ra={ra_arr[i]!r}, dec={dec_arr[i]!r})" for i in idx[:10])
+        more = f" and {idx.size - 10} more" if idx.size > 10 else ""
+        raise InvalidPositionError(
+            f"invalid position at index {shown}{more}: coordinates must be finite degrees "
+            "with |dec| <= 90",
+            rows=idx.tolist(),
+        )
+    n = ra_arr.size
+    columns = {
+        "projcell": np.empty(n, dtype=np.int64),
+        "subcell": np.empty(n, dtype=np.int64),
+        "x": np.empty(n, dtype=np.float64),
+        "y": np.empty(n, dtype=np.float64),
+        "in_footprint": np.empty(n, dtype=bool),
+    }
+    for start in range(0, n, LOCATE_BLOCK):
+        block = slice(start, start + LOCATE_BLOCK)
+        loc = locate_arrays(ra_arr[block], dec_arr[block])
+        projcell = np.where(loc.covered, loc.projcell, -1)
+        columns["projcell"][block] = projcell
+        columns["subcell"][block] = np.where(loc.covered, loc.subcell, -1)
+        columns["x"][block] = np.where(loc.covered, loc.x, np.nan)
+        columns["y"][block] = np.where(loc.covered, loc.y, np.nan)
+        columns["in_footprint"][block] = loc.covered & (projcell >= FIRST_FOOTPRINT_PROJCELL)
+    return columns
 
 
 def locate(ra: npt.ArrayLike, dec: npt.ArrayLike) -> pd.DataFrame:
@@ -209,33 +271,15 @@ def locate(ra: npt.ArrayLike, dec: npt.ArrayLike) -> pd.DataFrame:
     InvalidPositionError
         (a ``ValueError``) if a coordinate is NaN/inf or |dec| > 90, naming the index.
     """
-    ra_arr = _as_degrees("ra", ra)
-    dec_arr = _as_degrees("dec", dec)
-    if ra_arr.shape != dec_arr.shape:
-        raise InvalidPositionError(
-            f"ra and dec have different lengths ({ra_arr.size} and {dec_arr.size})"
-        )
-    bad = ~np.isfinite(ra_arr) | ~np.isfinite(dec_arr) | (np.abs(dec_arr) > 90.0)
-    if np.any(bad):
-        idx = np.flatnonzero(bad)
-        shown = ", ".join(f"{i} (ra={ra_arr[i]!r}, dec={dec_arr[i]!r})" for i in idx[:10])
-        more = f" and {idx.size - 10} more" if idx.size > 10 else ""
-        raise InvalidPositionError(
-            f"invalid position at index {shown}{more}: coordinates must be finite degrees "
-            "with |dec| <= 90",
-            rows=idx.tolist(),
-        )
-    loc = locate_arrays(ra_arr, dec_arr)
-    projcell = np.where(loc.covered, loc.projcell, -1)
-    subcell = np.where(loc.covered, loc.subcell, -1)
-    skycell = _skycell_names(projcell, subcell)
+    columns = locate_columns(ra, dec)
+    skycell = skycell_names(columns["projcell"], columns["subcell"])
     return pd.DataFrame(
         {
-            "projcell": projcell.astype(np.int64),
-            "subcell": subcell.astype(np.int64),
+            "projcell": columns["projcell"],
+            "subcell": columns["subcell"],
             "skycell": skycell,
-            "x": np.where(loc.covered, loc.x, np.nan),
-            "y": np.where(loc.covered, loc.y, np.nan),
-            "in_footprint": loc.covered & (projcell >= FIRST_FOOTPRINT_PROJCELL),
+            "x": columns["x"],
+            "y": columns["y"],
+            "in_footprint": columns["in_footprint"],
         }
     )
