@@ -19,7 +19,7 @@ import pandas as pd
 from ps1dask.client import PS1Service, RequestStats
 from ps1dask.conventions import image_filename, parse_filters, parse_size, part_types
 from ps1dask.conventions.cutrule import SizeLike
-from ps1dask.exceptions import InvalidParameterError, ServiceError
+from ps1dask.exceptions import InvalidParameterError, ServiceError, StoreMismatchError
 from ps1dask.execution import (
     JobAbortedError,
     JobCluster,
@@ -166,6 +166,7 @@ def cutouts(
     progress: bool | None = None,
     quiet: bool = False,
     compute: bool = True,
+    mosaic: bool = False,
 ) -> JobSummary | JobHandle:
     """Fetch PS1 stack cutouts for every position into one Zarr store.
 
@@ -219,6 +220,13 @@ def cutouts(
     compute
         ``False``: return a :class:`JobHandle` as soon as the work is submitted, and let
         the job run in the background (``handle.result()`` gives the summary).
+    mosaic
+        Complete cutouts of any size up to 14400 pixels (1 degree), filled from every
+        skycell that covers them (:mod:`ps1dask.mosaic`): on the position's projection-cell
+        grid, pixels of that cell's skycells copied exactly, those of other projection cells
+        reprojected and rescaled to the output's zero point; ``mosaic_skycell`` gives each
+        pixel's source. Not with ``strategy="cutout"`` (``auto`` never picks it then);
+        ``max_unit_positions`` does not apply (one position per task).
 
     Returns
     -------
@@ -226,7 +234,33 @@ def cutouts(
         Counts per status, requests, bytes, seconds (``print(summary)`` for a report); a
         :class:`JobHandle` with ``compute=False``.
     """
+    if mosaic:
+        from ps1dask.mosaic.job import mosaic_cutouts
+
+        return mosaic_cutouts(
+            positions,
+            store,
+            filters=filters,
+            size=size,
+            types=types,
+            strategy=strategy,
+            service=service,
+            client=client,
+            resume=resume,
+            n_workers=n_workers,
+            cache_dir=cache_dir,
+            progress=progress,
+            quiet=quiet,
+            compute=compute,
+        )
     table, svc, store_path = _open_job(positions, store, service, strategy, resume)
+    from ps1dask.mosaic.job import is_mosaic_store
+
+    if is_mosaic_store(store_path):
+        raise StoreMismatchError(
+            f"{store_path} holds mosaics (mosaic=True, --mosaic); rerun with mosaic=True, "
+            "or choose another output path"
+        )
     plan = plan_stack_job(
         table,
         filters=filters,

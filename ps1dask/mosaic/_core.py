@@ -414,11 +414,15 @@ def source_box(
     that the output block ``[rows, cols]`` needs, with ``margin`` pixels more on each side
     (resampling kernels reach beyond the pixels they fill); None if nothing.
 
-    Within the projection cell the region is the block itself, shifted (``margin`` unused).
+    Within the projection cell the region is the block itself, shifted, and not clipped
+    (``margin`` unused): its pixels off the image are blank, as in a cutout.
     """
     if source.same_grid:
         x0, y0 = cols.start + source.dx, rows.start + source.dy
         x1, y1 = cols.stop + source.dx, rows.stop + source.dy
+        if x1 <= 0 or y1 <= 0 or x0 >= source.naxis1 or y0 >= source.naxis2:
+            return None
+        return int(x0), int(y0), int(x1 - x0), int(y1 - y0)
     else:
         n = 17
         t = np.linspace(0.0, 1.0, n)
