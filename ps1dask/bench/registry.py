@@ -68,6 +68,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
             "answering 503; every store compared with a fault-free run"
         ),
     ),
+    "mosaic": (
+        "ps1dask.bench.mosaic_bench",
+        (
+            "a 0.5 x 0.5 deg, 3-filter mosaic across a projection-cell edge (-n: side in "
+            "pixels): time and peak memory against reproject_and_coadd on the same files"
+        ),
+    ),
     "help": (
         "ps1dask.bench.help_bench",
         "time 'ps1dask --help' and every 'ps1dask COMMAND --help' (fresh interpreters)",

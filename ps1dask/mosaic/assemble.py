@@ -205,13 +205,17 @@ def _reproject(
             )
         else:
             # flux-conserving (Jacobian-weighted) resampling: both grids have 0.25" pixels,
-            # so surface brightness and totals are kept; NaN (blank) pixels are left out
+            # so surface brightness and totals are kept; NaN (blank) pixels are left out.
+            # The Hann kernel smooths less than the default Gaussian (the resampled noise
+            # keeps ~3/4 of its per-pixel scatter rather than ~1/2), and the grids are close
+            # enough (two TAN planes) to skip the round-trip check of the coordinates.
             out = reproject_adaptive(
                 (pixels, wcs_in),
                 wcs_out,
                 shape_out=shape,
                 conserve_flux=True,
-                kernel="gaussian",
+                kernel="hann",
+                roundtrip_coords=False,
                 boundary_mode="ignore_threshold",
                 bad_value_mode="ignore",
                 return_footprint=False,
