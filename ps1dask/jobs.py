@@ -522,6 +522,12 @@ def warps(
         if not mjd_range[0] <= mjd_range[1]:
             raise InvalidParameterError(f"mjd_range {mjd_range}: start must not be after end")
     table, svc, store_path = _open_job(positions, store, service, strategy, resume)
+    from ps1dask.mosaic.job import is_mosaic_store
+
+    if is_mosaic_store(store_path):
+        raise StoreMismatchError(
+            f"{store_path} holds mosaics (mosaic=True, --mosaic); put warps in another store"
+        )
     # One cluster for the whole job: the listing (it takes cluster-wide request slots) and
     # the units; closed at the end, or on an error before the units run.
     cluster = JobCluster(client, n_workers, quiet)

@@ -303,6 +303,8 @@ def test_mosaic_argument_errors(emu, dask_client, tmp_path):
     ps1dask.cutouts(one, tmp_path / "e.zarr", mosaic=True, **kwargs)
     with pytest.raises(StoreMismatchError, match="mosaic"):
         ps1dask.cutouts(one, tmp_path / "e.zarr", **kwargs)
+    with pytest.raises(StoreMismatchError, match="mosaic"):
+        ps1dask.warps(one, tmp_path / "e.zarr", **kwargs)
     ps1dask.cutouts(one, tmp_path / "f.zarr", **kwargs)
     with pytest.raises(StoreMismatchError, match="plain cutouts"):
         ps1dask.cutouts(one, tmp_path / "f.zarr", mosaic=True, **kwargs)

@@ -16,6 +16,7 @@ import time
 import tracemalloc
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from ps1dask.bench.registry import BenchResult, register
 EDGE_POSITION = (285.1685, 6.4)
 
 
-def _coadd_by_hand(cache_dir: Path, url: str, ds: object, band: str, size: int) -> np.ndarray:
+def _coadd_by_hand(cache_dir: Path, url: str, ds: Any, band: str, size: int) -> np.ndarray:
     """What an astronomer would write: every covering skycell file, reproject_and_coadd."""
     from astropy.io import fits
     from reproject import reproject_interp
@@ -42,7 +43,7 @@ def _coadd_by_hand(cache_dir: Path, url: str, ds: object, band: str, size: int) 
     grid = mosaic_grid(ra, dec, size, size)
     cache = LocalFileCache(cache_dir, None)
     service = PS1Service(url)
-    zp_out = float(ds["stack_zeropoint"].values[0, 0])  # type: ignore[attr-defined]
+    zp_out = float(ds["stack_zeropoint"].values[0, 0])
     inputs = []
     for src in mosaic_sources(grid):
         filename = image_filename(SkycellId(src.projcell, src.subcell), band, "stack")

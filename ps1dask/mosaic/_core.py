@@ -353,7 +353,9 @@ def _without_islands(owner: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
     return owner
 
 
-def _depth_in_place(source: MosaicSource, sx: FloatArray, sy: FloatArray) -> FloatArray:
+def _depth_in_place(
+    source: MosaicSource, sx: FloatArray, sy: FloatArray
+) -> npt.NDArray[np.float32]:
     """:func:`edge_depth` of finite or NaN coordinates in float32, reusing ``sx``/``sy``."""
     x = sx.astype(np.float32)
     y = sy.astype(np.float32)
