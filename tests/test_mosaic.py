@@ -312,6 +312,11 @@ def test_mosaic_argument_errors(emu, dask_client, tmp_path):
     a = ps1dask.open_store(tmp_path / "e.zarr").stack_flux.values
     b = ps1dask.open_store(tmp_path / "f.zarr").stack_flux.values
     np.testing.assert_array_equal(a, b)
+    # auto chooses among the strategies that serve mosaics: never fitscut, same pixels
+    auto = ps1dask.cutouts(one, tmp_path / "g.zarr", mosaic=True, **{**kwargs, "strategy": "auto"})
+    assert auto.strategies and "cutout" not in auto.strategies
+    c = ps1dask.open_store(tmp_path / "g.zarr").stack_flux.values
+    np.testing.assert_array_equal(a, c)
 
 
 def test_killed_mosaic_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
