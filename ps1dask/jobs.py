@@ -226,7 +226,7 @@ def cutouts(
         grid, pixels of that cell's skycells copied exactly, those of other projection cells
         reprojected and rescaled to the output's zero point; ``mosaic_skycell`` gives each
         pixel's source. Not with ``strategy="cutout"`` (``auto`` never picks it then);
-        ``max_unit_positions`` does not apply (one position per task).
+        ``max_unit_positions`` does not apply (one task per position and filter).
 
     Returns
     -------

@@ -1,9 +1,10 @@
 """The mosaic job: ``ps1dask.cutouts(..., mosaic=True)`` (CLI ``ps1dask cutouts --mosaic``).
 
 Planned like a stack job (the same positions, store order and per-position WCS), with one
-position per work unit and store chunks of one position, one filter and at most
-``ps1dask.mosaic.chunk`` pixels in y and x: a task owns every chunk it writes, and holds one
-band of rows at a time (see :mod:`ps1dask.mosaic.assemble`). Statuses are written last, so
+task per position and filter and store chunks of one position, one filter and at most
+``ps1dask.mosaic.chunk`` pixels in y and x: a task owns every chunk it writes (the
+provenance array is written by the first filter's task), and holds one band of rows at a
+time (see :mod:`ps1dask.mosaic.assemble`). Statuses are written last, so
 a killed job resumes where it stopped and reruns fetch nothing already stored.
 """
 
@@ -116,12 +117,13 @@ def create_mosaic_store(
         },
         pixels=True,
     )
+    # one chunk per (position, filter): each filter of a mosaic is its own task
     data_vars["stack_status"], encoding["stack_status"] = _image_variable(
-        ("position", "filter"), (n, nf), (1, nf), "uint8", 0, status_attrs("outcome")
+        ("position", "filter"), (n, nf), (1, 1), "uint8", 0, status_attrs("outcome")
     )
     for name, (dtype, fill, attrs) in STACK_FILTER_VARIABLES.items():
         data_vars[name], encoding[name] = _image_variable(
-            ("position", "filter"), (n, nf), (1, nf), dtype, fill, attrs
+            ("position", "filter"), (n, nf), (1, 1), dtype, fill, attrs
         )
     _write_part(
         path, "stack", request, plan.positions, 1, data_vars, encoding, {"stack_status": initial}
@@ -150,15 +152,31 @@ class MosaicTaskSpec:
     strategies: Mapping[str, FetchStrategy] = field(default_factory=dict)
 
 
-def run_mosaic_unit(unit: WorkUnit, spec: MosaicTaskSpec) -> UnitReport:
-    """Assemble the mosaics of a unit's positions, write their chunks, statuses last."""
+@dataclass(frozen=True)
+class MosaicUnit:
+    """One Dask task: the mosaics of a work unit's positions in one filter (``band``, an
+    index into the job's filters). Filters are separate tasks so that one large mosaic
+    keeps several cores busy; each owns its chunks (the store's are one filter deep)."""
+
+    index: int
+    unit: WorkUnit
+    band: int
+
+    @property
+    def n_positions(self) -> int:
+        return self.unit.n_positions
+
+
+def run_mosaic_unit(work: MosaicUnit, spec: MosaicTaskSpec) -> UnitReport:
+    """Assemble the mosaics of a unit's positions in one filter, write their chunks and the
+    provenance (with the first filter), statuses last."""
     t0 = time.perf_counter()
+    unit, band = work.unit, work.band
     service, cache, _ = _fetch_context(spec)
     fetcher = PieceFetcher(service, cache, spec.profile, spec.strategy, spec.strategies)
-    nf = len(spec.filters)
     status = np.where(unit.fetch, STATUS["pending"], STATUS["outside_footprint"])[:, None]
-    status = status.repeat(nf, 1).astype(np.uint8)
-    zeropoint = np.full((unit.n_positions, nf), np.nan, dtype=np.float32)
+    status = status.astype(np.uint8)
+    zeropoint = np.full((unit.n_positions, 1), np.nan, dtype=np.float32)
     errors: list[str] = []
     root = spec.store
     with quiet_zarr_warnings():
@@ -172,14 +190,15 @@ def run_mosaic_unit(unit: WorkUnit, spec: MosaicTaskSpec) -> UnitReport:
 
             def write(name: str, rows: slice, values: np.ndarray, bi: int = 0, p: int = p) -> None:
                 if name == PROVENANCE:
-                    provenance[p, rows, :] = values
+                    if band == 0:  # the same in every filter: one writer
+                        provenance[p, rows, :] = values
                 else:
-                    arrays[name][p, bi, rows, :] = values
+                    arrays[name][p, band, rows, :] = values
 
             outcome = MosaicAssembler(
                 grid,
                 mosaic_sources(grid),
-                filters=spec.filters,
+                filters=spec.filters[band],
                 types=spec.types,
                 band_rows=spec.band_rows,
                 fetcher=fetcher,
@@ -187,11 +206,13 @@ def run_mosaic_unit(unit: WorkUnit, spec: MosaicTaskSpec) -> UnitReport:
             status[i] = outcome.status
             zeropoint[i] = outcome.zeropoint
             errors.extend(outcome.errors)
-        zarr.open_array(root, path="stack_zeropoint", mode="r+")[unit.start : unit.stop] = zeropoint
-        zarr.open_array(root, path="stack_status", mode="r+")[unit.start : unit.stop] = status
+        rows = slice(unit.start, unit.stop)
+        cols = slice(band, band + 1)
+        zarr.open_array(root, path="stack_zeropoint", mode="r+")[rows, cols] = zeropoint
+        zarr.open_array(root, path="stack_status", mode="r+")[rows, cols] = status
     codes, counts = np.unique(status, return_counts=True)
     return UnitReport(
-        index=unit.index,
+        index=work.index,
         n_positions=unit.n_positions,
         statuses={STATUS_NAMES[int(c)]: int(k) for c, k in zip(codes, counts)},
         requests=service.stats.snapshot(),
@@ -253,7 +274,10 @@ def mosaic_cutouts(
         create_mosaic_store(store_path, request, plan, initial, side)
     status = read_status(store_path)
     final = np.isin(status, list(FINAL_STATUSES))
-    todo = [u for u in plan.units if not final[u.start : u.stop].all()]
+    work = [
+        MosaicUnit(len(bands) * u.index + b, u, b) for u in plan.units for b in range(len(bands))
+    ]
+    todo = [w for w in work if not final[w.unit.start : w.unit.stop, w.band].all()]
     usable = mosaic_strategies(strategies_for(strategy))
 
     def make_spec(profile: ServiceProfile) -> MosaicTaskSpec:
@@ -292,7 +316,7 @@ def mosaic_cutouts(
             n_positions=plan.n_positions,
             filters=bands,
             statuses=_count_statuses(read_status(store_path)),
-            units_total=len(plan.units),
+            units_total=len(work),
             units_run=len(todo),
             **ran,
         )
