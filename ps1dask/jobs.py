@@ -18,7 +18,7 @@ import pandas as pd
 from ps1dask.client import PS1Service, RequestStats
 from ps1dask.conventions import image_filename, parse_filters, parse_size, part_types
 from ps1dask.conventions.cutrule import SizeLike
-from ps1dask.exceptions import InvalidParameterError, ServiceError
+from ps1dask.exceptions import InvalidParameterError, ServiceError, StoreMismatchError
 from ps1dask.execution import (
     JobAbortedError,
     JobCluster,
@@ -178,6 +178,7 @@ def cutouts(
     quiet: bool = False,
     compute: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    mosaic: bool = False,
 ) -> JobSummary | JobHandle:
     """Fetch PS1 stack cutouts for every position into one Zarr store.
 
@@ -237,6 +238,13 @@ def cutouts(
         For a store URL: fsspec's options, as pandas and xarray take them (``endpoint_url``,
         ``key``, ``secret``, ``anon``, ``client_kwargs``, ...). S3 credentials may instead
         come from the standard ``AWS_*`` environment variables (on the workers too).
+    mosaic
+        Complete cutouts of any size up to 14400 pixels (1 degree), filled from every
+        skycell that covers them (:mod:`ps1dask.mosaic`): on the position's projection-cell
+        grid, pixels of that cell's skycells copied exactly, those of other projection cells
+        reprojected and rescaled to the output's zero point; ``mosaic_skycell`` gives each
+        pixel's source. Not with ``strategy="cutout"`` (``auto`` never picks it then);
+        ``max_unit_positions`` does not apply (one task per position and filter).
 
     Returns
     -------
@@ -244,7 +252,34 @@ def cutouts(
         Counts per status, requests, bytes, seconds (``print(summary)`` for a report); a
         :class:`JobHandle` with ``compute=False``.
     """
+    if mosaic:
+        from ps1dask.mosaic.job import mosaic_cutouts
+
+        return mosaic_cutouts(
+            positions,
+            store,
+            filters=filters,
+            size=size,
+            types=types,
+            strategy=strategy,
+            service=service,
+            client=client,
+            resume=resume,
+            n_workers=n_workers,
+            cache_dir=cache_dir,
+            progress=progress,
+            quiet=quiet,
+            compute=compute,
+            storage_options=storage_options,
+        )
     table, svc, store_path = _open_job(positions, store, service, strategy, resume, storage_options)
+    from ps1dask.mosaic.job import is_mosaic_store
+
+    if is_mosaic_store(store_path):
+        raise StoreMismatchError(
+            f"{store_path} holds mosaics (mosaic=True, --mosaic); rerun with mosaic=True, "
+            "or choose another output path"
+        )
     plan = plan_stack_job(
         table,
         filters=filters,
@@ -509,6 +544,12 @@ def warps(
         if not mjd_range[0] <= mjd_range[1]:
             raise InvalidParameterError(f"mjd_range {mjd_range}: start must not be after end")
     table, svc, store_path = _open_job(positions, store, service, strategy, resume, storage_options)
+    from ps1dask.mosaic.job import is_mosaic_store
+
+    if is_mosaic_store(store_path):
+        raise StoreMismatchError(
+            f"{store_path} holds mosaics (mosaic=True, --mosaic); put warps in another store"
+        )
     # One cluster for the whole job: the listing (it takes cluster-wide request slots) and
     # the units; closed at the end, or on an error before the units run.
     cluster = JobCluster(client, n_workers, quiet)

@@ -75,6 +75,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
             "bound, worker and scheduler RSS at start, middle and end"
         ),
     ),
+    "mosaic": (
+        "ps1dask.bench.mosaic_bench",
+        (
+            "a 0.5 x 0.5 deg, 3-filter mosaic across a projection-cell edge (-n: side in "
+            "pixels): time and peak memory against reproject_and_coadd on the same files"
+        ),
+    ),
     "help": (
         "ps1dask.bench.help_bench",
         "time 'ps1dask --help' and every 'ps1dask COMMAND --help' (fresh interpreters)",

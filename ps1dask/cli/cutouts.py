@@ -12,7 +12,9 @@ def run(args: argparse.Namespace) -> int:
     from ps1dask.jobs import cutouts
 
     with job_config(args):
-        return report(cutouts(read_cli_positions(args), args.output, **job_kwargs(args)), "cutouts")
+        kwargs = job_kwargs(args)
+        summary = cutouts(read_cli_positions(args), args.output, mosaic=args.mosaic, **kwargs)
+        return report(summary, "cutouts")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,5 +40,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         types_help="comma list of stack image types: stack, stack.wt (variance), stack.mask, "
         "stack.exp, stack.num, stack.expwt (default: stack)",
         unit_size=64,
+    )
+    p.add_argument(
+        "--mosaic",
+        action="store_true",
+        help="complete cutouts of any size up to 14400 (1 degree), filled from every skycell "
+        "that covers them, across skycell and projection-cell edges (not with --strategy "
+        "cutout)",
     )
     p.set_defaults(func=run)

@@ -62,7 +62,9 @@ def _side_pixels(value: Any) -> int:
     return int(number)
 
 
-def parse_size(size: SizeLike, *, pair_order: str = "xy") -> tuple[int, int]:
+def parse_size(
+    size: SizeLike, *, pair_order: str = "xy", max_side: int = MAX_CUTOUT_SIZE
+) -> tuple[int, int]:
     """Cutout size as ``(width, height)`` in pixels (0.25 arcsec each).
 
     Parameters
@@ -79,11 +81,13 @@ def parse_size(size: SizeLike, *, pair_order: str = "xy") -> tuple[int, int]:
         Order of a pair: ``"xy"`` is ``(width, height)`` (the internal and wire order);
         ``"yx"`` is ``(ny, nx)``, the order of numpy shapes and of astropy's ``Cutout2D``,
         which the public Python API (:func:`ps1dask.cutouts`, :func:`ps1dask.warps`) uses.
+    max_side : int
+        Largest side (pixels): the service's 6000 by default; mosaics go up to 14400.
 
     Returns
     -------
     tuple of int
-        ``(width, height)`` in pixels, each in ``1..MAX_CUTOUT_SIZE``.
+        ``(width, height)`` in pixels, each in ``1..max_side``.
 
     Raises
     ------
@@ -112,9 +116,10 @@ def parse_size(size: SizeLike, *, pair_order: str = "xy") -> tuple[int, int]:
         ) from None
     if len(parts) == 1:
         parts = parts * 2
-    if len(parts) != 2 or not all(1 <= p <= MAX_CUTOUT_SIZE for p in parts):
+    if len(parts) != 2 or not all(1 <= p <= max_side for p in parts):
+        more = " (larger: mosaic=True, --mosaic)" if max_side == MAX_CUTOUT_SIZE else ""
         raise InvalidParameterError(
-            f"size {size!r}: each side must be 1..{MAX_CUTOUT_SIZE} pixels (0.25 arcsec each)"
+            f"size {size!r}: each side must be 1..{max_side} pixels (0.25 arcsec each){more}"
         )
     return parts[0], parts[1]
 

@@ -110,6 +110,10 @@ def map_positions(
     return [item for chunk in chunks for item in chunk]
 
 
+#: Largest variable (bytes, for a task's chunk of positions) read whole before rendering.
+PRELOAD_MAX_BYTES = 256 << 20
+
+
 def _run_chunk(
     indices: list[int],
     func: Callable[[xr.Dataset, int, int], Any],
@@ -117,7 +121,8 @@ def _run_chunk(
     preload: tuple[str, ...],
 ) -> list[Any]:
     sub = open_cached(path).isel(position=indices)
-    names = [v for v in preload if v in sub.variables]
+    # large arrays (mosaics) stay lazy: pictures read them block-averaged, chunk by chunk
+    names = [v for v in preload if v in sub.variables and sub[v].nbytes <= PRELOAD_MAX_BYTES]
     if names:
         loaded = sub[names].compute(scheduler="synchronous")
         sub = sub.assign({v: loaded[v] for v in names})

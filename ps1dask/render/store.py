@@ -160,12 +160,35 @@ def warp_median(
     return out, zp_ref
 
 
+#: Longest side of the pixels a picture is made from: larger cutouts (mosaics, up to 14400
+#: pixels) are shown block-averaged, read chunk by chunk, so a picture never loads them whole.
+DISPLAY_MAX_SIDE = 2048
+
+
+def _plane(image: xr.DataArray, max_side: int | None) -> npt.NDArray[np.float64]:
+    """One 2-d image, block-averaged (NaN-aware) by the smallest integer factor that brings
+    its longest side to ``max_side`` or less."""
+    factor = 1
+    if max_side:
+        factor = max(1, math.ceil(max(image.sizes["y"], image.sizes["x"]) / int(max_side)))
+    if factor > 1:
+        image = image.coarsen(y=factor, x=factor, boundary="pad").mean()  # NaN-skipping
+    return np.asarray(load(image).values, dtype=np.float64)
+
+
 def cutout_pixels(
-    ds: xr.Dataset, position: int, band: str, *, epoch: int | None = None
+    ds: xr.Dataset,
+    position: int,
+    band: str,
+    *,
+    epoch: int | None = None,
+    max_side: int | None = None,
 ) -> npt.NDArray[np.float64]:
     """Linear pixels (FITS row order, NaN off-image) of one stack cutout, or of warp
     ``epoch`` (0-based, of that position and filter) with ``epoch`` given. A store
-    without stacks gives the median of the good warps for ``epoch=None``."""
+    without stacks gives the median of the good warps for ``epoch=None``. With
+    ``max_side``, a stack cutout larger than that (a mosaic) is block-averaged down to it
+    (for display)."""
     i = _position_index(ds, position)
     f = _filter_index(ds, band)
     if epoch is None:
@@ -173,7 +196,7 @@ def cutout_pixels(
             if has_warps(ds):
                 return warp_median(ds, i, band)[0]
             raise InvalidParameterError("this store has neither stacks nor warps")
-        return np.asarray(load(ds["stack_flux"][i, f]).values, dtype=np.float64)
+        return _plane(ds["stack_flux"][i, f], max_side)
     if not has_warps(ds):
         raise InvalidParameterError("this store has no warps (no warp_flux)")
     ne = int(ds.sizes["epoch"])
@@ -266,7 +289,7 @@ def cutout_image(
     **settings: Any,
 ) -> ByteArray:
     """8-bit grey picture ``(H, W)`` of one cutout (see :func:`ps1dask.render.grey`)."""
-    pixels = cutout_pixels(ds, position, band, epoch=epoch)
+    pixels = cutout_pixels(ds, position, band, epoch=epoch, max_side=DISPLAY_MAX_SIDE)
     return grey(pixels, display, north_up=north_up, size=size, **settings)
 
 
@@ -306,7 +329,7 @@ def colour_image(
             planes.append(pixels)
             zps.append(zp)
             continue
-        planes.append(cutout_pixels(ds, i, band, epoch=epoch))
+        planes.append(cutout_pixels(ds, i, band, epoch=epoch, max_side=DISPLAY_MAX_SIDE))
         if zp_var in ds.variables:
             f = _filter_index(ds, band)
             sel = ds[zp_var][i, f] if epoch is None else ds[zp_var][i, f, int(epoch)]

@@ -12,8 +12,8 @@ import math
 
 import zarr
 
-from ps1dask.conventions.cutrule import MAX_CUTOUT_SIZE
 from ps1dask.exceptions import InvalidStoreError
+from ps1dask.mosaic._core import MAX_MOSAIC_SIZE
 from ps1dask.storage.location import StoreLike, StoreLocation
 
 #: Largest length of each dimension (``position``: ten times the largest job we plan for).
@@ -22,8 +22,8 @@ DIMENSION_CAPS = {
     "filter": 5,
     "epoch": 100_000,
     "coadd_bin": 100_000,
-    "y": MAX_CUTOUT_SIZE,
-    "x": MAX_CUTOUT_SIZE,
+    "y": MAX_MOSAIC_SIZE,  # mosaics; plain cutouts stop at 6000
+    "x": MAX_MOSAIC_SIZE,
 }
 #: Cap of any other dimension.
 OTHER_DIMENSION_CAP = 10**8

@@ -62,6 +62,9 @@ class FetchStrategy(abc.ABC):
     #: own limits (e.g. the public S3 copy) names its own pool and sizes it in
     #: :meth:`workers`.
     pool: ClassVar[str] = "service"
+    #: Whether it can fetch any box of a file (``context.width``/``height`` per group, any
+    #: size): mosaics (:mod:`ps1dask.mosaic`) use only such strategies.
+    serves_mosaics: ClassVar[bool] = True
 
     def workers(self, profile: ServiceProfile) -> int:
         """Threads of this strategy's pool in one work unit (default: the request slots)."""

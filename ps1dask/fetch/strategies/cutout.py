@@ -18,6 +18,7 @@ class CutoutStrategy(FetchStrategy):
     name = "cutout"
     summary = "server cutouts (fitscut.cgi), one request per cutout"
     preference = 2
+    serves_mosaics = False  # fitscut cuts one file around a position, at most 6000 pixels
 
     def cost(self, work: GroupWork, profile: ServiceProfile) -> float:
         p = profile
