@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import dask.config
 import distributed
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from ps1dask.execution import (
     run_units,
     run_warp_unit,
 )
-from ps1dask.fetch.strategies import strategies_for
+from ps1dask.fetch.strategies import job_strategies, strategies_for
 from ps1dask.fetch.warp import WarpUnit
 from ps1dask.planning import ServiceProfile, WorkUnit, plan_stack_job
 from ps1dask.planning.plan import PositionPlan, plan_positions
@@ -166,6 +167,7 @@ def cutouts(
     progress: bool | None = None,
     quiet: bool = False,
     compute: bool = True,
+    s3_endpoint: str | None = None,
 ) -> JobSummary | JobHandle:
     """Fetch PS1 stack cutouts for every position into one Zarr store.
 
@@ -219,6 +221,10 @@ def cutouts(
     compute
         ``False``: return a :class:`JobHandle` as soon as the work is submitted, and let
         the job run in the background (``handle.result()`` gives the summary).
+    s3_endpoint
+        Endpoint (http(s) URL) of the S3 copy the ``s3`` strategy reads, for S3-compatible
+        mirrors and the emulator; default ``ps1dask.s3.endpoint-url`` (null: AWS). Setting
+        it also lets ``auto`` choose ``s3``.
 
     Returns
     -------
@@ -256,7 +262,7 @@ def cutouts(
             profile=profile,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             cache_bytes=None,
-            strategies=strategies_for(strategy),
+            strategies=_job_strategies(strategy, s3_endpoint),
         )
 
     cluster = JobCluster(client, n_workers, quiet)
@@ -285,6 +291,13 @@ def cutouts(
         )
 
     return _run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))
+
+
+def _job_strategies(strategy: str, s3_endpoint: str | None) -> dict[str, Any]:
+    """The job's strategies, configured once in this process (the s3 source probed)."""
+    settings = {} if s3_endpoint is None else {"ps1dask.s3.endpoint-url": s3_endpoint}
+    with dask.config.set(settings):
+        return job_strategies(strategy)
 
 
 def _count_statuses(status: np.ndarray) -> dict[str, int]:
@@ -426,6 +439,7 @@ def warps(
     progress: bool | None = None,
     quiet: bool = False,
     compute: bool = True,
+    s3_endpoint: str | None = None,
 ) -> JobSummary | JobHandle:
     """Fetch every single-epoch PS1 warp cutout of every position into a Zarr store.
 
@@ -473,6 +487,8 @@ def warps(
         Do not print the Dask dashboard link.
     compute
         ``False``: return a :class:`JobHandle` at once and run the job in the background.
+    s3_endpoint
+        Endpoint of the S3 copy the ``s3`` strategy reads, as for :func:`cutouts`.
 
     Returns
     -------
@@ -507,6 +523,7 @@ def warps(
             cache_dir=cache_dir,
             progress=progress,
             compute=compute,
+            s3_endpoint=s3_endpoint,
         )
     except BaseException:
         cluster.close()
@@ -529,6 +546,7 @@ def _warps_with(
     cache_dir: str | os.PathLike[str] | None,
     progress: bool | None,
     compute: bool,
+    s3_endpoint: str | None = None,
 ) -> JobSummary | JobHandle:
     """The rest of :func:`warps`, after its arguments are checked."""
     chunk = store_chunk(store_path) or min(
@@ -596,7 +614,7 @@ def _warps_with(
             profile=profile,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             cache_bytes=None,
-            strategies=strategies_for(strategy),
+            strategies=_job_strategies(strategy, s3_endpoint),
         )
 
     def run(control: RunControl | None) -> JobSummary:

@@ -1,0 +1,372 @@
+"""The ``s3`` strategy end to end: row tiles by byte ranges from an S3 copy of the emulator's
+files, against moto's S3 server on loopback (an independent S3 implementation), populated
+with the very bytes the emulator serves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import boto3
+import dask.config
+import numpy as np
+import pytest
+import zarr
+from _jobs import FAST_HTTP, assert_same_store, positions_in_one_skycell
+from aiohttp import web
+from moto.server import ThreadedMotoServer
+
+import ps1dask
+from ps1dask.client import PS1Service
+from ps1dask.client.s3 import S3Source
+from ps1dask.conventions import image_filename
+from ps1dask.exceptions import S3SourceError
+from ps1dask.fetch.strategies import get_strategy, job_strategies
+from ps1dask.storage import STATUS
+from ps1dask.tessellation import SkycellId
+
+CELL = "1405.053"
+SID = SkycellId.parse(CELL)
+BUCKET = "stpubdata"
+PREFIX = "panstarrs/ps1/public"
+PUBLIC_READ = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": "*",
+            "Action": ["s3:GetObject", "s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{BUCKET}", f"arn:aws:s3:::{BUCKET}/*"],
+        }
+    ],
+}
+
+
+class Bucket:
+    """moto's S3 server on loopback with a public ``stpubdata`` bucket."""
+
+    def __init__(self, emulator_url: str, tmp: Path) -> None:
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+        self.server.start()
+        host, port = self.server.get_host_and_port()
+        self.endpoint = f"http://{host}:{port}"
+        self.s3 = boto3.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            region_name="us-east-1",
+        )
+        self.s3.create_bucket(Bucket=BUCKET)
+        self.s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(PUBLIC_READ))
+        self.service = PS1Service(emulator_url)
+        self.tmp = tmp
+
+    def key(self, filename: str) -> str:
+        return f"{PREFIX}/{filename.lstrip('/')}"
+
+    def upload(self, filename: str, body: bytes | None = None) -> None:
+        """Put a service file into the bucket: the emulator's bytes, or ``body``."""
+        if body is not None:
+            self.s3.put_object(Bucket=BUCKET, Key=self.key(filename), Body=body)
+            return
+        local = self.service.download(filename, self.tmp / filename.rsplit("/", 1)[-1])
+        self.s3.upload_file(str(local), BUCKET, self.key(filename))
+        local.unlink()
+
+    def remove(self, filename: str) -> None:
+        self.s3.delete_object(Bucket=BUCKET, Key=self.key(filename))
+
+    def stop(self) -> None:
+        self.server.stop()
+
+
+@pytest.fixture(scope="module")
+def bucket(job_emulator, tmp_path_factory) -> Iterator[Bucket]:
+    b = Bucket(job_emulator.url, tmp_path_factory.mktemp("s3-upload"))
+    b.upload(image_filename(SID, "g", "stack"))  # the r stack stays out of the bucket
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+@pytest.fixture()
+def emu(job_emulator):
+    job_emulator.configure(latency=0.0, fault_rate=0.0)
+    job_emulator.reset_metrics()
+    return job_emulator
+
+
+def _service(url: str) -> PS1Service:
+    # short backoff, but time for the emulator to render a whole file on first use
+    with dask.config.set({**FAST_HTTP, "ps1dask.http.read-timeout": 30}):
+        return PS1Service(url)
+
+
+def _job(kind, table, store, emu, client, **kw):
+    run = ps1dask.cutouts if kind == "stack" else ps1dask.warps
+    return run(table, store, service=_service(emu.url), client=client, progress=False, **kw)
+
+
+def test_s3_range_skycell_cutout_give_identical_stacks(bucket, emu, dask_client, tmp_path):
+    table = positions_in_one_skycell(6, seed=3)
+    n = len(table)
+    stores = {}
+    for strategy in ("s3", "range", "skycell", "cutout"):
+        emu.reset_metrics()
+        stores[strategy] = tmp_path / f"{strategy}.zarr"
+        summary = _job(
+            "stack",
+            table,
+            stores[strategy],
+            emu,
+            dask_client,
+            filters="g",
+            size=48,
+            strategy=strategy,
+            s3_endpoint=bucket.endpoint,
+            cache_dir=tmp_path / "cache",
+        )
+        assert summary.statuses == {"ok": n}, (strategy, summary)
+        assert summary.strategies == {strategy: n}
+        metrics = emu.metrics()
+        assert metrics["max_in_flight"] <= 10
+        if strategy == "s3":
+            # every pixel came from the bucket: the service saw no request at all
+            assert metrics["requests_total"] == 0, metrics
+            kinds = summary.requests["by_kind"]
+            assert set(kinds) == {"s3-range"} and kinds["s3-range"] >= 2, kinds
+        else:
+            assert metrics["requests_total"] > 0
+    for strategy in ("range", "skycell", "cutout"):
+        assert_same_store(stores["s3"], stores[strategy])
+    flux = np.asarray(zarr.open_array(str(stores["s3"]), path="stack_flux", mode="r")[:])
+    assert np.isfinite(flux).mean() > 0.9  # real pixels, not an empty store that matches
+
+
+def test_a_key_missing_from_the_bucket_is_no_data_or_read_from_the_service(
+    bucket, emu, dask_client, tmp_path
+):
+    table = positions_in_one_skycell(4, seed=5)
+    n = len(table)
+    common = {"filters": "gr", "size": 32, "s3_endpoint": bucket.endpoint}
+    plain = _job("stack", table, tmp_path / "plain.zarr", emu, dask_client, strategy="s3", **common)
+    assert plain.statuses == {"ok": n, "no_data": n}, plain
+    status = np.asarray(
+        zarr.open_array(str(tmp_path / "plain.zarr"), path="stack_status", mode="r")[:]
+    )
+    assert (status[:, 0] == STATUS["ok"]).all() and (status[:, 1] == STATUS["no_data"]).all()
+    assert emu.metrics()["requests_total"] == 0  # no_data: the service was not asked
+
+    emu.reset_metrics()
+    with dask.config.set({"ps1dask.s3.fallback-to-service": True}):
+        mixed = _job(
+            "stack", table, tmp_path / "mixed.zarr", emu, dask_client, strategy="s3", **common
+        )
+    assert mixed.statuses == {"ok": 2 * n}, mixed
+    metrics = emu.metrics()
+    assert metrics["range_requests"] > 0 and metrics["max_in_flight"] <= 10
+    assert "s3-range" in mixed.requests["by_kind"] and "range" in mixed.requests["by_kind"]
+    _job("stack", table, tmp_path / "range.zarr", emu, dask_client, strategy="range", **common)
+    assert_same_store(tmp_path / "mixed.zarr", tmp_path / "range.zarr")
+
+
+def test_warps_mix_s3_and_service_and_resume(bucket, emu, dask_client, tmp_path):
+    table = positions_in_one_skycell(3, seed=8)
+    epochs = emu.sky.warp_epochs(SID, "g")[:4]
+    window = (epochs[0].mjd_listed - 1e-6, epochs[-1].mjd_listed + 1e-6)
+    names = [image_filename(SID, "g", "warp", e.mjd_listed) for e in epochs]
+    bucket.upload(names[0])
+    bucket.upload(names[2], body=b"SIMPLE  = broken" * 200)  # fails until repaired
+    common = {"filters": "g", "size": 32, "mjd_range": window, "s3_endpoint": bucket.endpoint}
+    store = tmp_path / "s3.zarr"
+    with dask.config.set({"ps1dask.http.attempts": 2}):
+        first = _job("warp", table, store, emu, dask_client, strategy="s3", **common)
+    n = len(table)
+    # epoch 2 is broken in the bucket: failed (a rerun retries it); 1 and 3 from the service
+    assert first.statuses.get("failed") == n, first
+    assert emu.metrics()["max_in_flight"] <= 10
+    kinds = first.requests["by_kind"]
+    assert kinds.get("s3-range", 0) > 0 and kinds.get("range", 0) > 0, kinds
+
+    bucket.upload(names[2])  # repaired
+    emu.reset_metrics()
+    second = _job("warp", table, store, emu, dask_client, strategy="s3", **common)
+    assert "failed" not in second.statuses and second.units_run > 0, second
+    assert emu.metrics()["max_in_flight"] <= 10
+
+    reference = tmp_path / "range.zarr"
+    _job("warp", table, reference, emu, dask_client, strategy="range", **common)
+    assert_same_store(store, reference)
+
+    third = _job("warp", table, store, emu, dask_client, strategy="s3", **common)
+    assert third.units_run == 0
+    assert third.requests["by_kind"].get("s3-range", 0) == 0  # no S3 GET of image data
+    assert_same_store(store, reference)
+    for name in (names[0], names[2]):
+        bucket.remove(name)
+
+
+class FaultyProxy:
+    """A loopback proxy in front of the bucket that answers every ``every``-th GET with a
+    503 SlowDown, and resets the connection on the one after it (real faults on the wire)."""
+
+    def __init__(self, target: str, every: int = 3) -> None:
+        self.target = target
+        self.every = every
+        self.count = 0
+        self.faults = 0
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.ready.wait(10)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self.runner = web.AppRunner(app)
+        self.loop.run_until_complete(self.runner.setup())
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        self.loop.run_until_complete(site.start())
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+        self.ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and "Range" in request.headers:
+            self.count += 1
+            if self.count % self.every == 0:
+                self.faults += 1
+                return web.Response(
+                    status=503,
+                    text="<Error><Code>SlowDown</Code><Message>Reduce your request rate."
+                    "</Message></Error>",
+                    content_type="application/xml",
+                )
+            if self.count % self.every == 1 and self.count > 1:
+                self.faults += 1
+                request.transport.abort()  # type: ignore[union-attr]
+                raise ConnectionResetError
+        headers = {k: v for k, v in request.headers.items() if k.lower() in ("range",)}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, self.target + request.path_qs, headers=headers
+            ) as answer,
+        ):
+            body = await answer.read()
+            keep = ("Content-Range", "Content-Type", "ETag", "Last-Modified")
+            return web.Response(
+                status=answer.status,
+                body=body,
+                headers={k: answer.headers[k] for k in keep if k in answer.headers},
+            )
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def test_s3_reads_are_retried_on_slowdown_and_resets(bucket, emu, dask_client, tmp_path):
+    table = positions_in_one_skycell(5, seed=11)
+    proxy = FaultyProxy(bucket.endpoint)
+    try:
+        with dask.config.set({**FAST_HTTP, "ps1dask.http.attempts": 6}):
+            summary = _job(
+                "stack",
+                table,
+                tmp_path / "faulty.zarr",
+                emu,
+                dask_client,
+                filters="g",
+                size=40,
+                strategy="s3",
+                s3_endpoint=proxy.url,
+            )
+    finally:
+        proxy.stop()
+    assert summary.statuses == {"ok": len(table)}, summary
+    assert proxy.faults > 0
+    assert summary.requests["retries"] >= 1, summary.requests
+    retried = summary.requests["retried_errors"]
+    assert set(retried) <= {"ServiceUnavailableError", "ServiceConnectionError"}, retried
+    _job(
+        "stack",
+        table,
+        tmp_path / "range.zarr",
+        emu,
+        dask_client,
+        filters="g",
+        size=40,
+        strategy="range",
+    )
+    assert_same_store(tmp_path / "faulty.zarr", tmp_path / "range.zarr")
+
+
+def test_an_unreachable_or_wrong_s3_source_is_a_clear_error(bucket, emu, dask_client, tmp_path):
+    table = positions_in_one_skycell(2, seed=1)
+    with pytest.raises(S3SourceError, match="does not answer.*--s3-endpoint"):
+        _job(
+            "stack",
+            table,
+            tmp_path / "a.zarr",
+            emu,
+            dask_client,
+            filters="g",
+            strategy="s3",
+            s3_endpoint="http://127.0.0.1:9",
+        )
+    with (
+        dask.config.set({"ps1dask.s3.url": "s3://no-such-bucket/x"}),
+        pytest.raises(S3SourceError, match="no such bucket"),
+    ):
+        _job(
+            "stack",
+            table,
+            tmp_path / "b.zarr",
+            emu,
+            dask_client,
+            filters="g",
+            strategy="s3",
+            s3_endpoint=bucket.endpoint,
+        )
+    with pytest.raises(S3SourceError, match="not an http"):
+        S3Source.from_config(endpoint="ftp://example.org")
+    # auto with an unreachable endpoint leaves s3 out rather than failing the job
+    with dask.config.set({"ps1dask.s3.endpoint-url": "http://127.0.0.1:9"}):
+        assert "s3" not in job_strategies("auto")
+
+
+def test_auto_takes_s3_only_when_configured(bucket, emu, dask_client, tmp_path):
+    # the real default: no endpoint, no opt-in -> auto never contacts AWS
+    assert "s3" not in job_strategies("auto")
+    assert get_strategy("s3").source is None
+    with dask.config.set({"ps1dask.s3.endpoint-url": bucket.endpoint}):
+        configured = job_strategies("auto")["s3"]
+    assert configured.source is not None and configured.source.endpoint == bucket.endpoint
+
+    emu.configure(latency=0.05)  # a distant service: the bucket's reads are cheaper
+    table = positions_in_one_skycell(6, seed=4)
+    summary = _job(
+        "stack",
+        table,
+        tmp_path / "auto.zarr",
+        emu,
+        dask_client,
+        filters="g",
+        size=40,
+        strategy="auto",
+        s3_endpoint=bucket.endpoint,
+    )
+    assert summary.statuses == {"ok": len(table)}, summary
+    assert summary.strategies.get("s3", 0) > 0, summary.strategies
+    assert emu.metrics()["max_in_flight"] <= 10
