@@ -15,6 +15,9 @@ __all__ = [
     "FITSCUT_PATH",
     "LISTING_COLUMNS",
     "LIST_PATH",
+    "S3_BUCKET",
+    "S3_KEY_PREFIX",
+    "S3_URL",
     "SKYCELL_ID_EXPECTED",
     "SKYCELL_ID_PATTERN",
     "SKYCELL_ID_RE",
@@ -28,6 +31,15 @@ FITSCUT_PATH = "/cgi-bin/fitscut.cgi"
 CUTOUTS_PAGE_PATH = "/cgi-bin/ps1cutouts"
 #: Whole skycell files live below this path (``/rings.v3.skycell/PPPP/SSS/<shortname>``).
 FILES_PREFIX = "/rings.v3.skycell/"
+
+#: The public S3 copy of the PS1 images: bucket, and the key prefix the service's file path
+#: (``/rings.v3.skycell/...``) follows, e.g.
+#: ``panstarrs/ps1/public/rings.v3.skycell/1784/059/rings.v3.skycell.1784.059.stk.r.unconv.fits``.
+#: Anonymous reads; the emulator serves the same keys path-style under ``/stpubdata/``.
+S3_BUCKET = "stpubdata"
+S3_KEY_PREFIX = "panstarrs/ps1/public"
+#: ``s3://`` URL of the whole copy (``ps1dask.s3.url``'s default).
+S3_URL = f"s3://{S3_BUCKET}/{S3_KEY_PREFIX}"
 
 #: Header line of ``ps1filenames.py`` answers, in the service's column order.
 LISTING_COLUMNS = (

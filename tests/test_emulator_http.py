@@ -33,7 +33,7 @@ from ps1dask.conventions import (
     position_pixel,
 )
 from ps1dask.emulator import Emulator
-from ps1dask.emulator.faults import FAULT_KINDS, FaultInjector, Knobs
+from ps1dask.emulator.faults import DEFAULT_FAULT_KINDS, FaultInjector, Knobs
 from ps1dask.emulator.params import parse_byte_range
 from ps1dask.exceptions import HTTPFailure, InvalidParameterError
 from ps1dask.imaging import (
@@ -61,11 +61,12 @@ DEFAULT_KNOBS = dict(
     bandwidth=None,
     work_per_mpix=0.0,
     fault_rate=0.0,
-    fault_kinds=FAULT_KINDS,
+    fault_kinds=DEFAULT_FAULT_KINDS,
     retry_after=1.0,
     stall_seconds=30.0,
     seed=0,
     max_concurrency=10,
+    s3_missing_fraction=0.0,
 )
 
 

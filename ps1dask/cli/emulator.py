@@ -8,7 +8,7 @@ import signal
 import sys
 import threading
 
-from ps1dask.emulator.faults import FAULT_KINDS
+from ps1dask.emulator.faults import DEFAULT_FAULT_KINDS
 
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 
@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
         stall_seconds=args.stall_seconds,
         max_concurrency=args.max_concurrency,
         work_per_mpix=args.work_per_mpix,
+        s3_missing_fraction=args.s3_missing_fraction,
         cache_dir=args.cache_dir,
         host=args.host,
         port=args.port,
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
             f"  image list   {url}/cgi-bin/ps1filenames.py?skycell=1405.053\n"
             f"  cutouts      {url}/cgi-bin/fitscut.cgi?red=<filename>&ra=&dec=&size=240&format=fits\n"
             f"  whole files  {url}/rings.v3.skycell/PPPP/SSS/<shortname>  (HTTP Range)\n"
+            f"  S3 (path)    {url}/stpubdata/panstarrs/ps1/public/rings.v3.skycell/...  "
+            f"(s3://stpubdata with endpoint {url})\n"
             f"  web page     {url}/cgi-bin/ps1cutouts\n"
             f"  truth        {url}/_emulator/truth?ra=&dec=&radius=60\n"
             f"  metrics      {url}/_emulator/metrics   (POST {url}/_emulator/metrics/reset)\n"
@@ -102,7 +105,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Serve a faithful offline stand-in for STScI's PS1 image service over a "
             "deterministic synthetic sky: ps1filenames.py, fitscut.cgi (FITS/JPEG/PNG), whole "
-            "skycell files with HTTP Range, and the ps1cutouts web page, plus /_emulator/truth, "
+            "skycell files with HTTP Range, the ps1cutouts web page, the same files as the public "
+            "S3 bucket (path-style /stpubdata/...), plus /_emulator/truth, "
             "/_emulator/metrics and /_emulator/config. Prints its base URL as the first line "
             "of output, then serves until Ctrl-C or SIGTERM."
         ),
@@ -167,11 +171,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--fault-kinds",
-        default=",".join(FAULT_KINDS),
+        default=",".join(DEFAULT_FAULT_KINDS),
         metavar="KINDS",
-        help=f"comma list of faults to draw from (default {','.join(FAULT_KINDS)}): "
+        help=f"comma list of faults to draw from (default {','.join(DEFAULT_FAULT_KINDS)}): "
         "503/429 with Retry-After, reset (TCP RST), truncate (short body), "
-        "stall (hold the request --stall-seconds)",
+        "stall (hold the request --stall-seconds), 500 (internal error); S3 requests get "
+        "503 SlowDown for 503/429 and 500 InternalError",
     )
     p.add_argument(
         "--retry-after",
@@ -194,6 +199,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="N",
         help="requests one client address may have in flight before getting 503 "
         "(default 10, STScI's limit)",
+    )
+    p.add_argument(
+        "--s3-missing-fraction",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction 0..1 of the S3 mode's keys absent from the bucket (NoSuchKey), chosen "
+        "by a hash of the key (default 0)",
     )
     p.add_argument(
         "--workers",

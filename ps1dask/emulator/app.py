@@ -14,6 +14,13 @@ Service endpoints (the real paths, parameters and answer formats; see
 ``GET /cgi-bin/ps1cutouts``
     the HTML cutout page.
 
+S3 mode (:mod:`~ps1dask.emulator.s3`; the public ``stpubdata`` bucket, path-style):
+
+``GET|HEAD /stpubdata/panstarrs/ps1/public/rings.v3.skycell/PPPP/SSS/<shortname>``
+    the same whole files, with S3's headers, ranges and XML errors.
+``GET /stpubdata?list-type=2&prefix=&delimiter=/&max-keys=&continuation-token=``
+    ListObjectsV2.
+
 Emulator endpoints (never counted, faulted or throttled):
 
 ``GET /_emulator/truth?ra=&dec=&radius=[&mjd=]``
@@ -73,7 +80,7 @@ class Emulator:
     seed
         seed of the synthetic sky and of the fault generator.
     latency, bandwidth, fault_rate, fault_kinds, retry_after, stall_seconds, max_concurrency,
-    work_per_mpix
+    work_per_mpix, s3_missing_fraction
         the knobs (see :class:`~ps1dask.emulator.faults.Knobs`); change them live with
         :meth:`configure` or ``POST /_emulator/config``.
     cache_dir
@@ -108,6 +115,7 @@ class Emulator:
         workers: int | None = None,
         sky: SyntheticSky | None = None,
         cache_max_bytes: int | None = None,
+        s3_missing_fraction: float = 0.0,
     ) -> None:
         self.knobs0 = Knobs(
             latency=latency,
@@ -119,6 +127,7 @@ class Emulator:
             stall_seconds=stall_seconds,
             seed=seed,
             max_concurrency=max_concurrency,
+            s3_missing_fraction=s3_missing_fraction,
         )
         self.seed = seed
         self.sky = sky if sky is not None else SyntheticSky(seed=seed)

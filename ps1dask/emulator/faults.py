@@ -5,9 +5,10 @@ Pure Python, no I/O: :mod:`ps1dask.emulator.app` applies what these decide.
 Fault kinds, drawn once per accepted service request (``/_emulator/*`` is never faulted):
 
 ``503``
-    HTTP 503 Service Unavailable with ``Retry-After``.
+    HTTP 503 Service Unavailable with ``Retry-After`` (S3 mode: 503 ``SlowDown``).
 ``429``
-    HTTP 429 Too Many Requests with ``Retry-After``.
+    HTTP 429 Too Many Requests with ``Retry-After`` (S3 mode, which has no 429: 503
+    ``SlowDown``).
 ``reset``
     the TCP connection is reset (RST) before any byte of the answer.
 ``truncate``
@@ -17,11 +18,17 @@ Fault kinds, drawn once per accepted service request (``/_emulator/*`` is never 
     the request is held ``stall_seconds`` before it is answered normally (a client with a
     shorter read timeout sees a timeout). A stalled request whose client hangs up stops
     counting as in flight.
+``500``
+    HTTP 500 Internal Server Error (S3 mode: 500 ``InternalError``). Not drawn unless asked
+    for: the default kinds are :data:`DEFAULT_FAULT_KINDS`.
+
+S3 requests (``/stpubdata/...``) get the same faults, answered in S3's XML.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import numbers
 import random
@@ -34,7 +41,9 @@ from typing import Any
 from ps1dask.exceptions import InvalidParameterError
 
 #: Every fault kind, in a fixed order (the seeded draw indexes into the configured subset).
-FAULT_KINDS: tuple[str, ...] = ("503", "429", "reset", "truncate", "stall")
+FAULT_KINDS: tuple[str, ...] = ("503", "429", "reset", "truncate", "stall", "500")
+#: Kinds drawn unless told otherwise (``500`` came later: the default draws stay as they were).
+DEFAULT_FAULT_KINDS: tuple[str, ...] = ("503", "429", "reset", "truncate", "stall")
 
 
 def _parse_kinds(kinds: str | Iterable[str | int]) -> tuple[str, ...]:
@@ -95,7 +104,8 @@ class Knobs:
     fault_rate
         probability that a service request gets a fault.
     fault_kinds
-        which faults to draw from (subset of ``503, 429, reset, truncate, stall``).
+        which faults to draw from (subset of ``503, 429, reset, truncate, stall, 500``;
+        default all but ``500``).
     retry_after
         seconds announced in ``Retry-After`` (503/429 faults and over-limit refusals);
         written as an integer when whole, else as a decimal (``0.2``).
@@ -109,6 +119,11 @@ class Knobs:
     body_timeout
         seconds a client has to send a POST body; a slower one gets 408. A request counts
         as in flight only once its body is read.
+    s3_missing_fraction
+        fraction (0..1) of the S3 mode's keys absent from the bucket: a key is absent when a
+        hash of it falls below this value (:func:`s3_key_missing`), so the same keys are
+        missing on every run, and raising the fraction only removes more. Absent keys answer
+        ``NoSuchKey`` and are not listed; the service path still serves the file.
 
     Every value is bounded (:data:`KNOB_LIMITS`): the knobs are reachable over HTTP, and a
     latency of 1e300 s would hang every request.
@@ -118,12 +133,13 @@ class Knobs:
     bandwidth: float | None = None
     work_per_mpix: float = 0.0
     fault_rate: float = 0.0
-    fault_kinds: tuple[str, ...] = FAULT_KINDS
+    fault_kinds: tuple[str, ...] = DEFAULT_FAULT_KINDS
     retry_after: float = 1.0
     stall_seconds: float = 30.0
     seed: int | None = 0
     max_concurrency: int = 10
     body_timeout: float = 10.0
+    s3_missing_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -138,6 +154,11 @@ class Knobs:
         set_(self, "retry_after", _bounded("retry_after", self.retry_after))
         set_(self, "stall_seconds", _bounded("stall_seconds", self.stall_seconds))
         set_(self, "body_timeout", _bounded("body_timeout", self.body_timeout))
+        set_(
+            self,
+            "s3_missing_fraction",
+            _number("s3_missing_fraction", self.s3_missing_fraction, 0.0, 1.0),
+        )
         if not self.body_timeout > 0:
             raise InvalidParameterError(f"body_timeout={self.body_timeout!r} must be > 0")
         if self.seed is not None:
@@ -178,6 +199,18 @@ class Knobs:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> Knobs:
         return cls().replace(**dict(values))
+
+
+def s3_key_missing(key: str, fraction: float) -> bool:
+    """True if the S3 mode hides ``key`` (without a leading slash) at this missing fraction.
+
+    A fixed hash of the key alone (not the seed): the same keys are missing on every run,
+    and the keys missing at a fraction are also missing at any larger one.
+    """
+    if fraction <= 0:
+        return False
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < fraction
 
 
 def format_retry_after(seconds: float) -> str:

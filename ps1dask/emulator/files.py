@@ -102,6 +102,10 @@ class WholeFileCache:
     POSIX keeps an open file readable after its deletion, so a file being sent is never cut
     short by an eviction. Sizes of files once rendered are remembered (:meth:`known_size`),
     so a HEAD needs no render after an eviction.
+
+    A file's size is that of its RICE-compressed pixels: it cannot be known without rendering
+    them. :attr:`renders` counts whole-file renders and :attr:`max_rendering` the most at
+    once (the service bounds them, see ``Service.open_file``).
     """
 
     def __init__(
@@ -119,6 +123,10 @@ class WholeFileCache:
         #: path -> size of the files on disk, least recently used first
         self._files: OrderedDict[Path, int] = OrderedDict()
         self._sizes: dict[ImageRef, int] = {}
+        #: whole files rendered so far, and the most rendered at once
+        self.renders = 0
+        self.rendering = 0
+        self.max_rendering = 0
 
     @property
     def total_bytes(self) -> int:
@@ -159,12 +167,31 @@ class WholeFileCache:
             lock = self._locks.setdefault(ref, threading.Lock())
         with lock:
             if not target.exists():
-                _write_whole_file(self.sky, ref, target)
+                with self._lock:
+                    self.renders += 1
+                    self.rendering += 1
+                    self.max_rendering = max(self.max_rendering, self.rendering)
+                try:
+                    _write_whole_file(self.sky, ref, target)
+                finally:
+                    with self._lock:
+                        self.rendering -= 1
         with self._lock:
             self._locks.pop(ref, None)
         self._touch(ref, target)
         self._evict(keep=target)
         return target
+
+    def open_existing(self, ref: ImageRef) -> tuple[BinaryIO, int] | None:
+        """``(open file, size)`` of ``ref``'s file if it is on disk now, else None (no render)."""
+        target = self._target(ref)
+        with self._lock:  # no eviction between the check and the open
+            try:
+                fh = open(target, "rb")  # noqa: SIM115 - the caller closes it
+            except FileNotFoundError:
+                return None
+        self._touch(ref, target)
+        return fh, os.fstat(fh.fileno()).st_size
 
     def open(self, ref: ImageRef) -> tuple[BinaryIO, int]:
         """``(open file, size)`` of ``ref``'s whole file (rendered if needed); close it."""

@@ -21,6 +21,19 @@ from ps1dask.wire import CUTOUTS_PAGE_PATH, FILES_PREFIX, FITSCUT_PATH, LIST_PAT
 EMULATOR_PREFIX = "/_emulator/"
 #: Endpoint names of ``requests_by_endpoint``.
 ENDPOINTS = (FITSCUT_PATH, LIST_PATH, CUTOUTS_PAGE_PATH, "files", "other")
+#: Endpoint name of every S3-mode request (counted apart, under ``s3``).
+S3_ENDPOINT = "s3"
+#: First path segments of the service (and of the emulator's own endpoints): every other
+#: first segment names an S3 bucket.
+SERVICE_SEGMENTS = frozenset(
+    {"", EMULATOR_PREFIX.strip("/"), FILES_PREFIX.strip("/"), LIST_PATH.split("/")[1]}
+)
+
+
+def s3_bucket_of(path: str) -> str | None:
+    """The bucket an S3-mode (path-style) request names; None for a service path."""
+    segment = path.lstrip("/").split("/", 1)[0]
+    return None if segment in SERVICE_SEGMENTS else segment
 
 
 def endpoint_of(path: str) -> str | None:
@@ -31,15 +44,51 @@ def endpoint_of(path: str) -> str | None:
         return path
     if path.startswith(FILES_PREFIX):
         return "files"
+    if s3_bucket_of(path) is not None:
+        return S3_ENDPOINT
     return "other"
 
 
+class S3Metrics:
+    """Counters of the S3 mode (guarded by the owning :class:`Metrics`' lock)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.requests = 0
+        self.range_requests = 0
+        self.max_in_flight = self.in_flight
+        self.bytes_sent = 0
+        self.faults_injected = 0
+        self.faults_by_kind: dict[str, int] = defaultdict(int)
+        self.responses_by_status: dict[str, int] = defaultdict(int)
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "requests": self.requests,
+            "range_requests": self.range_requests,
+            "in_flight": self.in_flight,
+            "max_in_flight": self.max_in_flight,
+            "bytes_sent": self.bytes_sent,
+            "faults_injected": self.faults_injected,
+            "faults_by_kind": dict(self.faults_by_kind),
+            "responses_by_status": dict(self.responses_by_status),
+        }
+
+
 class Metrics:
-    """Service request counters (thread-safe; the event loop writes, anyone reads)."""
+    """Request counters (thread-safe; the event loop writes, anyone reads).
+
+    The top-level counters are the service's routes only; the S3 mode's requests are
+    counted apart, under ``s3`` (:class:`S3Metrics`): they never take the service's slots.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.in_flight = 0
+        self.s3 = S3Metrics()
         self._reset_locked()
 
     def _reset_locked(self) -> None:
@@ -53,6 +102,7 @@ class Metrics:
         self.faults_by_kind: dict[str, int] = defaultdict(int)
         self.responses_by_status: dict[str, int] = defaultdict(int)
         self.max_in_flight_by_address: dict[str, int] = defaultdict(int)
+        self.s3.reset()
 
     def reset(self) -> None:
         """Zero the counters; ``in_flight`` is a live gauge and ``max_in_flight`` restarts
@@ -74,20 +124,34 @@ class Metrics:
                 "faults_by_kind": dict(self.faults_by_kind),
                 "responses_by_status": dict(self.responses_by_status),
                 "max_in_flight_by_address": dict(self.max_in_flight_by_address),
+                "s3": self.s3.snapshot(),
             }
 
-    def add(self, name: str, amount: int = 1) -> None:
-        with self._lock:
-            setattr(self, name, getattr(self, name) + amount)
+    def _counters(self, s3: bool) -> Any:
+        return self.s3 if s3 else self
 
-    def fault(self, kind: str) -> None:
+    def add(self, name: str, amount: int = 1, s3: bool = False) -> None:
         with self._lock:
-            self.faults_injected += 1
-            self.faults_by_kind[kind] += 1
+            target = self._counters(s3)
+            setattr(target, name, getattr(target, name) + amount)
 
-    def status(self, status: int) -> None:
+    def fault(self, kind: str, s3: bool = False) -> None:
         with self._lock:
-            self.responses_by_status[str(status)] += 1
+            target = self._counters(s3)
+            target.faults_injected += 1
+            target.faults_by_kind[kind] += 1
+
+    def status(self, status: int, s3: bool = False) -> None:
+        with self._lock:
+            self._counters(s3).responses_by_status[str(status)] += 1
+
+    def enter_s3(self) -> None:
+        """Count an S3 request in flight (no limit: S3 is built for parallel reads)."""
+        with self._lock:
+            s3 = self.s3
+            s3.requests += 1
+            s3.in_flight += 1
+            s3.max_in_flight = max(s3.max_in_flight, s3.in_flight)
 
 
 @dataclass(eq=False)
@@ -98,6 +162,8 @@ class Flight:
     address: str
     refused: bool = False
     done: bool = False
+    #: an S3-mode request: counted under ``s3``, never limited
+    s3: bool = False
 
     def client_gone(self, deep: bool = False) -> bool:
         """True once the client has hung up. ``deep`` also peeks at the socket, to catch a
@@ -146,8 +212,12 @@ class ServiceState:
 
     # Called on the event loop only, but metrics are read from other threads.
     def enter(self, request: web.BaseRequest, endpoint: str) -> Flight:
-        """Count a service request in flight (before any await); refuse it over the limit."""
+        """Count a request in flight (before any await); refuse a service request over the
+        limit. S3-mode requests are counted apart and never refused."""
         m = self.metrics
+        if endpoint == S3_ENDPOINT:
+            m.enter_s3()
+            return Flight(request, request.remote or "?", s3=True)
         # A request whose client hung up (timed out during a stall, say) is no longer in
         # flight from anyone's point of view: stop counting it now, not when its handler ends.
         for flights in list(self._flights.values()):
@@ -182,6 +252,9 @@ class ServiceState:
         if flight.done:
             return
         flight.done = True
+        if flight.s3:
+            self.metrics.add("in_flight", -1, s3=True)
+            return
         mine = self._flights.get(flight.address)
         if mine is not None and flight in mine:
             mine.remove(flight)

@@ -1,5 +1,7 @@
 """The emulated service's front door: accounting, the concurrency limit, faults, latency and
-bandwidth, around every service request (``/_emulator/*`` passes straight through)."""
+bandwidth, around every service and S3-mode request (``/_emulator/*`` passes straight
+through). S3 requests get the same latency, bandwidth and faults (answered in S3's XML), are
+counted apart and are never refused by the per-address limit."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from collections.abc import Callable
 from aiohttp import web
 
 from ps1dask.emulator.faults import Knobs, format_retry_after
-from ps1dask.emulator.metrics import ServiceState, endpoint_of
+from ps1dask.emulator.metrics import S3_ENDPOINT, ServiceState, endpoint_of
 from ps1dask.emulator.replies import Reply, error_reply, hold, reset_connection
+from ps1dask.emulator.s3 import s3_error_reply
 from ps1dask.exceptions import HTTPFailure, InvalidParameterError, PS1DaskError, ServiceHTTPError
 
 log = logging.getLogger("ps1dask.emulator")
@@ -29,7 +32,8 @@ class ServiceMiddleware:
         if endpoint is None:
             return await handler(request)
         state = self.state
-        if request.method == "POST":
+        s3 = endpoint == S3_ENDPOINT
+        if request.method == "POST" and not s3:
             # The body first, with a deadline: a request counts as in flight (and against the
             # concurrency limit) only once it has arrived, so stalled uploads cannot lock
             # other clients out.
@@ -52,29 +56,22 @@ class ServiceMiddleware:
             # The service works on the answer while the latency runs: latency is the time to
             # the first byte, server work included (work longer than it adds to it).
             working = None
-            if fault not in ("503", "429", "reset"):
-                working = asyncio.ensure_future(self._reply(request, handler))
+            if fault not in ("503", "429", "500", "reset"):
+                working = asyncio.ensure_future(self._reply(request, handler, s3))
             if knobs.latency > 0 and not await hold(request, knobs.latency):
                 if working is not None:
                     working.cancel()
                 return web.Response()  # the client hung up; nothing to send
-            if fault in ("503", "429"):
-                state.metrics.fault(fault)
-                message = (
-                    "service temporarily unavailable" if fault == "503" else "too many requests"
-                )
-                reply = error_reply(
-                    int(fault),
-                    f"{message} (emulated fault)",
-                    {"Retry-After": format_retry_after(knobs.retry_after)},
-                )
-                return await self._transmit(request, reply, None, knobs)
+            if fault in ("503", "429", "500"):
+                state.metrics.fault(fault, s3=s3)
+                reply = _fault_reply(fault, s3, knobs)
+                return await self._transmit(request, reply, None, knobs, s3)
             if fault == "reset":
-                state.metrics.fault(fault)
+                state.metrics.fault(fault, s3=s3)
                 reset_connection(request)
                 return web.Response()
             if fault == "stall":
-                state.metrics.fault(fault)
+                state.metrics.fault(fault, s3=s3)
                 if not await hold(request, knobs.stall_seconds):
                     if working is not None:
                         working.cancel()
@@ -85,11 +82,11 @@ class ServiceMiddleware:
                 size = reply.size
                 if (size is not None and size < 2) or request.method == "HEAD":
                     fault = "reset"  # nothing to cut short: reset instead
-                    state.metrics.fault(fault)
+                    state.metrics.fault(fault, s3=s3)
                     reset_connection(request)
                     return web.Response()
-                state.metrics.fault(fault)
-            return await self._transmit(request, reply, fault, knobs)
+                state.metrics.fault(fault, s3=s3)
+            return await self._transmit(request, reply, fault, knobs, s3)
         finally:
             if reply is not None:
                 reply.close()
@@ -116,7 +113,18 @@ class ServiceMiddleware:
         reply.close_connection = True  # the rest of the body must not read as a request
         return reply
 
-    async def _reply(self, request: web.Request, handler: Callable) -> Reply:
+    async def _reply(self, request: web.Request, handler: Callable, s3: bool = False) -> Reply:
+        if s3:
+            try:
+                result = await handler(request)
+            except asyncio.CancelledError:
+                raise
+            except Exception as err:  # pragma: no cover - a bug; still answer like S3
+                log.exception("emulator error on %s", request.path_qs)
+                return s3_error_reply(500, "InternalError", f"emulator error: {err!r}")
+            if isinstance(result, Reply):
+                return result
+            raise TypeError(f"S3 handler returned {type(result).__name__}")  # pragma: no cover
         try:
             result = await handler(request)
         except HTTPFailure as err:
@@ -138,10 +146,15 @@ class ServiceMiddleware:
         raise TypeError(f"service handler returned {type(result).__name__}")  # pragma: no cover
 
     async def _transmit(
-        self, request: web.Request, reply: Reply, fault: str | None, knobs: Knobs
+        self,
+        request: web.Request,
+        reply: Reply,
+        fault: str | None,
+        knobs: Knobs,
+        s3: bool = False,
     ) -> web.StreamResponse:
         metrics = self.state.metrics
-        metrics.status(reply.status)
+        metrics.status(reply.status, s3=s3)
         resp = web.StreamResponse(status=reply.status, headers=reply.headers)
         total = reply.size
         if total is None:
@@ -169,7 +182,7 @@ class ServiceMiddleware:
             async for piece in reply.pieces(limit, chunk):
                 await resp.write(piece)
                 sent += len(piece)
-                metrics.add("bytes_sent", len(piece))
+                metrics.add("bytes_sent", len(piece), s3=s3)
                 if bandwidth:
                     delay = t0 + sent / (bandwidth * 1e6) - loop.time()
                     if delay > 0:
@@ -183,3 +196,22 @@ class ServiceMiddleware:
         except ConnectionError:
             pass  # the client went away mid-answer
         return resp
+
+
+def _fault_reply(fault: str, s3: bool, knobs: Knobs) -> Reply:
+    """The answer of an error fault: the service's text, or S3's XML (S3 has no 429: it
+    throttles with 503 SlowDown)."""
+    if s3:
+        if fault == "500":
+            return s3_error_reply(
+                500, "InternalError", "We encountered an internal error. Please try again."
+            )
+        return s3_error_reply(503, "SlowDown", "Please reduce your request rate.")
+    if fault == "500":
+        return error_reply(500, "internal server error (emulated fault)")
+    message = "service temporarily unavailable" if fault == "503" else "too many requests"
+    return error_reply(
+        int(fault),
+        f"{message} (emulated fault)",
+        {"Retry-After": format_retry_after(knobs.retry_after)},
+    )

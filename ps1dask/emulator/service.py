@@ -8,6 +8,7 @@ import functools
 import hashlib
 import io
 import math
+import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, TypeVar
@@ -41,6 +42,7 @@ from ps1dask.emulator.pictures import (
     picture_shape,
 )
 from ps1dask.emulator.replies import Reply, hold, json_response, text_reply
+from ps1dask.emulator.s3 import S3Bucket, bucket_route_pattern
 from ps1dask.emulator.service_rules import (
     FILTERS,
     cut_origin,
@@ -84,6 +86,7 @@ class Service:
         state: ServiceState,
         executor: ThreadPoolExecutor,
         bind_host: str = "127.0.0.1",
+        max_renders: int | None = None,
     ) -> None:
         self.sky = sky
         self.bind_host = bind_host
@@ -93,6 +96,13 @@ class Service:
         self._header = functools.lru_cache(maxsize=4096)(self._header_uncached)
         self._listing = functools.lru_cache(maxsize=16384)(self._listing_uncached)
         self._images = functools.lru_cache(maxsize=4096)(self._images_uncached)
+        if max_renders is None:
+            max_renders = min(8, max(2, os.cpu_count() or 2))
+        #: whole-file renders at once (each holds ~0.3 GB for a few seconds): a flood of
+        #: GETs or HEADs of new files queues here, holding neither threads nor memory
+        self.max_renders = int(max_renders)
+        self._render_slots = asyncio.Semaphore(self.max_renders)
+        self.s3 = S3Bucket(self)
 
     # ----- the sky, cached -------------------------------------------------------------
 
@@ -121,6 +131,29 @@ class Service:
         if ref.filename not in self._listing(ref.skycell, ref.band, ref.image_type):
             raise HTTPFailure(404, f"{text!r}: no such image (not listed by ps1filenames.py)")
         return ref
+
+    async def open_file(self, ref: ImageRef, head: bool) -> tuple[BinaryIO | None, int]:
+        """``(open file, size)`` of ``ref``'s whole file, rendered first if need be; for a
+        HEAD ``(None, size)``. The caller closes the file.
+
+        A file's size is known only once its pixels are compressed, so a HEAD of a file never
+        rendered renders it (and keeps it: the GET that usually follows finds it). At most
+        :attr:`max_renders` files render at once, service and S3 requests together; the
+        requests waiting for a render hold no thread. A size once known is remembered.
+        """
+        if head:
+            size = self.cache.known_size(ref)
+            if size is not None:
+                return None, size
+        opened = await self.run(self.cache.open_existing, ref)
+        if opened is None:
+            async with self._render_slots:
+                opened = await self.run(self.cache.open, ref)
+        fh, size = opened
+        if head:
+            fh.close()
+            return None, size
+        return fh, size
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU or disk work in the thread pool."""
@@ -372,11 +405,7 @@ class Service:
         info = request.match_info
         name = f"/rings.v3.skycell/{info['projcell']}/{info['subcell']}/{info['name']}"
         ref = await self.run(self.lookup, name)  # parses the name: never a raw path join
-        fh = None
-        size = self.cache.known_size(ref) if request.method == "HEAD" else None
-        if size is None:  # a GET, or a HEAD of a file never rendered: its size needs it
-            fh, size = await self.run(self.cache.open, ref)
-        assert size is not None
+        fh, size = await self.open_file(ref, request.method == "HEAD")
         try:
             return self._file_reply(request, ref, fh, size)
         except BaseException:
@@ -507,6 +536,7 @@ class Service:
                     "metrics": "/_emulator/metrics",
                     "metrics_reset": "POST /_emulator/metrics/reset",
                     "config": "GET|POST /_emulator/config",
+                    "s3": "GET|HEAD /stpubdata/panstarrs/ps1/public/rings.v3.skycell/...",
                 },
             }
         )
@@ -541,6 +571,11 @@ class Service:
             svc(self.whole_file),
         )
         app.router.add_get("/", svc(self.index))
+        # The S3 mode: every other first path segment is a bucket (only stpubdata exists).
+        bucket = bucket_route_pattern()
+        app.router.add_route("*", "/" + bucket, self.s3.handle)
+        app.router.add_route("*", "/" + bucket + "/", self.s3.handle)
+        app.router.add_route("*", "/" + bucket + "/{key:.+}", self.s3.handle)
         app.router.add_get("/_emulator/truth", self.truth)
         app.router.add_get("/_emulator/metrics", self.metrics)
         app.router.add_post("/_emulator/metrics/reset", self.metrics_reset)
