@@ -1,10 +1,12 @@
 """The ``s3`` strategy end to end: row tiles by byte ranges from an S3 copy of the emulator's
-files, against moto's S3 server on loopback (an independent S3 implementation), populated
-with the very bytes the emulator serves."""
+files. Every test runs against two S3 endpoints: moto's server on loopback (an independent S3
+implementation), populated with the very bytes the emulator serves, and the emulator's own
+S3 mode (same port as its service, keys hidden with ``s3_missing_fraction``)."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ import ps1dask
 from ps1dask.client import PS1Service
 from ps1dask.client.s3 import S3Source
 from ps1dask.conventions import image_filename
+from ps1dask.emulator.faults import s3_key_missing
 from ps1dask.exceptions import S3SourceError
 from ps1dask.fetch.strategies import get_strategy, job_strategies
 from ps1dask.storage import STATUS
@@ -46,8 +49,24 @@ PUBLIC_READ = {
 }
 
 
-class Bucket:
+def key_rank(filename: str) -> float:
+    """Where a file's key falls in the emulator's missing-key draw (its documented hash:
+    keys ranked below ``s3_missing_fraction`` are missing)."""
+    key = f"{PREFIX}/{filename.lstrip('/')}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
+
+
+def split_by_rank(filenames: list[str], n_missing: int) -> tuple[list[str], list[str]]:
+    """(present, missing): the ``n_missing`` files of lowest rank go missing, so that one
+    ``s3_missing_fraction`` of the emulator hides exactly those."""
+    ranked = sorted(filenames, key=key_rank)
+    return ranked[n_missing:], ranked[:n_missing]
+
+
+class MotoBucket:
     """moto's S3 server on loopback with a public ``stpubdata`` bucket."""
+
+    name = "moto"
 
     def __init__(self, emulator_url: str, tmp: Path) -> None:
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
@@ -65,39 +84,74 @@ class Bucket:
         self.s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(PUBLIC_READ))
         self.service = PS1Service(emulator_url)
         self.tmp = tmp
+        self.held: set[str] = set()
 
     def key(self, filename: str) -> str:
         return f"{PREFIX}/{filename.lstrip('/')}"
 
-    def upload(self, filename: str, body: bytes | None = None) -> None:
-        """Put a service file into the bucket: the emulator's bytes, or ``body``."""
-        if body is not None:
-            self.s3.put_object(Bucket=BUCKET, Key=self.key(filename), Body=body)
+    def upload(self, filename: str) -> None:
+        """Put a service file into the bucket: the emulator's bytes."""
+        if filename in self.held:
             return
         local = self.service.download(filename, self.tmp / filename.rsplit("/", 1)[-1])
         self.s3.upload_file(str(local), BUCKET, self.key(filename))
         local.unlink()
+        self.held.add(filename)
 
-    def remove(self, filename: str) -> None:
-        self.s3.delete_object(Bucket=BUCKET, Key=self.key(filename))
+    def arrange(self, present: list[str], missing: list[str]) -> None:
+        """The bucket holds ``present`` and not ``missing``."""
+        for name in present:
+            self.upload(name)
+        for name in missing:
+            self.s3.delete_object(Bucket=BUCKET, Key=self.key(name))
+            self.held.discard(name)
 
     def stop(self) -> None:
         self.server.stop()
 
 
+class EmulatorBucket:
+    """The emulator's S3 mode: every file is there unless ``s3_missing_fraction`` hides it."""
+
+    name = "emulator"
+
+    def __init__(self, emulator) -> None:
+        self.emulator = emulator
+        self.endpoint = emulator.url
+
+    def arrange(self, present: list[str], missing: list[str]) -> None:
+        ranks = [key_rank(n) for n in missing]
+        floor = min((key_rank(n) for n in present), default=1.0)
+        assert max(ranks, default=0.0) < floor, "choose missing files with split_by_rank"
+        fraction = (max(ranks) + floor) / 2 if missing else 0.0
+        self.emulator.configure(s3_missing_fraction=fraction)
+        for name in missing:  # the emulator's draw is the one this test module assumes
+            assert s3_key_missing(f"{PREFIX}/{name.lstrip('/')}", fraction)
+        for name in present:
+            assert not s3_key_missing(f"{PREFIX}/{name.lstrip('/')}", fraction)
+
+
 @pytest.fixture(scope="module")
-def bucket(job_emulator, tmp_path_factory) -> Iterator[Bucket]:
-    b = Bucket(job_emulator.url, tmp_path_factory.mktemp("s3-upload"))
-    b.upload(image_filename(SID, "g", "stack"))  # the r stack stays out of the bucket
+def moto_bucket(job_emulator, tmp_path_factory) -> Iterator[MotoBucket]:
+    b = MotoBucket(job_emulator.url, tmp_path_factory.mktemp("s3-upload"))
     try:
         yield b
     finally:
         b.stop()
 
 
+@pytest.fixture(params=["moto", "emulator"])
+def bucket(request, job_emulator):
+    if request.param == "moto":
+        yield request.getfixturevalue("moto_bucket")
+    else:
+        yield EmulatorBucket(job_emulator)
+    job_emulator.configure(s3_missing_fraction=0.0)
+
+
 @pytest.fixture()
 def emu(job_emulator):
-    job_emulator.configure(latency=0.0, fault_rate=0.0)
+    job_emulator.configure(latency=0.0, fault_rate=0.0, s3_missing_fraction=0.0)
     job_emulator.reset_metrics()
     return job_emulator
 
@@ -113,7 +167,11 @@ def _job(kind, table, store, emu, client, **kw):
     return run(table, store, service=_service(emu.url), client=client, progress=False, **kw)
 
 
+G_STACK = image_filename(SID, "g", "stack")
+
+
 def test_s3_range_skycell_cutout_give_identical_stacks(bucket, emu, dask_client, tmp_path):
+    bucket.arrange([G_STACK], [])
     table = positions_in_one_skycell(6, seed=3)
     n = len(table)
     stores = {}
@@ -141,8 +199,11 @@ def test_s3_range_skycell_cutout_give_identical_stacks(bucket, emu, dask_client,
             assert metrics["requests_total"] == 0, metrics
             kinds = summary.requests["by_kind"]
             assert set(kinds) == {"s3-range"} and kinds["s3-range"] >= 2, kinds
+            if bucket.name == "emulator":
+                assert metrics["s3"]["range_requests"] == kinds["s3-range"], metrics["s3"]
         else:
             assert metrics["requests_total"] > 0
+            assert metrics["s3"]["requests"] == 0
     for strategy in ("range", "skycell", "cutout"):
         assert_same_store(stores["s3"], stores[strategy])
     flux = np.asarray(zarr.open_array(str(stores["s3"]), path="stack_flux", mode="r")[:])
@@ -152,15 +213,19 @@ def test_s3_range_skycell_cutout_give_identical_stacks(bucket, emu, dask_client,
 def test_a_key_missing_from_the_bucket_is_no_data_or_read_from_the_service(
     bucket, emu, dask_client, tmp_path
 ):
+    stacks = {b: image_filename(SID, b, "stack") for b in "gr"}
+    present, missing = split_by_rank(list(stacks.values()), 1)
+    bucket.arrange(present, missing)
+    emu.reset_metrics()  # (moto: filled from the service)
+    lost = "gr".index(next(b for b, name in stacks.items() if name in missing))
     table = positions_in_one_skycell(4, seed=5)
     n = len(table)
     common = {"filters": "gr", "size": 32, "s3_endpoint": bucket.endpoint}
     plain = _job("stack", table, tmp_path / "plain.zarr", emu, dask_client, strategy="s3", **common)
     assert plain.statuses == {"ok": n, "no_data": n}, plain
-    status = np.asarray(
-        zarr.open_array(str(tmp_path / "plain.zarr"), path="stack_status", mode="r")[:]
-    )
-    assert (status[:, 0] == STATUS["ok"]).all() and (status[:, 1] == STATUS["no_data"]).all()
+    path = str(tmp_path / "plain.zarr")
+    status = np.asarray(zarr.open_array(path, path="stack_status", mode="r")[:])
+    assert (status[:, lost] == STATUS["no_data"]).all() and (status[:, 1 - lost] == 1).all()
     assert emu.metrics()["requests_total"] == 0  # no_data: the service was not asked
 
     emu.reset_metrics()
@@ -176,49 +241,15 @@ def test_a_key_missing_from_the_bucket_is_no_data_or_read_from_the_service(
     assert_same_store(tmp_path / "mixed.zarr", tmp_path / "range.zarr")
 
 
-def test_warps_mix_s3_and_service_and_resume(bucket, emu, dask_client, tmp_path):
-    table = positions_in_one_skycell(3, seed=8)
-    epochs = emu.sky.warp_epochs(SID, "g")[:4]
-    window = (epochs[0].mjd_listed - 1e-6, epochs[-1].mjd_listed + 1e-6)
-    names = [image_filename(SID, "g", "warp", e.mjd_listed) for e in epochs]
-    bucket.upload(names[0])
-    bucket.upload(names[2], body=b"SIMPLE  = broken" * 200)  # fails until repaired
-    common = {"filters": "g", "size": 32, "mjd_range": window, "s3_endpoint": bucket.endpoint}
-    store = tmp_path / "s3.zarr"
-    with dask.config.set({"ps1dask.http.attempts": 2}):
-        first = _job("warp", table, store, emu, dask_client, strategy="s3", **common)
-    n = len(table)
-    # epoch 2 is broken in the bucket: failed (a rerun retries it); 1 and 3 from the service
-    assert first.statuses.get("failed") == n, first
-    assert emu.metrics()["max_in_flight"] <= 10
-    kinds = first.requests["by_kind"]
-    assert kinds.get("s3-range", 0) > 0 and kinds.get("range", 0) > 0, kinds
-
-    bucket.upload(names[2])  # repaired
-    emu.reset_metrics()
-    second = _job("warp", table, store, emu, dask_client, strategy="s3", **common)
-    assert "failed" not in second.statuses and second.units_run > 0, second
-    assert emu.metrics()["max_in_flight"] <= 10
-
-    reference = tmp_path / "range.zarr"
-    _job("warp", table, reference, emu, dask_client, strategy="range", **common)
-    assert_same_store(store, reference)
-
-    third = _job("warp", table, store, emu, dask_client, strategy="s3", **common)
-    assert third.units_run == 0
-    assert third.requests["by_kind"].get("s3-range", 0) == 0  # no S3 GET of image data
-    assert_same_store(store, reference)
-    for name in (names[0], names[2]):
-        bucket.remove(name)
-
-
 class FaultyProxy:
-    """A loopback proxy in front of the bucket that answers every ``every``-th GET with a
-    503 SlowDown, and resets the connection on the one after it (real faults on the wire)."""
+    """A loopback proxy in front of an S3 endpoint: every ``every``-th ranged GET gets a 503
+    SlowDown and the one after it a connection reset (when ``every`` > 0), and GETs of keys
+    containing a ``broken`` text get 500 InternalError until ``broken`` is emptied."""
 
-    def __init__(self, target: str, every: int = 3) -> None:
+    def __init__(self, target: str, every: int = 0) -> None:
         self.target = target
         self.every = every
+        self.broken: set[str] = set()
         self.count = 0
         self.faults = 0
         self.loop = asyncio.new_event_loop()
@@ -240,22 +271,26 @@ class FaultyProxy:
         self.ready.set()
         self.loop.run_forever()
 
+    def _error(self, status: int, code: str) -> web.Response:
+        self.faults += 1
+        return web.Response(
+            status=status,
+            text=f"<Error><Code>{code}</Code><Message>injected</Message></Error>",
+            content_type="application/xml",
+        )
+
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if request.method == "GET" and "Range" in request.headers:
+            if any(text in request.path for text in self.broken):
+                return self._error(500, "InternalError")
             self.count += 1
-            if self.count % self.every == 0:
-                self.faults += 1
-                return web.Response(
-                    status=503,
-                    text="<Error><Code>SlowDown</Code><Message>Reduce your request rate."
-                    "</Message></Error>",
-                    content_type="application/xml",
-                )
-            if self.count % self.every == 1 and self.count > 1:
+            if self.every and self.count % self.every == 0:
+                return self._error(503, "SlowDown")
+            if self.every and self.count % self.every == 1 and self.count > 1:
                 self.faults += 1
                 request.transport.abort()  # type: ignore[union-attr]
                 raise ConnectionResetError
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("range",)}
+        headers = {k: v for k, v in request.headers.items() if k.lower() == "range"}
         async with (
             aiohttp.ClientSession() as session,
             session.request(
@@ -276,9 +311,65 @@ class FaultyProxy:
         self.thread.join(10)
 
 
-def test_s3_reads_are_retried_on_slowdown_and_resets(bucket, emu, dask_client, tmp_path):
-    table = positions_in_one_skycell(5, seed=11)
+def test_warps_mix_s3_and_service_and_resume(bucket, emu, dask_client, tmp_path):
+    table = positions_in_one_skycell(3, seed=8)
+    epochs = emu.sky.warp_epochs(SID, "g")[:4]
+    window = (epochs[0].mjd_listed - 1e-6, epochs[-1].mjd_listed + 1e-6)
+    names = [image_filename(SID, "g", "warp", e.mjd_listed) for e in epochs]
+    present, missing = split_by_rank(names, 2)
+    bucket.arrange(present, missing)
+    common = {"filters": "g", "size": 32, "mjd_range": window}
+    store = tmp_path / "s3.zarr"
     proxy = FaultyProxy(bucket.endpoint)
+    proxy.broken.add(present[0].rsplit("/", 1)[-1])  # fails until repaired
+    try:
+        with dask.config.set({"ps1dask.http.attempts": 2}):
+            first = _job(
+                "warp",
+                table,
+                store,
+                emu,
+                dask_client,
+                strategy="s3",
+                s3_endpoint=proxy.url,
+                **common,
+            )
+        n = len(table)
+        # one file fails in the bucket (a rerun retries it); the missing two come from the
+        # service, within its limit
+        assert first.statuses.get("failed") == n, first
+        assert emu.metrics()["max_in_flight"] <= 10
+        kinds = first.requests["by_kind"]
+        assert kinds.get("s3-range", 0) > 0 and kinds.get("range", 0) > 0, kinds
+
+        proxy.broken.clear()  # repaired
+        emu.reset_metrics()
+        second = _job(
+            "warp", table, store, emu, dask_client, strategy="s3", s3_endpoint=proxy.url, **common
+        )
+    finally:
+        proxy.stop()
+    assert "failed" not in second.statuses and second.units_run > 0, second
+    assert emu.metrics()["max_in_flight"] <= 10
+
+    reference = tmp_path / "range.zarr"
+    _job("warp", table, reference, emu, dask_client, strategy="range", **common)
+    assert_same_store(store, reference)
+
+    emu.reset_metrics()
+    third = _job(
+        "warp", table, store, emu, dask_client, strategy="s3", s3_endpoint=bucket.endpoint, **common
+    )
+    assert third.units_run == 0
+    assert third.requests["by_kind"].get("s3-range", 0) == 0  # no S3 GET of image data
+    assert emu.metrics()["s3"]["range_requests"] == 0
+    assert_same_store(store, reference)
+
+
+def test_s3_reads_are_retried_on_slowdown_and_resets(bucket, emu, dask_client, tmp_path):
+    bucket.arrange([G_STACK], [])
+    table = positions_in_one_skycell(5, seed=11)
+    proxy = FaultyProxy(bucket.endpoint, every=3)
     try:
         with dask.config.set({**FAST_HTTP, "ps1dask.http.attempts": 6}):
             summary = _job(
@@ -299,6 +390,40 @@ def test_s3_reads_are_retried_on_slowdown_and_resets(bucket, emu, dask_client, t
     assert summary.requests["retries"] >= 1, summary.requests
     retried = summary.requests["retried_errors"]
     assert set(retried) <= {"ServiceUnavailableError", "ServiceConnectionError"}, retried
+    _job(
+        "stack",
+        table,
+        tmp_path / "range.zarr",
+        emu,
+        dask_client,
+        filters="g",
+        size=40,
+        strategy="range",
+    )
+    assert_same_store(tmp_path / "faulty.zarr", tmp_path / "range.zarr")
+
+
+def test_the_emulators_own_s3_faults_are_retried(emu, dask_client, tmp_path):
+    table = positions_in_one_skycell(5, seed=13)
+    emu.configure(fault_rate=0.3, fault_kinds="503,reset,truncate", s3_missing_fraction=0.0)
+    try:
+        summary = _job(
+            "stack",
+            table,
+            tmp_path / "faulty.zarr",
+            emu,
+            dask_client,
+            filters="g",
+            size=40,
+            strategy="s3",
+            s3_endpoint=emu.url,
+        )
+        faults = emu.metrics()["s3"]
+    finally:
+        emu.configure(fault_rate=0.0)
+    assert summary.statuses == {"ok": len(table)}, summary
+    assert faults["faults_injected"] > 0, faults
+    assert summary.requests["retries"] >= faults["faults_injected"] - 1, summary.requests
     _job(
         "stack",
         table,
@@ -347,6 +472,7 @@ def test_an_unreachable_or_wrong_s3_source_is_a_clear_error(bucket, emu, dask_cl
 
 
 def test_auto_takes_s3_only_when_configured(bucket, emu, dask_client, tmp_path):
+    bucket.arrange([G_STACK], [])
     # the real default: no endpoint, no opt-in -> auto never contacts AWS
     assert "s3" not in job_strategies("auto")
     assert get_strategy("s3").source is None

@@ -82,6 +82,9 @@ class S3Source:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     latency_s: float = 0.05
     bandwidth_bps: float = 50e6
+    #: The job this source serves (set when the job starts): what a process learns of the
+    #: bucket (missing keys) holds for one job; the next one looks again.
+    job: str = ""
 
     @classmethod
     def from_config(cls, endpoint: str | None = None) -> S3Source:
@@ -204,27 +207,32 @@ class S3Source:
     # -- presence (per process) -------------------------------------------------------------
 
     def known_missing(self, filename: str) -> bool:
-        """Whether this process already found the file missing from the bucket."""
+        """Whether this process already found the file missing from the bucket in this job."""
         with _MISSING_LOCK:
-            return self.address(filename) in _MISSING
+            return (self.job, self.address(filename)) in _MISSING
 
     def mark_missing(self, filename: str) -> None:
-        """Remember that the bucket has no such file (one failed GET per file and process)."""
+        """Remember that the bucket has no such file: one failed GET per file, process and
+        job (instead of a HEAD before every file: the first read of a file that is there is
+        needed anyway)."""
         with _MISSING_LOCK:
-            _MISSING.add(self.address(filename))
+            if len(_MISSING) >= _MISSING_MAX:
+                _MISSING.clear()
+            _MISSING.add((self.job, self.address(filename)))
 
     # -- job start --------------------------------------------------------------------------
 
     def probe(self) -> S3Source:
-        """Check that the endpoint answers and has the bucket, and measure it: a copy with
-        ``latency_s`` (one listing of the prefix) and, when a listed file is large enough,
-        ``bandwidth_bps`` (a 1 MB range). Raises :class:`~ps1dask.exceptions.S3SourceError`
-        with what to check otherwise (no retries: this runs before the job does)."""
-        store = _new_store(self, retries=False)
+        """Check that the endpoint answers and has the bucket, and time it: a copy whose
+        ``latency_s`` is the time of one listing of the prefix's top level (``delimiter=/``:
+        a few entries, whatever the bucket holds). Raises
+        :class:`~ps1dask.exceptions.S3SourceError` with what to check otherwise (no retries:
+        this runs when the job starts)."""
+        store = _new_store(self)
         t0 = time.perf_counter()
         try:
-            first = next(iter(obstore.list(store, chunk_size=1)), [])
-        except Exception as err:  # noqa: BLE001 - every failure of the probe is the same advice
+            obstore.list_with_delimiter(store)
+        except Exception as err:  # noqa: BLE001 - every failure of the probe gets the same advice
             mapped = _service_error(err, self.url)
             if isinstance(mapped, NotFoundError):
                 reason = "it has no such bucket"
@@ -238,18 +246,7 @@ class S3Source:
                 "ps1dask.s3.endpoint-url and ps1dask.s3.url, or use the service "
                 "(--strategy range)"
             ) from None
-        latency = time.perf_counter() - t0
-        bandwidth = self.bandwidth_bps
-        big = [m for m in first if int(m["size"]) >= 1 << 21]
-        if big:
-            t1 = time.perf_counter()
-            try:
-                obstore.get_range(store, big[0]["path"], start=1 << 20, end=2 << 20)
-            except Exception:  # noqa: BLE001, S110 - the bandwidth is only a cost-model estimate
-                pass
-            else:
-                bandwidth = max((1 << 20) / max(time.perf_counter() - t1 - latency, 1e-4), 1e5)
-        return replace(self, latency_s=latency, bandwidth_bps=bandwidth)
+        return replace(self, latency_s=time.perf_counter() - t0)
 
 
 # --- per-process clients ------------------------------------------------------------------
@@ -282,7 +279,7 @@ def _service_error(err: BaseException, url: str) -> ServiceError:
     return ServiceError(text, url)
 
 
-def _new_store(source: S3Source, *, retries: bool = False) -> S3Store:
+def _new_store(source: S3Source) -> S3Store:
     options: ClientConfig = {
         "allow_http": True,
         "connect_timeout": f"{source.connect_timeout}s",
@@ -332,7 +329,8 @@ class _Client:
 
 _CLIENTS: dict[tuple[Any, ...], _Client] = {}
 _CLIENTS_LOCK = threading.Lock()
-_MISSING: set[str] = set()
+_MISSING: set[tuple[str, str]] = set()
+_MISSING_MAX = 100_000
 _MISSING_LOCK = threading.Lock()
 
 

@@ -18,6 +18,7 @@ per process, and then:
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass, replace
 
 import dask.config
@@ -63,7 +64,7 @@ class S3Strategy(FetchStrategy):
         if not named and source.endpoint is None and not dask.config.get("ps1dask.s3.auto"):
             return None  # the real default: offline users must not wait on AWS
         try:
-            return replace(self, source=source.probe())
+            return replace(self, source=replace(source.probe(), job=uuid.uuid4().hex))
         except S3SourceError as err:
             if named:
                 raise
