@@ -18,6 +18,7 @@ import dask.config
 import numpy as np
 import pytest
 import zarr
+from _cli import run_ps1dask
 from _jobs import FAST_HTTP, assert_same_store, positions_in_one_skycell
 from aiohttp import web
 from moto.server import ThreadedMotoServer
@@ -496,3 +497,35 @@ def test_auto_takes_s3_only_when_configured(bucket, emu, dask_client, tmp_path):
     assert summary.statuses == {"ok": len(table)}, summary
     assert summary.strategies.get("s3", 0) > 0, summary.strategies
     assert emu.metrics()["max_in_flight"] <= 10
+
+
+def test_the_command_line_reads_s3_with_and_without_fallback(emu, dask_client, tmp_path):
+    stacks = [image_filename(SID, b, "stack") for b in "gr"]
+    present, missing = split_by_rank(stacks, 1)
+    EmulatorBucket(emu).arrange(present, missing)
+    csv = tmp_path / "positions.csv"
+    positions_in_one_skycell(3, seed=9).to_csv(csv, index=False)
+    base = [str(csv), "--filters", "gr", "--size", "24", "--strategy", "s3", "--quiet"]
+    base += ["--service", emu.url, "--s3-endpoint", emu.url]
+    base += ["--scheduler", dask_client.scheduler.address]
+    try:
+        plain = run_ps1dask("cutouts", *base, "-o", str(tmp_path / "plain.zarr"))
+        emu.reset_metrics()
+        fallback = run_ps1dask(
+            "cutouts", *base, "--s3-fallback", "-o", str(tmp_path / "fallback.zarr")
+        )
+        service_requests = emu.metrics()["range_requests"]
+    finally:
+        emu.configure(s3_missing_fraction=0.0)
+    assert plain.returncode == 0, plain.stderr
+    assert "status       no_data 3, ok 3" in plain.stdout, plain.stdout
+    assert fallback.returncode == 0, fallback.stderr
+    assert "status       ok 6" in fallback.stdout, fallback.stdout
+    status = zarr.open_array(str(tmp_path / "fallback.zarr"), path="stack_status", mode="r")
+    assert (np.asarray(status[:]) == STATUS["ok"]).all()
+    assert service_requests > 0  # the missing file came from the service
+    bad = run_ps1dask(
+        "cutouts", *base[:-2], "--s3-endpoint", "http://127.0.0.1:9", "-o", str(tmp_path / "x")
+    )
+    assert bad.returncode != 0
+    assert "does not answer" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
