@@ -293,7 +293,7 @@ class FaultyProxy:
                 raise ConnectionResetError
         headers = {k: v for k, v in request.headers.items() if k.lower() == "range"}
         async with (
-            aiohttp.ClientSession() as session,
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
             session.request(
                 request.method, self.target + request.path_qs, headers=headers
             ) as answer,
@@ -372,7 +372,10 @@ def test_s3_reads_are_retried_on_slowdown_and_resets(bucket, emu, dask_client, t
     table = positions_in_one_skycell(5, seed=11)
     proxy = FaultyProxy(bucket.endpoint, every=3)
     try:
-        with dask.config.set({**FAST_HTTP, "ps1dask.http.attempts": 6}):
+        # short backoff; the read timeout of _service (a loaded box must not time out reads)
+        with dask.config.set(
+            {**FAST_HTTP, "ps1dask.http.read-timeout": 30, "ps1dask.http.attempts": 6}
+        ):
             summary = _job(
                 "stack",
                 table,
