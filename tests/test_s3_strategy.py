@@ -21,7 +21,10 @@ import zarr
 from _cli import run_ps1dask
 from _jobs import FAST_HTTP, assert_same_store, positions_in_one_skycell
 from aiohttp import web
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from moto.server import ThreadedMotoServer
+from test_tiles import Remote, small_file
 
 import ps1dask
 from ps1dask.client import PS1Service
@@ -29,7 +32,10 @@ from ps1dask.client.s3 import S3Source
 from ps1dask.conventions import image_filename
 from ps1dask.emulator.faults import s3_key_missing
 from ps1dask.exceptions import S3SourceError
-from ps1dask.fetch.strategies import get_strategy, job_strategies
+from ps1dask.fetch.group import ImageGroup
+from ps1dask.fetch.strategies import FetchContext, get_strategy, job_strategies
+from ps1dask.fetch.strategies.tiled import cut_from_tiles, tile_byte_ranges
+from ps1dask.fetch.tiles import CompressedImageIndex
 from ps1dask.storage import STATUS
 from ps1dask.tessellation import SkycellId
 
@@ -532,3 +538,52 @@ def test_the_command_line_reads_s3_with_and_without_fallback(emu, dask_client, t
     )
     assert bad.returncode != 0
     assert "does not answer" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+# --- pure: the gaps the s3 strategy reads with change requests, never pixels ---------------
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    y0=st.lists(st.integers(-30, 290), min_size=1, max_size=6),
+    x0=st.integers(-20, 6200),
+    height=st.integers(1, 60),
+    gap_rows=st.one_of(st.none(), st.integers(0, 100)),
+    gap_bytes=st.sampled_from([0, 1, 20_000, 262_144]),
+)
+def test_read_gaps_change_the_requests_not_the_pixels(y0, x0, height, gap_rows, gap_bytes):
+    blob, _ = small_file()
+    index = CompressedImageIndex.read(Remote(blob))
+    n = len(y0)
+    group = ImageGroup(
+        "/x.fits",
+        np.arange(n, dtype=np.int64),
+        np.zeros(n),
+        np.zeros(n),
+        np.full(n, x0, dtype=np.int64),
+        np.asarray(y0, dtype=np.int64),
+    )
+
+    def cutouts(**gaps):
+        got = {}
+        remote = Remote(blob)
+        context = FetchContext(
+            width=40,
+            height=height,
+            service=None,  # type: ignore[arg-type]  (not used: the bytes are in memory)
+            cache=None,
+            profile=None,  # type: ignore[arg-type]
+            on_cutout=lambda m, pixels, header: got.__setitem__(m, pixels),
+            on_failure=lambda members, err: pytest.fail(str(err)),
+        )
+        cut_from_tiles(group, index, remote, context, **gaps)
+        assert remote.calls == tile_byte_ranges(group, index, height, **gaps)
+        return got, remote
+
+    reference, wide = cutouts()
+    narrow, remote = cutouts(gap_rows=gap_rows, gap_bytes=gap_bytes)
+    assert sorted(narrow) == list(range(n))
+    for m in range(n):
+        np.testing.assert_array_equal(narrow[m], reference[m])
+    if gap_rows == 0 and gap_bytes <= 1:
+        assert remote.nbytes <= wide.nbytes  # never more bytes than the service's gaps
