@@ -160,7 +160,11 @@ def bench_s3_sparse(
 
 @register("s3-dense")
 def bench_s3_dense(
-    n: int = 2000, filters: str = "grizy", seed: int = 2, cache_dir: str | None = None
+    n: int = 2000,
+    filters: str = "grizy",
+    seed: int = 2,
+    cache_dir: str | None = None,
+    unit_positions: int = 64,
 ) -> BenchResult:
     from ps1dask.bench.remote_emulator import emulator_process
 
@@ -175,11 +179,18 @@ def bench_s3_dense(
         n_cells, render = _render(emu, table, filters)
         result.say(
             f"s3-dense: {n} positions in 1 deg^2 ({n_cells} skycells), {filters}, 120 px, "
-            f"first-byte latency {LATENCY} s; emulator files rendered in {render:.0f} s (not timed)"
+            f"first-byte latency {LATENCY} s, {unit_positions} positions per task; emulator "
+            f"files rendered in {render:.0f} s (not timed)"
         )
         for workers in (1, 2):
             summary, wall, m = _s3_job(
-                emu, table, Path(tmp) / f"s3-{workers}.zarr", workers, filters=filters, size=120
+                emu,
+                table,
+                Path(tmp) / f"s3-{workers}.zarr",
+                workers,
+                filters=filters,
+                size=120,
+                max_unit_positions=unit_positions,
             )
             rates[workers] = _say_job(result, f"s3 strategy, {workers} worker(s)", summary, wall, m)
         emu.reset_metrics()
