@@ -226,14 +226,31 @@ class S3Source:
         """Check that the endpoint answers and has the bucket, and time it: a copy whose
         ``latency_s`` is the time of one listing of the prefix's top level (``delimiter=/``:
         a few entries, whatever the bucket holds). Raises
-        :class:`~ps1dask.exceptions.S3SourceError` with what to check otherwise (no retries:
-        this runs when the job starts)."""
+        :class:`~ps1dask.exceptions.S3SourceError` with what to check otherwise, after at
+        most 3 quick attempts (this runs when the job starts)."""
         store = _new_store(self)
-        t0 = time.perf_counter()
+
+        def listing() -> float:
+            t0 = time.perf_counter()
+            try:
+                obstore.list_with_delimiter(store)
+            except Exception as err:
+                raise _service_error(err, self.url) from err
+            return time.perf_counter() - t0
+
+        # a few quick attempts: a 503 at the start must not stop a job, and an endpoint
+        # that is not there must be said soon
+        quick = replace(
+            self.retry,
+            attempts=min(self.retry.attempts, 3),
+            backoff_max=min(self.retry.backoff_max, 2.0),
+        )
         try:
-            obstore.list_with_delimiter(store)
-        except Exception as err:  # noqa: BLE001 - every failure of the probe gets the same advice
-            mapped = _service_error(err, self.url)
+            latency = retry_call(
+                listing, policy=quick, retryable=is_retryable, describe=f"S3 listing {self.where}"
+            )
+        except ServiceError as mapped:
+            err = mapped.__cause__ or mapped
             if isinstance(mapped, NotFoundError):
                 reason = "it has no such bucket"
             elif isinstance(mapped, ServiceHTTPError):
@@ -246,7 +263,7 @@ class S3Source:
                 "ps1dask.s3.endpoint-url and ps1dask.s3.url, or use the service "
                 "(--strategy range)"
             ) from None
-        return replace(self, latency_s=time.perf_counter() - t0)
+        return replace(self, latency_s=latency)
 
 
 # --- per-process clients ------------------------------------------------------------------
