@@ -869,6 +869,8 @@ def test_cli_prints_url_first_and_serves(tmp_path):
             "3",
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--s3-missing-fraction",
+            "1",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -888,6 +890,11 @@ def test_cli_prints_url_first_and_serves(tmp_path):
             requests.get(first + "/_emulator/metrics", timeout=TIMEOUT).json()["requests_total"]
             == 1
         )
+        # every key hidden from the S3 mode
+        r = requests.head(first + "/stpubdata/panstarrs/ps1/public" + stack_name(), timeout=TIMEOUT)
+        assert r.status_code == 404
+        config = requests.get(first + "/_emulator/config", timeout=TIMEOUT).json()
+        assert config["s3_missing_fraction"] == 1.0
     finally:
         proc.terminate()
         try:
@@ -917,5 +924,6 @@ def test_cli_help_mentions_the_knobs():
         "--seed",
         "--cache-dir",
         "--host",
+        "--s3-missing-fraction",
     ):
         assert flag in text

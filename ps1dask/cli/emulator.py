@@ -115,7 +115,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "  ps1dask emulator --port 8000\n"
             "  ps1dask emulator --latency 0.2 --bandwidth 5 --fault-rate 0.05 "
             "--fault-kinds 503,reset\n"
-            "Then: curl 'http://127.0.0.1:8000/cgi-bin/ps1filenames.py?ra=83.63&dec=22.01'"
+            "Then: curl 'http://127.0.0.1:8000/cgi-bin/ps1filenames.py?ra=83.63&dec=22.01'\n"
+            "S3 clients: s3://stpubdata/panstarrs/ps1/public/... with endpoint "
+            "http://127.0.0.1:8000 (path-style; anonymous or signed)"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

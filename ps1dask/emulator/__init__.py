@@ -18,7 +18,7 @@ Modules, by layer: the synthetic survey (``survey``: constants, frames, image re
 warp epochs; ``stars``: the star catalogue; ``sky``: listings and truth), its pixels
 (``noise``, ``coverage``, ``image_models``, ``render``, ``headers``, ``files``), and the HTTP
 service (``params``, ``replies``, ``metrics``, ``faults``, ``middleware``, ``service``,
-``page``, and ``app``: the in-process runner).
+``s3``: the same files as the public S3 bucket, ``page``, and ``app``: the in-process runner).
 
 Exports: :class:`Emulator` (the HTTP server in a background thread), :class:`Knobs`,
 :data:`FAULT_KINDS`, and the sky: :class:`SyntheticSky`, :class:`ImageRef`,

@@ -346,6 +346,11 @@ def index_page(knobs: Mapping[str, Any]) -> str:
  image lists (ra/dec, skycell, or POST a file of 'ra dec' lines)</li>
 <li>/cgi-bin/fitscut.cgi: cutouts (FITS, JPEG, PNG, colour)</li>
 <li>/rings.v3.skycell/PPPP/SSS/&lt;shortname&gt;: whole skycell files (HTTP Range)</li>
+<li>/stpubdata/panstarrs/ps1/public/rings.v3.skycell/PPPP/SSS/&lt;shortname&gt;: the same
+ files S3-style (bucket <code>stpubdata</code>, path-style, anonymous or signed; GET/HEAD with
+ Range, <a href="/stpubdata?list-type=2&amp;prefix=panstarrs/ps1/public/rings.v3.skycell/&amp;delimiter=/&amp;max-keys=20">ListObjectsV2</a>);
+ with s3fs/obstore/boto: <code>s3://stpubdata/panstarrs/ps1/public/...</code>, endpoint this
+ server</li>
 <li><a href="/_emulator/metrics">/_emulator/metrics</a>,
  <a href="/_emulator/config">/_emulator/config</a>,
  <a href="/_emulator/truth?ra=332.6&amp;dec=2.2&amp;radius=60">/_emulator/truth</a></li>

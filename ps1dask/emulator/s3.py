@@ -28,28 +28,47 @@ import binascii
 import hashlib
 import itertools
 import re
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, BinaryIO
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, Protocol, TypeVar
 from urllib.parse import quote
 from xml.sax.saxutils import escape
 
 from aiohttp import web
 
 from ps1dask.emulator.faults import s3_key_missing
-from ps1dask.emulator.metrics import SERVICE_SEGMENTS
+from ps1dask.emulator.files import WholeFileCache
+from ps1dask.emulator.metrics import SERVICE_SEGMENTS, ServiceState
 from ps1dask.emulator.params import parse_byte_range
 from ps1dask.emulator.replies import Reply
 from ps1dask.emulator.service_rules import FILTERS, STACK_SUFFIXES, WARP_SUFFIXES
-from ps1dask.emulator.sky import ImageRef
+from ps1dask.emulator.sky import ImageRef, SyntheticSky
 from ps1dask.exceptions import HTTPFailure, PS1DaskError
-from ps1dask.tessellation import FIRST_FOOTPRINT_PROJCELL, SkycellId
-from ps1dask.tessellation._core import load_grid
+from ps1dask.tessellation import FIRST_FOOTPRINT_PROJCELL, SkycellId, load_grid
 from ps1dask.wire import FILES_PREFIX, S3_BUCKET, S3_KEY_PREFIX
 
-if TYPE_CHECKING:  # pragma: no cover
-    from ps1dask.emulator.service import Service
+__all__ = ["FileService", "S3Bucket", "s3_error_reply"]
 
-__all__ = ["S3Bucket", "s3_error_reply"]
+T = TypeVar("T")
+
+
+class FileService(Protocol):
+    """What the S3 mode uses of :class:`~ps1dask.emulator.service.Service` (which builds it:
+    a protocol, not an import, keeps the modules free of cycles)."""
+
+    sky: SyntheticSky
+    state: ServiceState
+    cache: WholeFileCache
+
+    def lookup(self, name: str) -> ImageRef: ...
+
+    def listed_images(
+        self, skycell: SkycellId, bands: str, types: tuple[str, ...]
+    ) -> tuple[ImageRef, ...]: ...
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T: ...
+
+    async def open_file(self, ref: ImageRef, head: bool) -> tuple[BinaryIO | None, int]: ...
+
 
 XML_NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 #: The DR2 release date, as the service's files say too.
@@ -58,6 +77,8 @@ LAST_MODIFIED_ISO = "2019-01-28T00:00:00.000Z"
 #: What S3 answers for objects stored without a content type.
 OBJECT_CONTENT_TYPE = "binary/octet-stream"
 MAX_KEYS = 1000
+#: Keys whose image is remembered (a few MB at most).
+KNOWN_KEYS = 16384
 #: Files of unknown size one listing page may render before it is cut short.
 RENDERS_PER_LIST_PAGE = 4
 #: Skycells one listing page may look into (a prefix with few or no keys left, e.g. at
@@ -118,7 +139,7 @@ class _KeyTree:
     pixels). Missing keys (``s3_missing_fraction``) are left out.
     """
 
-    def __init__(self, service: Service, missing_fraction: float) -> None:
+    def __init__(self, service: FileService, missing_fraction: float) -> None:
         self.service = service
         self.missing_fraction = missing_fraction
         parts = FILES_KEY_PREFIX.rstrip("/").split("/")
@@ -148,7 +169,7 @@ class _KeyTree:
         except (PS1DaskError, ValueError):
             return []
         self.skycells_visited += 1
-        refs = self.service._images(sid, FILTERS, _ALL_TYPES)
+        refs = self.service.listed_images(sid, FILTERS, _ALL_TYPES)
         names = sorted((r.filename.rsplit("/", 1)[-1], r) for r in refs)
         return [
             (name, ref)
@@ -187,10 +208,12 @@ class _KeyTree:
 
 
 class S3Bucket:
-    """Handlers of the S3 mode, over one :class:`~ps1dask.emulator.service.Service`."""
+    """Handlers of the S3 mode, over one service's files (:class:`FileService`)."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: FileService) -> None:
         self.service = service
+        #: key -> image of keys found (event loop only; the oldest go first past the bound)
+        self._known_keys: dict[str, ImageRef] = {}
 
     async def handle(self, request: web.Request) -> Reply:
         bucket = request.match_info["bucket"]
@@ -228,24 +251,28 @@ class S3Bucket:
 
     # ----- objects ------------------------------------------------------------------------
 
-    def _ref(self, key: str) -> ImageRef:
-        def no_such_key() -> HTTPFailure:
-            return HTTPFailure(404, key)
-
+    def _ref(self, key: str) -> ImageRef | None:
+        """The image a key names, or None if the service has no such file (thread pool)."""
         if not key.startswith(FILES_KEY_PREFIX):
-            raise no_such_key()
-        if s3_key_missing(key, self.service.state.knobs.s3_missing_fraction):
-            raise no_such_key()
+            return None
         try:
             return self.service.lookup("/" + key[len(S3_KEY_PREFIX) :].lstrip("/"))
         except HTTPFailure:
-            raise no_such_key() from None
+            return None
 
     async def get_object(self, request: web.Request, key: str) -> Reply:
         service = self.service
-        try:
-            ref = await service.run(self._ref, key)
-        except HTTPFailure:
+        ref = None
+        if not s3_key_missing(key, service.state.knobs.s3_missing_fraction):
+            # Range reads come by the thousand: keys once found skip the thread pool.
+            ref = self._known_keys.get(key)
+            if ref is None:
+                ref = await service.run(self._ref, key)
+                if ref is not None:
+                    if len(self._known_keys) >= KNOWN_KEYS:
+                        self._known_keys.pop(next(iter(self._known_keys)))
+                    self._known_keys[key] = ref
+        if ref is None:
             return s3_error_reply(
                 404, "NoSuchKey", "The specified key does not exist.", {"Key": key}
             )
@@ -339,7 +366,8 @@ class S3Bucket:
         after = start_after
         if token is not None:
             try:
-                after = base64.urlsafe_b64decode(token.encode("ascii")).decode("utf-8")
+                raw = base64.b64decode(token.encode("ascii"), altchars=b"-_", validate=True)
+                after = raw.decode("utf-8")
             except (binascii.Error, UnicodeError, ValueError):
                 return s3_error_reply(
                     400,
@@ -352,7 +380,7 @@ class S3Bucket:
         found = await service.run(
             lambda: list(itertools.islice(tree.walk(prefix, delimiter, after), max_keys + 1))
         )
-        truncated = len(found) > max_keys
+        truncated = len(found) > max_keys > 0  # max-keys=0: nothing to resume
         found = found[:max_keys]
         resume_after = None if truncated else tree.resume_after
         listed: list[tuple[str, ImageRef | None, int]] = []
@@ -414,4 +442,4 @@ class S3Bucket:
 def bucket_route_pattern() -> str:
     """aiohttp path of the S3 routes' bucket segment: any first segment but the service's."""
     names = "|".join(sorted(re.escape(s) for s in SERVICE_SEGMENTS if s))
-    return rf"{{bucket:(?!(?:{names})$)[^/]+}}"
+    return rf"{{bucket:(?!(?:{names})(?:/|$))[^/]+}}"

@@ -115,6 +115,12 @@ class Service:
     def _listing_uncached(self, skycell: SkycellId, band: str, image_type: str) -> frozenset[str]:
         return frozenset(r.filename for r in self._images(skycell, band, (image_type,)))
 
+    def listed_images(
+        self, skycell: SkycellId, bands: str, types: tuple[str, ...]
+    ) -> tuple[ImageRef, ...]:
+        """What ``ps1filenames.py`` lists for one skycell (cached)."""
+        return self._images(skycell, bands, types)
+
     def lookup(self, name: str) -> Any:
         """The ImageRef of a listed file name; 404 unless the service lists it."""
         text = (name or "").strip()
@@ -148,6 +154,10 @@ class Service:
         opened = await self.run(self.cache.open_existing, ref)
         if opened is None:
             async with self._render_slots:
+                if head:  # rendered (and maybe evicted) by another request meanwhile?
+                    size = self.cache.known_size(ref)
+                    if size is not None:
+                        return None, size
                 opened = await self.run(self.cache.open, ref)
         fh, size = opened
         if head:
@@ -573,9 +583,10 @@ class Service:
         app.router.add_get("/", svc(self.index))
         # The S3 mode: every other first path segment is a bucket (only stpubdata exists).
         bucket = bucket_route_pattern()
-        app.router.add_route("*", "/" + bucket, self.s3.handle)
-        app.router.add_route("*", "/" + bucket + "/", self.s3.handle)
-        app.router.add_route("*", "/" + bucket + "/{key:.+}", self.s3.handle)
+        s3: Callable = self.s3.handle  # answers a Reply, like svc(): the middleware sends it
+        app.router.add_route("*", "/" + bucket, s3)
+        app.router.add_route("*", "/" + bucket + "/", s3)
+        app.router.add_route("*", "/" + bucket + "/{key:.+}", s3)
         app.router.add_get("/_emulator/truth", self.truth)
         app.router.add_get("/_emulator/metrics", self.metrics)
         app.router.add_post("/_emulator/metrics/reset", self.metrics_reset)
