@@ -141,6 +141,12 @@ class StrategyPluginWarning(PS1DaskWarning):
     """A fetch strategy advertised by an installed package (entry point) could not be loaded."""
 
 
+class S3SourceError(InvalidParameterError):
+    """The S3 copy of the PS1 images (``ps1dask.s3.*``, ``--s3-endpoint``) cannot be used:
+    a malformed ``s3://`` URL, an endpoint that does not answer, or a bucket it does not have.
+    Raised when a job starts, before any work is submitted."""
+
+
 class HTTPFailure(Exception):
     """Ends a request to the emulator with an HTTP error status and a plain-text message
     (raised by the emulator's handlers, turned into the answer by its middleware)."""

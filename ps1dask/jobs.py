@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import dask.config
 import distributed
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ from ps1dask.execution import (
     run_units,
     run_warp_unit,
 )
-from ps1dask.fetch.strategies import strategies_for
+from ps1dask.fetch.strategies import job_strategies, strategies_for
 from ps1dask.fetch.warp import WarpUnit
 from ps1dask.planning import ServiceProfile, WorkUnit, plan_stack_job
 from ps1dask.planning.plan import PositionPlan, plan_positions
@@ -179,6 +180,7 @@ def cutouts(
     compute: bool = True,
     storage_options: Mapping[str, Any] | None = None,
     mosaic: bool = False,
+    s3_endpoint: str | None = None,
 ) -> JobSummary | JobHandle:
     """Fetch PS1 stack cutouts for every position into one Zarr store.
 
@@ -245,6 +247,10 @@ def cutouts(
         reprojected and rescaled to the output's zero point; ``mosaic_skycell`` gives each
         pixel's source. Not with ``strategy="cutout"`` (``auto`` never picks it then);
         ``max_unit_positions`` does not apply (one task per position and filter).
+    s3_endpoint
+        Endpoint (http(s) URL) of the S3 copy the ``s3`` strategy reads, for S3-compatible
+        mirrors and the emulator; default ``ps1dask.s3.endpoint-url`` (null: AWS). Setting
+        it also lets ``auto`` choose ``s3``.
 
     Returns
     -------
@@ -271,6 +277,7 @@ def cutouts(
             quiet=quiet,
             compute=compute,
             storage_options=storage_options,
+            s3_endpoint=s3_endpoint,
         )
     table, svc, store_path = _open_job(positions, store, service, strategy, resume, storage_options)
     from ps1dask.mosaic.job import is_mosaic_store
@@ -309,7 +316,7 @@ def cutouts(
             profile=profile,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             cache_bytes=None,
-            strategies=strategies_for(strategy),
+            strategies=_job_strategies(strategy, s3_endpoint),
         )
 
     cluster = JobCluster(client, n_workers, quiet)
@@ -338,6 +345,13 @@ def cutouts(
         )
 
     return _run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))
+
+
+def _job_strategies(strategy: str, s3_endpoint: str | None) -> dict[str, Any]:
+    """The job's strategies, configured once in this process (the s3 source probed)."""
+    settings = {} if s3_endpoint is None else {"ps1dask.s3.endpoint-url": s3_endpoint}
+    with dask.config.set(settings):
+        return job_strategies(strategy)
 
 
 def _count_statuses(status: np.ndarray) -> dict[str, int]:
@@ -479,6 +493,7 @@ def warps(
     quiet: bool = False,
     compute: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    s3_endpoint: str | None = None,
 ) -> JobSummary | JobHandle:
     """Fetch every single-epoch PS1 warp cutout of every position into a Zarr store.
 
@@ -529,6 +544,8 @@ def warps(
         ``False``: return a :class:`JobHandle` at once and run the job in the background.
     storage_options
         For a store URL: fsspec's options, as for :func:`cutouts`.
+    s3_endpoint
+        Endpoint of the S3 copy the ``s3`` strategy reads, as for :func:`cutouts`.
 
     Returns
     -------
@@ -569,6 +586,7 @@ def warps(
             cache_dir=cache_dir,
             progress=progress,
             compute=compute,
+            s3_endpoint=s3_endpoint,
         )
     except BaseException:
         cluster.close()
@@ -591,6 +609,7 @@ def _warps_with(
     cache_dir: str | os.PathLike[str] | None,
     progress: bool | None,
     compute: bool,
+    s3_endpoint: str | None = None,
 ) -> JobSummary | JobHandle:
     """The rest of :func:`warps`, after its arguments are checked."""
     chunk = store_chunk(store_path) or min(
@@ -656,7 +675,7 @@ def _warps_with(
             profile=profile,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             cache_bytes=None,
-            strategies=strategies_for(strategy),
+            strategies=_job_strategies(strategy, s3_endpoint),
         )
 
     def run(control: RunControl | None) -> JobSummary:

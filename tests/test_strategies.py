@@ -111,9 +111,9 @@ def test_a_strategy_registered_outside_the_package_runs_a_job(
 
 
 def test_every_layer_reads_the_registry(one_by_one):
-    assert strategy_choices() == ("auto", "cutout", "skycell", "range", "one-by-one")
+    assert strategy_choices() == ("auto", "cutout", "skycell", "range", "s3", "one-by-one")
     assert get_strategy("one-by-one") is one_by_one
-    assert set(strategies_for("auto")) == {"cutout", "skycell", "range"}  # in_auto=False
+    assert set(strategies_for("auto")) == {"cutout", "skycell", "range", "s3"}  # in_auto=False
     assert strategies_for("one-by-one") == {"one-by-one": one_by_one}
     parser = argparse.ArgumentParser()
     add_job_arguments(parser, size="64", size_help="", types="stack", types_help="", unit_size=8)

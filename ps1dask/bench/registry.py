@@ -82,6 +82,14 @@ CATALOGUE: dict[str, tuple[str, str]] = {
             "pixels): time and peak memory against reproject_and_coadd on the same files"
         ),
     ),
+    "s3-sparse": (
+        "ps1dask.bench.s3_bench",
+        "500 positions, r, 240 px, from the emulator's S3 mode at 0.03 s: s3 vs the tutorial recipe",
+    ),
+    "s3-dense": (
+        "ps1dask.bench.s3_bench",
+        "2,000 positions in 1 deg^2, grizy, 120 px, S3 mode at 0.03 s: rate, 1 vs 2 workers, recipe",
+    ),
     "help": (
         "ps1dask.bench.help_bench",
         "time 'ps1dask --help' and every 'ps1dask COMMAND --help' (fresh interpreters)",

@@ -97,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
             types=("stack", "stack.wt", "stack.mask"),
             strategy=args.strategy,
             service=emu.url,
+            # the emulator's S3 mode (same port) stands for the public bucket
+            s3_endpoint=emu.url if args.strategy == "s3" else None,
             n_workers=args.workers,
             quiet=args.quiet,
         )
@@ -105,6 +107,12 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"emulator saw {metrics['requests_total']} requests, at most {metrics['max_in_flight']} "
             f"in flight (limit 10), {metrics['bytes_sent'] / 1e6:.1f} MB sent"
+            + (
+                f"; its S3 mode {metrics['s3']['requests']} requests, "
+                f"{metrics['s3']['bytes_sent'] / 1e6:.1f} MB"
+                if "s3" in metrics
+                else ""
+            )
         )
         ds = ps1dask.open_store(store)
         print(ds)

@@ -52,7 +52,7 @@ def _strategy_help() -> str:
     return (
         "how to fetch: auto (default: a cost model per skycell group), cutout (server "
         "cutouts), skycell (whole files through the local cache), range (HTTP Range reads of "
-        "only the row tiles needed), or a strategy a plug-in registers (docs/strategies.md). "
+        "only the row tiles needed), s3 (the same row tiles from the public S3 copy), or a strategy a plug-in registers (docs/strategies.md). "
         f"All give the same pixels.{installed}"
     )
 
@@ -105,6 +105,20 @@ def add_job_arguments(
     p.add_argument(
         "--service", default=None, help="service URL (default: ps1dask.service.url, i.e. STScI)"
     )
+    p.add_argument(
+        "--s3-endpoint",
+        default=None,
+        metavar="URL",
+        help="endpoint of the S3 copy of the images that --strategy s3 reads (an S3-compatible "
+        "mirror, or the emulator's URL); default ps1dask.s3.endpoint-url, i.e. AWS. Setting it "
+        "also lets auto choose s3",
+    )
+    p.add_argument(
+        "--s3-fallback",
+        action="store_true",
+        help="read stack files missing from the S3 copy from the service (default: no_data); "
+        "warps missing from it always come from the service",
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--scheduler",
@@ -147,6 +161,8 @@ def job_config(args: argparse.Namespace) -> Iterator[None]:
     settings = {}
     if args.dashboard_address is not None:
         settings["ps1dask.cluster.dashboard-address"] = args.dashboard_address
+    if getattr(args, "s3_fallback", False):
+        settings["ps1dask.s3.fallback-to-service"] = True
     with dask.config.set(settings):
         yield
 
@@ -166,6 +182,7 @@ def job_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         "cache_dir": args.cache_dir,
         "quiet": args.quiet,
         "storage_options": _storage_options(args),
+        "s3_endpoint": args.s3_endpoint,
     }
 
 

@@ -242,11 +242,12 @@ def mosaic_cutouts(
     quiet: bool = False,
     compute: bool = True,
     storage_options: Mapping[str, Any] | None = None,
+    s3_endpoint: str | None = None,
 ) -> JobSummary | JobHandle:
     """Complete stack cutouts of any size up to 1 degree (14400 pixels), across skycell and
     projection-cell edges. Called by :func:`ps1dask.cutouts` with ``mosaic=True``, whose
     parameters these are."""
-    from ps1dask.jobs import _count_statuses, _execute, _open_job, _run_job
+    from ps1dask.jobs import _count_statuses, _execute, _job_strategies, _open_job, _run_job
 
     bands = parse_filters(filters)
     width, height = parse_size(size, pair_order="yx", max_side=MAX_MOSAIC_SIZE)
@@ -282,7 +283,7 @@ def mosaic_cutouts(
         MosaicUnit(len(bands) * u.index + b, u, b) for u in plan.units for b in range(len(bands))
     ]
     todo = [w for w in work if not final[w.unit.start : w.unit.stop, w.band].all()]
-    usable = mosaic_strategies(strategies_for(strategy))
+    usable = mosaic_strategies(_job_strategies(strategy, s3_endpoint))
 
     def make_spec(profile: ServiceProfile) -> MosaicTaskSpec:
         return MosaicTaskSpec(

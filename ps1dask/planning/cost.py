@@ -17,6 +17,8 @@ Each strategy states its own cost in its ``cost(work, profile)`` method (see
   decoding of only the rows the cutouts touch.
 - ``range``: two requests for the header and the tile index, one per merged run of rows,
   then the same decoding as ``skycell``.
+- ``s3``: the requests of ``range``, sent to the public S3 copy at its own concurrency and
+  latency (:func:`s3_read_seconds`), then the same decoding.
 
 :func:`choose_strategy` takes the cheapest of the registered strategies that take part in
 ``auto``; :func:`cheapest` does the same among strategies given explicitly.
@@ -131,6 +133,14 @@ def cutout_answer_bytes(work: GroupWork) -> int:
 def row_bytes(p: ServiceProfile) -> float:
     """Compressed bytes of one image row of a whole file."""
     return p.file_bytes / max(p.image_rows, 1)
+
+
+def s3_read_seconds(
+    n_requests: float, n_bytes: float, latency_s: float, bandwidth_bps: float, concurrency: int
+) -> float:
+    """Wall time of S3 reads at their own concurrency (not the service's slots): each
+    request waits ``latency_s`` for its first byte, then its bytes come at ``bandwidth_bps``."""
+    return (n_requests * latency_s + n_bytes / max(bandwidth_bps, 1.0)) / max(concurrency, 1)
 
 
 def cheapest(candidates: Iterable[FetchStrategy], work: GroupWork, profile: ServiceProfile) -> str:

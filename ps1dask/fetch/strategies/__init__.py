@@ -13,7 +13,8 @@ Built in:
 
 - ``cutout`` (:mod:`.cutout`): the service cuts and linearises, one request per cutout;
 - ``skycell`` (:mod:`.skycell`): whole files through the local cache, decoded locally;
-- ``range`` (:mod:`.byte_range`): HTTP Range reads of only the needed row tiles.
+- ``range`` (:mod:`.byte_range`): HTTP Range reads of only the needed row tiles;
+- ``s3`` (:mod:`.s3`): the same row tiles by byte ranges from the public S3 copy.
 
 Adding one (walk-through in ``docs/strategies.md``)::
 
@@ -37,6 +38,7 @@ from ps1dask.fetch.strategies.registry import (
     ENTRY_POINT_GROUP,
     auto_candidates,
     get_strategy,
+    job_strategies,
     register_strategy,
     strategies_for,
     strategy_choices,
@@ -44,10 +46,11 @@ from ps1dask.fetch.strategies.registry import (
     strategy_names,
     unregister_strategy,
 )
+from ps1dask.fetch.strategies.s3 import S3Strategy
 from ps1dask.fetch.strategies.skycell import SkycellStrategy
 from ps1dask.fetch.strategies.tiled import cut_from_tiles, file_index
 
-for _builtin in (CutoutStrategy, SkycellStrategy, RangeStrategy):
+for _builtin in (CutoutStrategy, SkycellStrategy, RangeStrategy, S3Strategy):
     register_strategy(_builtin)
 
 __all__ = [
@@ -58,11 +61,13 @@ __all__ = [
     "FetchStrategy",
     "FetchTask",
     "RangeStrategy",
+    "S3Strategy",
     "SkycellStrategy",
     "auto_candidates",
     "cut_from_tiles",
     "file_index",
     "get_strategy",
+    "job_strategies",
     "register_strategy",
     "strategies_for",
     "strategy_choices",

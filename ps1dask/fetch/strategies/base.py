@@ -70,6 +70,16 @@ class FetchStrategy(abc.ABC):
         """Threads of this strategy's pool in one work unit (default: the request slots)."""
         return profile.concurrency
 
+    def for_job(self, *, named: bool) -> FetchStrategy | None:
+        """The strategy a job starting now uses (called once per job, in the client).
+
+        A strategy that reads settings or a source of its own resolves them here and returns
+        a configured copy (it travels to the workers, whose config may differ). ``named``:
+        the user chose it by name (then raise a clear error if it cannot work); otherwise
+        it is an ``auto`` candidate, and None leaves it out of this job. Default: itself.
+        """
+        return self
+
     def cost(self, work: GroupWork, profile: ServiceProfile) -> float:
         """Estimated wall seconds this strategy adds for one group (see
         :mod:`ps1dask.planning.cost`); pure arithmetic, no I/O. Infinite by default."""

@@ -121,3 +121,16 @@ def strategies_for(name: str) -> dict[str, FetchStrategy]:
     if name == AUTO:
         return {s.name: s for s in auto_candidates()}
     return {name: get_strategy(name)}
+
+
+def job_strategies(name: str) -> dict[str, FetchStrategy]:
+    """:func:`strategies_for` as a job starting now uses them: each configured for the job
+    (:meth:`FetchStrategy.for_job`, e.g. the ``s3`` source probed), ``auto`` candidates
+    that cannot take part left out. Call it once per job, in the client process."""
+    named = name != AUTO
+    out = {}
+    for key, strategy in strategies_for(name).items():
+        configured = strategy.for_job(named=named)
+        if configured is not None:
+            out[key] = configured
+    return out

@@ -24,9 +24,12 @@ _INDEX_LOCK = threading.Lock()
 _INDEX_CACHE_SIZE = 256
 
 
-def file_index(service: PS1Service, filename: str, read: ReadRange) -> CompressedImageIndex:
-    """The tile index of a service file, read with ``read`` unless this process has it."""
-    key = (service.url, filename)
+def file_index(service: PS1Service | str, filename: str, read: ReadRange) -> CompressedImageIndex:
+    """The tile index of a service file, read with ``read`` unless this process has it.
+
+    ``service`` names where the bytes come from (a service, or another source's URL, e.g.
+    the S3 copy's): indexes are kept per source and file."""
+    key = (service if isinstance(service, str) else service.url, filename)
     with _INDEX_LOCK:
         if key in _INDEX_CACHE:
             _INDEX_CACHE.move_to_end(key)
@@ -39,15 +42,59 @@ def file_index(service: PS1Service, filename: str, read: ReadRange) -> Compresse
     return index
 
 
+#: How far apart (rows, bytes) the reads of a group may be and still be merged into one,
+#: by default: reading the gap costs less than another request to the service.
+BYTE_GAP = 262144
+
+
+def tile_runs(
+    group: ImageGroup, index: CompressedImageIndex, height: int, gap_rows: int | None = None
+) -> list[tuple[int, int]]:
+    """The [start, stop) image rows the group's boxes of ``height`` rows touch, runs less
+    than ``gap_rows`` apart merged (default ``height``)."""
+    return row_runs(
+        group.y0, height, index.naxis2, max_gap=height if gap_rows is None else gap_rows
+    )
+
+
+def tile_byte_ranges(
+    group: ImageGroup,
+    index: CompressedImageIndex,
+    height: int,
+    *,
+    gap_rows: int | None = None,
+    gap_bytes: int = BYTE_GAP,
+) -> list[tuple[int, int]]:
+    """Every [start, stop) file byte range :func:`cut_from_tiles` reads for the group with
+    the same gaps (the tile spans of each run, merged as
+    :meth:`CompressedImageIndex.read_rows` merges them)."""
+    return [
+        span
+        for a, b in tile_runs(group, index, height, gap_rows)
+        for span in index.row_byte_ranges(slice(a, b), max_gap=gap_bytes)
+    ]
+
+
 def cut_from_tiles(
-    group: ImageGroup, index: CompressedImageIndex, read: ReadRange, context: FetchContext
+    group: ImageGroup,
+    index: CompressedImageIndex,
+    read: ReadRange,
+    context: FetchContext,
+    *,
+    gap_rows: int | None = None,
+    gap_bytes: int = BYTE_GAP,
 ) -> None:
-    """Decode the row tiles the group's boxes touch and report each cutout."""
+    """Decode the row tiles the group's boxes touch and report each cutout.
+
+    ``read`` is asked for exactly the byte ranges of :func:`tile_byte_ranges` with the same
+    gaps (a source may fetch them all at once beforehand). A source where requests are
+    cheap and many may run at once (S3) passes small gaps: fewer bytes and rows to decode.
+    The pixels do not depend on the gaps."""
     height, width = context.height, context.width
-    runs = row_runs(group.y0, height, index.naxis2, max_gap=height)
+    runs = tile_runs(group, index, height, gap_rows)
     # Decompress whole row tiles, but linearise only the pixels each cutout takes
     # (elementwise, so the same values as linearising the rows first).
-    decoded = [(a, b, index.read_rows(read, slice(a, b))) for a, b in runs]
+    decoded = [(a, b, index.read_rows(read, slice(a, b), max_gap=gap_bytes)) for a, b in runs]
 
     def rows_reader(rows: slice, cols: slice) -> np.ndarray:
         for a, b, raw in decoded:
