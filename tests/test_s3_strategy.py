@@ -16,6 +16,7 @@ import aiohttp
 import boto3
 import dask.config
 import numpy as np
+import pandas as pd
 import pytest
 import zarr
 from _cli import run_ps1dask
@@ -37,7 +38,7 @@ from ps1dask.fetch.strategies import FetchContext, get_strategy, job_strategies
 from ps1dask.fetch.strategies.tiled import cut_from_tiles, tile_byte_ranges
 from ps1dask.fetch.tiles import CompressedImageIndex
 from ps1dask.storage import STATUS
-from ps1dask.tessellation import SkycellId
+from ps1dask.tessellation import SkycellId, skycell_center
 
 CELL = "1405.053"
 SID = SkycellId.parse(CELL)
@@ -592,3 +593,35 @@ def test_read_gaps_change_the_requests_not_the_pixels(y0, x0, height, gap_rows, 
         np.testing.assert_array_equal(narrow[m], reference[m])
     if gap_rows == 0 and gap_bytes <= 1:
         assert remote.nbytes <= wide.nbytes  # never more bytes than the service's gaps
+
+
+def test_a_mosaic_through_s3_equals_the_range_mosaic(emu, dask_client, tmp_path):
+    """Mosaics take their pixels through the strategies, s3 included (emulator S3 mode)."""
+    a, b = skycell_center("1405.053"), skycell_center("1405.054")
+    table = pd.DataFrame({"ra": [0.5 * (a[0] + b[0])], "dec": [0.5 * (a[1] + b[1])]})
+    stores = {}
+    for strategy in ("s3", "range"):
+        emu.reset_metrics()
+        stores[strategy] = tmp_path / f"{strategy}.zarr"
+        summary = _job(
+            "stack",
+            table,
+            stores[strategy],
+            emu,
+            dask_client,
+            filters="g",
+            size=(200, 900),
+            strategy=strategy,
+            s3_endpoint=emu.url,
+            mosaic=True,
+        )
+        assert summary.statuses == {"ok": 1}, (strategy, summary)
+        metrics = emu.metrics()
+        assert metrics["max_in_flight"] <= 10
+        if strategy == "s3":
+            assert metrics["requests_total"] == 0, metrics  # no service request at all
+            assert metrics["s3"]["range_requests"] >= 4  # two files: index and rows each
+    assert_same_store(stores["s3"], stores["range"])
+    ds = ps1dask.open_store(stores["s3"])
+    assert set(np.unique(ds.mosaic_skycell.values).tolist()) == {1405053, 1405054}
+    assert np.isfinite(ds.stack_flux.values).all()
