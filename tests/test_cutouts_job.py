@@ -220,7 +220,7 @@ def test_killed_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
 def test_service_probes_of_auto_take_cluster_slots(emu, dask_client):
     """The auto strategy's three probe requests run at once from the client process, in
     threads of their own, yet each holds one of the cluster's request slots."""
-    from ps1dask.jobs import measure_profile
+    from ps1dask.execution.job_steps import measure_profile
     from ps1dask.planning import plan_stack_job
     from ps1dask.positions import read_positions
 

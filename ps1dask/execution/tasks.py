@@ -52,7 +52,7 @@ class UnitReport:
     unavailable: bool = False
 
 
-def _fetch_context(spec: Any) -> tuple[PS1Service, LocalFileCache | None, dict[str, Any]]:
+def fetch_context(spec: Any) -> tuple[PS1Service, LocalFileCache | None, dict[str, Any]]:
     """A per-task service (own counters), the file cache if a strategy may need it, and the
     fetcher arguments every kind of unit shares.
 
@@ -94,7 +94,7 @@ def _report(unit: WorkUnit, service: PS1Service, result: Any, status: np.ndarray
 
 def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
     """Fetch, linearise and cut every cutout of ``unit``, then write its chunks."""
-    service, _, common = _fetch_context(spec)
+    service, _, common = fetch_context(spec)
     result = StackUnitFetcher(unit, **common).run()
     write_unit_chunks(spec.store, unit.start, unit.stop, result.images, result.status, result.meta)
     return _report(unit, service, result, result.status)
@@ -122,7 +122,7 @@ class WarpTaskSpec:
 
 def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:
     """Fetch every warp cutout of a unit (all filters and epochs), then write its chunks."""
-    service, _, common = _fetch_context(spec)
+    service, _, common = fetch_context(spec)
     result = WarpUnitFetcher(work, n_epochs_max=spec.n_epochs_max, **common).run()
     unit = work.unit
     write_warp_chunks(spec.store, unit.start, unit.stop, result.images, result.meta, result.status)

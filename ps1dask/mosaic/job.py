@@ -29,7 +29,14 @@ from ps1dask.conventions import parse_filters, part_types
 from ps1dask.conventions.cutrule import SizeLike, parse_size
 from ps1dask.exceptions import InvalidParameterError, StoreMismatchError
 from ps1dask.execution import JobCluster, JobHandle, JobSummary, RunControl
-from ps1dask.execution.tasks import UnitReport, _fetch_context
+from ps1dask.execution.job_steps import (
+    configured_strategies,
+    count_statuses,
+    execute_units,
+    open_job,
+    run_job,
+)
+from ps1dask.execution.tasks import UnitReport, fetch_context
 from ps1dask.fetch.strategies import FetchStrategy, strategies_for
 from ps1dask.mosaic._core import MAX_MOSAIC_SIZE, NO_SOURCE, mosaic_grid, mosaic_sources
 from ps1dask.mosaic.assemble import (
@@ -175,7 +182,7 @@ def run_mosaic_unit(work: MosaicUnit, spec: MosaicTaskSpec) -> UnitReport:
     provenance (with the first filter), statuses last."""
     t0 = time.perf_counter()
     unit, band = work.unit, work.band
-    service, cache, _ = _fetch_context(spec)
+    service, cache, _ = fetch_context(spec)
     fetcher = PieceFetcher(service, cache, spec.profile, spec.strategy, spec.strategies)
     status = np.where(unit.fetch, STATUS["pending"], STATUS["outside_footprint"])[:, None]
     status = status.astype(np.uint8)
@@ -247,14 +254,13 @@ def mosaic_cutouts(
     """Complete stack cutouts of any size up to 1 degree (14400 pixels), across skycell and
     projection-cell edges. Called by :func:`ps1dask.cutouts` with ``mosaic=True``, whose
     parameters these are."""
-    from ps1dask.jobs import _count_statuses, _execute, _job_strategies, _open_job, _run_job
 
     bands = parse_filters(filters)
     width, height = parse_size(size, pair_order="yx", max_side=MAX_MOSAIC_SIZE)
     kinds = part_types(types, "stack")
     check_mosaic_strategy(strategy, strategies_for(strategy))
-    table, svc, store_path = _open_job(positions, store, service, strategy, resume, storage_options)
-    if not isinstance(table, PositionTable):  # pragma: no cover - _open_job's contract
+    table, svc, store_path = open_job(positions, store, service, strategy, resume, storage_options)
+    if not isinstance(table, PositionTable):  # pragma: no cover - open_job's contract
         raise InvalidParameterError("positions could not be read")
     side = mosaic_chunk()
     plan = plan_positions(table, width, height, chunk=1, max_unit_positions=1)
@@ -283,7 +289,7 @@ def mosaic_cutouts(
         MosaicUnit(len(bands) * u.index + b, u, b) for u in plan.units for b in range(len(bands))
     ]
     todo = [w for w in work if not final[w.unit.start : w.unit.stop, w.band].all()]
-    usable = mosaic_strategies(_job_strategies(strategy, s3_endpoint))
+    usable = mosaic_strategies(configured_strategies(strategy, s3_endpoint))
 
     def make_spec(profile: ServiceProfile) -> MosaicTaskSpec:
         return MosaicTaskSpec(
@@ -304,7 +310,7 @@ def mosaic_cutouts(
     cluster = JobCluster(client, n_workers, quiet)
 
     def run(control: RunControl | None) -> JobSummary:
-        ran = _execute(
+        ran = execute_units(
             run_mosaic_unit,
             todo,
             make_spec,
@@ -320,10 +326,10 @@ def mosaic_cutouts(
             store=str(store_path),
             n_positions=plan.n_positions,
             filters=bands,
-            statuses=_count_statuses(read_status(store_path)),
+            statuses=count_statuses(read_status(store_path)),
             units_total=len(work),
             units_run=len(todo),
             **ran,
         )
 
-    return _run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))
+    return run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))

@@ -1,0 +1,229 @@
+"""The steps every job takes, whatever it fetches: normalise its inputs, configure its
+strategies, measure the service for ``auto``, run its units on the cluster, count the
+outcome, and return a summary or a background handle. :mod:`ps1dask.jobs` (stacks and
+warps) and :mod:`ps1dask.mosaic.job` are built from them."""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import dask.config
+import distributed
+import numpy as np
+
+from ps1dask.client import PS1Service, RequestStats
+from ps1dask.conventions import image_filename
+from ps1dask.exceptions import InvalidParameterError, JobAbortedError, ServiceError
+from ps1dask.execution.job import JobCluster, JobHandle, JobSummary
+from ps1dask.execution.runner import RunControl, run_units
+from ps1dask.fetch.strategies import job_strategies, strategies_for
+from ps1dask.planning import ServiceProfile, WorkUnit
+from ps1dask.positions import PositionTable, read_positions
+from ps1dask.storage import STATUS_NAMES
+from ps1dask.storage.layout import remove_store
+from ps1dask.storage.location import StoreLocation
+from ps1dask.tessellation import SkycellId, skycell_geometry_of
+
+logger = logging.getLogger("ps1dask")
+
+__all__ = [
+    "check_store_shared",
+    "configured_strategies",
+    "count_statuses",
+    "execute_units",
+    "job_key",
+    "measure_profile",
+    "open_job",
+    "run_job",
+]
+
+
+def open_job(
+    positions: Any,
+    store: str | os.PathLike[str],
+    service: str | PS1Service | None,
+    strategy: str,
+    resume: bool,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[PositionTable, PS1Service, StoreLocation]:
+    """Check and normalise what every job takes: strategy, positions, service, output store."""
+    strategies_for(strategy)  # UnknownStrategyError (an InvalidParameterError) names the choices
+    store_path = StoreLocation.of(store, storage_options)
+    table = positions if isinstance(positions, PositionTable) else read_positions(positions)
+    svc = service if isinstance(service, PS1Service) else PS1Service(service)
+    store_path.check(replace=not resume)
+    if not resume:
+        remove_store(store_path)
+    if not store_path.exists() and store_path.occupied():
+        raise InvalidParameterError(
+            f"{store_path} exists and is not a ps1dask store; choose a new path"
+        )
+    return table, svc, store_path
+
+
+def configured_strategies(strategy: str, s3_endpoint: str | None) -> dict[str, Any]:
+    """The job's strategies, configured once in this process (the s3 source probed)."""
+    settings = {} if s3_endpoint is None else {"ps1dask.s3.endpoint-url": s3_endpoint}
+    with dask.config.set(settings):
+        return job_strategies(strategy)
+
+
+def measure_profile(service: PS1Service, unit: WorkUnit, band: str, cores: int) -> ServiceProfile:
+    """Measure the service with three small requests on a stack image the job needs.
+
+    A 4x4 FITS cutout times a cutout (server work included), a 64 kB Range read the time to
+    a file's first byte, and a 1 MB Range read the bandwidth.
+    """
+    first = int(np.flatnonzero(unit.fetch)[0])
+    sid = SkycellId(int(unit.projcell[first]), int(unit.subcell[first]))
+    filename = image_filename(sid, band, "stack")
+    geo = skycell_geometry_of(sid)
+
+    def timed(call: Any) -> float:
+        t0 = time.perf_counter()
+        call()
+        return time.perf_counter() - t0
+
+    small, large = 1 << 16, 1 << 20
+    probes = [
+        lambda: service.cutout_fits(filename, float(unit.ra[first]), float(unit.dec[first]), 4),
+        lambda: service.read_range(filename, 0, small),
+        lambda: service.read_range(filename, small, small + large),
+    ]
+    # At once (the job waits for them), each in a copy of this context so that the
+    # cluster's current Client, hence its request slots, applies in the pool's threads too.
+    with ThreadPoolExecutor(len(probes), thread_name_prefix="ps1dask-probe") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, timed, probe) for probe in probes]
+        cutout_latency, file_latency, large_read = (f.result() for f in futures)
+    transfer = max(large_read - file_latency, 1e-4)
+    return ServiceProfile(
+        latency_s=file_latency,
+        cutout_latency_s=cutout_latency,
+        bandwidth_bps=max(large / transfer, 1e5),
+        concurrency=service.throttle.max_concurrency,
+        cores=max(cores, 1),
+        image_rows=geo.naxis2,
+        image_cols=geo.naxis1,
+    )
+
+
+def check_store_shared(store: StoreLocation, dask_client: distributed.Client) -> None:
+    """A ``memory://`` store lives in this process only: refuse it unless every worker
+    runs here too (``distributed.Client(processes=False)``), or workers would write their
+    chunks into memories of their own and the job would read back nothing."""
+    if not store.in_process:
+        return
+    pids = set(dask_client.run(os.getpid).values())
+    if pids - {os.getpid()}:
+        raise InvalidParameterError(
+            f"store {store}: a memory:// store exists only in this process, but the Dask "
+            "workers run in other processes; use an object store or a path, or a client "
+            "whose workers run in this process (distributed.Client(processes=False))"
+        )
+
+
+def job_key(store: StoreLocation, kind: str) -> str:
+    return f"ps1dask-{kind}-" + hashlib.sha1(store.url.encode()).hexdigest()[:8]
+
+
+def execute_units(
+    func: Any,
+    todo: list[Any],
+    make_spec: Any,
+    *,
+    svc: PS1Service,
+    store_path: StoreLocation,
+    cluster: JobCluster,
+    progress: bool | None,
+    measure: bool,
+    probe: tuple[Any, str],
+    control: RunControl | None = None,
+) -> dict[str, Any]:
+    """Run units on the cluster; returns the summary's requests, strategies, errors, seconds."""
+    requests = RequestStats()
+    strategies: dict[str, int] = {}
+    errors: list[str] = []
+    if not todo:
+        return {
+            "requests": requests.snapshot(),
+            "strategies": strategies,
+            "errors": errors,
+            "seconds": 0.0,
+        }
+    store_path.check(write=True)
+    dask_client = cluster.get()
+    check_store_shared(store_path, dask_client)
+    cores = sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
+    profile = ServiceProfile(concurrency=svc.throttle.max_concurrency, cores=cores)
+    if measure and probe[0] is not None:
+        try:
+            # as_current: the client process's own requests take cluster-wide slots too
+            with dask_client.as_current():
+                profile = measure_profile(svc.with_stats(requests), probe[0], probe[1], cores)
+        except ServiceError as err:
+            logger.warning("could not measure the service (%s); using default costs", err)
+    outcome = run_units(
+        dask_client,
+        func,
+        todo,
+        make_spec(profile),
+        key_prefix=job_key(store_path, func.__name__),
+        progress_total=sum(u.n_positions for u in todo),
+        show_progress=progress,
+        control=control,
+    )
+    requests.merge(outcome.requests)
+    for report in outcome.reports:
+        for k, v in report.strategies.items():
+            strategies[k] = strategies.get(k, 0) + v
+        errors.extend(report.errors)
+    if outcome.aborted:
+        raise JobAbortedError(
+            f"stopped: {outcome.aborted}. The store {store_path} is consistent: "
+            f"{len(outcome.reports)} of {len(todo)} units finished. Rerun the same command "
+            "later to resume where it stopped."
+        )
+    return {
+        "requests": requests.snapshot(),
+        "strategies": strategies,
+        "errors": errors,
+        "seconds": outcome.seconds,
+    }
+
+
+def count_statuses(status: np.ndarray) -> dict[str, int]:
+    codes, counts = np.unique(status, return_counts=True)
+    return {STATUS_NAMES[int(c)]: int(n) for c, n in zip(codes, counts)}
+
+
+def run_job(
+    run: Callable[[RunControl | None], JobSummary],
+    cluster: JobCluster,
+    *,
+    store: StoreLocation,
+    compute: bool,
+    starts_cluster: bool,
+) -> JobSummary | JobHandle:
+    """Run the rest of a job here (``compute=True``) or in a background thread."""
+    if compute:
+        try:
+            return run(None)
+        finally:
+            cluster.close()
+    if starts_cluster:
+        cluster.get()  # started in the caller's thread, which lives on
+
+    def in_background(control: RunControl) -> JobSummary:
+        try:
+            return run(control)
+        finally:
+            cluster.close()
+
+    return JobHandle(str(store), in_background)
