@@ -76,6 +76,7 @@ def _s3_job(
             s3_endpoint=emu.url,
             client=client,
             progress=False,
+            quiet=True,
             **kwargs,
         )
         return summary, time.perf_counter() - t0, emu.metrics()
