@@ -61,9 +61,9 @@ from ps1dask.storage import (
 )
 from ps1dask.storage.layout import (
     MASK_OFF_IMAGE,
-    _image_variable,
-    _write_part,
     status_attrs,
+    store_variable,
+    write_store_part,
 )
 from ps1dask.storage.location import StoreLike, StoreLocation
 
@@ -104,7 +104,7 @@ def create_mosaic_store(
     for image_type in request.types:
         name, dtype, units, desc = STACK_VARIABLES[image_type]
         fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
-        data_vars[name], encoding[name] = _image_variable(
+        data_vars[name], encoding[name] = store_variable(
             ("position", "filter", "y", "x"),
             (n, nf, h, w),
             (1, 1, cy, cx),
@@ -113,7 +113,7 @@ def create_mosaic_store(
             {"units": units, "long_name": desc},
             pixels=True,
         )
-    data_vars[PROVENANCE], encoding[PROVENANCE] = _image_variable(
+    data_vars[PROVENANCE], encoding[PROVENANCE] = store_variable(
         ("position", "y", "x"),
         (n, h, w),
         (1, cy, cx),
@@ -127,14 +127,14 @@ def create_mosaic_store(
         pixels=True,
     )
     # one chunk per (position, filter): each filter of a mosaic is its own task
-    data_vars["stack_status"], encoding["stack_status"] = _image_variable(
+    data_vars["stack_status"], encoding["stack_status"] = store_variable(
         ("position", "filter"), (n, nf), (1, 1), "uint8", 0, status_attrs("outcome")
     )
     for name, (dtype, fill, attrs) in STACK_FILTER_VARIABLES.items():
-        data_vars[name], encoding[name] = _image_variable(
+        data_vars[name], encoding[name] = store_variable(
             ("position", "filter"), (n, nf), (1, 1), dtype, fill, attrs
         )
-    _write_part(
+    write_store_part(
         path, "stack", request, plan.positions, 1, data_vars, encoding, {"stack_status": initial}
     )
     with quiet_zarr_warnings():

@@ -198,7 +198,7 @@ def _position_variables(
     return data_vars, coords, encoding
 
 
-def _image_variable(
+def store_variable(
     dims: tuple[str, ...],
     shape: tuple[int, ...],
     chunks: tuple[int, ...],
@@ -264,7 +264,7 @@ def _store_base(request: Any) -> dict[str, Any]:
     }
 
 
-def _write_part(
+def write_store_part(
     path: StoreLike,
     part: str,
     request: Any,
@@ -384,7 +384,7 @@ def create_stack_store(
     for image_type in request.types:
         name, dtype, units, desc = STACK_VARIABLES[image_type]
         fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
-        data_vars[name], encoding[name] = _image_variable(
+        data_vars[name], encoding[name] = store_variable(
             ("position", "filter", "y", "x"),
             (n, nf, h, w),
             (chunk, nf, h, w),
@@ -393,7 +393,7 @@ def create_stack_store(
             {"units": units, "long_name": desc},
             pixels=True,
         )
-    data_vars["stack_status"], encoding["stack_status"] = _image_variable(
+    data_vars["stack_status"], encoding["stack_status"] = store_variable(
         ("position", "filter"),
         (n, nf),
         (chunk, nf),
@@ -402,10 +402,10 @@ def create_stack_store(
         status_attrs("outcome per position and filter"),
     )
     for name, (dtype, fill, attrs) in STACK_FILTER_VARIABLES.items():
-        data_vars[name], encoding[name] = _image_variable(
+        data_vars[name], encoding[name] = store_variable(
             ("position", "filter"), (n, nf), (chunk, nf), dtype, fill, attrs
         )
-    _write_part(
+    write_store_part(
         path,
         "stack",
         request,
@@ -491,7 +491,7 @@ def create_warp_store(
     for image_type in request.types:
         name, dtype, units, desc = WARP_VARIABLES[image_type]
         fill = MASK_OFF_IMAGE if dtype == "uint16" else np.nan
-        data_vars[name], encoding[name] = _image_variable(
+        data_vars[name], encoding[name] = store_variable(
             ("position", "filter", "epoch", "y", "x"),
             (n, nf, ne, h, w),
             (chunk, 1, ec, h, w),
@@ -502,17 +502,17 @@ def create_warp_store(
         )
     per_epoch = (("position", "filter", "epoch"), (n, nf, ne), (chunk, nf, ne))
     for name, (dtype, fill, attrs) in WARP_EPOCH_VARIABLES.items():
-        data_vars[name], encoding[name] = _image_variable(*per_epoch, dtype, fill, attrs)
-    data_vars["warp_status"], encoding["warp_status"] = _image_variable(
+        data_vars[name], encoding[name] = store_variable(*per_epoch, dtype, fill, attrs)
+    data_vars["warp_status"], encoding["warp_status"] = store_variable(
         *per_epoch, "uint8", 0, status_attrs("outcome per position, filter and epoch (0 also pads)")
     )
-    data_vars["warp_mjd_listed"], encoding["warp_mjd_listed"] = _image_variable(
+    data_vars["warp_mjd_listed"], encoding["warp_mjd_listed"] = store_variable(
         *per_epoch,
         "float64",
         np.nan,
         {"units": "d", "long_name": "MJD of the warp's file name (service listing)"},
     )
-    data_vars["n_epochs"], encoding["n_epochs"] = _image_variable(
+    data_vars["n_epochs"], encoding["n_epochs"] = store_variable(
         ("position", "filter"),
         (n, nf),
         (chunk, nf),
@@ -520,7 +520,7 @@ def create_warp_store(
         0,
         {"long_name": "number of warp epochs"},
     )
-    _write_part(
+    write_store_part(
         path,
         "warp",
         request,
