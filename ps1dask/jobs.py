@@ -193,6 +193,10 @@ def cutouts(
     status = read_status(store_path)
     final = np.isin(status, list(FINAL_STATUSES))
     todo = [u for u in plan.units if not final[u.start : u.stop].all()]
+    # Configured (the s3 source probed) before any cluster starts: a source that does not
+    # answer is one clear error, not a cluster torn down mid-start; a finished store is not
+    # probed at all.
+    strategies = configured_strategies(strategy, s3_endpoint) if todo else {}
 
     def make_spec(profile: ServiceProfile) -> StackTaskSpec:
         return StackTaskSpec(
@@ -206,7 +210,7 @@ def cutouts(
             profile=profile,
             cache_dir=str(cache_dir) if cache_dir is not None else None,
             cache_bytes=None,
-            strategies=configured_strategies(strategy, s3_endpoint),
+            strategies=strategies,
         )
 
     cluster = JobCluster(client, n_workers, quiet)
