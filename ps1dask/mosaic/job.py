@@ -289,7 +289,8 @@ def mosaic_cutouts(
         MosaicUnit(len(bands) * u.index + b, u, b) for u in plan.units for b in range(len(bands))
     ]
     todo = [w for w in work if not final[w.unit.start : w.unit.stop, w.band].all()]
-    usable = mosaic_strategies(configured_strategies(strategy, s3_endpoint))
+    # configured (the s3 source probed) only when there is something to fetch
+    usable = mosaic_strategies(configured_strategies(strategy, s3_endpoint)) if todo else {}
 
     def make_spec(profile: ServiceProfile) -> MosaicTaskSpec:
         return MosaicTaskSpec(

@@ -14,7 +14,6 @@ chunk order, on the threaded scheduler by default or on a cluster (``client``).
 from __future__ import annotations
 
 import functools
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from ps1dask.render.store import (
     store_filters,
 )
 from ps1dask.storage import mjd_days, open_store, quiet_zarr_warnings
+from ps1dask.storage.fits_export import safe_file_stem
 from ps1dask.storage.layout import STATUS, STATUS_NAMES
 
 #: Columns of the index (``index.csv``).
@@ -53,7 +53,6 @@ INDEX_COLUMNS = (
     "status",
     "file",
 )
-_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 @dataclass(frozen=True)
@@ -74,7 +73,7 @@ class ExportOptions:
 
 def safe_names(ids: list[str]) -> list[str]:
     """File-name stems for ids: unsafe characters to ``_``, duplicates get ``-<position>``."""
-    stems = [(_UNSAFE.sub("_", s).strip("._") or "position") for s in ids]
+    stems = [safe_file_stem(s, "position") for s in ids]
     counts: dict[str, int] = {}
     for s in stems:
         counts[s] = counts.get(s, 0) + 1

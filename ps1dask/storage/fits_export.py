@@ -94,6 +94,16 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+#: Characters a file name stem keeps; any run of others becomes one ``_``.
+_UNSAFE_IN_FILE_NAMES = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_file_stem(text: str, fallback: str) -> str:
+    """``text`` made safe as a file name stem (no path separators, no leading dot), or
+    ``fallback`` when nothing is left. Shared by the FITS export and the picture export."""
+    return _UNSAFE_IN_FILE_NAMES.sub("_", text).strip("._") or fallback
+
+
 def cutout_filename(ds: xr.Dataset, position: int, band: str, epoch: int | None = None) -> str:
     """File name of a cutout: ``<id>_<the service's file name>`` (``/`` etc. replaced).
 
@@ -117,7 +127,7 @@ def cutout_filename(ds: xr.Dataset, position: int, band: str, epoch: int | None 
         The file name.
     """
     sub = ds.sel(position=position, filter=band)
-    ident = re.sub(r"[^A-Za-z0-9._+-]+", "_", _text(sub["id"].values)).strip("_") or str(position)
+    ident = safe_file_stem(_text(sub["id"].values), str(position))
     return f"{ident}_{_source_path(sub, band, epoch).rsplit('/', 1)[-1]}"
 
 
