@@ -359,6 +359,28 @@ def test_local_cluster_workers_watch_this_process():
     assert list(found.values()) == [(str(os.getpid()), True)]
 
 
+def _profiles_in_this_worker(dask_worker: distributed.Worker) -> bool:
+    return "profile" in dask_worker.periodic_callbacks
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("profile", [False, True])
+def test_local_cluster_worker_profiler_follows_the_setting(profile):
+    """Dask's worker profiler, whose hour of history made soak-job workers grow, is off in
+    the clusters ps1dask starts unless ``ps1dask.cluster.worker-profile`` turns it on."""
+    import dask.config
+
+    from ps1dask.execution.localcluster import start_local_cluster
+
+    with (
+        dask.config.set({"ps1dask.cluster.worker-profile": profile}),
+        start_local_cluster(1, 1, dashboard_address=None) as cluster,
+        distributed.Client(cluster, set_as_default=False) as client,
+    ):
+        found = client.run(_profiles_in_this_worker)
+    assert list(found.values()) == [profile]
+
+
 # --------------------------------------------------------------------------- the throttle
 
 

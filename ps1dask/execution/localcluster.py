@@ -55,10 +55,26 @@ def start_local_cluster(
     """A LocalCluster of ``n_workers`` worker processes that exit soon after the death of
     this process (within ``ps1dask.cluster.parent-watch-interval``). Close it (or use it as
     a context manager) as any LocalCluster. Its dashboard listens at ``dashboard_address``,
-    by default ``ps1dask.cluster.dashboard-address`` (loopback: it has no authentication)."""
+    by default ``ps1dask.cluster.dashboard-address`` (loopback: it has no authentication).
+    Dask's worker profiler is on only if ``ps1dask.cluster.worker-profile`` is true."""
     preload = list(dask.config.get("distributed.worker.preload", None) or [])
     if __name__ not in preload:
         preload.append(__name__)
+    profile = bool(dask.config.get("ps1dask.cluster.worker-profile"))
+    # The nannies hand the configuration current at their creation to their worker processes.
+    with dask.config.set({"distributed.worker.profile.enabled": profile}):
+        return _local_cluster(
+            n_workers, threads_per_worker, silence_logs, dashboard_address, preload
+        )
+
+
+def _local_cluster(
+    n_workers: int,
+    threads_per_worker: int,
+    silence_logs: int,
+    dashboard_address: str | None,
+    preload: list[str],
+) -> distributed.LocalCluster:
     return distributed.LocalCluster(
         n_workers=n_workers,
         threads_per_worker=threads_per_worker,
