@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -224,7 +225,9 @@ def bench_s3_dense(
         f"busy ({one.total:.1f} CPU-s in {one.wall:.1f} s); 2 workers needed {two.total:.1f} "
         f"CPU-s ({two.total - one.total:+.1f}), at least {two.total / two.cores:.1f} s on "
         f"{two.cores} cores: 2 workers can be at most {scaling_bound(one, two):.2f}x one "
-        f"worker here (measured {rates[2] / rates[1]:.2f}x)"
+        f"worker here (measured {rates[2] / rates[1]:.2f}x); without the emulator's "
+        f"{two.emulator:.1f} CPU-s (S3's own machines, in production) at most "
+        f"{scaling_bound(one, replace(two, emulator=0.0)):.2f}x"
     )
     result.figures.update(
         rates=rates,
