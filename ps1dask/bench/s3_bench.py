@@ -191,11 +191,6 @@ def bench_s3_dense(
             f"first-byte latency {LATENCY} s, {unit_positions} positions per task; emulator "
             f"files rendered in {render:.0f} s (not timed)"
         )
-        cores = core_scaling()
-        result.say(
-            f"  this machine: 2 processes of pure tile decoding do {cores:.2f}x one (the ceiling "
-            "of any 2-process scaling here, before Python, Dask and I/O take their share)"
-        )
         for workers in (1, 2):
             summary, wall, m, accounts[workers] = _s3_job(
                 emu,
@@ -210,6 +205,12 @@ def bench_s3_dense(
             result.say(f"    {accounts[workers].describe()}")
         emu.reset_metrics()
         recipe = _recipe(emu.url, table, filters[0], 120, 20)
+    # after the jobs: its process pool is gone before any cluster starts
+    cores = core_scaling()
+    result.say(
+        f"  this machine: 2 processes of pure tile decoding do {cores:.2f}x one (the ceiling "
+        "of any 2-process scaling here, before Python, Dask and I/O take their share)"
+    )
     result.say(
         f"  tutorial recipe, 20 cutouts: {recipe:.2f}/s -> s3 with 2 workers is {rates[2] / recipe:.0f}x"
     )
