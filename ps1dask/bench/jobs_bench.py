@@ -153,6 +153,11 @@ def bench_sparse(
         f"job time / bound = {wall / bound:.3f} (target <= {1 / 0.95:.3f}, i.e. >= 95%)"
     )
     result.say("  requests: " + _request_mix(metrics))
+    result.say(
+        f"  why: one fitscut per (position, filter) in the footprint ({summary.cutouts_fetched:,}); "
+        "no listing (a stack's file name follows from its skycell, found locally), no probe "
+        f"(strategy cutout); {summary.requests.get('retries', 0)} retries"
+    )
     for line in slots.lines():
         result.say(line)
     result.say(
@@ -384,6 +389,12 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
         f"/ 10 = {bound:.1f} s; job time / bound = {wall / bound:.3f} (target <= {1 / 0.95:.3f})"
     )
     result.say("  requests: " + _request_mix(metrics))
+    result.say(
+        f"  why: the listing POSTs (one per 5,000 positions, one position per skycell: the "
+        f"epochs exist only in the service's lists), then one fitscut per listed (position, "
+        f"epoch) ({summary.cutouts_fetched:,}; a blank warp is known only from its pixels); "
+        f"{summary.requests.get('retries', 0)} retries"
+    )
     for line in slots.lines():
         result.say(line)
     return result
