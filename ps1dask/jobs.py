@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import distributed
@@ -186,17 +186,11 @@ def cutouts(
         max_unit_positions=max_unit_positions,
         chunk=store_chunk(store_path),
     )
-    fresh = not check_compatible(store_path, plan.request)
-
-    def create_store() -> None:
+    if not check_compatible(store_path, plan.request):
         create_stack_store(
             store_path, plan.request, plan.positions, plan.chunk, plan.initial_status
         )
-
-    if fresh and not compute:  # a background job returns once its store exists
-        create_store()
-    # a new store is made while the units already fetch (see execute_units)
-    status = plan.initial_status if fresh else read_status(store_path)
+    status = read_status(store_path)
     final = np.isin(status, list(FINAL_STATUSES))
     todo = [u for u in plan.units if not final[u.start : u.stop].all()]
     # Configured (the s3 source probed) before any cluster starts: a source that does not
@@ -233,7 +227,6 @@ def cutouts(
             measure=strategy == "auto",
             probe=(plan.units[0] if plan.units else None, plan.filters[0]),
             control=control,
-            create_store=create_store if fresh and compute else None,
         )
         return JobSummary(
             store=str(store_path),
@@ -450,12 +443,8 @@ def _warps_with(
         service_url=svc.url,
         mjd_range=mjd_range,
     )
-    fresh = not check_compatible(store_path, request, part="warp")
-    create_store: Callable[[], None] | None = None
-    if not fresh:
+    if check_compatible(store_path, request, part="warp"):
         epochs = _epochs_from_store(store_path, base, bands)
-        n_epochs = read_array_of(store_path, "n_epochs")
-        status = read_array_of(store_path, "warp_status")
     else:
         with cluster.get().as_current():
             epochs = _list_warp_epochs(svc, base, bands, mjd_range)
@@ -473,16 +462,10 @@ def _warps_with(
             for bi, band in enumerate(bands):
                 values = epochs.get((pc, sc, band), np.empty(0))
                 listed[i, bi, : len(values)] = values
+        create_warp_store(store_path, request, base.positions, base.chunk, listed, counts)
 
-        def make_store() -> None:
-            create_warp_store(store_path, request, base.positions, base.chunk, listed, counts)
-
-        if compute:  # made while the units already fetch (see execute_units)
-            create_store = make_store
-        else:  # a background job returns once its store exists
-            make_store()
-        n_epochs = counts
-        status = np.zeros((n, len(bands), n_max), dtype=np.uint8)  # a new store's: pending
+    n_epochs = read_array_of(store_path, "n_epochs")
+    status = read_array_of(store_path, "warp_status")
     n_max = status.shape[2]
     real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
     done = ~real | np.isin(status, list(FINAL_STATUSES))
@@ -524,7 +507,6 @@ def _warps_with(
             measure=strategy == "auto",
             probe=(todo[0].unit if todo else None, bands[0]),
             control=control,
-            create_store=create_store,
         )
         status = read_array_of(store_path, "warp_status")
         real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]

@@ -5,14 +5,11 @@ warps) and :mod:`ps1dask.mosaic.job` are built from them."""
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
-import dataclasses
 import hashlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -148,19 +145,11 @@ def execute_units(
     measure: bool,
     probe: tuple[Any, str],
     control: RunControl | None = None,
-    create_store: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Run units on the cluster; returns the summary's requests, strategies, errors, seconds.
-
-    ``create_store``, if given, makes the job's (new) store while the units already send
-    their requests: the service's slots are busy from the start, and each unit waits for
-    the store only if it is ready to write first (:func:`~ps1dask.execution.tasks.wait_for_store`).
-    """
+    """Run units on the cluster; returns the summary's requests, strategies, errors, seconds."""
     requests = RequestStats()
     strategies: dict[str, int] = {}
     errors: list[str] = []
-    if not todo and create_store is not None:
-        create_store()
     if not todo:
         return {
             "requests": requests.snapshot(),
@@ -180,45 +169,16 @@ def execute_units(
                 profile = measure_profile(svc.with_stats(requests), probe[0], probe[1], cores)
         except ServiceError as err:
             logger.warning("could not measure the service (%s); using default costs", err)
-    spec = make_spec(profile)
-    after_submit = None
-    if create_store is not None:
-        store_made = distributed.Event(
-            f"{job_key(store_path, 'store')}-{uuid.uuid4().hex[:8]}", client=dask_client
-        )
-        spec = dataclasses.replace(spec, store_event=store_made.name)
-        # On a worker, submitted before the units so that it takes the first free thread:
-        # here it would hold up the scheduler, which a LocalCluster runs in this process.
-        making = dask_client.submit(
-            create_store,
-            key=f"{job_key(store_path, 'store')}-create-{uuid.uuid4().hex[:8]}",
-            priority=1,
-            pure=False,
-        )
-
-        def after_submit() -> None:
-            try:
-                making.result()
-            finally:
-                making.release()
-                store_made.set()  # a unit waiting for a store that failed then says so
-
-    try:
-        outcome = run_units(
-            dask_client,
-            func,
-            todo,
-            spec,
-            key_prefix=job_key(store_path, func.__name__),
-            progress_total=sum(u.n_positions for u in todo),
-            show_progress=progress,
-            control=control,
-            after_submit=after_submit,
-        )
-    finally:
-        if create_store is not None:
-            with contextlib.suppress(Exception):  # the scheduler may be gone
-                store_made.clear()  # no waiter is left: the scheduler forgets it
+    outcome = run_units(
+        dask_client,
+        func,
+        todo,
+        make_spec(profile),
+        key_prefix=job_key(store_path, func.__name__),
+        progress_total=sum(u.n_positions for u in todo),
+        show_progress=progress,
+        control=control,
+    )
     requests.merge(outcome.requests)
     for report in outcome.reports:
         for k, v in report.strategies.items():

@@ -190,7 +190,6 @@ def run_units(
     show_progress: bool | None = None,
     abort_after_unavailable: int = 3,
     control: RunControl | None = None,
-    after_submit: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Submit one task per unit in plan order and collect their reports as they finish.
 
@@ -206,10 +205,6 @@ def run_units(
 
     ``control``, if given, shows the pending futures and counts to another thread, whose
     ``control.cancel()`` stops the run as an abort does (:class:`JobAbortedError`).
-
-    ``after_submit``, if given, runs here once the units are submitted, while they start
-    (e.g. creating their store: they need it only to write); if it raises, the run stops
-    as on a failed unit and raises that error.
     """
     outcome = RunOutcome()
     t0 = time.perf_counter()
@@ -234,13 +229,8 @@ def run_units(
     stopping = False  # stopping on our own: wait for running units before returning
     scheduler_lost = False
     try:
-        if after_submit is not None:
-            try:
-                after_submit()
-            except Exception as err:  # noqa: BLE001 - raised below, once the units stopped
-                failure, stopping = err, True
         with dask_client.as_current():
-            completed = distributed.as_completed(pending if failure is None else ())
+            completed = distributed.as_completed(pending)
         for future in completed:
             pending.discard(future)
             with control._lock:

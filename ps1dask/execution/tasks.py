@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 
 from ps1dask.client import PS1Service
-from ps1dask.exceptions import OutputLocationError
 from ps1dask.fetch.cache import LocalFileCache
 from ps1dask.fetch.stack import StackUnitFetcher
 from ps1dask.fetch.strategies import FetchStrategy, strategies_for
@@ -37,9 +36,6 @@ class StackTaskSpec:
     #: The strategies ``strategy`` may use, resolved from the client's registry: they
     #: travel with the task, so a strategy registered only in the client works on workers.
     strategies: Mapping[str, FetchStrategy] = field(default_factory=dict)
-    #: Name of the Dask Event the client sets once the store exists, when it creates the
-    #: store while the units already fetch (None: the store existed before they started).
-    store_event: str | None = None
 
 
 @dataclass
@@ -96,39 +92,10 @@ def _report(unit: WorkUnit, service: PS1Service, result: Any, status: np.ndarray
     )
 
 
-def wait_for_store(spec: StackTaskSpec | WarpTaskSpec) -> None:
-    """Return once the job's store exists (see :attr:`StackTaskSpec.store_event`).
-
-    The client creates a new store while the first units fetch (their requests need no
-    store): a unit waits here only if it finished fetching before the store was made.
-    """
-    if spec.store_event is None:
-        return
-    import distributed
-    from distributed.utils import sync
-
-    # The scheduler's Event handler through the worker's own connection: a
-    # ``distributed.Event`` here would first start a Client in this worker process.
-    worker = distributed.get_worker()
-    made = sync(
-        worker.loop, worker.scheduler.event_wait, name=spec.store_event, timeout=STORE_WAIT_S
-    )
-    if not made or not spec.store.exists():
-        raise OutputLocationError(
-            f"the job's store {spec.store} was not created (see the job's error); nothing "
-            "of this work unit was written"
-        )
-
-
-#: Longest a unit waits for its job's store (seconds); it takes well under a second.
-STORE_WAIT_S = 600.0
-
-
 def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
     """Fetch, linearise and cut every cutout of ``unit``, then write its chunks."""
     service, _, common = fetch_context(spec)
     result = StackUnitFetcher(unit, **common).run()
-    wait_for_store(spec)
     write_unit_chunks(spec.store, unit.start, unit.stop, result.images, result.status, result.meta)
     return _report(unit, service, result, result.status)
 
@@ -151,15 +118,12 @@ class WarpTaskSpec:
     #: The strategies ``strategy`` may use, resolved from the client's registry: they
     #: travel with the task, so a strategy registered only in the client works on workers.
     strategies: Mapping[str, FetchStrategy] = field(default_factory=dict)
-    #: As :attr:`StackTaskSpec.store_event`.
-    store_event: str | None = None
 
 
 def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:
     """Fetch every warp cutout of a unit (all filters and epochs), then write its chunks."""
     service, _, common = fetch_context(spec)
     result = WarpUnitFetcher(work, n_epochs_max=spec.n_epochs_max, **common).run()
-    wait_for_store(spec)
     unit = work.unit
     write_warp_chunks(spec.store, unit.start, unit.stop, result.images, result.meta, result.status)
     # status 0 also pads the epoch axis: count only real outcomes
