@@ -158,6 +158,7 @@ def bench_sparse(
         "no listing (a stack's file name follows from its skycell, found locally), no probe "
         f"(strategy cutout); {summary.requests.get('retries', 0)} retries"
     )
+    result.figures.update(slot_idle=slots.idle, slot_held=slots.held)
     for line in slots.lines():
         result.say(line)
     result.say(
@@ -395,6 +396,7 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
         f"epoch) ({summary.cutouts_fetched:,}; a blank warp is known only from its pixels); "
         f"{summary.requests.get('retries', 0)} retries"
     )
+    result.figures.update(slot_idle=slots.idle, slot_held=slots.held)
     for line in slots.lines():
         result.say(line)
     return result
