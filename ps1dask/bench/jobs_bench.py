@@ -20,6 +20,7 @@ import pandas as pd
 
 from ps1dask.bench.bounds import slot_bound_seconds
 from ps1dask.bench.registry import BenchResult, register
+from ps1dask.bench.slots import account
 
 
 def _random_sky(n: int, seed: int) -> pd.DataFrame:
@@ -45,12 +46,14 @@ def _local_client(workers: int) -> Iterator[Any]:
 
 def _timed_job(
     job: Any, table: pd.DataFrame, store: Path, workers: int, **kwargs: Any
-) -> tuple[Any, float]:
-    """Run one ps1dask job on a fresh local cluster; (summary, wall seconds of the job)."""
+) -> tuple[Any, float, tuple[float, float]]:
+    """Run one ps1dask job on a fresh local cluster; (summary, wall seconds of the job,
+    its start and end on the host's monotonic clock, as the emulator logs requests)."""
     with _local_client(workers) as client:
-        t0 = time.perf_counter()
+        t0 = time.monotonic()
         summary = job(table, store, client=client, progress=False, quiet=True, **kwargs)
-        return summary, time.perf_counter() - t0
+        t1 = time.monotonic()
+        return summary, t1 - t0, (t0, t1)
 
 
 def _sequential_recipe(url: str, table: pd.DataFrame, filters: str, size: int) -> float:
@@ -99,7 +102,7 @@ def bench_sparse(
         tempfile.TemporaryDirectory() as tmp,
         emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu,
     ):
-        summary, wall = _timed_job(
+        summary, wall, span = _timed_job(
             ps1dask.cutouts,
             table,
             Path(tmp) / "sparse.zarr",
@@ -110,9 +113,10 @@ def bench_sparse(
             service=emu.url,
         )
         metrics = emu.metrics()
+        slots = account(emu.flights(), *span, latency)
         # auto on the same positions: the cost model should keep sparse positions on cutouts
         emu.reset_metrics()
-        auto, auto_wall = _timed_job(
+        auto, auto_wall, _ = _timed_job(
             ps1dask.cutouts,
             table,
             Path(tmp) / "sparse-auto.zarr",
@@ -148,6 +152,15 @@ def bench_sparse(
         f"  10-slot bound: {metrics['requests_total']} requests x {latency} s / 10 = {bound:.1f} s; "
         f"job time / bound = {wall / bound:.3f} (target <= {1 / 0.95:.3f}, i.e. >= 95%)"
     )
+    result.say("  requests: " + _request_mix(metrics))
+    result.say(
+        f"  why: one fitscut per (position, filter) in the footprint ({summary.cutouts_fetched:,}); "
+        "no listing (a stack's file name follows from its skycell, found locally), no probe "
+        f"(strategy cutout); {summary.requests.get('retries', 0)} retries"
+    )
+    result.figures.update(slot_idle=slots.idle, slot_held=slots.held)
+    for line in slots.lines():
+        result.say(line)
     result.say(
         f"  sequential recipe (service page script, 40 cutouts): {seq_rate:.2f}/s -> {rate / seq_rate:.1f}x faster"
     )
@@ -343,7 +356,7 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
         tempfile.TemporaryDirectory() as tmp,
         emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu,
     ):
-        summary, wall = _timed_job(
+        summary, wall, span = _timed_job(
             ps1dask.warps,
             table,
             Path(tmp) / "warps.zarr",
@@ -354,6 +367,7 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
             service=emu.url,
         )
         metrics = emu.metrics()
+        slots = account(emu.flights(), *span, latency)
     fetched = sum(v for k, v in summary.statuses.items() if k in ("ok", "blank"))
     rate = fetched / wall
     limit = 10 / latency
@@ -375,4 +389,32 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
         f"  10-slot bound: {metrics['requests_total']} requests (listings included) x {latency} s "
         f"/ 10 = {bound:.1f} s; job time / bound = {wall / bound:.3f} (target <= {1 / 0.95:.3f})"
     )
+    result.say("  requests: " + _request_mix(metrics))
+    result.say(
+        f"  why: the listing POSTs (one per 5,000 positions, one position per skycell: the "
+        f"epochs exist only in the service's lists), then one fitscut per listed (position, "
+        f"epoch) ({summary.cutouts_fetched:,}; a blank warp is known only from its pixels); "
+        f"{summary.requests.get('retries', 0)} retries"
+    )
+    result.figures.update(slot_idle=slots.idle, slot_held=slots.held)
+    for line in slots.lines():
+        result.say(line)
     return result
+
+
+def _request_mix(metrics: dict[str, Any]) -> str:
+    """The emulator's requests by endpoint and answer status, in words."""
+    from ps1dask.wire import CUTOUTS_PAGE_PATH, FITSCUT_PATH, LIST_PATH
+
+    names = {
+        FITSCUT_PATH: "cutouts (fitscut.cgi)",
+        LIST_PATH: "listings (ps1filenames.py)",
+        CUTOUTS_PAGE_PATH: "cutout pages",
+        "files": "file reads",
+    }
+    by = metrics.get("requests_by_endpoint", {})
+    parts = [f"{n:,} {names.get(k, k)}" for k, n in sorted(by.items(), key=lambda kv: -kv[1])]
+    statuses = ", ".join(
+        f"{k}: {v:,}" for k, v in sorted(metrics.get("responses_by_status", {}).items())
+    )
+    return f"{', '.join(parts) or 'none'} (answers by status {statuses or '-'})"

@@ -26,6 +26,10 @@ class EmulatorProcess:
     def metrics(self) -> dict[str, Any]:
         return dict(requests.get(f"{self.url}/_emulator/metrics", timeout=30).json())
 
+    def flights(self) -> dict[str, Any]:
+        """When each service request arrived and was answered (``time.monotonic()`` s)."""
+        return dict(requests.get(f"{self.url}/_emulator/metrics/flights", timeout=60).json())
+
     def reset_metrics(self) -> None:
         requests.post(f"{self.url}/_emulator/metrics/reset", timeout=30).raise_for_status()
 

@@ -27,6 +27,8 @@ Emulator endpoints (never counted, faulted or throttled):
     the synthetic sources near a position (JSON).
 ``GET /_emulator/metrics``, ``POST /_emulator/metrics/reset``
     request counters (JSON).
+``GET /_emulator/metrics/flights``
+    when each service request arrived and was answered (JSON, ``time.monotonic()`` seconds).
 ``GET|POST /_emulator/config``
     the knobs (JSON), see :class:`~ps1dask.emulator.faults.Knobs`.
 
@@ -232,6 +234,11 @@ class Emulator:
         the caller has just received is never still counted in flight.
         """
         return self._on_loop(self.state.metrics.snapshot)
+
+    def flights(self) -> dict[str, Any]:
+        """When each service request arrived and was answered (see
+        :meth:`~ps1dask.emulator.metrics.Metrics.flights`)."""
+        return self._on_loop(self.state.metrics.flights)
 
     def reset_metrics(self) -> None:
         """Zero the counters (``in_flight`` is a live gauge and is kept)."""

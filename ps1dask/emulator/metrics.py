@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import socket
 import threading
-from collections import defaultdict
-from dataclasses import dataclass
+import time
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -19,6 +20,8 @@ from ps1dask.emulator.faults import FaultInjector, Knobs
 from ps1dask.wire import CUTOUTS_PAGE_PATH, FILES_PREFIX, FITSCUT_PATH, LIST_PATH
 
 EMULATOR_PREFIX = "/_emulator/"
+#: Service requests whose times :class:`Metrics` keeps (the newest; benchmarks read them).
+FLIGHT_LOG_SIZE = 200_000
 #: Endpoint names of ``requests_by_endpoint``.
 ENDPOINTS = (FITSCUT_PATH, LIST_PATH, CUTOUTS_PAGE_PATH, "files", "other")
 #: Endpoint name of every S3-mode request (counted apart, under ``s3``).
@@ -89,6 +92,9 @@ class Metrics:
         self._lock = threading.Lock()
         self.in_flight = 0
         self.s3 = S3Metrics()
+        #: (arrived, answered) of the newest service requests, ``time.monotonic()`` seconds
+        #: (the system's monotonic clock: comparable with other processes' on this host)
+        self.flight_log: deque[tuple[float, float]] = deque(maxlen=FLIGHT_LOG_SIZE)
         self._reset_locked()
 
     def _reset_locked(self) -> None:
@@ -102,6 +108,7 @@ class Metrics:
         self.faults_by_kind: dict[str, int] = defaultdict(int)
         self.responses_by_status: dict[str, int] = defaultdict(int)
         self.max_in_flight_by_address: dict[str, int] = defaultdict(int)
+        self.flight_log.clear()
         self.s3.reset()
 
     def reset(self) -> None:
@@ -126,6 +133,18 @@ class Metrics:
                 "max_in_flight_by_address": dict(self.max_in_flight_by_address),
                 "s3": self.s3.snapshot(),
             }
+
+    def flights(self) -> dict[str, Any]:
+        """When each logged service request arrived and was answered (``time.monotonic()``
+        seconds), and the clock now: what a benchmark needs to see idle slots over time."""
+        with self._lock:
+            log = list(self.flight_log)
+        return {
+            "now": time.monotonic(),
+            "in_flight": self.in_flight,
+            "arrived": [a for a, _ in log],
+            "answered": [b for _, b in log],
+        }
 
     def _counters(self, s3: bool) -> Any:
         return self.s3 if s3 else self
@@ -164,6 +183,8 @@ class Flight:
     done: bool = False
     #: an S3-mode request: counted under ``s3``, never limited
     s3: bool = False
+    #: when it arrived (``time.monotonic()``)
+    arrived: float = field(default_factory=time.monotonic)
 
     def client_gone(self, deep: bool = False) -> bool:
         """True once the client has hung up. ``deep`` also peeks at the socket, to catch a
@@ -260,4 +281,8 @@ class ServiceState:
             mine.remove(flight)
             if not mine:
                 del self._flights[flight.address]
-        self.metrics.add("in_flight", -1)
+        answered = time.monotonic()
+        m = self.metrics
+        with m._lock:
+            m.in_flight -= 1
+            m.flight_log.append((flight.arrived, answered))

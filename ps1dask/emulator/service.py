@@ -500,6 +500,11 @@ class Service:
             await asyncio.sleep(0)  # as Emulator.metrics(): after the work already queued
         return json_response(self.state.metrics.snapshot())
 
+    async def flights(self, request: web.Request) -> web.Response:
+        for _ in range(3):
+            await asyncio.sleep(0)  # as metrics(): after the work already queued
+        return json_response(self.state.metrics.flights())
+
     async def metrics_reset(self, request: web.Request) -> web.Response:
         refused = self._refuse_control(request, needs_json=False)
         if refused is not None:
@@ -545,6 +550,7 @@ class Service:
                     "truth": "/_emulator/truth?ra=&dec=&radius=&mjd=",
                     "metrics": "/_emulator/metrics",
                     "metrics_reset": "POST /_emulator/metrics/reset",
+                    "flights": "/_emulator/metrics/flights",
                     "config": "GET|POST /_emulator/config",
                     "s3": "GET|HEAD /stpubdata/panstarrs/ps1/public/rings.v3.skycell/...",
                 },
@@ -590,6 +596,7 @@ class Service:
         app.router.add_get("/_emulator/truth", self.truth)
         app.router.add_get("/_emulator/metrics", self.metrics)
         app.router.add_post("/_emulator/metrics/reset", self.metrics_reset)
+        app.router.add_get("/_emulator/metrics/flights", self.flights)
         app.router.add_get("/_emulator/config", self.config)
         app.router.add_post("/_emulator/config", self.config)
         app.router.add_get("/_emulator/", self.emulator_info)
