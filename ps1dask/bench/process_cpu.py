@@ -155,7 +155,7 @@ def _prepare_rows() -> None:
 
     rng = np.random.default_rng(0)
     rows = rng.normal(0.0, 30.0, (256, _ROW_PIXELS)).astype(np.int32)
-    _ROWS[:] = [rcomp_encode(row, nblock=_RICE_BLOCK) for row in rows]
+    _ROWS[:] = [bytes(rcomp_encode(row, nblock=_RICE_BLOCK)) for row in rows]
 
 
 def _decode_for(seconds: float) -> int:
