@@ -234,6 +234,46 @@ def test_memory_store_in_process_only(emu, dask_client, tmp_path):
     _assert_same(local, StoreLocation.of(url))
 
 
+def test_a_unit_write_reads_the_store_metadata_once(emu, tmp_path, monkeypatch):
+    """A unit's writer opens all its arrays from one read of the root's consolidated
+    metadata (on an object store every metadata read is a round trip), and writes the
+    values it is given. Counted at the fsspec filesystem under the store (memory://)."""
+    import distributed
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from ps1dask.storage import STACK_FILTER_VARIABLES, write_unit_chunks
+
+    reads: list[str] = []
+    cat_file = MemoryFileSystem.cat_file
+
+    def counted(self, path, *args, **kwargs):
+        reads.append(str(path))
+        return cat_file(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", counted)
+    table = positions_in_one_skycell(6, seed=37)
+    url = f"memory://ps1dask-test-{time.time_ns()}.zarr"
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as inproc:
+        _cutouts(table, url, emu, inproc, types=("stack", "stack.wt"))
+    before = _arrays(StoreLocation.of(url).zarr_store())
+    images = {
+        "stack_flux": before["stack_flux"][:UNIT][::-1],
+        "stack_variance": before["stack_variance"][:UNIT],
+    }
+    meta = {name: before[name][:UNIT] for name in STACK_FILTER_VARIABLES}
+    status = np.full_like(before["stack_status"][:UNIT], STATUS["ok"])
+    reads.clear()
+    write_unit_chunks(url, 0, UNIT, images, status, meta)
+    metadata = [r for r in reads if r.rsplit("/", 1)[-1] in {"zarr.json", ".zarray", ".zattrs"}]
+    root = url.removeprefix("memory://")
+    assert metadata == [f"/{root}/zarr.json"], metadata
+    after = _arrays(StoreLocation.of(url).zarr_store())
+    np.testing.assert_array_equal(after["stack_flux"][:UNIT], images["stack_flux"])
+    np.testing.assert_array_equal(after["stack_flux"][UNIT:], before["stack_flux"][UNIT:])
+    for name in ("stack_variance", "stack_status", *STACK_FILTER_VARIABLES):
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
 def _status_on_s3(url: str, endpoint: str) -> int:
     """Positions whose every filter is stored ok (0 before the status array exists)."""
     where = StoreLocation.of(url, _options(endpoint))
