@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from _jobs import positions_in_one_skycell, tree_digest
+from _jobs import cutout_job, positions_in_one_skycell, tree_digest
 from astropy.io import fits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -70,16 +70,8 @@ def existing(job_emulator, dask_client, table, tmp_path_factory):
     """A complete store every bad call points at: it must come out byte-identical."""
     job_emulator.configure(latency=0.0, fault_rate=0.0)
     store = tmp_path_factory.mktemp("bad-input") / "existing.zarr"
-    summary = ps1dask.cutouts(
-        table,
-        store,
-        filters=FILTERS,
-        size=SIZE,
-        strategy="cutout",
-        service=job_emulator.url,
-        client=dask_client,
-        progress=False,
-        max_unit_positions=UNIT,
+    summary = cutout_job(
+        table, store, job_emulator.url, dask_client, filters=FILTERS, size=SIZE, unit=UNIT
     )
     assert summary.statuses == {"ok": len(table)}
     return store
