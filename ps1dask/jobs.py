@@ -19,7 +19,6 @@ from ps1dask.execution import (
     JobCluster,
     JobHandle,
     JobSummary,
-    RunControl,
     StackTaskSpec,
     WarpTaskSpec,
     run_stack_unit,
@@ -28,9 +27,9 @@ from ps1dask.execution import (
 from ps1dask.execution.job_steps import (
     configured_strategies,
     count_statuses,
-    execute_units,
     open_job,
     run_job,
+    summarised_run,
 )
 from ps1dask.fetch.warp import WarpUnit
 from ps1dask.planning import ServiceProfile, plan_stack_job
@@ -215,29 +214,20 @@ def cutouts(
 
     cluster = JobCluster(client, n_workers, quiet)
 
-    def run(control: RunControl | None) -> JobSummary:
-        ran = execute_units(
-            run_stack_unit,
-            todo,
-            make_spec,
-            svc=svc,
-            store_path=store_path,
-            cluster=cluster,
-            progress=progress if control is None else bool(progress),
-            measure=strategy == "auto",
-            probe=(plan.units[0] if plan.units else None, plan.filters[0]),
-            control=control,
-        )
-        return JobSummary(
-            store=str(store_path),
-            n_positions=plan.request.n_positions,
-            filters=plan.filters,
-            statuses=count_statuses(read_status(store_path)),
-            units_total=len(plan.units),
-            units_run=len(todo),
-            **ran,
-        )
-
+    run = summarised_run(
+        run_stack_unit,
+        todo,
+        make_spec,
+        svc=svc,
+        store_path=store_path,
+        cluster=cluster,
+        strategy=strategy,
+        progress=progress,
+        probe=(plan.units[0] if plan.units else None, plan.filters[0]),
+        n_positions=plan.request.n_positions,
+        filters=plan.filters,
+        units_total=len(plan.units),
+    )
     return run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))
 
 
@@ -495,29 +485,24 @@ def _warps_with(
             strategies=configured_strategies(strategy, s3_endpoint),
         )
 
-    def run(control: RunControl | None) -> JobSummary:
-        ran = execute_units(
-            run_warp_unit,
-            todo,
-            make_spec,
-            svc=svc,
-            store_path=store_path,
-            cluster=cluster,
-            progress=progress if control is None else bool(progress),
-            measure=strategy == "auto",
-            probe=(todo[0].unit if todo else None, bands[0]),
-            control=control,
-        )
+    def warp_statuses() -> dict[str, int]:
         status = read_array_of(store_path, "warp_status")
         real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
-        return JobSummary(
-            store=str(store_path),
-            n_positions=base.n_positions,
-            filters=bands,
-            statuses=count_statuses(status[real]),
-            units_total=len(base.units),
-            units_run=len(todo),
-            **ran,
-        )
+        return count_statuses(status[real])
 
+    run = summarised_run(
+        run_warp_unit,
+        todo,
+        make_spec,
+        svc=svc,
+        store_path=store_path,
+        cluster=cluster,
+        strategy=strategy,
+        progress=progress,
+        probe=(todo[0].unit if todo else None, bands[0]),
+        n_positions=base.n_positions,
+        filters=bands,
+        units_total=len(base.units),
+        statuses=warp_statuses,
+    )
     return run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))

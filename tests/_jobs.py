@@ -1,4 +1,5 @@
-"""Helpers shared by the cluster, fault and bad-input tests (not a test module)."""
+"""Helpers shared by the job, cluster, fault, object-store and bad-input tests (not a test
+module)."""
 
 from __future__ import annotations
 
@@ -8,17 +9,20 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import dask.config
 import numpy as np
 import pandas as pd
 import zarr
 
+import ps1dask
 from ps1dask.client import PS1Service
-from ps1dask.storage import STATUS
+from ps1dask.storage import STATUS, StoreLocation
 from ps1dask.tessellation import locate, skycell_center
 
 #: HTTP settings that make faults cheap to survive in tests: short read timeout (stalls),
@@ -106,25 +110,118 @@ def emulator_knobs(emu: object, **knobs: object) -> Iterator[None]:
         )
 
 
-def ok_positions(store: str | os.PathLike[str]) -> int:
-    """Positions of a stack store whose every filter is stored ok (0 before it exists)."""
-    if not (Path(store) / "stack_status" / "zarr.json").exists():
+def cutout_job(
+    positions: Any,
+    store: Any,
+    service: str | PS1Service,
+    client: Any,
+    *,
+    filters: str = "gr",
+    size: int = 24,
+    unit: int = 4,
+    strategy: str = "cutout",
+    **kw: Any,
+) -> Any:
+    """``ps1dask.cutouts`` as the cluster, fault and object-store tests run it: fitscut
+    cutouts (by default), units of ``unit`` positions, no progress bar."""
+    return ps1dask.cutouts(
+        positions,
+        store,
+        filters=filters,
+        size=size,
+        strategy=strategy,
+        service=service,
+        client=client,
+        progress=False,
+        max_unit_positions=unit,
+        **kw,
+    )
+
+
+def cutouts_args(
+    csv: str | os.PathLike[str],
+    store: str | os.PathLike[str],
+    service_url: str,
+    *options: str,
+    filters: str = "gr",
+    size: int | str = 24,
+    strategy: str = "cutout",
+) -> list[str]:
+    """The arguments of ``ps1dask cutouts`` for the same job on the command line."""
+    return [
+        "cutouts",
+        str(csv),
+        "-o",
+        str(store),
+        "--filters",
+        filters,
+        "--size",
+        str(size),
+        "--strategy",
+        strategy,
+        "--service",
+        service_url,
+        *options,
+    ]
+
+
+def cutouts_cmd(*args: Any, **kw: Any) -> list[str]:
+    """``python -m ps1dask`` + :func:`cutouts_args`: a command to run in a child process."""
+    return [sys.executable, "-m", "ps1dask", *cutouts_args(*args, **kw)]
+
+
+def ok_positions(
+    store: str | os.PathLike[str], storage_options: Mapping[str, Any] | None = None
+) -> int:
+    """Positions of a stack store (a path or URL) whose every filter is stored ok (0 before
+    its status array exists)."""
+    where = StoreLocation.of(store, storage_options)
+    if not where.has("stack_status/zarr.json"):
         return 0
-    status = np.asarray(zarr.open_array(str(store), path="stack_status", mode="r")[:])
+    status = np.asarray(zarr.open_array(where.zarr_store(), path="stack_status", mode="r")[:])
     return int((status == STATUS["ok"]).all(axis=1).sum())
 
 
-def kill_when_stored(
-    proc: subprocess.Popen, store: str | os.PathLike[str], at_least: int, timeout: float = 120.0
+def kill_group_when(
+    proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 120.0
 ) -> None:
-    """SIGKILL ``proc``'s process group once ``at_least`` positions are stored ok (or it
-    exited, or ``timeout`` passed), and reap it."""
+    """SIGKILL ``proc``'s process group (it was started in a session of its own: a job's
+    client and its local workers) once ``ready()`` (or it exited, or ``timeout`` passed),
+    and reap it."""
     try:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
             time.sleep(0.1)
-            if ok_positions(store) >= at_least:
+            if ready():
                 break
         os.killpg(proc.pid, signal.SIGKILL)
     finally:
         proc.wait(timeout=30)
+
+
+def kill_when_stored(
+    proc: subprocess.Popen,
+    store: str | os.PathLike[str],
+    at_least: int,
+    timeout: float = 120.0,
+    storage_options: Mapping[str, Any] | None = None,
+) -> None:
+    """:func:`kill_group_when` ``at_least`` positions of ``store`` are stored ok."""
+    kill_group_when(proc, lambda: ok_positions(store, storage_options) >= at_least, timeout)
+
+
+def wait_for(
+    condition: Callable[[], bool],
+    what: str,
+    timeout: float = 60.0,
+    proc: subprocess.Popen | None = None,
+) -> None:
+    """Wait until ``condition()``; an AssertionError naming ``what`` after ``timeout`` s, or
+    as soon as ``proc`` (the job waited on) ends first."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the job ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import zarr
-from _jobs import positions_in_one_skycell, tree_digest
+from _jobs import cutout_job, cutouts_args, positions_in_one_skycell, tree_digest
 from astropy.io import fits
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -70,16 +70,8 @@ def existing(job_emulator, dask_client, table, tmp_path_factory):
     """A complete store every bad call points at: it must come out byte-identical."""
     job_emulator.configure(latency=0.0, fault_rate=0.0)
     store = tmp_path_factory.mktemp("bad-input") / "existing.zarr"
-    summary = ps1dask.cutouts(
-        table,
-        store,
-        filters=FILTERS,
-        size=SIZE,
-        strategy="cutout",
-        service=job_emulator.url,
-        client=dask_client,
-        progress=False,
-        max_unit_positions=UNIT,
+    summary = cutout_job(
+        table, store, job_emulator.url, dask_client, filters=FILTERS, size=SIZE, unit=UNIT
     )
     assert summary.statuses == {"ok": len(table)}
     return store
@@ -347,25 +339,16 @@ def test_read_only_output_clear_error_store_intact(existing, inputs, job_emulato
     status[:UNIT] = STATUS["pending"]  # a unit still to do: the job wants to write
     locked = tmp_path / "locked"
     locked.mkdir()
-    common = [
-        "--filters",
-        FILTERS,
-        "--size",
-        str(SIZE),
-        "--strategy",
-        "cutout",
-        "--service",
-        job_emulator.url,
-        "--unit-size",
-        str(UNIT),
-        "--workers",
-        "1",
-    ]
-    good = str(inputs["good.csv"])
+    good = inputs["good.csv"]
+    options = ["--unit-size", str(UNIT), "--workers", "1"]
     calls = [
-        ["cutouts", good, "-o", str(locked / "new.zarr"), *common],
-        ["cutouts", good, "-o", str(partial), *common],
-        ["cutouts", good, "-o", str(partial), "--no-resume", *common],
+        cutouts_args(
+            good, locked / "new.zarr", job_emulator.url, *options, filters=FILTERS, size=SIZE
+        ),
+        cutouts_args(good, partial, job_emulator.url, *options, filters=FILTERS, size=SIZE),
+        cutouts_args(
+            good, partial, job_emulator.url, "--no-resume", *options, filters=FILTERS, size=SIZE
+        ),
     ]
     _chmod_tree(partial, writable=False)
     os.chmod(base, 0o555)
@@ -395,20 +378,10 @@ def test_full_output_location_clear_error_then_resume(
     """A write that fails during the job (file size limit: EFBIG, as a full disk gives
     ENOSPC) stops the job with a clear error; the store stays consistent and resumes."""
     store = tmp_path / "full.zarr"
-    common = [
-        "--filters",
-        FILTERS,
-        "--size",
-        str(SIZE),
-        "--strategy",
-        "cutout",
-        "--service",
-        job_emulator.url,
-        "--unit-size",
-        str(UNIT),
-        "--workers",
-        "1",
-    ]
+    options = ["--unit-size", str(UNIT), "--workers", "1"]
+    args = cutouts_args(
+        inputs["good.csv"], store, job_emulator.url, *options, filters=FILTERS, size=128
+    )
     limit = 48 * 1024  # the metadata fits, the image chunks (4 x 128 x 128 x 4 bytes) do not
 
     def limited() -> None:  # in the child (and its dask workers), before exec
@@ -418,11 +391,7 @@ def test_full_output_location_clear_error_then_resume(
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG instead of a kill
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
-    [(code, err)] = _run_cli_calls(
-        [["cutouts", str(inputs["good.csv"]), "-o", str(store), *common, "--size", "128"]],
-        [],
-        preexec_fn=limited,
-    )
+    [(code, err)] = _run_cli_calls([args], [], preexec_fn=limited)
     assert code == 1, err
     lines = err.strip().splitlines()  # the local cluster prints its dashboard link first
     assert lines[-1].startswith("ps1dask cutouts: error: writing the store"), err
@@ -432,16 +401,14 @@ def test_full_output_location_clear_error_then_resume(
     status = np.asarray(zarr.open_array(str(store), path="stack_status", mode="r")[:])
     assert set(np.unique(status).tolist()) <= {STATUS["pending"]}  # nothing claimed done
     # space again: the same command completes the store
-    summary = ps1dask.cutouts(
+    summary = cutout_job(
         inputs["good.csv"],
         store,
+        job_emulator.url,
+        dask_client,
         filters=FILTERS,
         size=128,
-        strategy="cutout",
-        service=job_emulator.url,
-        client=dask_client,
-        progress=False,
-        max_unit_positions=UNIT,
+        unit=UNIT,
     )
     assert summary.statuses == {"ok": len(table)}
     TRIED.append("output location full (RLIMIT_FSIZE) mid-job")

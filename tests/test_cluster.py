@@ -4,24 +4,25 @@ from the command line on loopback, `ps1dask cutouts --scheduler` as a separate p
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import distributed
 import pytest
+from _dask_cli import scheduler_cmd, start_logged, worker_cmd
 from _jobs import (
     assert_same_store,
+    cutout_job,
+    cutouts_cmd,
     free_port,
     kill_when_stored,
     ok_positions,
     positions_in_one_skycell,
+    wait_for,
 )
 
-import ps1dask
 from ps1dask.client import RequestThrottle
 from ps1dask.execution.runner import _executing_keys
 
@@ -32,11 +33,6 @@ UNIT = 4
 CLUSTER_ENV = {
     "DASK_DISTRIBUTED__SCHEDULER__LOCKS__LEASE_TIMEOUT": "30s",
 }
-
-
-def _dask_cli() -> list[str]:
-    exe = shutil.which("dask")
-    return [exe] if exe else [sys.executable, "-m", "dask"]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -65,51 +61,11 @@ def cli_cluster(tmp_path_factory):
     env = {**os.environ, **CLUSTER_ENV}
     procs: list[subprocess.Popen] = []
 
-    def start(name: str, args: list[str]) -> None:
-        log = open(logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
-        procs.append(
-            subprocess.Popen(
-                [*_dask_cli(), *args],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-            )
-        )
-        log.close()
-
     try:
-        start(
-            "scheduler",
-            [
-                "scheduler",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--dashboard-address",
-                "127.0.0.1:0",
-            ],
-        )
+        procs.append(start_logged(scheduler_cmd(port), logs / "scheduler.log", env))
         for i in (1, 2):
-            start(
-                f"worker{i}",
-                [
-                    "worker",
-                    address,
-                    "--host",
-                    "127.0.0.1",
-                    "--name",
-                    f"w{i}",
-                    "--nthreads",
-                    "2",
-                    "--nworkers",
-                    "1",
-                    "--no-dashboard",
-                    "--memory-limit",
-                    "2GiB",
-                ],
-            )
+            worker = worker_cmd(address, f"w{i}", "--nworkers", "1")
+            procs.append(start_logged(worker, logs / f"worker{i}.log", env))
         deadline = time.monotonic() + 90
         client = None
         while client is None:
@@ -149,27 +105,17 @@ def emu(job_emulator):
 
 
 def _cutouts_cmd(csv: Path, store: Path, address: str, url: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ps1dask",
-        "cutouts",
-        str(csv),
-        "-o",
-        str(store),
-        "--filters",
-        FILTERS,
-        "--size",
-        str(SIZE),
-        "--strategy",
-        "cutout",
-        "--service",
+    return cutouts_cmd(
+        csv,
+        store,
         url,
         "--unit-size",
         str(UNIT),
         "--scheduler",
         address,
-    ]
+        filters=FILTERS,
+        size=SIZE,
+    )
 
 
 @pytest.mark.timeout(240)
@@ -213,17 +159,7 @@ def test_cli_job_on_a_command_line_cluster(cli_cluster, emu, dask_client, tmp_pa
     # the same pixels as a run on the session LocalCluster
     emu.configure(latency=0.0)
     reference = tmp_path / "reference.zarr"
-    ps1dask.cutouts(
-        csv,
-        reference,
-        filters=FILTERS,
-        size=SIZE,
-        strategy="cutout",
-        service=emu.url,
-        client=dask_client,
-        progress=False,
-        max_unit_positions=UNIT,
-    )
+    cutout_job(csv, reference, emu.url, dask_client, filters=FILTERS, size=SIZE, unit=UNIT)
     assert_same_store(reference, store)
 
 
@@ -248,7 +184,7 @@ def test_killed_client_resumes_on_the_surviving_cluster(cli_cluster, emu, dask_c
     kill_when_stored(proc, store, 2 * UNIT)
     # The scheduler forgets the dead client's units; those already running go on (Dask
     # cannot stop them) and may store their positions before or during the rerun.
-    _wait_for(lambda: not _job_tasks_on_scheduler(client), "the scheduler to drop the job")
+    wait_for(lambda: not _job_tasks_on_scheduler(client), "the scheduler to drop the job")
     # units of a ps1dask job the workers still run, cancelled ones included (read first)
     running = sum(len(keys) for keys in client.run(_executing_keys, "ps1dask-").values())
     stored = ok_positions(store)
@@ -271,17 +207,7 @@ def test_killed_client_resumes_on_the_surviving_cluster(cli_cluster, emu, dask_c
     missing = 2 * (len(table) - stored)
     assert missing - 2 * UNIT * running <= refetched <= missing, (refetched, missing, running)
     reference = tmp_path / "reference.zarr"
-    ps1dask.cutouts(
-        csv,
-        reference,
-        filters=FILTERS,
-        size=SIZE,
-        strategy="cutout",
-        service=emu.url,
-        client=dask_client,
-        progress=False,
-        max_unit_positions=UNIT,
-    )
+    cutout_job(csv, reference, emu.url, dask_client, filters=FILTERS, size=SIZE, unit=UNIT)
     assert_same_store(reference, store)
 
 
@@ -289,14 +215,6 @@ def _job_tasks_on_scheduler(client: distributed.Client) -> int:
     return client.run_on_scheduler(
         lambda dask_scheduler: sum(str(k).startswith("ps1dask-") for k in dask_scheduler.tasks)
     )
-
-
-def _wait_for(predicate, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def _leases_taken(client: distributed.Client, name: str) -> int:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import zarr
 from _jobs import (
     arrays,
     assert_same_store,
+    cutouts_cmd,
     kill_when_stored,
     ok_positions,
     positions_in_one_skycell,
@@ -165,27 +165,7 @@ def test_killed_job_resumes_to_the_same_store(emu, dask_client, tmp_path):
     csv = tmp_path / "positions.csv"
     table.to_csv(csv, index=False)
     killed = tmp_path / "killed.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "ps1dask",
-        "cutouts",
-        str(csv),
-        "-o",
-        str(killed),
-        "--filters",
-        "gr",
-        "--size",
-        "24",
-        "--strategy",
-        "cutout",
-        "--service",
-        emu.url,
-        "--workers",
-        "1",
-        "--unit-size",
-        "4",
-    ]
+    cmd = cutouts_cmd(csv, killed, emu.url, "--workers", "1", "--unit-size", "4", size=24)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )

@@ -21,6 +21,8 @@ import pytest
 import zarr
 from _jobs import (
     assert_same_store,
+    cutout_job,
+    cutouts_args,
     emulator_knobs,
     ok_positions,
     positions_in_one_skycell,
@@ -29,7 +31,6 @@ from _jobs import (
 )
 from conftest import local_cluster_client
 
-import ps1dask
 from ps1dask.client import PS1Service
 from ps1dask.conventions import image_filename
 from ps1dask.execution import JobAbortedError
@@ -67,17 +68,7 @@ def reference(job_emulator, dask_client, table, tmp_path_factory):
     """The fault-free store every faulty run must reproduce."""
     job_emulator.configure(latency=0.0, fault_rate=0.0)
     store = tmp_path_factory.mktemp("faults") / "reference.zarr"
-    summary = ps1dask.cutouts(
-        table,
-        store,
-        filters=FILTERS,
-        size=SIZE,
-        strategy="cutout",
-        service=job_emulator.url,
-        client=dask_client,
-        progress=False,
-        max_unit_positions=UNIT,
-    )
+    summary = _run(table, store, job_emulator.url, dask_client)
     assert summary.statuses == {"ok": len(FILTERS) * len(table)}
     return store
 
@@ -92,17 +83,8 @@ def _report_figures():
 
 
 def _run(table, store, url_or_service, client, **kw):
-    return ps1dask.cutouts(
-        table,
-        store,
-        filters=FILTERS,
-        size=SIZE,
-        strategy=kw.pop("strategy", "cutout"),
-        service=url_or_service,
-        client=client,
-        progress=False,
-        max_unit_positions=UNIT,
-        **kw,
+    return cutout_job(
+        table, store, url_or_service, client, filters=FILTERS, size=SIZE, unit=UNIT, **kw
     )
 
 
@@ -357,24 +339,17 @@ def test_persistent_503_cli_exit_code_and_message(emu, dask_client, table, tmp_p
     csv = tmp_path / "positions.csv"
     table.to_csv(csv, index=False)
     store = tmp_path / "cli.zarr"
-    args = [
-        "cutouts",
-        str(csv),
-        "-o",
-        str(store),
-        "--filters",
-        FILTERS,
-        "--size",
-        str(SIZE),
-        "--strategy",
-        "cutout",
-        "--service",
+    args = cutouts_args(
+        csv,
+        store,
         emu.url,
         "--unit-size",
         str(UNIT),
         "--scheduler",
         dask_client.scheduler.address,
-    ]
+        filters=FILTERS,
+        size=SIZE,
+    )
     from ps1dask.cli import main
 
     with (

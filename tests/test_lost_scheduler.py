@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,54 +28,27 @@ from pathlib import Path
 import distributed
 import psutil
 import pytest
-from _jobs import assert_same_store, emulator_knobs, free_port, positions_in_one_skycell
-
-import ps1dask
+from _dask_cli import scheduler_cmd, start_logged, worker_cmd
+from _jobs import (
+    assert_same_store,
+    cutout_job,
+    cutouts_cmd,
+    emulator_knobs,
+    free_port,
+    positions_in_one_skycell,
+    wait_for,
+)
 
 #: Seconds after a kill from which no request may arrive at the service.
 QUIET_AFTER = 5.0
 
 
-def _dask_cli() -> list[str]:
-    exe = shutil.which("dask")
-    return [exe] if exe else [sys.executable, "-m", "dask"]
-
-
 def _cutouts_cmd(csv: Path, store: Path, url: str, *where: str, size: int, unit: int) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "ps1dask",
-        "cutouts",
-        str(csv),
-        "-o",
-        str(store),
-        "--filters",
-        "gr",
-        "--size",
-        str(size),
-        "--strategy",
-        "cutout",
-        "--service",
-        url,
-        "--unit-size",
-        str(unit),
-        *where,
-    ]
+    return cutouts_cmd(csv, store, url, "--unit-size", str(unit), *where, size=size)
 
 
 def _requests(emu: object) -> int:
     return int(emu.metrics()["requests_total"])  # type: ignore[attr-defined]
-
-
-def _wait_for(condition, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(f"the job ended (exit {proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def _requests_after(emu: object, killed_at: float, until: float) -> tuple[int, int]:
@@ -99,11 +71,6 @@ def _reaped(procs: list[psutil.Process]) -> Iterator[None]:
         psutil.wait_procs(procs, timeout=10)
 
 
-def _popen(cmd: list[str], log: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-
-
 @pytest.fixture()
 def emu(job_emulator):
     with emulator_knobs(job_emulator, latency=0.0):
@@ -119,40 +86,12 @@ def test_no_request_after_the_scheduler_dies(emu, tmp_path):
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     started: list[subprocess.Popen] = []
-    scheduler = _popen(
-        [
-            *_dask_cli(),
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dashboard-address",
-            "127.0.0.1:0",
-        ],
-        tmp_path / "scheduler.log",
-    )
+    scheduler = start_logged(scheduler_cmd(port), tmp_path / "scheduler.log")
     started.append(scheduler)
     tracked = [psutil.Process(scheduler.pid)]
     with _reaped(tracked):
         for i in (1, 2):
-            worker = _popen(
-                [
-                    *_dask_cli(),
-                    "worker",
-                    address,
-                    "--host",
-                    "127.0.0.1",
-                    "--name",
-                    f"w{i}",
-                    "--nthreads",
-                    "2",
-                    "--no-dashboard",
-                    "--memory-limit",
-                    "2GiB",
-                ],
-                tmp_path / f"worker{i}.log",
-            )
+            worker = start_logged(worker_cmd(address, f"w{i}"), tmp_path / f"worker{i}.log")
             started.append(worker)
             tracked.append(psutil.Process(worker.pid))
         with distributed.Client(address, timeout=60, set_as_default=False) as client:
@@ -166,14 +105,14 @@ def test_no_request_after_the_scheduler_dies(emu, tmp_path):
         total = 2 * len(table)
         with emulator_knobs(emu, latency=0.2):
             emu.reset_metrics()
-            job = _popen(
+            job = start_logged(
                 _cutouts_cmd(
                     csv, tmp_path / "s.zarr", emu.url, "--scheduler", address, size=64, unit=64
                 ),
                 tmp_path / "job.log",
             )
             tracked.append(psutil.Process(job.pid))
-            _wait_for(lambda: _requests(emu) >= 150, 120, "150 requests served", job)
+            wait_for(lambda: _requests(emu) >= 150, "150 requests served", 120, job)
             os.kill(scheduler.pid, signal.SIGKILL)
             killed_at = time.monotonic()
             at_kill = _requests(emu)
@@ -215,17 +154,7 @@ def b_table(tmp_path_factory):
 def b_reference(b_table, job_emulator, dask_client):
     """The store of an uninterrupted run."""
     store = b_table.parent / "reference.zarr"
-    ps1dask.cutouts(
-        b_table,
-        store,
-        filters="gr",
-        size=B_SIZE,
-        strategy="cutout",
-        service=job_emulator.url,
-        client=dask_client,
-        progress=False,
-        max_unit_positions=B_UNIT,
-    )
+    cutout_job(b_table, store, job_emulator.url, dask_client, size=B_SIZE, unit=B_UNIT)
     return store
 
 
@@ -264,7 +193,7 @@ def test_killing_only_the_main_process(moment, emu, b_table, b_reference, tmp_pa
     tracked: list[psutil.Process] = []
     with _reaped(tracked), emulator_knobs(emu, latency=0.1):
         emu.reset_metrics()
-        job = _popen(cmd, tmp_path / "job.log")
+        job = start_logged(cmd, tmp_path / "job.log")
         tracked.append(psutil.Process(job.pid))
         condition = KILL_MOMENTS[moment]
         children: list[psutil.Process] = []
@@ -273,7 +202,7 @@ def test_killing_only_the_main_process(moment, emu, b_table, b_reference, tmp_pa
             children[:] = _children(job)
             return condition(children, _requests(emu))
 
-        _wait_for(ready, 120, f"the {moment} kill moment", job)
+        wait_for(ready, f"the {moment} kill moment", 120, job)
         tracked.extend(children)
         os.kill(job.pid, signal.SIGKILL)  # the main process only, not its group
         killed_at = time.monotonic()

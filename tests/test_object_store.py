@@ -6,9 +6,7 @@ credentials and ``--storage-option`` values give one-line errors."""
 from __future__ import annotations
 
 import json
-import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -17,7 +15,8 @@ import numpy as np
 import pytest
 import zarr
 from _cli import run_ps1dask
-from _jobs import positions_in_one_skycell
+from _jobs import cutout_job, cutouts_cmd, kill_when_stored, ok_positions, positions_in_one_skycell
+from _moto import moto_s3
 
 import ps1dask
 from ps1dask.exceptions import InvalidParameterError, OutputLocationError, StoreMismatchError
@@ -25,7 +24,7 @@ from ps1dask.storage import STATUS, StoreLocation
 from ps1dask.storage.location import parse_storage_options
 
 boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 KEY, SECRET = "testing-key", "testing-secret"
 FILTERS = "gr"
@@ -36,23 +35,8 @@ UNIT = 4
 @pytest.fixture(scope="module")
 def s3():
     """moto's S3 server on loopback with one bucket; yields its endpoint URL."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=KEY,
-        aws_secret_access_key=SECRET,
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="ps1-out")
-    try:
+    with moto_s3("ps1-out", KEY, SECRET) as (endpoint, _):
         yield endpoint
-    finally:
-        server.stop()
 
 
 @pytest.fixture()
@@ -90,18 +74,7 @@ def _assert_same(local: object, remote: StoreLocation) -> None:
 
 
 def _cutouts(table, store, emu, client, size=SIZE, **kw):
-    return ps1dask.cutouts(
-        table,
-        store,
-        filters=FILTERS,
-        size=size,
-        strategy="cutout",
-        service=emu.url,
-        client=client,
-        progress=False,
-        max_unit_positions=UNIT,
-        **kw,
-    )
+    return cutout_job(table, store, emu.url, client, filters=FILTERS, size=size, unit=UNIT, **kw)
 
 
 def test_cutouts_to_s3_equal_the_same_job_on_disk(s3, emu, dask_client, tmp_path):
@@ -234,13 +207,44 @@ def test_memory_store_in_process_only(emu, dask_client, tmp_path):
     _assert_same(local, StoreLocation.of(url))
 
 
-def _status_on_s3(url: str, endpoint: str) -> int:
-    """Positions whose every filter is stored ok (0 before the status array exists)."""
-    where = StoreLocation.of(url, _options(endpoint))
-    if not where.has("stack_status/zarr.json"):
-        return 0
-    status = np.asarray(zarr.open_array(where.zarr_store(), path="stack_status", mode="r")[:])
-    return int((status == STATUS["ok"]).all(axis=1).sum())
+def test_a_unit_write_reads_the_store_metadata_once(emu, tmp_path, monkeypatch):
+    """A unit's writer opens all its arrays from one read of the root's consolidated
+    metadata (on an object store every metadata read is a round trip), and writes the
+    values it is given. Counted at the fsspec filesystem under the store (memory://)."""
+    import distributed
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    from ps1dask.storage import STACK_FILTER_VARIABLES, write_unit_chunks
+
+    reads: list[str] = []
+    cat_file = MemoryFileSystem.cat_file
+
+    def counted(self, path, *args, **kwargs):
+        reads.append(str(path))
+        return cat_file(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "cat_file", counted)
+    table = positions_in_one_skycell(6, seed=37)
+    url = f"memory://ps1dask-test-{time.time_ns()}.zarr"
+    with distributed.Client(processes=False, n_workers=1, threads_per_worker=2) as inproc:
+        _cutouts(table, url, emu, inproc, types=("stack", "stack.wt"))
+    before = _arrays(StoreLocation.of(url).zarr_store())
+    images = {
+        "stack_flux": before["stack_flux"][:UNIT][::-1],
+        "stack_variance": before["stack_variance"][:UNIT],
+    }
+    meta = {name: before[name][:UNIT] for name in STACK_FILTER_VARIABLES}
+    status = np.full_like(before["stack_status"][:UNIT], STATUS["ok"])
+    reads.clear()
+    write_unit_chunks(url, 0, UNIT, images, status, meta)
+    metadata = [r for r in reads if r.rsplit("/", 1)[-1] in {"zarr.json", ".zarray", ".zattrs"}]
+    root = url.removeprefix("memory://")
+    assert metadata == [f"/{root}/zarr.json"], metadata
+    after = _arrays(StoreLocation.of(url).zarr_store())
+    np.testing.assert_array_equal(after["stack_flux"][:UNIT], images["stack_flux"])
+    np.testing.assert_array_equal(after["stack_flux"][UNIT:], before["stack_flux"][UNIT:])
+    for name in ("stack_variance", "stack_status", *STACK_FILTER_VARIABLES):
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
 
 
 @pytest.mark.timeout(240)
@@ -261,42 +265,25 @@ def test_killed_job_on_s3_resumes_and_refetches_nothing_stored(
         "AWS_ENDPOINT_URL": s3,
         "AWS_DEFAULT_REGION": "us-east-1",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "ps1dask",
-        "cutouts",
-        str(csv),
-        "-o",
+    cmd = cutouts_cmd(
+        csv,
         url,
-        "--filters",
-        FILTERS,
-        "--size",
-        str(SIZE),
-        "--strategy",
-        "cutout",
-        "--service",
         emu.url,
         "--unit-size",
         str(UNIT),
         "--workers",
         "1",
         "-q",
-    ]
+        filters=FILTERS,
+        size=SIZE,
+    )
     emu.configure(latency=0.15)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
     )
-    try:
-        deadline = time.monotonic() + 150
-        while time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-            if _status_on_s3(url, s3) >= 2 * UNIT:
-                break
-        os.killpg(proc.pid, signal.SIGKILL)  # the group we started: client and its workers
-    finally:
-        proc.wait(timeout=30)
-    stored = _status_on_s3(url, s3)
+    # the group we started (client and its workers) is killed
+    kill_when_stored(proc, url, 2 * UNIT, timeout=150, storage_options=_options(s3))
+    stored = ok_positions(url, _options(s3))
     assert 0 < stored < len(table), "killed too late or too early"
 
     emu.configure(latency=0.0)

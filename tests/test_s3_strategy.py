@@ -11,9 +11,9 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-import boto3
 import dask.config
 import numpy as np
 import pandas as pd
@@ -21,10 +21,10 @@ import pytest
 import zarr
 from _cli import run_ps1dask
 from _jobs import FAST_HTTP, assert_same_store, positions_in_one_skycell
+from _moto import moto_s3
 from aiohttp import web
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from moto.server import ThreadedMotoServer
 from test_tiles import Remote, small_file
 
 import ps1dask
@@ -76,19 +76,9 @@ class MotoBucket:
 
     name = "moto"
 
-    def __init__(self, emulator_url: str, tmp: Path) -> None:
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-        self.server.start()
-        host, port = self.server.get_host_and_port()
-        self.endpoint = f"http://{host}:{port}"
-        self.s3 = boto3.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            aws_access_key_id="test",
-            aws_secret_access_key="test",
-            region_name="us-east-1",
-        )
-        self.s3.create_bucket(Bucket=BUCKET)
+    def __init__(self, endpoint: str, s3: Any, emulator_url: str, tmp: Path) -> None:
+        self.endpoint = endpoint
+        self.s3 = s3
         self.s3.put_bucket_policy(Bucket=BUCKET, Policy=json.dumps(PUBLIC_READ))
         self.service = PS1Service(emulator_url)
         self.tmp = tmp
@@ -114,9 +104,6 @@ class MotoBucket:
             self.s3.delete_object(Bucket=BUCKET, Key=self.key(name))
             self.held.discard(name)
 
-    def stop(self) -> None:
-        self.server.stop()
-
 
 class EmulatorBucket:
     """The emulator's S3 mode: every file is there unless ``s3_missing_fraction`` hides it."""
@@ -141,11 +128,8 @@ class EmulatorBucket:
 
 @pytest.fixture(scope="module")
 def moto_bucket(job_emulator, tmp_path_factory) -> Iterator[MotoBucket]:
-    b = MotoBucket(job_emulator.url, tmp_path_factory.mktemp("s3-upload"))
-    try:
-        yield b
-    finally:
-        b.stop()
+    with moto_s3(BUCKET, "test", "test") as (endpoint, s3):
+        yield MotoBucket(endpoint, s3, job_emulator.url, tmp_path_factory.mktemp("s3-upload"))
 
 
 @pytest.fixture(params=["moto", "emulator"])

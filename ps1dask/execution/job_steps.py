@@ -26,7 +26,7 @@ from ps1dask.execution.runner import RunControl, run_units
 from ps1dask.fetch.strategies import job_strategies, strategies_for
 from ps1dask.planning import ServiceProfile, WorkUnit
 from ps1dask.positions import PositionTable, read_positions
-from ps1dask.storage import STATUS_NAMES
+from ps1dask.storage import STATUS_NAMES, read_status
 from ps1dask.storage.layout import remove_store
 from ps1dask.storage.location import StoreLocation
 from ps1dask.tessellation import SkycellId, skycell_geometry_of
@@ -42,6 +42,7 @@ __all__ = [
     "measure_profile",
     "open_job",
     "run_job",
+    "summarised_run",
 ]
 
 
@@ -201,6 +202,53 @@ def execute_units(
 def count_statuses(status: np.ndarray) -> dict[str, int]:
     codes, counts = np.unique(status, return_counts=True)
     return {STATUS_NAMES[int(c)]: int(n) for c, n in zip(codes, counts)}
+
+
+def summarised_run(
+    func: Any,
+    todo: list[Any],
+    make_spec: Callable[[ServiceProfile], Any],
+    *,
+    svc: PS1Service,
+    store_path: StoreLocation,
+    cluster: JobCluster,
+    strategy: str,
+    progress: bool | None,
+    probe: tuple[Any, str],
+    n_positions: int,
+    filters: str,
+    units_total: int,
+    statuses: Callable[[], dict[str, int]] | None = None,
+) -> Callable[[RunControl | None], JobSummary]:
+    """The rest of a job, for :func:`run_job`: run the units ``todo`` (``func`` on each,
+    with the spec ``make_spec`` makes from the service profile; measured first when the
+    strategy is ``auto``), then summarise the store. ``statuses`` counts the outcome after
+    the run (default: the ``stack_status`` array)."""
+
+    def run(control: RunControl | None) -> JobSummary:
+        ran = execute_units(
+            func,
+            todo,
+            make_spec,
+            svc=svc,
+            store_path=store_path,
+            cluster=cluster,
+            progress=progress if control is None else bool(progress),
+            measure=strategy == "auto",
+            probe=probe,
+            control=control,
+        )
+        return JobSummary(
+            store=str(store_path),
+            n_positions=n_positions,
+            filters=filters,
+            statuses=count_statuses(read_status(store_path)) if statuses is None else statuses(),
+            units_total=units_total,
+            units_run=len(todo),
+            **ran,
+        )
+
+    return run
 
 
 def run_job(

@@ -28,13 +28,12 @@ from ps1dask.client import PS1Service
 from ps1dask.conventions import parse_filters, part_types
 from ps1dask.conventions.cutrule import SizeLike, parse_size
 from ps1dask.exceptions import InvalidParameterError, StoreMismatchError
-from ps1dask.execution import JobCluster, JobHandle, JobSummary, RunControl
+from ps1dask.execution import JobCluster, JobHandle, JobSummary
 from ps1dask.execution.job_steps import (
     configured_strategies,
-    count_statuses,
-    execute_units,
     open_job,
     run_job,
+    summarised_run,
 )
 from ps1dask.execution.tasks import UnitReport, fetch_context
 from ps1dask.fetch.strategies import FetchStrategy, strategies_for
@@ -310,27 +309,18 @@ def mosaic_cutouts(
 
     cluster = JobCluster(client, n_workers, quiet)
 
-    def run(control: RunControl | None) -> JobSummary:
-        ran = execute_units(
-            run_mosaic_unit,
-            todo,
-            make_spec,
-            svc=svc,
-            store_path=store_path,
-            cluster=cluster,
-            progress=progress if control is None else bool(progress),
-            measure=strategy == "auto",
-            probe=(plan.units[0] if plan.units else None, bands[0]),
-            control=control,
-        )
-        return JobSummary(
-            store=str(store_path),
-            n_positions=plan.n_positions,
-            filters=bands,
-            statuses=count_statuses(read_status(store_path)),
-            units_total=len(work),
-            units_run=len(todo),
-            **ran,
-        )
-
+    run = summarised_run(
+        run_mosaic_unit,
+        todo,
+        make_spec,
+        svc=svc,
+        store_path=store_path,
+        cluster=cluster,
+        strategy=strategy,
+        progress=progress,
+        probe=(plan.units[0] if plan.units else None, bands[0]),
+        n_positions=plan.n_positions,
+        filters=bands,
+        units_total=len(work),
+    )
     return run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))

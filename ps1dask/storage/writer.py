@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import zarr
 
-from ps1dask.storage.layout import quiet_zarr_warnings
+from ps1dask.storage.arrays import quiet_zarr_warnings, zarr_array
 from ps1dask.storage.location import StoreLike, StoreLocation
 
 
@@ -51,9 +51,13 @@ def _write_chunks(
     """Write ``arrays`` at positions ``[start, stop)``, then the part's status array: the
     status goes last so that a unit killed midway still reads as pending."""
     where = StoreLocation.of(path)
-    root = where.zarr_store()
     with quiet_zarr_warnings(), where.errors("write"):
+        # One read of the root's consolidated metadata opens every array: on an object
+        # store, opening each array by itself costs a round trip (its zarr.json) per array
+        # per unit. Nothing is cached between units, so a store made anew (resume=False)
+        # is never written with the metadata of the one it replaced.
+        group = zarr.open_group(where.zarr_store(), mode="r+", zarr_format=3)
         for name, data in arrays.items():
-            array = zarr.open_array(root, path=name, mode="r+")
+            array = zarr_array(group, name)
             array[start:stop] = data.astype(array.dtype, copy=False)
-        zarr.open_array(root, path=status_name, mode="r+")[start:stop] = status.astype("uint8")
+        zarr_array(group, status_name)[start:stop] = status.astype("uint8")
