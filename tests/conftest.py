@@ -7,8 +7,14 @@ import os
 import warnings
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("PS1DASK_TESTING", "1")
+
+# Property tests are seeded (the same examples every run) and never timed: Hypothesis's
+# per-example deadline is a wall-clock assertion, which a loaded 2-core machine fails.
+settings.register_profile("ps1dask", derandomize=True, deadline=None)
+settings.load_profile("ps1dask")
 
 #: Under CI (``CI=true``, as CI services set it) every collected test must run: a skip (no
 #: Chromium for the browser tests, a missing optional package, no setpriv) fails instead.
