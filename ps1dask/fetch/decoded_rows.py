@@ -176,10 +176,13 @@ class DecodedRows:
         return out
 
 
-def gather(pieces: list[Piece], start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) from pieces that cover them (a view when one piece does)."""
+def gather(pieces: list[Piece], start: int, stop: int, cols: slice = slice(None)) -> np.ndarray:
+    """Rows [start, stop) x ``cols`` from pieces that cover the rows (a view when one piece
+    does; else only those columns are copied)."""
     parts = [
-        raw[max(start, a) - a : min(stop, b) - a] for a, b, raw in pieces if a < stop and b > start
+        raw[max(start, a) - a : min(stop, b) - a, cols]
+        for a, b, raw in pieces
+        if a < stop and b > start
     ]
     if len(parts) == 1:
         return parts[0]

@@ -104,9 +104,9 @@ def cut_from_tiles(
     or parts of them: rows this process already decoded from the same file (``source_key``
     names where its bytes come from, as for :func:`file_index`) are not read again
     (:mod:`ps1dask.fetch.decoded_rows`: within a job); without ``source_key`` nothing is
-    shared. A source where requests are
-    cheap and many may run at once (S3) passes small gaps: fewer bytes and rows to decode.
-    The pixels do not depend on the gaps."""
+    shared. A source where requests are cheap and many may run at once (S3) passes small
+    gaps: fewer bytes and rows to decode. The pixels do not depend on the gaps, nor on
+    which rows were shared."""
     height, width = context.height, context.width
     runs = tile_runs(group, index, height, gap_rows)
 
@@ -127,8 +127,7 @@ def cut_from_tiles(
     def rows_reader(rows: slice, cols: slice) -> np.ndarray:
         for a, b, pieces in decoded:
             if a <= rows.start and rows.stop <= b:
-                raw = gather(pieces, rows.start, rows.stop)
-                return linear_pixels(raw[:, cols], index.header)
+                return linear_pixels(gather(pieces, rows.start, rows.stop, cols), index.header)
         raise AssertionError("a cutout's rows fall outside the decoded runs")
 
     for k, member in enumerate(group.members.tolist()):
