@@ -7,6 +7,8 @@ Each prints figures measured in one run and the ratios the project's targets are
 from __future__ import annotations
 
 import contextlib
+import os
+import shutil
 import tempfile
 import threading
 import time
@@ -196,20 +198,96 @@ def _dense_bound(emu: Any, table: pd.DataFrame, filters: str, size: int, latency
         emu.configure(latency=latency)
 
 
-@register("dense")
-def bench_dense(
-    n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int = 2, filters: str = "r"
+class _WorkerPeakRSS:
+    """The largest RSS (bytes) of each worker process of a local cluster while the block
+    runs, sampled every 20 ms from this process (psutil reads /proc: no work on the
+    workers, so the sampling does not slow the job it measures)."""
+
+    def __init__(self, client: Any, emulator_pid: int | None = None) -> None:
+        import os
+
+        import psutil
+
+        self._processes = {addr: psutil.Process(pid) for addr, pid in client.run(os.getpid).items()}
+        self.peak = {addr: 0 for addr in self._processes}
+        self._others = {"client": psutil.Process()}
+        if emulator_pid is not None:
+            self._others["emulator"] = psutil.Process(emulator_pid)
+        self.cpu: dict[str, float] = {}
+        self._cpu0: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="ps1dask-bench-wrss", daemon=True)
+
+    def _sample(self) -> None:
+        import psutil
+
+        for addr, process in self._processes.items():
+            try:
+                self.peak[addr] = max(self.peak[addr], int(process.memory_info().rss))
+            except psutil.Error:  # a worker that died and was replaced
+                pass
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.02):
+            self._sample()
+
+    def _cpu(self) -> dict[str, float]:
+        import psutil
+
+        out = {}
+        for name, process in [*self._processes.items(), *self._others.items()]:
+            try:
+                t = process.cpu_times()
+                out[name] = t.user + t.system
+            except psutil.Error:  # a worker that died
+                out[name] = 0.0
+        return out
+
+    def __enter__(self) -> Self:
+        self._sample()
+        self._cpu0 = self._cpu()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.cpu = {k: v - self._cpu0.get(k, 0.0) for k, v in self._cpu().items()}
+
+    def say(self) -> str:
+        return ", ".join(f"{v / 1e9:.2f}" for v in sorted(self.peak.values(), reverse=True))
+
+    def say_cpu(self) -> str:
+        workers = [v for k, v in self.cpu.items() if k not in self._others]
+        others = "  ".join(f"{k} {self.cpu.get(k, 0.0):.1f}" for k in self._others)
+        return f"workers {' + '.join(f'{v:.1f}' for v in workers)}  {others}"
+
+
+def _dense(
+    name: str,
+    *,
+    n: int,
+    latency: float,
+    workers: int,
+    seed: int,
+    filters: str,
+    size: int,
+    strategies: tuple[str, ...],
 ) -> BenchResult:
+    """A dense field: ``n`` positions in 1 deg^2 fetched with each of ``strategies``, each
+    job's time against the decode bound, and each job's peak RSS per worker."""
     import ps1dask
     from ps1dask.bench.remote_emulator import emulator_process
     from ps1dask.conventions import image_filename
     from ps1dask.tessellation import SkycellId, locate
 
-    result = BenchResult("dense")
+    result = BenchResult(name)
     rng = np.random.default_rng(seed)
     table = pd.DataFrame({"ra": rng.uniform(180.0, 181.0, n), "dec": rng.uniform(10.0, 11.0, n)})
     cells = locate(table.ra, table.dec).skycell.unique()
     times: dict[str, float] = {}
+    peaks: dict[str, float] = {}
     with (
         tempfile.TemporaryDirectory() as tmp,
         emulator_process(Path(tmp) / "emu", seed=seed, latency=latency) as emu,
@@ -222,35 +300,45 @@ def bench_dense(
         )
         emu.configure(latency=latency)
         result.say(
-            f"dense: {n} positions in {len(cells)} skycells; emulator files rendered in {time.perf_counter() - t0:.0f} s (not timed)"
+            f"{name}: {n} positions in {len(cells)} skycells, {filters}, {size} px, latency "
+            f"{latency} s, {workers} workers; emulator files rendered in "
+            f"{time.perf_counter() - t0:.0f} s (not timed)"
         )
         with _local_client(workers) as client:
-            for strategy in ("cutout", "skycell", "range", "auto"):
+            for strategy in strategies:
                 emu.reset_metrics()
-                t0 = time.perf_counter()
-                summary = ps1dask.cutouts(
-                    table,
-                    Path(tmp) / f"{strategy}.zarr",
-                    filters=filters,
-                    size=240,
-                    strategy=strategy,
-                    service=emu.url,
-                    client=client,
-                    progress=False,
-                    quiet=True,
-                    cache_dir=Path(tmp) / f"cache-{strategy}",
-                )
-                times[strategy] = time.perf_counter() - t0
+                with _WorkerPeakRSS(client, emu.proc.pid) as rss:
+                    t0 = time.perf_counter()
+                    summary = ps1dask.cutouts(
+                        table,
+                        Path(tmp) / f"{strategy}.zarr",
+                        filters=filters,
+                        size=size,
+                        strategy=strategy,
+                        service=emu.url,
+                        client=client,
+                        progress=False,
+                        quiet=True,
+                        cache_dir=Path(tmp) / f"cache-{strategy}",
+                    )
+                    times[strategy] = time.perf_counter() - t0
                 assert isinstance(summary, ps1dask.JobSummary)  # compute=True (default) waits
+                peaks[strategy] = max(rss.peak.values())
                 m = emu.metrics()
                 result.say(
-                    f"  {strategy:8s} {times[strategy]:7.1f} s  {summary.statuses.get('ok', 0)} cutouts  "
-                    f"{m['requests_total']} requests  {m['bytes_sent'] / 1e6:.0f} MB  max in flight {m['max_in_flight']}"
+                    f"  {strategy:8s} {times[strategy]:7.1f} s  {summary.statuses.get('ok', 0)} "
+                    f"cutouts  {m['requests_total']} requests  {m['bytes_sent'] / 1e6:.0f} MB  "
+                    f"max in flight {m['max_in_flight']}  peak RSS per worker {rss.say()} GB"
                     + (f"  ({summary.strategies})" if strategy == "auto" else "")
                 )
-        bound = _dense_bound(emu, table, filters, 240, latency)
-    best_fixed = min(times["cutout"], times["skycell"], times["range"])
-    result.figures.update(times=times, bound_seconds=bound.seconds)
+                result.say(
+                    f"           CPU s during the job: {rss.say_cpu()} (of "
+                    f"{times[strategy] * (os.cpu_count() or 1):.1f} s on {os.cpu_count()} cores)"
+                )
+                shutil.rmtree(Path(tmp) / f"{strategy}.zarr", ignore_errors=True)
+                shutil.rmtree(Path(tmp) / f"cache-{strategy}", ignore_errors=True)
+        bound = _dense_bound(emu, table, filters, size, latency)
+    result.figures.update(times=times, bound_seconds=bound.seconds, peak_rss_bytes=peaks)
     result.say(
         f"  bound: fetch and decode every needed row tile once ({bound.rows_decoded:,} rows of "
         f"{bound.n_files} files, all cores, no Dask) {bound.fetch_decode_s:.1f} s + write the "
@@ -259,13 +347,48 @@ def bench_dense(
     result.say(
         "  job time / bound: "
         + ", ".join(f"{name} {t / bound.seconds:.2f}" for name, t in times.items())
-        + " (target auto <= 1.3)"
+        + " (target auto <= 1.3, peak RSS per worker < 2 GB)"
     )
-    result.say(
-        f"  auto is {times['cutout'] / times['auto']:.1f}x faster than cutout; "
-        f"{times['auto'] / best_fixed:.2f}x the best fixed strategy"
-    )
+    fixed = [t for s, t in times.items() if s != "auto"]
+    if "auto" in times and fixed:
+        line = f"  auto is {times['auto'] / min(fixed):.2f}x the best fixed strategy"
+        if "cutout" in times:
+            line += f"; {times['cutout'] / times['auto']:.1f}x faster than cutout"
+        result.say(line)
     return result
+
+
+@register("dense")
+def bench_dense(
+    n: int = 2000, latency: float = 0.2, workers: int = 2, seed: int = 2, filters: str = "r"
+) -> BenchResult:
+    return _dense(
+        "dense",
+        n=n,
+        latency=latency,
+        workers=workers,
+        seed=seed,
+        filters=filters,
+        size=240,
+        strategies=("cutout", "skycell", "range", "auto"),
+    )
+
+
+@register("dense-large")
+def bench_dense_large(
+    n: int = 20000, latency: float = 0.2, workers: int = 2, seed: int = 2, filters: str = "grizy"
+) -> BenchResult:
+    # no cutout run: 10^5 server cutouts take 2,000 s at 10 slots and 0.2 s each
+    return _dense(
+        "dense-large",
+        n=n,
+        latency=latency,
+        workers=workers,
+        seed=seed,
+        filters=filters,
+        size=120,
+        strategies=("skycell", "range", "auto"),
+    )
 
 
 class _PeakRSS:

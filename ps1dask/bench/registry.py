@@ -45,6 +45,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
         "ps1dask.bench.jobs_bench",
         "2,000 positions in a 1x1 deg field at latency 0.2 s: each strategy and auto",
     ),
+    "dense-large": (
+        "ps1dask.bench.jobs_bench",
+        (
+            "20,000 positions in 1 deg^2, grizy, 120 px, latency 0.2 s: skycell, range and "
+            "auto against the decode bound, peak RSS per worker"
+        ),
+    ),
     "scale": (
         "ps1dask.bench.jobs_bench",
         "read and plan 10^6 positions (the target is for -n 10000000): time, memory peaks",

@@ -5,12 +5,13 @@ warps) and :mod:`ps1dask.mosaic.job` are built from them."""
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import hashlib
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -23,6 +24,7 @@ from ps1dask.conventions import image_filename
 from ps1dask.exceptions import InvalidParameterError, JobAbortedError, ServiceError
 from ps1dask.execution.job import JobCluster, JobHandle, JobSummary
 from ps1dask.execution.runner import RunControl, run_units
+from ps1dask.fetch.decoded_rows import begin_sharing, end_sharing
 from ps1dask.fetch.strategies import job_strategies, strategies_for
 from ps1dask.planning import ServiceProfile, WorkUnit
 from ps1dask.positions import PositionTable, read_positions
@@ -134,6 +136,24 @@ def job_key(store: StoreLocation, kind: str) -> str:
     return f"ps1dask-{kind}-" + hashlib.sha1(store.url.encode()).hexdigest()[:8]
 
 
+@contextlib.contextmanager
+def _rows_shared(dask_client: distributed.Client, share: bool) -> Iterator[None]:
+    """Workers share decoded rows while the block runs (:mod:`ps1dask.fetch.decoded_rows`);
+    a best effort: a worker that misses the call only shares nothing."""
+    if not share:
+        yield
+        return
+    try:
+        dask_client.run(begin_sharing, on_error="ignore")
+    except (OSError, distributed.TimeoutError) as err:
+        logger.warning("workers will not share decoded rows: %s", err)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, distributed.TimeoutError):
+            dask_client.run(end_sharing, on_error="ignore")
+
+
 def execute_units(
     func: Any,
     todo: list[Any],
@@ -170,16 +190,21 @@ def execute_units(
                 profile = measure_profile(svc.with_stats(requests), probe[0], probe[1], cores)
         except ServiceError as err:
             logger.warning("could not measure the service (%s); using default costs", err)
-    outcome = run_units(
-        dask_client,
-        func,
-        todo,
-        make_spec(profile),
-        key_prefix=job_key(store_path, func.__name__),
-        progress_total=sum(u.n_positions for u in todo),
-        show_progress=progress,
-        control=control,
-    )
+    spec = make_spec(profile)
+    # units cut from whole-file rows share them within a worker process, during this job
+    share_rows = getattr(spec, "strategy", "cutout") != "cutout"
+    with _rows_shared(dask_client, share_rows):
+        outcome = run_units(
+            dask_client,
+            func,
+            todo,
+            spec,
+            key_prefix=job_key(store_path, func.__name__),
+            progress_total=sum(u.n_positions for u in todo),
+            show_progress=progress,
+            control=control,
+            neighbours_together=share_rows,
+        )
     requests.merge(outcome.requests)
     for report in outcome.reports:
         for k, v in report.strategies.items():

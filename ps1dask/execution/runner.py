@@ -178,6 +178,25 @@ def wait_for_running_units(
         time.sleep(0.2)
 
 
+def neighbour_placement(
+    dask_client: distributed.Client, n_units: int
+) -> Callable[[int], dict[str, Any]] | None:
+    """Where unit ``i`` of ``n_units`` (plan order) should run: the units split into one
+    contiguous block per worker, so that neighbours (same skycell, adjacent rows) share
+    what a worker process keeps. The restriction is loose: a unit runs elsewhere if its
+    worker is gone, and idle workers still steal queued units at the end. None when there
+    is one worker or none known (nothing to choose)."""
+    workers = sorted(dask_client.scheduler_info(n_workers=-1)["workers"])
+    if len(workers) < 2 or n_units < 2:
+        return None
+    per_block = -(-n_units // len(workers))
+
+    def place(i: int) -> dict[str, Any]:
+        return {"workers": [workers[i // per_block]], "allow_other_workers": True}
+
+    return place
+
+
 def run_units(
     dask_client: distributed.Client,
     func: Callable[..., Any],
@@ -190,6 +209,7 @@ def run_units(
     show_progress: bool | None = None,
     abort_after_unavailable: int = 3,
     control: RunControl | None = None,
+    neighbours_together: bool = False,
 ) -> RunOutcome:
     """Submit one task per unit in plan order and collect their reports as they finish.
 
@@ -203,15 +223,26 @@ def run_units(
     recompute units that are already stored. The spec travels inside each task (it is
     small) rather than scattered, because scattered data dies with the workers holding it.
 
+    ``neighbours_together``: consecutive units go to the same worker
+    (:func:`neighbour_placement`), for units that share what a worker process keeps
+    (decoded rows of the same skycell files).
+
     ``control``, if given, shows the pending futures and counts to another thread, whose
     ``control.cancel()`` stops the run as an abort does (:class:`JobAbortedError`).
     """
     outcome = RunOutcome()
     t0 = time.perf_counter()
     control = control if control is not None else RunControl()
+    placement = neighbour_placement(dask_client, len(units)) if neighbours_together else None
     pending = {
         dask_client.submit(
-            func, unit, spec, key=f"{key_prefix}-{unit.index}", priority=-i, pure=False
+            func,
+            unit,
+            spec,
+            key=f"{key_prefix}-{unit.index}",
+            priority=-i,
+            pure=False,
+            **({} if placement is None else placement(i)),
         )
         for i, unit in enumerate(units)
     }

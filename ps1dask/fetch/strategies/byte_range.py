@@ -38,6 +38,7 @@ class RangeStrategy(FetchStrategy):
             return context.service.read_range(group.filename, a, b)
 
         try:
-            cut_from_tiles(group, file_index(context.service, group.filename, read), read, context)
+            index = file_index(context.service, group.filename, read)
+            cut_from_tiles(group, index, read, context, source_key=context.service.url)
         except ServiceError as err:
             context.on_failure(group.members.tolist(), err)

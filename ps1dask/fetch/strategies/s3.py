@@ -109,9 +109,15 @@ class S3Strategy(FetchStrategy):
 
             def read(a: int, b: int) -> bytes:
                 found = fetched.get((a, b))
-                return found if found is not None else read_one(a, b)
+                if found is not None:
+                    return found
+                # rows another unit decoded are not read again: the rest of a span is
+                for (sa, sb), data in fetched.items():
+                    if sa <= a and b <= sb:
+                        return data[a - sa : b - sa]
+                return read_one(a, b)
 
-            cut_from_tiles(group, index, read, context, **gaps)
+            cut_from_tiles(group, index, read, context, source_key=source.ident, **gaps)
         except NotFoundError as err:
             source.mark_missing(group.filename)
             self._missing(group, context, source, err)

@@ -45,4 +45,4 @@ class SkycellStrategy(FetchStrategy):
                 return os.pread(fd, b - a, a)
 
             index = file_index(context.service, group.filename, read)
-            cut_from_tiles(group, index, read, context)
+            cut_from_tiles(group, index, read, context, source_key=context.service.url)

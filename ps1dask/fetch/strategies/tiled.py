@@ -11,6 +11,7 @@ import numpy as np
 
 from ps1dask.client import PS1Service
 from ps1dask.conventions import CutoutBox, cut, linear_pixels
+from ps1dask.fetch.decoded_rows import gather, shared_rows
 from ps1dask.fetch.group import ImageGroup, ReadRange
 from ps1dask.fetch.strategies.base import FetchContext
 from ps1dask.fetch.tiles import CompressedImageIndex
@@ -22,6 +23,7 @@ from ps1dask.planning.cost import row_runs
 _INDEX_CACHE: OrderedDict[tuple[str, str], CompressedImageIndex] = OrderedDict()
 _INDEX_LOCK = threading.Lock()
 _INDEX_CACHE_SIZE = 256
+_INDEX_READING: dict[tuple[str, str], threading.Lock] = {}
 
 
 def file_index(service: PS1Service | str, filename: str, read: ReadRange) -> CompressedImageIndex:
@@ -34,11 +36,22 @@ def file_index(service: PS1Service | str, filename: str, read: ReadRange) -> Com
         if key in _INDEX_CACHE:
             _INDEX_CACHE.move_to_end(key)
             return _INDEX_CACHE[key]
-    index = CompressedImageIndex.read(read)
-    with _INDEX_LOCK:
-        _INDEX_CACHE[key] = index
-        while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
-            _INDEX_CACHE.popitem(last=False)
+        reading = _INDEX_READING.setdefault(key, threading.Lock())
+    # one thread reads a file's index, the others of this process wait for it
+    with reading:
+        with _INDEX_LOCK:
+            if key in _INDEX_CACHE:
+                _INDEX_CACHE.move_to_end(key)
+                return _INDEX_CACHE[key]
+        try:
+            index = CompressedImageIndex.read(read)
+            with _INDEX_LOCK:
+                _INDEX_CACHE[key] = index
+                while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+                    _INDEX_CACHE.popitem(last=False)
+        finally:
+            with _INDEX_LOCK:
+                _INDEX_READING.pop(key, None)
     return index
 
 
@@ -81,25 +94,40 @@ def cut_from_tiles(
     read: ReadRange,
     context: FetchContext,
     *,
+    source_key: str | None = None,
     gap_rows: int | None = None,
     gap_bytes: int = BYTE_GAP,
 ) -> None:
     """Decode the row tiles the group's boxes touch and report each cutout.
 
-    ``read`` is asked for exactly the byte ranges of :func:`tile_byte_ranges` with the same
-    gaps (a source may fetch them all at once beforehand). A source where requests are
-    cheap and many may run at once (S3) passes small gaps: fewer bytes and rows to decode.
-    The pixels do not depend on the gaps."""
+    ``read`` is asked for the byte ranges of :func:`tile_byte_ranges` with the same gaps,
+    or parts of them: rows this process already decoded from the same file (``source_key``
+    names where its bytes come from, as for :func:`file_index`) are not read again
+    (:mod:`ps1dask.fetch.decoded_rows`: within a job); without ``source_key`` nothing is
+    shared. A source where requests are cheap and many may run at once (S3) passes small
+    gaps: fewer bytes and rows to decode. The pixels do not depend on the gaps, nor on
+    which rows were shared."""
     height, width = context.height, context.width
     runs = tile_runs(group, index, height, gap_rows)
+
     # Decompress whole row tiles, but linearise only the pixels each cutout takes
-    # (elementwise, so the same values as linearising the rows first).
-    decoded = [(a, b, index.read_rows(read, slice(a, b), max_gap=gap_bytes)) for a, b in runs]
+    # (elementwise, so the same values as linearising the rows first). The rows are
+    # shared with the other units of this process: rows of the same file another unit
+    # decoded (or is decoding) are not fetched and decoded again.
+    def decode(a: int, b: int) -> np.ndarray:
+        return index.read_rows(read, slice(a, b), max_gap=gap_bytes)
+
+    shared = shared_rows() if source_key is not None else None
+    if shared is None:
+        decoded = [(a, b, [(a, b, decode(a, b))]) for a, b in runs]
+    else:
+        key = (source_key, group.filename)
+        decoded = [(a, b, shared.rows(key, a, b, decode)) for a, b in runs]
 
     def rows_reader(rows: slice, cols: slice) -> np.ndarray:
-        for a, b, raw in decoded:
+        for a, b, pieces in decoded:
             if a <= rows.start and rows.stop <= b:
-                return linear_pixels(raw[rows.start - a : rows.stop - a, cols], index.header)
+                return linear_pixels(gather(pieces, rows.start, rows.stop, cols), index.header)
         raise AssertionError("a cutout's rows fall outside the decoded runs")
 
     for k, member in enumerate(group.members.tolist()):
