@@ -30,9 +30,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.config
 import numpy as np
 import numpy.typing as npt
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.client import PS1Service
 from ps1dask.conventions import header_zeropoint, image_filename
 from ps1dask.exceptions import InvalidParameterError, NotFoundError, ServiceError
@@ -57,6 +59,9 @@ from ps1dask.tessellation import SkycellId
 
 #: Extra source pixels around what a reprojected block covers: the kernels reach beyond.
 REPROJECT_MARGIN = 8
+#: Output rows resampled per call of the kernel: bounds its coordinate arrays, and the
+#: strips share the task's resampling threads.
+RESAMPLE_STRIP_ROWS = 256
 #: Image types resampled by nearest pixel (bit masks and maps of counts/times).
 NEAREST_TYPES = frozenset({"stack.mask", "stack.num", "stack.exp", "stack.expwt"})
 #: Image types that scale with the flux zero point (flux: x f; variance: x f^2).
@@ -247,10 +252,41 @@ def _reproject(
         return _reproject_adaptive_wcs(pixels, source, box, grid, rows, cols)
     source_cube = np.ascontiguousarray(pixels, dtype=np.float32)[None]
     out = np.empty((1, *shape), dtype=np.float32)
+
+    def strip(start: int) -> None:
+        # rows [start, start + strip) of the block: the map counted from that row
+        stop = min(start + RESAMPLE_STRIP_ROWS, shape[0])
+        moved = shifted_homography(matrix, 0.0, float(start), 0.0, 0.0)
+        kernel(
+            source_cube,
+            out[:, start:stop],
+            _PlaneToPlane(moved),
+            out_of_range_nan=True,
+            **_ADAPTIVE_OPTIONS,
+        )
+
+    starts = range(0, shape[0], RESAMPLE_STRIP_ROWS)
+    threads = min(len(starts), resample_threads())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kernel(source_cube, out, _PlaneToPlane(matrix), out_of_range_nan=True, **_ADAPTIVE_OPTIONS)
+        if threads <= 1:
+            for start in starts:
+                strip(start)
+        else:
+            # the kernel releases the GIL: strips resample on several cores at once (a
+            # filter's task alone on a machine, e.g. the last of three on two workers)
+            with ThreadPoolExecutor(threads, thread_name_prefix="ps1dask-resample") as pool:
+                for done in [pool.submit(strip, start) for start in starts]:
+                    done.result()
     return out[0]
+
+
+def resample_threads() -> int:
+    """Threads one task resamples with (``ps1dask.mosaic.resample-threads``, >= 1)."""
+    threads = int(dask.config.get("ps1dask.mosaic.resample-threads"))
+    if threads < 1:
+        raise InvalidParameterError(f"ps1dask.mosaic.resample-threads must be >= 1, got {threads}")
+    return threads
 
 
 def _reproject_adaptive_wcs(
