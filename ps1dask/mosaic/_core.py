@@ -346,7 +346,13 @@ def ownership(
 ) -> npt.NDArray[np.int16]:
     """Index into ``sources`` of the skycell that owns each output pixel of ``[rows, cols]``
     (:data:`NO_SOURCE` where none covers it): the one where the pixel lies farthest from
-    the edge. Memory: a few arrays of the block's size."""
+    the edge, exactly (ties to the first listed). Memory: a few arrays of the block's size.
+
+    Across a projection-cell edge an owner's pixels need not be one piece: along the line
+    where two skycells of one cell split their overlap (both ~240 px deep), a skycell of the
+    other cell can lie deeper, and owns a wedge there, cut off from the rest of its pixels
+    within a block. Such pixels are still the ones it holds farthest from its edges.
+    """
     r = np.arange(rows.start, rows.stop, dtype=np.float64)
     c = np.arange(cols.start, cols.stop, dtype=np.float64)
     shape = (r.size, c.size)
@@ -369,56 +375,6 @@ def ownership(
         better = depth > best[wr, wc]
         owner[wr, wc][better] = np.int16(index)
         best[wr, wc][better] = depth[better]
-    return _without_islands(owner)
-
-
-#: Margin (pixels) around stray pixels where their nearest proper owner is searched.
-_ISLAND_SEARCH_PAD = 32
-
-
-def _without_islands(owner: npt.NDArray[np.int16]) -> npt.NDArray[np.int16]:
-    """Give the stray pixels of an owner (all but its largest 4-connected piece) to their
-    nearest neighbouring owner.
-
-    Where four skycells of two projection cells meet, their depths are equal to within
-    the tiny misalignment of the two tangent planes, and a few pixels near the junction can
-    fall to a skycell that owns the region next door but one: an island. Within a block an
-    owner's region is the intersection of a rectangle with a nearly convex area, so one
-    piece; the islands are a few pixels, each at most a fraction of a pixel less deep in
-    its new owner than in the old.
-    """
-    from scipy import ndimage
-
-    stray = np.zeros(owner.shape, dtype=bool)
-    present = np.flatnonzero(np.bincount(owner.ravel() + 1)) - 1
-    for index in present.tolist():
-        if index == NO_SOURCE:
-            continue
-        labels, n = ndimage.label(owner == index)
-        if n <= 1:
-            continue
-        sizes = np.bincount(labels.ravel())
-        sizes[0] = 0
-        stray |= (labels > 0) & (labels != int(np.argmax(sizes)))
-    if stray.any():
-        # the nearest pixel that is not stray (and not uncovered), for each stray pixel:
-        # searched in a window around the strays (they are a few pixels at a junction)
-        rows = np.flatnonzero(stray.any(axis=1))
-        cols = np.flatnonzero(stray.any(axis=0))
-        pad = _ISLAND_SEARCH_PAD
-        window = (
-            slice(max(0, int(rows[0]) - pad), int(rows[-1]) + 1 + pad),
-            slice(max(0, int(cols[0]) - pad), int(cols[-1]) + 1 + pad),
-        )
-        part = owner[window]
-        strays = stray[window]
-        keep = ~strays & (part != NO_SOURCE)
-        if not keep.any():
-            window, part, strays = (slice(None), slice(None)), owner, stray
-            keep = ~strays & (part != NO_SOURCE)
-        _, (ri, ci) = ndimage.distance_transform_edt(~keep, return_indices=True)
-        owner = owner.copy()
-        owner[window][strays] = part[ri[strays], ci[strays]]
     return owner
 
 
