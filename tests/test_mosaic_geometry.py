@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -11,6 +13,7 @@ from scipy import ndimage
 from ps1dask.conventions import CutoutBox
 from ps1dask.mosaic import (
     NO_SOURCE,
+    apply_homography,
     edge_depth,
     mosaic_grid,
     mosaic_sources,
@@ -18,20 +21,30 @@ from ps1dask.mosaic import (
     owned_box,
     ownership,
     source_box,
+    tangent_homography,
 )
+from ps1dask.mosaic._core import _image_window
+from ps1dask.mosaic.assemble import _reproject, _reproject_adaptive_wcs
 from ps1dask.planning.plan import fitscut_boxes
 from ps1dask.tessellation import skycell_center, skycell_wcs
 
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _check_contiguous(owner: np.ndarray) -> None:
-    """Each owner's pixels form one 4-connected region (no seams of alternating owners)."""
-    for index in np.unique(owner):
-        if index == NO_SOURCE:
-            continue
-        _, n = ndimage.label(owner == index)
-        assert n == 1, f"owner {index} has {n} separate regions"
+def _check_deepest(grid, sources, owner: np.ndarray, rows: slice, cols: slice, step: int) -> None:
+    """PS1's unique-area rule, exactly, on every ``step``-th pixel of the block: the owner is
+    the skycell where the pixel lies deepest (float64 depths, computed here pixel by pixel;
+    ties within float32 rounding may go either way), and covers it."""
+    r = np.arange(rows.start, rows.stop, step, dtype=np.float64)
+    c = np.arange(cols.start, cols.stop, step, dtype=np.float64)
+    rr, cc = np.meshgrid(r, c, indexing="ij")
+    depths = np.stack([edge_depth(s, *output_to_source(grid, s, cc, rr)) for s in sources])
+    chosen = owner[::step, ::step]
+    best = depths.max(axis=0)
+    covered = best > 0
+    assert ((chosen != NO_SOURCE) == covered).all()
+    got = np.take_along_axis(depths, np.maximum(chosen, 0)[None], axis=0)[0]
+    assert (np.abs(got - best)[covered] <= 1e-3).all(), "a pixel not from its deepest skycell"
 
 
 def test_small_mosaic_is_the_plain_cutout():
@@ -74,7 +87,7 @@ def test_two_skycells_of_one_projcell_split_the_overlap_down_the_middle():
     owner = ownership(grid, sources, slice(0, 400), slice(0, 1200))
     owners = {sources[i].skycell for i in np.unique(owner)}
     assert owners == {"skycell.1405.053", "skycell.1405.054"}
-    _check_contiguous(owner)
+    _check_deepest(grid, sources, owner, slice(0, 400), slice(0, 1200), 1)
     # the split column: where the two skycells are equally deep (overlap of 480: 240 each)
     row = owner[200]
     changes = np.flatnonzero(np.diff(row))
@@ -110,7 +123,7 @@ def test_every_pixel_has_one_owner_that_covers_it(ra, dec, width, height):
     cols = slice(max(0, width - 600), width)
     owner = ownership(grid, sources, rows, cols)
     assert (owner != NO_SOURCE).all(), "a pixel of the footprint without owner"
-    _check_contiguous(owner)
+    _check_deepest(grid, sources, owner, rows, cols, 7)
     # the owner covers the pixel, and no other candidate lies deeper
     r = np.arange(rows.start, rows.stop, max(1, (rows.stop - rows.start) // 7), dtype=float)
     c = np.arange(cols.start, cols.stop, max(1, (cols.stop - cols.start) // 7), dtype=float)
@@ -121,8 +134,7 @@ def test_every_pixel_has_one_owner_that_covers_it(ra, dec, width, height):
     chosen = owner[(rr.ravel() - rows.start).astype(int), (cc.ravel() - cols.start).astype(int)]
     got = depths[chosen, np.arange(chosen.size)]
     assert (got > 0).all()
-    # the deepest, but for stray pixels at four-cell junctions (see _without_islands)
-    assert (got >= depths.max(axis=0) - 1.0).all()
+    assert (got >= depths.max(axis=0) - 1e-3).all()
 
 
 @FAST
@@ -148,7 +160,7 @@ def test_projcell_edge_takes_the_neighbour_cell():
     owner = ownership(grid, sources, slice(0, 1000), slice(0, 3000))
     projcells = {sources[i].projcell for i in np.unique(owner)}
     assert projcells == {1404, 1405}
-    _check_contiguous(owner)
+    _check_deepest(grid, sources, owner, slice(0, 1000), slice(0, 3000), 3)
     other = [i for i in np.unique(owner) if not sources[i].same_grid]
     for i in other:
         rows, cols = owned_box(owner, int(i))
@@ -165,7 +177,7 @@ def test_pole_cell_mosaic():
     sources = mosaic_sources(grid)
     owner = ownership(grid, sources, slice(0, 4800), slice(0, 4800))
     assert (owner != NO_SOURCE).all()
-    _check_contiguous(owner)
+    _check_deepest(grid, sources, owner, slice(0, 4800), slice(0, 4800), 5)
     projcells = {sources[i].projcell for i in np.unique(owner)}
     assert 2643 in projcells and len(projcells) == 2
 
@@ -177,7 +189,7 @@ def test_at_the_pole(dec):
     sources = mosaic_sources(grid)
     owner = ownership(grid, sources, slice(0, 2000), slice(0, 2000))
     assert (owner != NO_SOURCE).all()
-    _check_contiguous(owner)
+    _check_deepest(grid, sources, owner, slice(0, 2000), slice(0, 2000), 3)
 
 
 def test_header_wcs_of_a_piece_matches_the_source_wcs():
@@ -188,3 +200,116 @@ def test_header_wcs_of_a_piece_matches_the_source_wcs():
     w = src.wcs(10, 20, (5, 5))
     assert w.wcs.crpix[0] == pytest.approx(src.crpix1 - 10)
     assert w.wcs.crpix[1] == pytest.approx(src.crpix2 - 20)
+
+
+@FAST
+@given(
+    ra=st.floats(0.0, 359.999),
+    dec=st.floats(-30.0, 90.0),
+    fx=st.floats(0.0, 1.0),
+    fy=st.floats(0.0, 1.0),
+)
+def test_plane_to_plane_homography_is_the_wcs_transform_through_the_sky(ra, dec, fx, fy):
+    """The exact map between two tangent planes equals astropy's two WCS transforms (polar
+    cell included, as the output or as the source)."""
+    grid = mosaic_grid(ra, dec, 14400, 14400)
+    others = [s for s in mosaic_sources(grid) if not s.same_grid]
+    cols = np.r_[np.linspace(-0.5, 14399.5, 9), fx * 14400]
+    rows = np.r_[np.linspace(14399.5, -0.5, 9), fy * 14400]
+    for src in others:
+        sx, sy = output_to_source(grid, src, cols, rows)
+        world = grid.wcs().wcs_pix2world(cols, rows, 0)
+        ex, ey = src.wcs().wcs_world2pix(*world, 0)
+        np.testing.assert_allclose(sx, ex, atol=1e-6)
+        np.testing.assert_allclose(sy, ey, atol=1e-6)
+        # the inverse matrix takes them back
+        inverse = np.linalg.inv(tangent_homography(grid, src))
+        bx, by = apply_homography(inverse, sx, sy)
+        np.testing.assert_allclose(bx, cols, atol=1e-6)
+        np.testing.assert_allclose(by, rows, atol=1e-6)
+
+
+def test_unique_area_rule_is_exact_where_four_skycells_of_two_projcells_meet():
+    """The band of the bench mosaic holding the junction of 1482.050/060 and 1483.059/069:
+    every pixel (every 3rd, over the whole band) comes from its deepest skycell, including
+    the wedge 1482.060 holds inside the other cell along 1483's overlap split."""
+    grid = mosaic_grid(285.1685, 6.4, 7200, 7200)
+    sources = mosaic_sources(grid)
+    rows, cols = slice(2048, 4096), slice(0, 7200)
+    owner = ownership(grid, sources, rows, cols)
+    _check_deepest(grid, sources, owner, rows, cols, 3)
+    wedge = sources.index(next(s for s in sources if s.skycell == "skycell.1482.060"))
+    _, pieces = ndimage.label(owner == wedge)
+    assert pieces == 2  # its main part and the wedge
+
+
+def test_points_behind_the_source_plane_have_no_coordinates():
+    """Pixels more than 90 degrees from a source's tangent point map to NaN, not to a
+    mirror image."""
+    grid = mosaic_grid(0.0, 0.0, 100, 100)
+    src = mosaic_sources(grid)[0]
+    far = dataclasses.replace(src, crval1=180.0, crval2=0.0, same_grid=False)
+    sx, sy = output_to_source(grid, far, np.array([0.0, 50.0]), np.array([0.0, 50.0]))
+    assert np.isnan(sx).all() and np.isnan(sy).all()
+    assert (edge_depth(far, sx, sy) == -np.inf).all()
+
+
+@FAST
+@given(ra=st.floats(0.0, 359.999), dec=st.floats(-30.0, 89.5))
+def test_image_window_holds_every_pixel_inside_the_image(ra, dec):
+    """Ownership looks at a source only where its image reaches: no pixel whose centre lies
+    inside the image is outside that window."""
+    grid = mosaic_grid(ra, dec, 6000, 6000)
+    r = np.arange(0, 6000, 37, dtype=np.float64)
+    c = np.arange(0, 6000, 41, dtype=np.float64)
+    rr, cc = np.meshgrid(r, c, indexing="ij")
+    for src in mosaic_sources(grid):
+        inside = edge_depth(src, *output_to_source(grid, src, cc, rr)) > 0
+        window = _image_window(grid, src, r, c)
+        if window is None:
+            assert not inside.any()
+            continue
+        outside = np.ones(inside.shape, dtype=bool)
+        outside[window] = False
+        assert not (inside & outside).any()
+
+
+def _other_projcell_piece():
+    """A block of the bench mosaic wholly inside a skycell of the other projection cell, the
+    box of that skycell it needs, and seeded noise with blanks as its pixels."""
+    grid = mosaic_grid(285.1685, 6.4, 7200, 7200)
+    src = next(s for s in mosaic_sources(grid) if not s.same_grid)
+    for r0 in range(0, 7200, 300):
+        for c0 in range(0, 7200, 400):
+            rows, cols = slice(r0, r0 + 300), slice(c0, c0 + 400)
+            box = source_box(grid, src, rows, cols, 8)
+            if box is not None and box[2] >= 410 and box[3] >= 310:
+                rng = np.random.default_rng(3)
+                pixels = (rng.normal(size=(box[3], box[2])) + 10).astype(np.float32)
+                pixels[5:9, 7:30] = np.nan
+                pixels[100:103, 200:260] = 500.0  # a bright streak: interpolation must follow
+                return grid, src, box, rows, cols, pixels
+    raise AssertionError("no block of the other projection cell")
+
+
+def test_resampling_equals_reproject_adaptive_with_the_two_wcs():
+    """Flux: reproject's adaptive kernel on the exact plane-to-plane map gives what
+    reproject_adaptive gives with the two WCSs; masks: reproject_interp's nearest pixel."""
+    from reproject import reproject_interp
+
+    grid, src, box, rows, cols, pixels = _other_projcell_piece()
+    fast = _reproject(pixels, src, box, grid, rows, cols, "stack")
+    public = _reproject_adaptive_wcs(pixels, src, box, grid, rows, cols)
+    assert np.isfinite(fast).all() and np.isfinite(public).all()
+    np.testing.assert_allclose(fast, public, rtol=1e-5, atol=1e-5)
+    assert fast.max() > 100  # the streak came through
+    x0, y0, w, h = box
+    nearest = reproject_interp(
+        (pixels, src.wcs(x0, y0, (h, w))),
+        grid.wcs(rows, cols),
+        shape_out=fast.shape,
+        order="nearest-neighbor",
+        return_footprint=False,
+    )
+    ours = _reproject(pixels, src, box, grid, rows, cols, "stack.mask")
+    np.testing.assert_array_equal(ours, nearest.astype(np.float32))

@@ -13,11 +13,14 @@ included): the first counts more (interpreter, Dask), never less.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import shutil
 import tempfile
 import time
 import tracemalloc
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -75,14 +78,14 @@ def _coadd_by_hand(cache_dir: Path, url: str, ds: Any, band: str, size: int) -> 
 def _other_projcell_cover(size: int) -> np.ndarray:
     """Output pixels that some skycell of another projection cell covers (bool image)."""
     from ps1dask.mosaic import mosaic_grid, mosaic_sources
-    from ps1dask.mosaic._core import _depth_in_place, _smooth_map
+    from ps1dask.mosaic._core import _resampled_depth
 
     grid = mosaic_grid(*EDGE_POSITION, size, size)
     r = np.arange(size, dtype=np.float64)
     cover = np.zeros((size, size), dtype=bool)
     for src in mosaic_sources(grid):
         if not src.same_grid:
-            cover |= _depth_in_place(src, *_smooth_map(grid, src, r, r)) > 0
+            cover |= _resampled_depth(grid, src, r, r) > 0
     return cover
 
 
@@ -107,47 +110,87 @@ def _peak_rss() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-@register("mosaic")
-def bench_mosaic(n: int = 7200, filters: str = "gri") -> BenchResult:
-    """``n``: mosaic side in pixels (7200 = 0.5 deg)."""
+@contextlib.contextmanager
+def _workdir(path: str | None) -> Iterator[Path]:
+    """Where the emulator renders its files and the job downloads them: a temporary
+    directory, or ``path``, kept (so a later run skips the renders and downloads, which
+    take longer than the timed job on a loaded machine; the timed run is the same)."""
+    if path is None:
+        with tempfile.TemporaryDirectory(prefix="ps1dask-bench-mosaic-") as tmp:
+            yield Path(tmp)
+    else:
+        root = Path(path)
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(root / "m.zarr", ignore_errors=True)
+        yield root
+
+
+def _cluster_and_emulator(root: Path) -> Any:
+    """The emulator (files rendered into ``root``) and two single-threaded worker processes."""
     import distributed
 
-    import ps1dask
     from ps1dask.emulator import Emulator
 
-    result = BenchResult("mosaic")
+    stack = contextlib.ExitStack()
+    emu = stack.enter_context(Emulator(seed=0, latency=0.0, cache_dir=root / "emulator"))
+    cluster = stack.enter_context(
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        )
+    )
+    client = stack.enter_context(distributed.Client(cluster))
+    return stack, emu, client
+
+
+def _timed_mosaic(
+    result: BenchResult, root: Path, emu: Any, client: Any, n: int, filters: str
+) -> tuple[float, dict[str, int]]:
+    """Run the mosaic job once to render and download the files, then time a rerun from the
+    local cache. Returns the seconds and the peak resident bytes of every process since the
+    start of the timed run: ``worker <address>`` each, and ``client`` (the process of the
+    client, the scheduler, which LocalCluster runs in-process, and the emulator's threads)."""
+    import ps1dask
+
     ra, dec = EDGE_POSITION
     table = pd.DataFrame({"ra": [ra], "dec": [dec]})
-    with tempfile.TemporaryDirectory(prefix="ps1dask-bench-mosaic-") as tmp:
-        root = Path(tmp)
-        with (
-            Emulator(seed=0, latency=0.0, cache_dir=root / "emulator") as emu,
-            distributed.LocalCluster(
-                n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-            ) as cluster,
-            distributed.Client(cluster) as client,
-        ):
-            kwargs = {
-                "filters": filters,
-                "size": n,
-                "strategy": "skycell",
-                "service": emu.url,
-                "client": client,
-                "cache_dir": root / "cache",
-                "progress": False,
-                "quiet": True,
-                "mosaic": True,
-                "resume": False,
-            }
-            result.say(f"mosaic: {n} x {n} px ({n / 14400:.2f} deg), {filters}, at {ra}, {dec}")
-            t0 = time.perf_counter()
-            ps1dask.cutouts(table, root / "warm.zarr", **kwargs)
-            result.say(f"  warm-up (emulator renders, downloads): {time.perf_counter() - t0:.1f} s")
-            client.run(_reset_peak_rss)
-            t0 = time.perf_counter()
-            ps1dask.cutouts(table, root / "m.zarr", **kwargs)
-            ours = time.perf_counter() - t0
-            ours_peak = max(client.run(_peak_rss).values())
+    kwargs = {
+        "filters": filters,
+        "size": n,
+        "strategy": "skycell",
+        "service": emu.url,
+        "client": client,
+        "cache_dir": root / "cache",
+        "progress": False,
+        "quiet": True,
+        "mosaic": True,
+        "resume": False,
+    }
+    result.say(f"mosaic: {n} x {n} px ({n / 14400:.2f} deg), {filters}, at {ra}, {dec}")
+    t0 = time.perf_counter()
+    ps1dask.cutouts(table, root / "warm.zarr", **kwargs)
+    result.say(f"  warm-up (emulator renders, downloads): {time.perf_counter() - t0:.1f} s")
+    shutil.rmtree(root / "warm.zarr", ignore_errors=True)
+    client.run(_reset_peak_rss)
+    _reset_peak_rss()
+    t0 = time.perf_counter()
+    ps1dask.cutouts(table, root / "m.zarr", **kwargs)
+    seconds = time.perf_counter() - t0
+    peaks = {f"worker {addr}": int(v) for addr, v in client.run(_peak_rss).items()}
+    peaks["client"] = _peak_rss()
+    return seconds, peaks
+
+
+@register("mosaic")
+def bench_mosaic(n: int = 7200, filters: str = "gri", workdir: str | None = None) -> BenchResult:
+    """``n``: mosaic side in pixels (7200 = 0.5 deg). ``workdir``: see :func:`_workdir`."""
+    import ps1dask
+
+    result = BenchResult("mosaic")
+    with _workdir(workdir) as root:
+        stack, emu, client = _cluster_and_emulator(root)
+        with stack:
+            ours, peaks = _timed_mosaic(result, root, emu, client, n, filters)
+            ours_peak = max(v for k, v in peaks.items() if k.startswith("worker"))
             ds = ps1dask.open_store(root / "m.zarr")
             other_cover = _other_projcell_cover(n)
             theirs = 0.0
@@ -200,4 +243,35 @@ def bench_mosaic(n: int = 7200, filters: str = "gri") -> BenchResult:
             f"{b:.3g} "
             f"({b / c:.2f} of the pixel noise)"
         )
+    return result
+
+
+#: Target of issue 14: a 1 deg^2, 5-filter mosaic in under 4 GB on the 2-core machine.
+MEMORY_TARGET_BYTES = 4 * 10**9
+
+
+@register("mosaic-memory")
+def bench_mosaic_memory(
+    n: int = 14400, filters: str = "grizy", workdir: str | None = None
+) -> BenchResult:
+    """``n``: mosaic side in pixels (14400 = 1 deg). The job alone (no by-hand coadd): time
+    and the peak resident memory of every process. ``workdir``: see :func:`_workdir`."""
+    result = BenchResult("mosaic-memory")
+    with _workdir(workdir) as root:
+        stack, emu, client = _cluster_and_emulator(root)
+        with stack:
+            seconds, peaks = _timed_mosaic(result, root, emu, client, n, filters)
+    total = sum(peaks.values())
+    result.figures.update(
+        size=n, filters=filters, seconds=seconds, peak_bytes=peaks, total_peak_bytes=total
+    )
+    result.say(f"  ps1dask: {seconds:.1f} s")
+    for name, peak in sorted(peaks.items()):
+        result.say(f"  peak resident memory, {name}: {peak / 2**20:8.0f} MiB")
+    result.say(
+        f"  sum of the peaks: {total / 2**20:.0f} MiB "
+        f"(target < {MEMORY_TARGET_BYTES / 2**20:.0f} MiB: "
+        f"{'met' if total < MEMORY_TARGET_BYTES else 'NOT met'}; the client process holds "
+        "the client, the scheduler and the emulator's threads)"
+    )
     return result

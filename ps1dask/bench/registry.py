@@ -89,6 +89,13 @@ CATALOGUE: dict[str, tuple[str, str]] = {
             "pixels): time and peak memory against reproject_and_coadd on the same files"
         ),
     ),
+    "mosaic-memory": (
+        "ps1dask.bench.mosaic_bench",
+        (
+            "a 1 x 1 deg, 5-filter mosaic (-n: side in pixels): time and the peak resident "
+            "memory of every process (target: under 4 GB)"
+        ),
+    ),
     "s3-sparse": (
         "ps1dask.bench.s3_bench",
         "500 positions, r, 240 px, from the emulator's S3 mode at 0.03 s: s3 vs the tutorial recipe",

@@ -12,6 +12,7 @@ from ps1dask.mosaic._core import (
     NO_SOURCE,
     MosaicGrid,
     MosaicSource,
+    apply_homography,
     edge_depth,
     mosaic_grid,
     mosaic_sources,
@@ -20,6 +21,7 @@ from ps1dask.mosaic._core import (
     ownership,
     source_box,
     tan_wcs,
+    tangent_homography,
 )
 
 __all__ = [
@@ -27,6 +29,7 @@ __all__ = [
     "NO_SOURCE",
     "MosaicGrid",
     "MosaicSource",
+    "apply_homography",
     "edge_depth",
     "mosaic_grid",
     "mosaic_sources",
@@ -35,4 +38,5 @@ __all__ = [
     "ownership",
     "source_box",
     "tan_wcs",
+    "tangent_homography",
 ]

@@ -22,6 +22,7 @@ The statuses are written last (by the task), so a killed task leaves its positio
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import warnings
 from collections.abc import Mapping
@@ -29,9 +30,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import dask.config
 import numpy as np
 import numpy.typing as npt
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.client import PS1Service
 from ps1dask.conventions import header_zeropoint, image_filename
 from ps1dask.exceptions import InvalidParameterError, NotFoundError, ServiceError
@@ -43,9 +46,12 @@ from ps1dask.mosaic._core import (
     NO_SOURCE,
     MosaicGrid,
     MosaicSource,
+    apply_homography,
     owned_box,
     ownership,
+    shifted_homography,
     source_box,
+    tangent_homography,
 )
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.storage.layout import MASK_OFF_IMAGE, STACK_VARIABLES, STATUS
@@ -53,6 +59,9 @@ from ps1dask.tessellation import SkycellId
 
 #: Extra source pixels around what a reprojected block covers: the kernels reach beyond.
 REPROJECT_MARGIN = 8
+#: Output rows resampled per call of the kernel: bounds its coordinate arrays, and the
+#: strips share the task's resampling threads.
+RESAMPLE_STRIP_ROWS = 256
 #: Image types resampled by nearest pixel (bit masks and maps of counts/times).
 NEAREST_TYPES = frozenset({"stack.mask", "stack.num", "stack.exp", "stack.expwt"})
 #: Image types that scale with the flux zero point (flux: x f; variance: x f^2).
@@ -177,6 +186,40 @@ class PieceFetcher:
         return pieces
 
 
+#: reproject's options for flux and variance (see :func:`_reproject`).
+_ADAPTIVE_OPTIONS: dict[str, Any] = {
+    "conserve_flux": True,
+    "kernel": "hann",
+    "boundary_mode": "ignore_threshold",
+    "bad_value_mode": "ignore",
+}
+
+
+@functools.cache
+def _adaptive_kernel() -> Any:
+    """reproject's adaptive resampling routine, which takes any coordinate transformer (the
+    one :func:`reproject.reproject_adaptive` calls with its WCS transformer); None if this
+    version of reproject has none of that name (then the public API is used)."""
+    try:
+        from reproject.adaptive.deforest import map_coordinates
+    except ImportError:  # pragma: no cover - depends on the installed reproject
+        return None
+    return map_coordinates
+
+
+class _PlaneToPlane:
+    """reproject's coordinate transformer for an output block onto a piece of a source:
+    output block pixels (x, y) in the last axis -> the piece's pixels, by the exact
+    homography between the two tangent planes (NaN behind the source's plane)."""
+
+    def __init__(self, matrix: npt.NDArray[np.float64]) -> None:
+        self.matrix = matrix
+
+    def __call__(self, pixel_out: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        x, y = apply_homography(self.matrix, pixel_out[..., 0], pixel_out[..., 1])
+        return np.stack([x, y], axis=-1)
+
+
 def _reproject(
     pixels: npt.NDArray[np.float32],
     source: MosaicSource,
@@ -186,41 +229,108 @@ def _reproject(
     cols: slice,
     image_type: str,
 ) -> npt.NDArray[np.float32]:
-    """A piece of another projection cell resampled onto the output block ``[rows, cols]``."""
-    from reproject import reproject_adaptive, reproject_interp
+    """A piece of another projection cell resampled onto the output block ``[rows, cols]``.
 
-    x0, y0, width, height = box
-    wcs_in = source.wcs(x0, y0, (height, width))
-    wcs_out = grid.wcs(rows, cols)
+    Flux and variance: reproject's adaptive (DeForest 2004, Jacobian-weighted) resampling
+    with ``conserve_flux``: both grids have 0.25" pixels, so surface brightness and totals
+    are kept; NaN (blank) pixels are left out. The Hann kernel smooths less than the
+    default Gaussian (the resampled noise keeps ~3/4 of its per-pixel scatter rather than
+    ~1/2). Its coordinate transform is the exact plane-to-plane homography
+    (:func:`~ps1dask.mosaic._core.tangent_homography`) rather than two WCS transforms
+    through the sky per pixel, which cost twice the resampling itself; the result is the
+    same as :func:`reproject.reproject_adaptive` with the two WCSs (to float rounding).
+    Masks and maps: the nearest source pixel (``reproject_interp``'s nearest-neighbour
+    rule, on the same exact coordinates).
+    """
+    x0, y0 = box[0], box[1]
+    matrix = shifted_homography(tangent_homography(grid, source), cols.start, rows.start, x0, y0)
     shape = (rows.stop - rows.start, cols.stop - cols.start)
+    if image_type in NEAREST_TYPES:
+        return _nearest(pixels, matrix, shape)
+    kernel = _adaptive_kernel()
+    if kernel is None:  # pragma: no cover - a reproject without it
+        return _reproject_adaptive_wcs(pixels, source, box, grid, rows, cols)
+    source_cube = np.ascontiguousarray(pixels, dtype=np.float32)[None]
+    out = np.empty((1, *shape), dtype=np.float32)
+
+    def strip(start: int) -> None:
+        # rows [start, start + strip) of the block: the map counted from that row
+        stop = min(start + RESAMPLE_STRIP_ROWS, shape[0])
+        moved = shifted_homography(matrix, 0.0, float(start), 0.0, 0.0)
+        kernel(
+            source_cube,
+            out[:, start:stop],
+            _PlaneToPlane(moved),
+            out_of_range_nan=True,
+            **_ADAPTIVE_OPTIONS,
+        )
+
+    starts = range(0, shape[0], RESAMPLE_STRIP_ROWS)
+    threads = min(len(starts), resample_threads())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if image_type in NEAREST_TYPES:
-            out = reproject_interp(
-                (pixels, wcs_in),
-                wcs_out,
-                shape_out=shape,
-                order="nearest-neighbor",
-                return_footprint=False,
-            )
+        if threads <= 1:
+            for start in starts:
+                strip(start)
         else:
-            # flux-conserving (Jacobian-weighted) resampling: both grids have 0.25" pixels,
-            # so surface brightness and totals are kept; NaN (blank) pixels are left out.
-            # The Hann kernel smooths less than the default Gaussian (the resampled noise
-            # keeps ~3/4 of its per-pixel scatter rather than ~1/2), and the grids are close
-            # enough (two TAN planes) to skip the round-trip check of the coordinates.
-            out = reproject_adaptive(
-                (pixels, wcs_in),
-                wcs_out,
-                shape_out=shape,
-                conserve_flux=True,
-                kernel="hann",
-                roundtrip_coords=False,
-                boundary_mode="ignore_threshold",
-                bad_value_mode="ignore",
-                return_footprint=False,
-            )
+            # the kernel releases the GIL: strips resample on several cores at once (a
+            # filter's task alone on a machine, e.g. the last of three on two workers)
+            with ThreadPoolExecutor(threads, thread_name_prefix="ps1dask-resample") as pool:
+                for done in [pool.submit(strip, start) for start in starts]:
+                    done.result()
+    return out[0]
+
+
+def resample_threads() -> int:
+    """Threads one task resamples with (``ps1dask.mosaic.resample-threads``, >= 1)."""
+    threads = int(dask.config.get("ps1dask.mosaic.resample-threads"))
+    if threads < 1:
+        raise InvalidParameterError(f"ps1dask.mosaic.resample-threads must be >= 1, got {threads}")
+    return threads
+
+
+def _reproject_adaptive_wcs(
+    pixels: npt.NDArray[np.float32],
+    source: MosaicSource,
+    box: tuple[int, int, int, int],
+    grid: MosaicGrid,
+    rows: slice,
+    cols: slice,
+) -> npt.NDArray[np.float32]:
+    """:func:`_reproject` of flux through reproject's public API (the two WCSs)."""
+    from reproject import reproject_adaptive
+
+    x0, y0, width, height = box
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = reproject_adaptive(
+            (pixels, source.wcs(x0, y0, (height, width))),
+            grid.wcs(rows, cols),
+            shape_out=(rows.stop - rows.start, cols.stop - cols.start),
+            roundtrip_coords=False,
+            return_footprint=False,
+            **_ADAPTIVE_OPTIONS,
+        )
     return np.asarray(out, dtype=np.float32)
+
+
+def _nearest(
+    pixels: npt.NDArray[np.float32], matrix: npt.NDArray[np.float64], shape: tuple[int, int]
+) -> npt.NDArray[np.float32]:
+    """The source pixel nearest each output pixel (NaN off the piece), a strip at a time."""
+    out = np.full(shape, np.nan, dtype=np.float32)
+    ny, nx = pixels.shape
+    c = np.arange(shape[1], dtype=np.float64)[None, :]
+    for a in range(0, shape[0], 256):
+        r = np.arange(a, min(a + 256, shape[0]), dtype=np.float64)[:, None]
+        sx, sy = apply_homography(matrix, c, r)
+        with np.errstate(invalid="ignore"):
+            # as reproject_interp: the outer half of the border pixels is still the image
+            ok = (sx >= -0.5) & (sx < nx - 0.5) & (sy >= -0.5) & (sy < ny - 0.5)
+        ix = np.clip(np.floor(np.where(ok, sx, 0.0) + 0.5).astype(np.intp), 0, nx - 1)
+        iy = np.clip(np.floor(np.where(ok, sy, 0.0) + 0.5).astype(np.intp), 0, ny - 1)
+        out[a : a + r.shape[0]] = np.where(ok, pixels[iy, ix], np.float32(np.nan))
+    return out
 
 
 @dataclass
@@ -289,7 +399,8 @@ class MosaicAssembler:
         """Per owning source: its owned bbox in the band (band-relative rows) and the box of
         its file to fetch."""
         out = {}
-        for index in np.unique(owner).tolist():
+        present = np.flatnonzero(np.bincount(owner.ravel() + 1)) - 1
+        for index in present.tolist():
             if index == NO_SOURCE:
                 continue
             found = owned_box(owner, int(index))
