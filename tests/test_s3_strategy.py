@@ -159,6 +159,13 @@ def _job(kind, table, store, emu, client, **kw):
     return run(table, store, service=_service(emu.url), client=client, progress=False, **kw)
 
 
+def _assert_equals_range_job(store, table, emu, client, tmp_path):
+    """``store`` (g, 40 px) equals the same stack job through the service's byte ranges."""
+    reference = tmp_path / "range.zarr"
+    _job("stack", table, reference, emu, client, filters="g", size=40, strategy="range")
+    assert_same_store(store, reference)
+
+
 G_STACK = image_filename(SID, "g", "stack")
 
 
@@ -385,17 +392,7 @@ def test_s3_reads_are_retried_on_slowdown_and_resets(bucket, emu, dask_client, t
     assert summary.requests["retries"] >= 1, summary.requests
     retried = summary.requests["retried_errors"]
     assert set(retried) <= {"ServiceUnavailableError", "ServiceConnectionError"}, retried
-    _job(
-        "stack",
-        table,
-        tmp_path / "range.zarr",
-        emu,
-        dask_client,
-        filters="g",
-        size=40,
-        strategy="range",
-    )
-    assert_same_store(tmp_path / "faulty.zarr", tmp_path / "range.zarr")
+    _assert_equals_range_job(tmp_path / "faulty.zarr", table, emu, dask_client, tmp_path)
 
 
 def test_the_emulators_own_s3_faults_are_retried(emu, dask_client, tmp_path):
@@ -424,17 +421,7 @@ def test_the_emulators_own_s3_faults_are_retried(emu, dask_client, tmp_path):
     assert faults["faults_injected"] > 0, faults
     # every fault was retried: by the job, or (at most 2) by the probe as the job started
     assert summary.requests["retries"] >= faults["faults_injected"] - 2, summary.requests
-    _job(
-        "stack",
-        table,
-        tmp_path / "range.zarr",
-        emu,
-        dask_client,
-        filters="g",
-        size=40,
-        strategy="range",
-    )
-    assert_same_store(tmp_path / "faulty.zarr", tmp_path / "range.zarr")
+    _assert_equals_range_job(tmp_path / "faulty.zarr", table, emu, dask_client, tmp_path)
 
 
 def test_an_unreachable_or_wrong_s3_source_is_a_clear_error(bucket, emu, dask_client, tmp_path):

@@ -154,6 +154,14 @@ class Metrics:
             target = self._counters(s3)
             setattr(target, name, getattr(target, name) + amount)
 
+    def answered(self, arrived: float) -> None:
+        """A service request that arrived at ``arrived`` (``time.monotonic()``) is answered:
+        out of flight, and logged for :meth:`flights`."""
+        answered = time.monotonic()
+        with self._lock:
+            self.in_flight -= 1
+            self.flight_log.append((arrived, answered))
+
     def fault(self, kind: str, s3: bool = False) -> None:
         with self._lock:
             target = self._counters(s3)
@@ -281,8 +289,4 @@ class ServiceState:
             mine.remove(flight)
             if not mine:
                 del self._flights[flight.address]
-        answered = time.monotonic()
-        m = self.metrics
-        with m._lock:
-            m.in_flight -= 1
-            m.flight_log.append((flight.arrived, answered))
+        self.metrics.answered(flight.arrived)
