@@ -6,6 +6,7 @@ One Emulator per module (seeded); whole-file downloads only for one stack file.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import io
 import json
@@ -905,6 +906,50 @@ def test_cli_prints_url_first_and_serves(tmp_path):
     assert proc.returncode == 0
     rest = proc.stdout.read()
     assert "fitscut.cgi" in rest
+
+
+_PARENT_SCRIPT = """
+import subprocess, sys, time
+child = subprocess.Popen(
+    [sys.executable, "-m", "ps1dask", "emulator", "--port", "0", "--cache-dir", sys.argv[1],
+     "--stop-with-parent"],
+    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+)
+url = child.stdout.readline().strip()
+print(child.pid, url, flush=True)
+time.sleep(600)
+"""
+
+
+def test_cli_stop_with_parent_leaves_no_emulator_behind(tmp_path):
+    import psutil
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", _PARENT_SCRIPT, str(tmp_path / "cache")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    child_pid = 0
+    try:
+        child_pid_text, url = parent.stdout.readline().split()
+        child_pid = int(child_pid_text)
+        assert url.startswith("http://127.0.0.1:")
+        assert requests.get(url + "/_emulator/metrics", timeout=TIMEOUT).status_code == 200
+        parent.kill()  # as a benchmark killed by SIGKILL: no cleanup code runs in it
+        parent.wait(timeout=20)
+        child = psutil.Process(child_pid)
+        try:
+            child.wait(timeout=30)  # it notices within a second
+        except psutil.TimeoutExpired:
+            pytest.fail("the emulator outlived the process that started it")
+        except psutil.NoSuchProcess:
+            pass
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        if child_pid:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                psutil.Process(child_pid).kill()
 
 
 def test_cli_help_mentions_the_knobs():

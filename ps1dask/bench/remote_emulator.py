@@ -44,7 +44,10 @@ class EmulatorProcess:
 
 @contextlib.contextmanager
 def emulator_process(cache_dir: str | Path, **knobs: Any) -> Iterator[EmulatorProcess]:
-    """Start ``python -m ps1dask emulator --port 0`` with knobs as flags; stop it on exit."""
+    """Start ``python -m ps1dask emulator --port 0`` with knobs as flags; stop it on exit.
+
+    The child also stops by itself if this process is killed (``--stop-with-parent``).
+    """
     cmd = [
         sys.executable,
         "-m",
@@ -54,6 +57,7 @@ def emulator_process(cache_dir: str | Path, **knobs: Any) -> Iterator[EmulatorPr
         "0",
         "--cache-dir",
         str(cache_dir),
+        "--stop-with-parent",
     ]
     for key, value in knobs.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]

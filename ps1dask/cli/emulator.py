@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -44,6 +45,9 @@ def run(args: argparse.Namespace) -> int:
         workers=args.workers,
     )
     stop = threading.Event()
+    # The parent at start: a change means it died and we were re-parented (to init or a
+    # subreaper), so nobody is left to stop us.
+    parent = os.getppid()
 
     def on_signal(signum: int, frame: object) -> None:
         stop.set()
@@ -90,6 +94,9 @@ def run(args: argparse.Namespace) -> int:
             if not emu.running:  # pragma: no cover - the server thread died
                 print("ps1dask emulator: the server stopped unexpectedly", file=sys.stderr)
                 return 1
+            if args.stop_with_parent and os.getppid() != parent:
+                print("ps1dask emulator: the process that started it is gone", file=sys.stderr)
+                break
     finally:
         emu.stop()
         for sig, handler in previous.items():
@@ -216,5 +223,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="rendering threads (default: CPUs + 4, at most 16)",
+    )
+    p.add_argument(
+        "--stop-with-parent",
+        action="store_true",
+        help="stop when the process that started this one exits (for scripts and benchmarks "
+        "that run the emulator as a child process: no emulator left behind if they are killed)",
     )
     p.set_defaults(func=run)
