@@ -20,17 +20,33 @@ while sleeping between retries. Where the slots come from is decided at every
   this process with the same name (a different N for the same name replaces it only while
   no slot is held, and is refused otherwise, as the scheduler refuses it on a cluster).
 
+Hand-off
+--------
+On a cluster, the leases a process holds go through its
+:class:`~ps1dask.client.leases.LeasePool` (one per Semaphore): a slot freed while another
+thread of the same process waits is handed straight to it -- the lease stays held at the
+scheduler, and no scheduler round trip separates the two requests -- at most
+``ps1dask.http.lease-handoffs`` times in a row (default 20); then the lease goes back to the
+scheduler, so that other workers and other jobs waiting there get their turn. 0 takes
+every slot from the scheduler and gives it back there. Each request still runs under a
+distinct lease this process holds (a pool never lends more leases than it holds), so the
+scheduler's N leases still bound the requests in flight. :func:`lease_counts` says how this
+process took its slots (``acquired`` from the scheduler + ``handed_off`` = requests).
+
 Lost scheduler
 --------------
 No request is sent without a lease from a live scheduler when the work runs on a cluster.
 A thread a task starts has no distributed context of its own, so the task pins its throttle
 on its own thread (:meth:`RequestThrottle.bind`, a :class:`ClusterContext` holding the
 worker) and hands that to its threads. Before each acquire, and again once a lease is
-granted, the context is checked: a worker that is closing or lost its scheduler connection,
-a Client that is not running, a closed event loop, or an acquire that fails raise
-:class:`~ps1dask.exceptions.SchedulerLostError` -- the request is not sent and the unit
-counts as not done. An unpinned throttle in a process whose worker is closing raises too.
-A process-local semaphore is used only where there is no cluster at all.
+granted or handed over, the context is checked: a worker that is closing or lost its
+scheduler connection, a Client that is not running, a closed event loop, or an acquire that
+fails raise :class:`~ps1dask.exceptions.SchedulerLostError` -- the request is not sent and
+the unit counts as not done; the lease is dropped locally (``_forget_lease``), never
+released through a lost scheduler nor handed over, and threads waiting for a hand-off
+re-check their context at least every ``leases.WAIT_CHECK_S`` seconds. An unpinned
+throttle in a process whose worker is closing raises too. A process-local semaphore is
+used only where there is no cluster at all.
 
 A ``distributed.Semaphore`` is never pickled into a task: a Semaphore deserialised on a
 process worker outside a task may not bind to the worker's event loop, its lease-refresh
