@@ -18,6 +18,7 @@ from hypothesis import given, settings
 
 from ps1dask.client import PS1Service, RequestThrottle
 from ps1dask.client.leases import LeaseCounts, LeasePool
+from ps1dask.client.throttle import lease_handoffs
 from ps1dask.exceptions import InvalidParameterError, LeaseTimeoutWarning, SchedulerLostError
 
 CRAB = (83.63321, 22.01446)
@@ -334,6 +335,18 @@ def test_lease_pool_drops_leases_of_a_lost_context():
     state = pool.state()
     assert (state["held"], state["lent"], state["free"], state["waiters"]) == (0, 0, 0, 0)
     assert pool.counts.snapshot() == {"acquired": 1, "handed_off": 0, "returned_unused": 0}
+
+
+def test_lease_handoffs_setting():
+    assert lease_handoffs() == 20  # the package default (ps1dask.yaml)
+    with dask.config.set({"ps1dask.http.lease-handoffs": 0}):
+        assert lease_handoffs() == 0
+    for bad in (-1, 2.5, "many"):
+        with (
+            dask.config.set({"ps1dask.http.lease-handoffs": bad}),
+            pytest.raises(InvalidParameterError, match="ps1dask.http.lease-handoffs"),
+        ):
+            lease_handoffs()
 
 
 # --------------------------------------------------------------------------- distributed
