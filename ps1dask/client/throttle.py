@@ -20,17 +20,33 @@ while sleeping between retries. Where the slots come from is decided at every
   this process with the same name (a different N for the same name replaces it only while
   no slot is held, and is refused otherwise, as the scheduler refuses it on a cluster).
 
+Hand-off
+--------
+On a cluster, the leases a process holds go through its
+:class:`~ps1dask.client.leases.LeasePool` (one per Semaphore): a slot freed while another
+thread of the same process waits is handed straight to it -- the lease stays held at the
+scheduler, and no scheduler round trip separates the two requests -- at most
+``ps1dask.http.lease-handoffs`` times in a row (default 20); then the lease goes back to the
+scheduler, so that other workers and other jobs waiting there get their turn. 0 takes
+every slot from the scheduler and gives it back there. Each request still runs under a
+distinct lease this process holds (a pool never lends more leases than it holds), so the
+scheduler's N leases still bound the requests in flight. :func:`lease_counts` says how this
+process took its slots (``acquired`` from the scheduler + ``handed_off`` = requests).
+
 Lost scheduler
 --------------
 No request is sent without a lease from a live scheduler when the work runs on a cluster.
 A thread a task starts has no distributed context of its own, so the task pins its throttle
 on its own thread (:meth:`RequestThrottle.bind`, a :class:`ClusterContext` holding the
 worker) and hands that to its threads. Before each acquire, and again once a lease is
-granted, the context is checked: a worker that is closing or lost its scheduler connection,
-a Client that is not running, a closed event loop, or an acquire that fails raise
-:class:`~ps1dask.exceptions.SchedulerLostError` -- the request is not sent and the unit
-counts as not done. An unpinned throttle in a process whose worker is closing raises too.
-A process-local semaphore is used only where there is no cluster at all.
+granted or handed over, the context is checked: a worker that is closing or lost its
+scheduler connection, a Client that is not running, a closed event loop, or an acquire that
+fails raise :class:`~ps1dask.exceptions.SchedulerLostError` -- the request is not sent and
+the unit counts as not done; the lease is dropped locally (``_forget_lease``), never
+released through a lost scheduler nor handed over, and threads waiting for a hand-off
+re-check their context at least every ``leases.WAIT_CHECK_S`` seconds. An unpinned
+throttle in a process whose worker is closing raises too. A process-local semaphore is
+used only where there is no cluster at all.
 
 A ``distributed.Semaphore`` is never pickled into a task: a Semaphore deserialised on a
 process worker outside a task may not bind to the worker's event loop, its lease-refresh
@@ -73,9 +89,17 @@ import dask.config
 from dask.utils import parse_timedelta
 
 from ps1dask import config
+from ps1dask.client.leases import Lease, LeaseCounts, LeasePool
 from ps1dask.exceptions import InvalidParameterError, LeaseTimeoutWarning, SchedulerLostError
 
-__all__ = ["ClusterContext", "RequestThrottle", "current_cluster_context", "lease_timeout_seconds"]
+__all__ = [
+    "ClusterContext",
+    "RequestThrottle",
+    "current_cluster_context",
+    "lease_counts",
+    "lease_handoffs",
+    "lease_timeout_seconds",
+]
 
 logger = logging.getLogger("ps1dask.client")
 
@@ -86,6 +110,10 @@ Mode = Literal["auto", "local", "distributed"]
 _REGISTRY_LOCK = threading.Lock()
 _LOCAL_SEMAPHORES: dict[str, tuple[int, threading.BoundedSemaphore]] = {}
 _DISTRIBUTED_SEMAPHORES: dict[tuple[str, str], Any] = {}
+# The pool of leases of each distributed semaphore (same keys), and per semaphore name how
+# this process obtained its cluster slots: a lease just granted, or one handed over.
+_LEASE_POOLS: dict[tuple[str, str], LeasePool] = {}
+_LEASE_COUNTS: dict[str, LeaseCounts] = {}
 # Slots held by this process, per semaphore name, and the peak since the last reset.
 _IN_USE: dict[str, int] = {}
 _PEAK: dict[str, int] = {}
@@ -262,6 +290,52 @@ def _get_distributed_semaphore(
     return sem
 
 
+def _counts_of(name: str) -> LeaseCounts:
+    with _REGISTRY_LOCK:
+        counts = _LEASE_COUNTS.get(name)
+        if counts is None:
+            counts = _LEASE_COUNTS[name] = LeaseCounts()
+        return counts
+
+
+def _lease_pool(address: str, name: str, sem: Any) -> LeasePool:
+    counts = _counts_of(name)
+    key = (address, name)
+    with _REGISTRY_LOCK:
+        pool = _LEASE_POOLS.get(key)
+        if pool is None or pool.semaphore is not sem:
+            # A new semaphore (a new connection to the scheduler): a new pool. Leases lent
+            # from the old one go back through it (a Lease knows its pool).
+            pool = _LEASE_POOLS[key] = LeasePool(sem, _forget_lease, counts)
+        return pool
+
+
+def lease_handoffs() -> int:
+    """``ps1dask.http.lease-handoffs``: consecutive hand-offs of a lease between threads of
+    one process before it goes back to the scheduler (0: every slot from the scheduler)."""
+    value = dask.config.get("ps1dask.http.lease-handoffs", 20)
+    try:
+        handoffs = int(value)
+    except (TypeError, ValueError):
+        handoffs = -1
+    if handoffs < 0 or handoffs != value:
+        raise InvalidParameterError(
+            f"ps1dask.http.lease-handoffs must be an integer >= 0, got {value!r}"
+        )
+    return handoffs
+
+
+def lease_counts(name: str | None = None) -> dict[str, int]:
+    """How this process took its cluster slots of semaphore ``name`` (default
+    ``ps1dask.http.semaphore-name``): ``acquired`` (a lease just granted by the scheduler),
+    ``handed_off`` (a lease handed over by another thread of this process) and
+    ``returned_unused`` (grants that found no thread waiting). ``acquired + handed_off`` is
+    the requests sent under cluster slots; ``acquired + returned_unused`` the scheduler's
+    grants to this process."""
+    key = str(name if name is not None else dask.config.get("ps1dask.http.semaphore-name"))
+    return _counts_of(key).snapshot()
+
+
 def _get_local_semaphore(name: str, limit: int) -> threading.BoundedSemaphore:
     with _REGISTRY_LOCK:
         entry = _LOCAL_SEMAPHORES.get(name)
@@ -409,27 +483,18 @@ class RequestThrottle:
         """Hold one request slot; yields the seconds spent waiting for it."""
         _, sem, context = self._resolve()
         started = time.monotonic()
+        lease: Lease | None = None
+        handoffs = 0
         if context is not None:
             if sem.asynchronous:
                 raise RuntimeError(
                     "RequestThrottle.slot() is blocking: do not call it from the event loop"
                 )
-            try:
-                granted = sem.acquire()  # no timeout: returns True once granted
-            except (Exception, asyncio.CancelledError) as err:
-                # The scheduler died while we waited, the worker closed its connections...:
-                # no lease, so no request.
-                raise SchedulerLostError(
-                    f"no request sent: could not obtain a request slot from the Dask "
-                    f"scheduler {context.address} ({type(err).__name__}: {err}); this work "
-                    f"unit counts as not done, rerun to resume it"
-                ) from err
-            if granted is not True:
-                raise RuntimeError(f"could not acquire request semaphore {self.name!r}")
-            if context.lost() is not None:
-                # Granted just before the scheduler was lost or the worker began closing.
-                _forget_lease(sem)
-                context.check_alive()
+            handoffs = lease_handoffs()
+            if handoffs > 0:
+                lease = self._take_lease(sem, context)
+            else:
+                self._acquire_lease(sem, context)
         else:
             sem.acquire()
         acquired = time.monotonic()
@@ -443,7 +508,9 @@ class RequestThrottle:
             with _REGISTRY_LOCK:
                 _IN_USE[self.name] = _IN_USE.get(self.name, 1) - 1
             held = time.monotonic() - acquired
-            if context is not None and context.lost() is not None:
+            if lease is not None and context is not None:
+                lease.pool.give_back(lease, context, handoffs)
+            elif context is not None and context.lost() is not None:
                 # Releasing through a lost scheduler would only wait for connect timeouts.
                 _forget_lease(sem)
             elif context is not None:
@@ -456,18 +523,52 @@ class RequestThrottle:
                     logger.warning(
                         "lease of %r was not released at once; it will time out", self.name
                     )
-                lease = lease_timeout_seconds()
-                if lease is not None and held > lease:
-                    logger.warning(
-                        "a request held its slot of %r for %.1f s, longer than "
-                        "distributed.scheduler.locks.lease-timeout=%.0f s: the limit relied on "
-                        "lease refreshes",
-                        self.name,
-                        held,
-                        lease,
-                    )
             else:
                 sem.release()
+            lease_timeout = lease_timeout_seconds() if context is not None else None
+            if lease_timeout is not None and held > lease_timeout:
+                logger.warning(
+                    "a request held its slot of %r for %.1f s, longer than "
+                    "distributed.scheduler.locks.lease-timeout=%.0f s: the limit relied on "
+                    "lease refreshes",
+                    self.name,
+                    held,
+                    lease_timeout,
+                )
+
+    def _take_lease(self, sem: Any, context: ClusterContext) -> Lease:
+        """A lease from this process's pool of ``sem`` (handed over, or newly granted)."""
+        pool = _lease_pool(context.address, self.name, sem)
+        try:
+            return pool.take(context)
+        except SchedulerLostError:
+            raise
+        except (Exception, asyncio.CancelledError) as err:
+            raise self._acquire_failed(context, err) from err
+
+    def _acquire_lease(self, sem: Any, context: ClusterContext) -> None:
+        """One lease straight from the scheduler (``ps1dask.http.lease-handoffs`` = 0)."""
+        try:
+            granted = sem.acquire()  # no timeout: returns True once granted
+        except (Exception, asyncio.CancelledError) as err:
+            # The scheduler died while we waited, the worker closed its connections...:
+            # no lease, so no request.
+            raise self._acquire_failed(context, err) from err
+        if granted is not True:
+            raise RuntimeError(f"could not acquire request semaphore {self.name!r}")
+        if context.lost() is not None:
+            # Granted just before the scheduler was lost or the worker began closing.
+            _forget_lease(sem)
+            context.check_alive()
+        _counts_of(self.name).add(acquired=1)
+
+    @staticmethod
+    def _acquire_failed(context: ClusterContext, err: BaseException) -> SchedulerLostError:
+        return SchedulerLostError(
+            f"no request sent: could not obtain a request slot from the Dask scheduler "
+            f"{context.address} ({type(err).__name__}: {err}); this work unit counts as not "
+            f"done, rerun to resume it"
+        )
 
     # -- observation (tests, progress) ---------------------------------------------------
 
