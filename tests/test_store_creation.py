@@ -97,7 +97,9 @@ def test_an_interrupted_creation_is_made_anew_on_rerun(
     assert (
         created_parts(zarr.open_group(str(store), mode="r", use_consolidated=False).attrs) == set()
     )
-    assert _fitscuts(emu) == 0  # nothing was fetched before the store existed
+    # units may have fetched meanwhile, but none wrote into the unfinished store
+    assert not (store / "stack_flux" / "c").exists()
+    emu.reset_metrics()
 
     summary = job(store, rerun_size)  # neither refused nor a crash
     assert summary.units_run == summary.units_total
@@ -220,3 +222,23 @@ def test_interrupted_creation_on_s3(step, s3, emu, dask_client, tmp_path, monkey
     assert sorted(got) == sorted(want)
     for name in want:
         np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
+def test_a_failed_creation_fails_the_job_with_its_own_error(emu, dask_client, tmp_path):
+    """The store is created while the units fetch: its failure is the job's error (not the
+    units' refusal to write into no store), nothing is written, and a rerun completes."""
+    import dask.config
+
+    from ps1dask.exceptions import InvalidParameterError
+
+    table = positions_in_one_skycell(6, seed=45)
+    store = tmp_path / "s.zarr"
+    bad = {"cname": "lz4", "clevel": 5, "shuffle": "sideways"}
+    with (
+        dask.config.set({"ps1dask.store.pixel-compressor": bad}),
+        pytest.raises(InvalidParameterError, match="pixel-compressor"),
+    ):
+        cutout_job(table, store, emu.url, dask_client, filters=FILTERS, size=SIZE)
+    assert not (store / "stack_flux" / "c").exists()
+    summary = cutout_job(table, store, emu.url, dask_client, filters=FILTERS, size=SIZE)
+    assert summary.statuses == {"ok": len(FILTERS) * len(table)}
