@@ -242,3 +242,29 @@ def test_a_failed_creation_fails_the_job_with_its_own_error(emu, dask_client, tm
     assert not (store / "stack_flux" / "c").exists()
     summary = cutout_job(table, store, emu.url, dask_client, filters=FILTERS, size=SIZE)
     assert summary.statuses == {"ok": len(FILTERS) * len(table)}
+
+
+def test_units_fetch_while_the_store_is_created(emu, dask_client, tmp_path, monkeypatch):
+    """The creation waits (in the hook, after the arrays) until the service has answered
+    requests of the units: they fetched before the store was complete, wrote after it, and
+    the store equals an uninterrupted run's."""
+    table = positions_in_one_skycell(8, seed=46)
+    seen: list[int] = []
+
+    def hold(step: str) -> None:
+        if step == "arrays":
+            deadline = time.monotonic() + 60
+            while emu.metrics()["requests_total"] == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen.append(int(emu.metrics()["requests_total"]))
+
+    monkeypatch.setattr(store_layout, "_creation_step", hold)
+    store = tmp_path / "s.zarr"
+    summary = cutout_job(table, store, emu.url, dask_client, filters=FILTERS, size=SIZE)
+    assert seen and seen[0] > 0  # requests went out while the store was being created
+    assert summary.statuses == {"ok": len(FILTERS) * len(table)}
+    assert _fitscuts(emu) == len(FILTERS) * len(table)
+    monkeypatch.undo()
+    whole = tmp_path / "whole.zarr"
+    cutout_job(table, whole, emu.url, dask_client, filters=FILTERS, size=SIZE)
+    assert_same_store(store, whole)

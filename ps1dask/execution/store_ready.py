@@ -109,7 +109,9 @@ def _cancelled() -> bool:
     except ValueError:
         return False
     key = getattr(thread_state, "key", None)
-    state = worker.state.tasks.get(key) if key is not None else None
+    if key is None:  # not on a task's thread: nothing to tell
+        return False
+    state = worker.state.tasks.get(key)
     return state is None or state.state in ("cancelled", "released", "forgotten")
 
 
