@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import distributed
@@ -185,11 +186,24 @@ def cutouts(
         max_unit_positions=max_unit_positions,
         chunk=store_chunk(store_path),
     )
-    if not check_compatible(store_path, plan.request):
-        create_stack_store(
-            store_path, plan.request, plan.positions, plan.chunk, plan.initial_status
+    create: Callable[[], None] | None = None
+    if check_compatible(store_path, plan.request):
+        status = read_status(store_path)
+    else:
+        # a new store (or part): created while the first units fetch (they wait for it
+        # before writing), or now if the job runs in the background
+        create = functools.partial(
+            create_stack_store,
+            store_path,
+            plan.request,
+            plan.positions,
+            plan.chunk,
+            plan.initial_status,
         )
-    status = read_status(store_path)
+        status = plan.initial_status
+        if not compute:
+            create()
+            create = None
     final = np.isin(status, list(FINAL_STATUSES))
     todo = [u for u in plan.units if not final[u.start : u.stop].all()]
     # Configured (the s3 source probed) before any cluster starts: a source that does not
@@ -227,6 +241,7 @@ def cutouts(
         n_positions=plan.request.n_positions,
         filters=plan.filters,
         units_total=len(plan.units),
+        create=create,
     )
     return run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))
 
@@ -433,8 +448,11 @@ def _warps_with(
         service_url=svc.url,
         mjd_range=mjd_range,
     )
+    create: Callable[[], None] | None = None
     if check_compatible(store_path, request, part="warp"):
         epochs = _epochs_from_store(store_path, base, bands)
+        n_epochs = read_array_of(store_path, "n_epochs")
+        status = read_array_of(store_path, "warp_status")
     else:
         with cluster.get().as_current():
             epochs = _list_warp_epochs(svc, base, bands, mjd_range)
@@ -452,10 +470,16 @@ def _warps_with(
             for bi, band in enumerate(bands):
                 values = epochs.get((pc, sc, band), np.empty(0))
                 listed[i, bi, : len(values)] = values
-        create_warp_store(store_path, request, base.positions, base.chunk, listed, counts)
-
-    n_epochs = read_array_of(store_path, "n_epochs")
-    status = read_array_of(store_path, "warp_status")
+        # created while the first units fetch (they wait for it before writing), or now if
+        # the job runs in the background
+        create = functools.partial(
+            create_warp_store, store_path, request, base.positions, base.chunk, listed, counts
+        )
+        n_epochs = counts.astype("int16")
+        status = np.zeros(listed.shape, dtype=np.uint8)
+        if not compute:
+            create()
+            create = None
     n_max = status.shape[2]
     real = np.arange(n_max)[None, None, :] < n_epochs[:, :, None]
     done = ~real | np.isin(status, list(FINAL_STATUSES))
@@ -504,5 +528,6 @@ def _warps_with(
         filters=bands,
         units_total=len(base.units),
         statuses=warp_statuses,
+        create=create,
     )
     return run_job(run, cluster, store=store_path, compute=compute, starts_cluster=bool(todo))

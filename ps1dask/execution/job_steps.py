@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import hashlib
 import logging
 import os
@@ -24,6 +25,7 @@ from ps1dask.conventions import image_filename
 from ps1dask.exceptions import InvalidParameterError, JobAbortedError, ServiceError
 from ps1dask.execution.job import JobCluster, JobHandle, JobSummary
 from ps1dask.execution.runner import RunControl, run_units
+from ps1dask.execution.store_ready import StoreCreation, store_created
 from ps1dask.fetch.decoded_rows import begin_sharing, end_sharing
 from ps1dask.fetch.strategies import job_strategies, strategies_for
 from ps1dask.planning import ServiceProfile, WorkUnit
@@ -166,12 +168,19 @@ def execute_units(
     measure: bool,
     probe: tuple[Any, str],
     control: RunControl | None = None,
+    create: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Run units on the cluster; returns the summary's requests, strategies, errors, seconds."""
+    """Run units on the cluster; returns the summary's requests, strategies, errors, seconds.
+
+    ``create`` (a new store's creation) runs on a client thread while the units are
+    submitted and fetch; they wait for it before writing (:mod:`ps1dask.execution.store_ready`).
+    """
     requests = RequestStats()
     strategies: dict[str, int] = {}
     errors: list[str] = []
     if not todo:
+        if create is not None:
+            create()
         return {
             "requests": requests.snapshot(),
             "strategies": strategies,
@@ -181,6 +190,40 @@ def execute_units(
     store_path.check(write=True)
     dask_client = cluster.get()
     check_store_shared(store_path, dask_client)
+    with store_created(create, dask_client) as creation:
+        return _execute_on(
+            dask_client,
+            func,
+            todo,
+            make_spec,
+            svc=svc,
+            store_path=store_path,
+            progress=progress,
+            measure=measure,
+            probe=probe,
+            control=control,
+            creation=creation,
+        )
+
+
+def _execute_on(
+    dask_client: distributed.Client,
+    func: Any,
+    todo: list[Any],
+    make_spec: Any,
+    *,
+    svc: PS1Service,
+    store_path: StoreLocation,
+    progress: bool | None,
+    measure: bool,
+    probe: tuple[Any, str],
+    control: RunControl | None,
+    creation: StoreCreation | None,
+) -> dict[str, Any]:
+    """:func:`execute_units` once the cluster is known (the store may still be created)."""
+    requests = RequestStats()
+    strategies: dict[str, int] = {}
+    errors: list[str] = []
     cores = sum(w["nthreads"] for w in dask_client.scheduler_info()["workers"].values())
     profile = ServiceProfile(concurrency=svc.throttle.max_concurrency, cores=cores)
     if measure and probe[0] is not None:
@@ -191,6 +234,8 @@ def execute_units(
         except ServiceError as err:
             logger.warning("could not measure the service (%s); using default costs", err)
     spec = make_spec(profile)
+    if creation is not None:
+        spec = dataclasses.replace(spec, store_ready=creation.event)
     # units cut from whole-file rows share them within a worker process, during this job
     share_rows = getattr(spec, "strategy", "cutout") != "cutout"
     with _rows_shared(dask_client, share_rows):
@@ -204,6 +249,7 @@ def execute_units(
             show_progress=progress,
             control=control,
             neighbours_together=share_rows,
+            submitted=None if creation is None else creation.start,
         )
     requests.merge(outcome.requests)
     for report in outcome.reports:
@@ -244,11 +290,13 @@ def summarised_run(
     filters: str,
     units_total: int,
     statuses: Callable[[], dict[str, int]] | None = None,
+    create: Callable[[], None] | None = None,
 ) -> Callable[[RunControl | None], JobSummary]:
     """The rest of a job, for :func:`run_job`: run the units ``todo`` (``func`` on each,
     with the spec ``make_spec`` makes from the service profile; measured first when the
     strategy is ``auto``), then summarise the store. ``statuses`` counts the outcome after
-    the run (default: the ``stack_status`` array)."""
+    the run (default: the ``stack_status`` array). ``create`` makes a new store while the
+    units start (see :func:`execute_units`)."""
 
     def run(control: RunControl | None) -> JobSummary:
         ran = execute_units(
@@ -262,6 +310,7 @@ def summarised_run(
             measure=strategy == "auto",
             probe=probe,
             control=control,
+            create=create,
         )
         return JobSummary(
             store=str(store_path),

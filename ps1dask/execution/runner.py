@@ -210,6 +210,7 @@ def run_units(
     abort_after_unavailable: int = 3,
     control: RunControl | None = None,
     neighbours_together: bool = False,
+    submitted: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Submit one task per unit in plan order and collect their reports as they finish.
 
@@ -226,6 +227,9 @@ def run_units(
     ``neighbours_together``: consecutive units go to the same worker
     (:func:`neighbour_placement`), for units that share what a worker process keeps
     (decoded rows of the same skycell files).
+
+    ``submitted`` is called once every unit is submitted (e.g. to start creating the store
+    the units will write to).
 
     ``control``, if given, shows the pending futures and counts to another thread, whose
     ``control.cancel()`` stops the run as an abort does (:class:`JobAbortedError`).
@@ -251,6 +255,8 @@ def run_units(
         control.units_total, control.positions_total = len(units), progress_total
     if control.stop.is_set():  # cancelled before the units were submitted
         control.cancel()
+    if submitted is not None:
+        submitted()
     bar = progress_bar(
         progress_total, desc="ps1dask", unit=progress_label[:3], progress=show_progress
     )

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ps1dask.client import PS1Service
+from ps1dask.execution.store_ready import wait_for_store
 from ps1dask.fetch.cache import LocalFileCache
 from ps1dask.fetch.stack import StackUnitFetcher
 from ps1dask.fetch.strategies import FetchStrategy, strategies_for
@@ -36,6 +37,8 @@ class StackTaskSpec:
     #: The strategies ``strategy`` may use, resolved from the client's registry: they
     #: travel with the task, so a strategy registered only in the client works on workers.
     strategies: Mapping[str, FetchStrategy] = field(default_factory=dict)
+    #: The event a unit waits on before writing while the store is created (None: it exists).
+    store_ready: str | None = None
 
 
 @dataclass
@@ -96,6 +99,7 @@ def run_stack_unit(unit: WorkUnit, spec: StackTaskSpec) -> UnitReport:
     """Fetch, linearise and cut every cutout of ``unit``, then write its chunks."""
     service, _, common = fetch_context(spec)
     result = StackUnitFetcher(unit, **common).run()
+    wait_for_store(spec.store_ready)
     write_unit_chunks(spec.store, unit.start, unit.stop, result.images, result.status, result.meta)
     return _report(unit, service, result, result.status)
 
@@ -118,6 +122,8 @@ class WarpTaskSpec:
     #: The strategies ``strategy`` may use, resolved from the client's registry: they
     #: travel with the task, so a strategy registered only in the client works on workers.
     strategies: Mapping[str, FetchStrategy] = field(default_factory=dict)
+    #: The event a unit waits on before writing while the store is created (None: it exists).
+    store_ready: str | None = None
 
 
 def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:
@@ -125,6 +131,7 @@ def run_warp_unit(work: WarpUnit, spec: WarpTaskSpec) -> UnitReport:
     service, _, common = fetch_context(spec)
     result = WarpUnitFetcher(work, n_epochs_max=spec.n_epochs_max, **common).run()
     unit = work.unit
+    wait_for_store(spec.store_ready)
     write_warp_chunks(spec.store, unit.start, unit.stop, result.images, result.meta, result.status)
     # status 0 also pads the epoch axis: count only real outcomes
     return _report(unit, service, result, result.status[result.status > 0])

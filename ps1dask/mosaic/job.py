@@ -134,13 +134,17 @@ def create_mosaic_store(
             ("position", "filter"), (n, nf), (1, 1), dtype, fill, attrs
         )
     write_store_part(
-        path, "stack", request, plan.positions, 1, data_vars, encoding, {"stack_status": initial}
+        path,
+        "stack",
+        request,
+        plan.positions,
+        1,
+        data_vars,
+        encoding,
+        {"stack_status": initial},
+        # with the creation marker: a store is a mosaic store from the moment it is created
+        extra_attrs={MOSAIC_ATTR: json.dumps({"chunk": [cy, cx]})},
     )
-    with quiet_zarr_warnings():
-        store = path.zarr_store()
-        group = zarr.open_group(store, mode="r+")
-        group.attrs[MOSAIC_ATTR] = json.dumps({"chunk": [cy, cx]})
-        zarr.consolidate_metadata(store)
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,22 @@ def _store_base(request: Any) -> dict[str, Any]:
     }
 
 
+def _creation_step(step: str) -> None:
+    """Called after each step of :func:`write_store_part` (``root``, ``arrays``,
+    ``initial``, ``consolidated``): a no-op, where tests interrupt a creation."""
+
+
+def created_parts(attrs: Mapping[str, Any]) -> set[str]:
+    """The parts of a store whose creation finished: their request is in the root's attrs.
+
+    The request is written last (after the part's arrays, its initial values and the
+    consolidated metadata, in the same write as the latter's root ``zarr.json``), so it is
+    the creation marker: a part without it was interrupted while being made, and nothing
+    was fetched into it (units write only into created parts).
+    """
+    return {part for part, key in PART_ATTRS.items() if isinstance(attrs.get(key), str)}
+
+
 def write_store_part(
     path: StoreLike,
     part: str,
@@ -273,21 +289,36 @@ def write_store_part(
     data_vars: dict[str, xr.Variable],
     encoding: dict[str, dict[str, Any]],
     initial: Mapping[str, np.ndarray],
+    *,
+    extra_attrs: Mapping[str, Any] | None = None,
 ) -> None:
     """Create the store with this part, or add the part to a store of the same positions.
 
     Client only. Tasks later write only their own chunks of the dask-backed (lazy) arrays;
     ``initial`` values (e.g. statuses known before any fetch) are written here.
+
+    Atomic as seen by a rerun: the root ``zarr.json`` (with ``ps1dask_base``) is written
+    first, then the arrays and initial values, then the consolidated metadata, and last the
+    part's request (the marker of :func:`created_parts`, with ``extra_attrs``). A store
+    interrupted anywhere before that is made again: one without any created part is
+    deleted and recreated, leftover arrays of an unfinished part are replaced. A created
+    part is never rewritten here (the job resumes it, or refuses a changed request).
     """
     from ps1dask import __version__
 
     base = _store_base(request)
     root = StoreLocation.of(path)
     store = root.zarr_store()
-    attrs: dict[str, Any] = {PART_ATTRS[part]: json.dumps(asdict(request), sort_keys=True)}
+    marker = {PART_ATTRS[part]: json.dumps(asdict(request), sort_keys=True), **(extra_attrs or {})}
     with quiet_zarr_warnings(), root.errors("write"):
-        if root.exists():
-            group = zarr.open_group(store, mode="r")
+        # not the consolidated metadata: it lists no array of an unfinished part
+        group = zarr.open_group(store, mode="r", use_consolidated=False) if root.exists() else None
+        if group is not None and "ps1dask_base" in group.attrs and not created_parts(group.attrs):
+            # a creation interrupted before any part was finished: nothing was fetched
+            # into it, so it is made anew (its request may even differ)
+            root.remove()
+            group = None
+        if group is not None:
             raw_base = group.attrs.get("ps1dask_base")
             existing = json.loads(raw_base) if isinstance(raw_base, str) and raw_base else None
             if existing != base:
@@ -300,21 +331,17 @@ def write_store_part(
                 raise StoreMismatchError(
                     f"{root} is chunked by {have_chunk} positions, not {chunk}"
                 )
+            # arrays of this part left by an interrupted creation (maybe of another shape)
+            _remove_arrays(store, list(data_vars))
             ds = xr.Dataset(data_vars)
-            ds.attrs.update({**dict(group.attrs), **attrs})
-            ds.to_zarr(
-                store,
-                mode="a",
-                compute=False,
-                zarr_format=3,
-                consolidated=True,
-                encoding=encoding,
-            )
+            # the existing attrs, without this part's marker (xarray replaces all attrs)
+            ds.attrs.update({k: v for k, v in group.attrs.items() if k != PART_ATTRS[part]})
         else:
             position_vars, coords, pos_encoding = _position_variables(
                 positions, request.filters, chunk
             )
             ds = xr.Dataset({**data_vars, **position_vars}, coords=coords)
+            encoding = {**encoding, **pos_encoding}
             now = _dt.datetime.now(_dt.UTC).replace(microsecond=0).isoformat()
             ds.attrs.update(
                 {
@@ -332,19 +359,38 @@ def write_store_part(
                     "position_order": "plan order (grouped by skycell); the 'position' coordinate "
                     "is the input table row, and ps1dask.open_store() sorts back to input order",
                     "ps1dask_base": json.dumps(base, sort_keys=True),
-                    **attrs,
                 }
             )
-            ds.to_zarr(
-                store,
-                mode="w-",
-                compute=False,
-                zarr_format=3,
-                consolidated=True,
-                encoding={**encoding, **pos_encoding},
-            )
+            # the root first, with ps1dask_base: whatever is interrupted after it is
+            # recognised as an unfinished ps1dask store on the rerun
+            zarr.create_group(store, attributes=dict(ds.attrs), zarr_format=3)
+        _creation_step("root")
+        ds.to_zarr(
+            store, mode="a", compute=False, zarr_format=3, consolidated=False, encoding=encoding
+        )
+        _creation_step("arrays")
         for name, values in initial.items():
             zarr.open_array(store, path=name, mode="r+")[:] = values
+        _creation_step("initial")
+        _mark_created(store, marker)
+
+
+def _remove_arrays(store: Any, names: Sequence[str]) -> None:
+    """Delete whatever is under the arrays ``names`` of the root group (metadata and chunks;
+    nothing if absent)."""
+    group = zarr.open_group(store, mode="r+", use_consolidated=False)
+    for name in names:
+        del group[name]
+
+
+def _mark_created(store: Any, marker: Mapping[str, Any]) -> None:
+    """Consolidate the metadata, then add ``marker`` to the root's attrs: one write of the
+    root ``zarr.json`` that keeps the consolidated metadata, so a part marked as created
+    always has it."""
+    zarr.consolidate_metadata(store)
+    _creation_step("consolidated")
+    group = zarr.open_group(store, mode="r+")
+    group.attrs.update(dict(marker))
 
 
 #: Per-(position, filter) stack variables besides the status: name -> (dtype, fill, attrs).
@@ -583,6 +629,9 @@ def store_chunk(path: StoreLike) -> int | None:
     root = StoreLocation.of(path)
     if not root.exists() or not root.has("ra/zarr.json"):
         return None
+    with quiet_zarr_warnings(), root.errors("read"):
+        if not created_parts(zarr.open_group(root.zarr_store(), mode="r").attrs):
+            return None  # an unfinished creation: made anew with the plan's chunking
     return int(zarr.open_array(root.zarr_store(), path="ra", mode="r").chunks[0])
 
 

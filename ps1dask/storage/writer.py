@@ -7,7 +7,9 @@ from collections.abc import Mapping
 import numpy as np
 import zarr
 
+from ps1dask.exceptions import InvalidStoreError
 from ps1dask.storage.arrays import quiet_zarr_warnings, zarr_array
+from ps1dask.storage.layout import created_parts
 from ps1dask.storage.location import StoreLike, StoreLocation
 
 
@@ -57,6 +59,13 @@ def _write_chunks(
         # per unit. Nothing is cached between units, so a store made anew (resume=False)
         # is never written with the metadata of the one it replaced.
         group = zarr.open_group(where.zarr_store(), mode="r+", zarr_format=3)
+        part = status_name.split("_")[0]
+        if part not in created_parts(group.attrs):
+            # a creation that failed or was interrupted: never write into it
+            raise InvalidStoreError(
+                f"{where}: its {part} part was not created (creation failed or interrupted); "
+                "rerun the job to make it anew"
+            )
         for name, data in arrays.items():
             array = zarr_array(group, name)
             array[start:stop] = data.astype(array.dtype, copy=False)
