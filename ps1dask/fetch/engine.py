@@ -32,6 +32,7 @@ from ps1dask.fetch.strategies import (
     FetchTask,
     auto_candidates,
     get_strategy,
+    has_file_index,
     strategy_choices,
 )
 from ps1dask.planning.cost import GroupWork, ServiceProfile, cheapest, row_runs
@@ -107,7 +108,8 @@ class CutoutEngine:
             )
         runs = row_runs(group.y0, self.height, self.profile.image_rows)
         cached = self.cache is not None and self.cache.contains(group.filename, self.service.url)
-        work = GroupWork(len(group.members), self.width, self.height, runs, cached)
+        indexed = has_file_index(self.service.url, group.filename)
+        work = GroupWork(len(group.members), self.width, self.height, runs, cached, indexed)
         return cheapest(candidates, work, self.profile)
 
     def run(self, groups: Sequence[ImageGroup]) -> dict[str, int]:

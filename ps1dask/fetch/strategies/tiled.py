@@ -26,6 +26,13 @@ _INDEX_CACHE_SIZE = 256
 _INDEX_READING: dict[tuple[str, str], threading.Lock] = {}
 
 
+def has_file_index(source: str, filename: str) -> bool:
+    """Whether this process holds the tile index of ``filename`` from ``source`` (a URL):
+    then :func:`file_index` sends no request for it."""
+    with _INDEX_LOCK:
+        return (source, filename) in _INDEX_CACHE
+
+
 def file_index(service: PS1Service | str, filename: str, read: ReadRange) -> CompressedImageIndex:
     """The tile index of a service file, read with ``read`` unless this process has it.
 
