@@ -25,7 +25,9 @@ from ps1dask.conventions import (
     asinh_encode_flux,
     bad_pixels,
     counts_to_microjansky,
+    cut,
     cut_array,
+    cut_into,
     cutout_box,
     cutout_header,
     flux_to_abmag,
@@ -160,6 +162,17 @@ def test_linear_pixels_table_equals_the_formula(dtype, seed, bscale, bzero, blan
     want = flux_module._linear_pixels_direct(view, header)
     assert got.dtype == want.dtype == np.float32
     np.testing.assert_array_equal(got, want)  # NaN == NaN here; exact otherwise
+    # written in place (a non-contiguous part of a larger array, as a unit's cutouts are)
+    # the same values, and nothing around them
+    whole = np.full((170, 150), 7.0, dtype=np.float32)
+    assert linear_pixels(view, header, out=whole[5:165, 9:139]) is not None
+    np.testing.assert_array_equal(whole[5:165, 9:139], want)
+    assert (whole[:5] == 7.0).all() and (whole[:, 139:] == 7.0).all()
+    small = view[:2, :3]  # below the table's size: the formula, written in place
+    np.testing.assert_array_equal(
+        linear_pixels(small, header, out=np.empty((2, 3), np.float32)),
+        flux_module._linear_pixels_direct(small, header),
+    )
 
 
 # --- headers ----------------------------------------------------------------------------
@@ -243,6 +256,30 @@ def test_cut_array_matches_padded_slice(x0, y0, w, h):
     want = padded[y0 + pad : y0 + pad + h, x0 + pad : x0 + pad + w]
     np.testing.assert_array_equal(got, want)
     assert got.shape == (h, w)
+
+
+@settings(max_examples=100)
+@given(st.integers(-60, 120), st.integers(-60, 120), st.integers(1, 50), st.integers(1, 50))
+def test_cut_into_fills_its_array_as_cut_makes_a_new_one(x0, y0, w, h):
+    """In place, into a cutout's part of a larger array holding older values: the same
+    pixels as :func:`cut` (NaN off the image), and nothing else of the array changes."""
+    rng = np.random.default_rng(1)
+    image = rng.normal(size=(64, 80)).astype(np.float32)
+    box = CutoutBox(x0, y0, w, h)
+    read = lambda rows, cols: image[rows, cols]
+    want = cut(box, 80, 64, read)
+    unit = np.full((3, h + 2, w + 2), 5.0, dtype=np.float32)  # stale values everywhere
+
+    def write(rows: slice, cols: slice, dest: np.ndarray) -> None:
+        dest[...] = image[rows, cols]
+
+    got = cut_into(unit[1, 1 : h + 1, 1 : w + 1], box, 80, 64, write)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(unit[1, 1 : h + 1, 1 : w + 1], want)
+    unit[1, 1 : h + 1, 1 : w + 1] = 5.0
+    assert (unit == 5.0).all()
+    with pytest.raises(ValueError, match="shape"):
+        cut_into(np.empty((h + 1, w), np.float32), box, 80, 64, write)
 
 
 @pytest.mark.parametrize("size", [0, 6001, "10,0", "abc", -5, 2.5, "1,2,3"])

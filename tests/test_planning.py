@@ -133,6 +133,41 @@ def test_cost_model_picks_cutouts_when_sparse_and_files_when_dense():
     assert choose_strategy(300, 240, 240, dense_runs, profile, cached=True) == "skycell"
 
 
+def test_range_is_charged_a_file_index_once_per_process_not_once_per_group():
+    """The range strategy sends one request for a file's headers and tile index, and only in
+    a process that has not read that file's index yet (it keeps the indexes it read): a
+    group of a file already indexed costs its runs of rows alone."""
+    p = ServiceProfile(
+        latency_s=0.2,
+        bandwidth_bps=1e9,
+        concurrency=10,
+        cores=2,
+        file_bytes=60e6,
+        image_rows=6000,
+        image_cols=6000,
+        decode_pixels_per_s=1e18,  # no CPU terms: the requests alone
+        receive_bytes_per_s=1e18,
+    )
+    runs = [(0, 240), (1000, 1240)]  # two runs of rows: two requests, 480 rows of 10 kB
+    first = strategy_costs(10, 240, 240, runs, p)["range"]
+    again = strategy_costs(10, 240, 240, runs, p, indexed=True)["range"]
+    assert again == pytest.approx((2 * 0.2 + 480 * 10e3 / 1e9) / 10)
+    assert first == pytest.approx((3 * 0.2 + 480 * 10e3 / 1e9) / 10)  # + one index request
+    # Where a whole file costs little more than a request (a fast network, free CPU), a
+    # file not indexed yet goes to skycell (one request and the file) and an indexed one to
+    # range (one request and its rows): the index request decides.
+    fast = dataclasses.replace(p, bandwidth_bps=10e9)
+    one_run = [(0, 1000)]
+    costs = strategy_costs(30, 240, 240, one_run, fast)
+    assert costs["skycell"] == pytest.approx((0.2 + 60e6 / 10e9) / 10)  # 0.0206 s
+    assert costs["range"] == pytest.approx((2 * 0.2 + 1000 * 10e3 / 10e9) / 10)  # 0.0401 s
+    assert choose_strategy(30, 240, 240, one_run, fast) == "skycell"
+    assert strategy_costs(30, 240, 240, one_run, fast, indexed=True)["range"] == pytest.approx(
+        (0.2 + 1000 * 10e3 / 10e9) / 10  # 0.0201 s
+    )
+    assert choose_strategy(30, 240, 240, one_run, fast, indexed=True) == "range"
+
+
 def test_cost_model_counts_receiving_whole_files_on_fast_networks():
     """On loopback or a LAN the slots barely see a 60 MB file, but the cores still receive
     it: a couple of cutouts in a skycell stay server cutouts."""

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from ps1dask.conventions import CutoutBox, cut, cut_array, linear_pixels
 from ps1dask.exceptions import BadFITSError
+from ps1dask.fetch.strategies import file_index, has_file_index
 from ps1dask.fetch.tiles import (
     BLOCK,
     CompressedImageIndex,
@@ -171,6 +172,20 @@ def test_index_parse():
     np.testing.assert_array_equal(index.tile_offsets, index.heap_start + desc[:, 1])
     assert index.tile_offsets[-1] + index.tile_sizes[-1] <= len(blob)
     assert "6240x300" in repr(index)
+
+
+def test_a_process_reads_a_file_index_once():
+    """Strategies keep each file's index per process (and source): the second group of a
+    file sends no request for it, and the cost model is told so (``has_file_index``)."""
+    blob, _ = small_file()
+    remote = Remote(blob)
+    name = f"rings.v3.skycell.test{id(remote)}.stk.r.unconv.fits"
+    assert not has_file_index("http://here", name)
+    first = file_index("http://here", name, remote)
+    assert len(remote.calls) == 1 and has_file_index("http://here", name)
+    assert file_index("http://here", name, remote) is first
+    assert len(remote.calls) == 1
+    assert not has_file_index("http://elsewhere", name)
 
 
 def test_header_spanning_many_blocks():

@@ -58,6 +58,7 @@ from ps1dask.client.transport import (
     check_length,
     is_retryable,
     new_session,
+    read_whole_body,
     shared_session,
     status_error,
     transport_error,
@@ -581,8 +582,11 @@ class PS1Service:
                             if kept >= ERROR_BODY_LIMIT:
                                 break
                     elif method != "HEAD":
-                        for chunk in resp.iter_content(self.settings.chunk_size):
-                            target.write(chunk)
+                        if isinstance(target, MemorySink):
+                            target.write(read_whole_body(resp))
+                        else:  # a file: streamed, never whole in memory
+                            for chunk in resp.iter_content(self.settings.chunk_size):
+                                target.write(chunk)
                         check_length(resp, shown)
                     nbytes = wire_bytes(resp)
                 except requests.RequestException as err:

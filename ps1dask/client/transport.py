@@ -16,7 +16,7 @@ from typing import BinaryIO
 import dask.config
 import requests
 import requests.adapters
-from urllib3.exceptions import ReadTimeoutError
+from urllib3.exceptions import DecodeError, ProtocolError, ReadTimeoutError, SSLError
 
 from ps1dask import config
 from ps1dask.client.retry import RetryPolicy, _seconds, parse_retry_after
@@ -163,6 +163,27 @@ def status_error(
 
 
 # --- body sinks ----------------------------------------------------------------------------
+
+
+def read_whole_body(resp: requests.Response) -> bytes:
+    """The whole body of a streamed answer, in one read into one new bytes object.
+
+    ``iter_content`` reads a body chunk by chunk, each chunk a new object (two copies of it
+    on the way up from the socket), and the chunks are then joined: three copies of every
+    byte, each in fresh memory. Read at once, the bytes go from the socket straight into
+    one object of the body's size. Errors become what ``iter_content`` raises for them.
+    """
+    try:
+        data = resp.raw.read(decode_content=True)
+    except ProtocolError as err:
+        raise requests.exceptions.ChunkedEncodingError(err) from err
+    except DecodeError as err:
+        raise requests.exceptions.ContentDecodingError(err) from err
+    except ReadTimeoutError as err:
+        raise requests.exceptions.ConnectionError(err) from err
+    except SSLError as err:
+        raise requests.exceptions.SSLError(err) from err
+    return bytes(data) if data is not None else b""
 
 
 class MemorySink:

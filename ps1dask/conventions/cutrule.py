@@ -223,6 +223,8 @@ def position_pixel(
 
 
 RegionReader = Callable[[slice, slice], npt.NDArray[np.floating]]
+#: ``write(rows, cols, dest)`` writes the linear pixels of image ``[rows, cols]`` into ``dest``.
+RegionWriter = Callable[[slice, slice, npt.NDArray[np.float32]], None]
 
 
 def cut(box: CutoutBox, naxis1: int, naxis2: int, read: RegionReader) -> npt.NDArray[np.float32]:
@@ -230,11 +232,34 @@ def cut(box: CutoutBox, naxis1: int, naxis2: int, read: RegionReader) -> npt.NDA
 
     ``rows`` and ``cols`` are 0-based slices of the source image; off-image pixels are NaN.
     """
-    out = np.full((box.height, box.width), np.nan, dtype=np.float32)
+
+    def write(rows: slice, cols: slice, dest: npt.NDArray[np.float32]) -> None:
+        dest[...] = read(rows, cols)
+
+    out = np.empty((box.height, box.width), dtype=np.float32)
+    return cut_into(out, box, naxis1, naxis2, write)
+
+
+def cut_into(
+    out: npt.NDArray[np.float32], box: CutoutBox, naxis1: int, naxis2: int, write: RegionWriter
+) -> npt.NDArray[np.float32]:
+    """:func:`cut` in place: fill ``out`` (``(height, width)`` float32, e.g. a cutout's place
+    in a work unit's array) and return it. ``write(rows, cols, dest)`` writes the linear
+    pixels of the in-image part into ``dest`` (a view of ``out``); off-image pixels are NaN.
+
+    Writing in place spares a new array and a copy per cutout: a dense job's cutouts are
+    hundreds of MB, and on Dask workers every new array that large is fresh memory.
+    """
+    if out.shape != (box.height, box.width):
+        raise ValueError(f"out has shape {out.shape}, the box {(box.height, box.width)}")
     parts = box.overlap(naxis1, naxis2)
-    if parts is not None:
-        src_y, src_x, dst_y, dst_x = parts
-        out[dst_y, dst_x] = read(src_y, src_x)
+    if parts is None:
+        out.fill(np.nan)
+        return out
+    src_y, src_x, dst_y, dst_x = parts
+    if dst_y.stop - dst_y.start != box.height or dst_x.stop - dst_x.start != box.width:
+        out.fill(np.nan)  # a box across the image's edge: the part outside stays NaN
+    write(src_y, src_x, out[dst_y, dst_x])
     return out
 
 

@@ -9,6 +9,7 @@ strategy goes through :func:`linear_pixels`, so they agree to the bit.
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -58,12 +59,16 @@ def asinh_encode_flux(
     return ASINH_A * np.arcsinh((np.asarray(flux, dtype=np.float64) - boffset) / (2.0 * bsoften))
 
 
-def linear_pixels(raw: npt.ArrayLike, header: Header) -> npt.NDArray[np.float32]:
+def linear_pixels(
+    raw: npt.ArrayLike, header: Header, *, out: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
     """THE conversion from a PS1 file's stored pixels to linear flux, float32.
 
     ``raw`` are the values exactly as stored (integers before BZERO/BSCALE for whole files,
     floats for cutouts); ``header`` is that image's header. Applies BLANK -> NaN, BZERO and
-    BSCALE, then the asinh inversion only where BSOFTEN and BOFFSET exist.
+    BSCALE, then the asinh inversion only where BSOFTEN and BOFFSET exist. ``out``: a
+    float32 array of ``raw``'s shape to write the flux into (and return), e.g. a cutout's
+    place in a larger array; None: a new array.
 
     8- and 16-bit integers (whole stack files) take at most 65,536 values: their flux comes
     from a table of the same formula evaluated once per value, so the result is the same to
@@ -72,8 +77,15 @@ def linear_pixels(raw: npt.ArrayLike, header: Header) -> npt.NDArray[np.float32]
     arr = np.asarray(raw)
     if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and arr.size >= _TABLE_MIN_PIXELS:
         table = _linear_table(arr.dtype.newbyteorder("=").str, *_scaling_key(header))
-        return table[arr.view(arr.dtype.str.replace("i", "u"))]  # keeps the byte order
-    return _linear_pixels_direct(arr, header)
+        index = arr.view(arr.dtype.str.replace("i", "u"))  # keeps the byte order
+        # np.take rather than table[index]: the same values, about 3x faster; every
+        # unsigned value is in the table, so "clip" never clips (no bounds check).
+        return np.take(table, _as_intp(index), mode="clip", out=out)
+    flux = _linear_pixels_direct(arr, header)
+    if out is None:
+        return flux
+    out[...] = flux
+    return out
 
 
 def _linear_pixels_direct(raw: npt.ArrayLike, header: Header) -> npt.NDArray[np.float32]:
@@ -81,6 +93,29 @@ def _linear_pixels_direct(raw: npt.ArrayLike, header: Header) -> npt.NDArray[np.
     if is_asinh_scaled(header):
         true = linearize_stack_flux(true, float(header["BSOFTEN"]), float(header["BOFFSET"]))
     return true.astype(np.float32)
+
+
+#: Largest index array (pixels) converted into the calling thread's reused buffer.
+_SCRATCH_MAX_PIXELS = 1 << 20
+_scratch = threading.local()
+
+
+def _as_intp(index: npt.NDArray[np.unsignedinteger[Any]]) -> npt.NDArray[np.intp]:
+    """``index`` as intp (what np.take indexes with), in a buffer the calling thread reuses.
+
+    np.take would convert small integers into a new intp array per call: for a cutout that
+    is 8 bytes a pixel, and a new array that large is fresh memory the kernel maps in page
+    by page (on Dask workers, whose malloc returns freed memory at once, on every call).
+    """
+    if index.size > _SCRATCH_MAX_PIXELS:
+        return index.astype(np.intp)
+    buffer = getattr(_scratch, "index", None)
+    if buffer is None or buffer.size < index.size:
+        buffer = np.empty(index.size, dtype=np.intp)
+        _scratch.index = buffer
+    out = buffer[: index.size].reshape(index.shape)
+    np.copyto(out, index)
+    return out
 
 
 #: Below this many pixels the formula is applied directly: a table costs 65,536 evaluations,

@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from ps1dask.client import PS1Service
 from ps1dask.exceptions import UnknownStrategyError
 from ps1dask.fetch.cache import LocalFileCache
-from ps1dask.fetch.group import ImageGroup, OnCutout, OnFailure, ReadRange
+from ps1dask.fetch.group import Destination, ImageGroup, OnCutout, OnFailure, ReadRange
 from ps1dask.fetch.strategies import (
     AUTO,
     FetchContext,
@@ -32,6 +32,7 @@ from ps1dask.fetch.strategies import (
     FetchTask,
     auto_candidates,
     get_strategy,
+    has_file_index,
     strategy_choices,
 )
 from ps1dask.planning.cost import GroupWork, ServiceProfile, cheapest, row_runs
@@ -43,7 +44,8 @@ class CutoutEngine:
     """Fetch groups of cutouts with the chosen strategies (one instance per work unit).
 
     ``strategies`` are the strategies the job may use, by name (what the task set-up passed
-    along from the client's registry); None: the registry of this process.
+    along from the client's registry); None: the registry of this process. ``destination``:
+    where a member's pixels may be written in place (:class:`FetchContext`).
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class CutoutEngine:
         on_cutout: OnCutout,
         on_failure: OnFailure,
         strategies: Mapping[str, FetchStrategy] | None = None,
+        destination: Destination | None = None,
     ) -> None:
         self.width = width
         self.height = height
@@ -74,6 +77,7 @@ class CutoutEngine:
             profile=profile,
             on_cutout=on_cutout,
             on_failure=on_failure,
+            destination=destination,
         )
 
     def strategy(self, name: str) -> FetchStrategy:
@@ -104,7 +108,8 @@ class CutoutEngine:
             )
         runs = row_runs(group.y0, self.height, self.profile.image_rows)
         cached = self.cache is not None and self.cache.contains(group.filename, self.service.url)
-        work = GroupWork(len(group.members), self.width, self.height, runs, cached)
+        indexed = has_file_index(self.service.url, group.filename)
+        work = GroupWork(len(group.members), self.width, self.height, runs, cached, indexed)
         return cheapest(candidates, work, self.profile)
 
     def run(self, groups: Sequence[ImageGroup]) -> dict[str, int]:

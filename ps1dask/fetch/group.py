@@ -17,6 +17,8 @@ ReadRange = Callable[[int, int], bytes]
 OnCutout = Callable[[int, npt.NDArray[np.float32], Any], None]
 #: ``on_failure(members, error)``: these members of the group could not be fetched.
 OnFailure = Callable[[Sequence[int], ServiceError], None]
+#: ``destination(member)``: the array the member's pixels go to, if it can be filled in place.
+Destination = Callable[[int], npt.NDArray[np.float32] | None]
 
 
 @dataclass

@@ -12,7 +12,7 @@ from ps1dask.conventions import header_zeropoint, image_filename
 from ps1dask.fetch.cache import LocalFileCache
 from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies import FetchStrategy
-from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, to_store_dtype
+from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, store_pixels
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
 from ps1dask.storage.layout import (
@@ -26,6 +26,8 @@ from ps1dask.tessellation import SkycellId
 
 class StackUnitFetcher(UnitFetcher):
     """Fetch all stack cutouts of one :class:`WorkUnit` (one Dask task)."""
+
+    variables = STACK_VARIABLES
 
     def __init__(
         self,
@@ -65,7 +67,7 @@ class StackUnitFetcher(UnitFetcher):
 
     def on_cutout(self, cell: Cell, image_type: str, pixels: np.ndarray, header: Any) -> None:
         name, dtype, _, _ = STACK_VARIABLES[image_type]
-        self.images[name][cell] = to_store_dtype(pixels, dtype)
+        store_pixels(self.images[name][cell], pixels, dtype)
         if image_type == "stack" and "EXPTIME" in header:
             self.meta["stack_zeropoint"][cell] = header_zeropoint(header)
 

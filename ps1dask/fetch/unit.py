@@ -35,6 +35,23 @@ def to_store_dtype(pixels: np.ndarray, dtype: str) -> np.ndarray:
     return pixels
 
 
+def store_pixels(target: np.ndarray, pixels: np.ndarray, dtype: str) -> None:
+    """Put a cutout's pixels into its place ``target`` in a unit's array, unless the
+    strategy already cut them there (:attr:`FetchContext.destination`)."""
+    if pixels.dtype == target.dtype and _same_memory(pixels, target):
+        return
+    target[...] = to_store_dtype(pixels, dtype)
+
+
+def _same_memory(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays are the same view of the same memory."""
+    return (
+        a.shape == b.shape
+        and a.strides == b.strides
+        and a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
+    )
+
+
 def empty_images(
     variables: dict[str, tuple[str, str, str, str]], types: tuple[str, ...], shape: tuple[int, ...]
 ) -> dict[str, np.ndarray]:
@@ -89,11 +106,14 @@ class UnitFetcher(abc.ABC):
     Subclasses give the cell dimensions between position and image type (``inner``), build
     the :class:`ImageGroup` s, store each cutout, and combine outcomes into statuses, in
     the arrays they set up: ``images``, ``status`` and ``meta`` (what :meth:`result` gives).
+    ``variables`` are the store's image variables by image type (name, dtype, ...): float32
+    ones are offered to the strategies to cut into in place (:meth:`destination`).
     """
 
     images: dict[str, np.ndarray]
     status: npt.NDArray[np.uint8]
     meta: dict[str, np.ndarray]
+    variables: Mapping[str, tuple[str, str, str, str]]
 
     def __init__(
         self,
@@ -127,6 +147,7 @@ class UnitFetcher(abc.ABC):
             on_cutout=self._store_cutout,
             on_failure=self._on_failure,
             strategies=strategies,
+            destination=self.destination,
         )
 
     # -- members: a cell and an image type in one integer ---------------------------------
@@ -158,6 +179,16 @@ class UnitFetcher(abc.ABC):
         return f"ra={self.unit.ra[i]:.6f} dec={self.unit.dec[i]:.6f} {self.filters[bi]}"
 
     # -- engine callbacks -------------------------------------------------------------------
+
+    def destination(self, member: int) -> np.ndarray | None:
+        """Where a member's float32 pixels go in the unit's arrays (a ``(height, width)``
+        view), or None for a type stored otherwise (masks). Each member is one cell of one
+        image type, filled by one strategy task: the writes in place never overlap."""
+        cell, image_type = self._decode(member)
+        name, dtype, _, _ = self.variables[image_type]
+        if dtype != "float32":
+            return None
+        return self.images[name][cell]  # type: ignore[no-any-return]
 
     def _store_cutout(self, member: int, pixels: np.ndarray, header: Any) -> None:
         cell, image_type = self._decode(member)

@@ -14,7 +14,7 @@ from ps1dask.conventions import bad_pixels, image_filename, mid_exposure_mjd_utc
 from ps1dask.fetch.cache import LocalFileCache
 from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies import FetchStrategy
-from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, to_store_dtype
+from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, store_pixels
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
 from ps1dask.storage.layout import STATUS, WARP_EPOCH_VARIABLES, WARP_VARIABLES, empty_per_cell
@@ -51,6 +51,8 @@ def coverage_weights(
 
 class WarpUnitFetcher(UnitFetcher):
     """Fetch all warp cutouts of one unit (one Dask task)."""
+
+    variables = WARP_VARIABLES
 
     def __init__(
         self,
@@ -94,7 +96,7 @@ class WarpUnitFetcher(UnitFetcher):
 
     def on_cutout(self, cell: Cell, image_type: str, pixels: np.ndarray, header: Any) -> None:
         name, dtype, _, _ = WARP_VARIABLES[image_type]
-        self.images[name][cell] = to_store_dtype(pixels, dtype)
+        store_pixels(self.images[name][cell], pixels, dtype)
         if image_type != "warp":
             return
         exptime = float(header.get("EXPTIME", np.nan))

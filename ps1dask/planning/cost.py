@@ -15,8 +15,10 @@ Each strategy states its own cost in its ``cost(work, profile)`` method (see
 - ``cutout``: one request per cutout (latency + a small FITS body); no decoding.
 - ``skycell``: one whole-file download (free when already in the local cache), then
   decoding of only the rows the cutouts touch.
-- ``range``: two requests for the header and the tile index, one per merged run of rows,
-  then the same decoding as ``skycell``.
+- ``range``: one request per merged run of rows, then the same decoding as ``skycell``;
+  plus the request for the file's headers and tile index when this process has not read
+  that file's index yet (each process keeps the indexes it read: the index is sent once per
+  file per worker process, not once per group).
 - ``s3``: the requests of ``range``, sent to the public S3 copy at its own concurrency and
   latency (:func:`s3_read_seconds`), then the same decoding.
 
@@ -36,8 +38,10 @@ import numpy.typing as npt
 if TYPE_CHECKING:
     from ps1dask.fetch.strategies.base import FetchStrategy
 
-#: Requests the range strategy spends before any pixel: header blocks and the tile index.
-RANGE_INDEX_REQUESTS = 2
+#: Requests the range strategy spends before any pixel of a file whose index this process
+#: has not read: one 64 kB read holds the headers and the 6243-row tile index of a PS1 file
+#: (a file with larger headers takes one more).
+RANGE_INDEX_REQUESTS = 1
 #: Bytes of a fitscut FITS header (a few 2880-byte blocks).
 CUTOUT_HEADER_BYTES = 3 * 2880
 
@@ -98,13 +102,20 @@ def row_runs(
 class GroupWork:
     """One group of cutouts as the cost model sees it: ``n_cutouts`` boxes of ``width`` x
     ``height`` pixels in one image, touching the merged row ``runs`` ([start, stop) rows),
-    with the whole file already in the local cache or not."""
+    with the whole file already in the local cache or not, and the file's tile index
+    already read by this process (``indexed``: no index request is sent for it) or not."""
 
     n_cutouts: int
     width: int
     height: int
     runs: list[tuple[int, int]]
     cached: bool = False
+    indexed: bool = False
+
+    @property
+    def index_requests(self) -> int:
+        """Requests a byte-range strategy sends for the file's index: 0 when held already."""
+        return 0 if self.indexed else RANGE_INDEX_REQUESTS
 
     @property
     def rows_needed(self) -> int:
@@ -167,9 +178,10 @@ def strategy_costs(
     profile: ServiceProfile,
     *,
     cached: bool = False,
+    indexed: bool = False,
 ) -> dict[str, float]:
     """Estimated wall seconds each registered ``auto`` strategy adds for one group."""
-    work = GroupWork(n_cutouts, width, height, runs, cached)
+    work = GroupWork(n_cutouts, width, height, runs, cached, indexed)
     return {s.name: s.cost(work, profile) for s in _auto_candidates()}
 
 
@@ -181,8 +193,9 @@ def choose_strategy(
     profile: ServiceProfile,
     *,
     cached: bool = False,
+    indexed: bool = False,
 ) -> str:
     """The cheapest registered ``auto`` strategy for one group; ties go to the fewest
     requests."""
-    work = GroupWork(n_cutouts, width, height, runs, cached)
+    work = GroupWork(n_cutouts, width, height, runs, cached, indexed)
     return cheapest(_auto_candidates(), work, profile)

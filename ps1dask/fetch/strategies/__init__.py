@@ -48,7 +48,7 @@ from ps1dask.fetch.strategies.registry import (
 )
 from ps1dask.fetch.strategies.s3 import S3Strategy
 from ps1dask.fetch.strategies.skycell import SkycellStrategy
-from ps1dask.fetch.strategies.tiled import cut_from_tiles, file_index
+from ps1dask.fetch.strategies.tiled import cut_from_tiles, file_index, has_file_index
 
 for _builtin in (CutoutStrategy, SkycellStrategy, RangeStrategy, S3Strategy):
     register_strategy(_builtin)
@@ -67,6 +67,7 @@ __all__ = [
     "cut_from_tiles",
     "file_index",
     "get_strategy",
+    "has_file_index",
     "job_strategies",
     "register_strategy",
     "strategies_for",

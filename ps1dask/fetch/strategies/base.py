@@ -10,7 +10,7 @@ from typing import ClassVar
 
 from ps1dask.client import PS1Service
 from ps1dask.fetch.cache import LocalFileCache
-from ps1dask.fetch.group import ImageGroup, OnCutout, OnFailure
+from ps1dask.fetch.group import Destination, ImageGroup, OnCutout, OnFailure
 from ps1dask.planning.cost import GroupWork, ServiceProfile
 
 #: A unit of work the engine runs on one of its threads.
@@ -27,6 +27,12 @@ class FetchContext:
     pixels (NaN off the image) from :func:`ps1dask.conventions.cut` /
     :func:`~ps1dask.conventions.linear_pixels`, or ``on_failure(members, error)`` with a
     :class:`~ps1dask.exceptions.ServiceError` (404 means "no data", anything else "failed").
+
+    ``destination(member)``, when given, is the ``(height, width)`` float32 array where the
+    member's pixels end up (a view of the work unit's own array), or None for a member
+    stored otherwise: a strategy that cuts locally may fill it in place
+    (:func:`ps1dask.conventions.cut_into`) and report that same array, which spares a new
+    array and a copy per cutout.
     """
 
     width: int
@@ -36,6 +42,7 @@ class FetchContext:
     profile: ServiceProfile
     on_cutout: OnCutout
     on_failure: OnFailure
+    destination: Destination | None = None
 
 
 class FetchStrategy(abc.ABC):

@@ -7,7 +7,6 @@ from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies.base import FetchContext, FetchStrategy, FetchTask
 from ps1dask.fetch.strategies.tiled import cut_from_tiles, file_index
 from ps1dask.planning.cost import (
-    RANGE_INDEX_REQUESTS,
     GroupWork,
     ServiceProfile,
     decode_seconds,
@@ -26,7 +25,7 @@ class RangeStrategy(FetchStrategy):
     def cost(self, work: GroupWork, profile: ServiceProfile) -> float:
         p = profile
         tile_bytes = work.rows_needed * row_bytes(p)
-        slot = (RANGE_INDEX_REQUESTS + len(work.runs)) * p.latency_s + tile_bytes / p.bandwidth_bps
+        slot = (work.index_requests + len(work.runs)) * p.latency_s + tile_bytes / p.bandwidth_bps
         return slot / p.concurrency + decode_seconds(work, p) + receive_seconds(tile_bytes, p)
 
     def tasks(self, group: ImageGroup, context: FetchContext) -> list[FetchTask]:

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ps1dask.client import PS1Service
-from ps1dask.conventions import CutoutBox, cut, linear_pixels
+from ps1dask.conventions import CutoutBox, cut_into, linear_pixels
 from ps1dask.fetch.decoded_rows import gather, shared_rows
 from ps1dask.fetch.group import ImageGroup, ReadRange
 from ps1dask.fetch.strategies.base import FetchContext
@@ -24,6 +24,13 @@ _INDEX_CACHE: OrderedDict[tuple[str, str], CompressedImageIndex] = OrderedDict()
 _INDEX_LOCK = threading.Lock()
 _INDEX_CACHE_SIZE = 256
 _INDEX_READING: dict[tuple[str, str], threading.Lock] = {}
+
+
+def has_file_index(source: str, filename: str) -> bool:
+    """Whether this process holds the tile index of ``filename`` from ``source`` (a URL):
+    then :func:`file_index` sends no request for it."""
+    with _INDEX_LOCK:
+        return (source, filename) in _INDEX_CACHE
 
 
 def file_index(service: PS1Service | str, filename: str, read: ReadRange) -> CompressedImageIndex:
@@ -124,12 +131,21 @@ def cut_from_tiles(
         key = (source_key, group.filename)
         decoded = [(a, b, shared.rows(key, a, b, decode)) for a, b in runs]
 
-    def rows_reader(rows: slice, cols: slice) -> np.ndarray:
+    def write_rows(rows: slice, cols: slice, dest: np.ndarray) -> None:
         for a, b, pieces in decoded:
             if a <= rows.start and rows.stop <= b:
-                return linear_pixels(gather(pieces, rows.start, rows.stop, cols), index.header)
+                raw = gather(pieces, rows.start, rows.stop, cols)
+                linear_pixels(raw, index.header, out=dest)
+                return
         raise AssertionError("a cutout's rows fall outside the decoded runs")
 
+    # Each cutout is cut straight into its place in the unit's array when the unit offers
+    # one (context.destination), else into a new array.
+    destination = context.destination
     for k, member in enumerate(group.members.tolist()):
         box = CutoutBox(int(group.x0[k]), int(group.y0[k]), width, height)
-        context.on_cutout(member, cut(box, index.naxis1, index.naxis2, rows_reader), index.header)
+        out = destination(member) if destination is not None else None
+        if out is None:
+            out = np.empty((height, width), dtype=np.float32)
+        pixels = cut_into(out, box, index.naxis1, index.naxis2, write_rows)
+        context.on_cutout(member, pixels, index.header)
