@@ -7,6 +7,7 @@ from urllib.parse import urlparse
 
 import dask.config
 import psutil
+import pytest
 
 from ps1dask.cli import build_parser
 from ps1dask.cli.jobargs import job_config
@@ -43,3 +44,24 @@ def test_the_dashboard_address_is_an_option_of_job_commands():
     args = build_parser().parse_args(["warps", "pos.csv", "-o", "s.zarr"])
     with job_config(args):
         assert dask.config.get("ps1dask.cluster.dashboard-address") == "127.0.0.1:0"
+
+
+def test_threads_per_worker_follow_the_setting_and_the_option(capsys):
+    with (
+        dask.config.set({"ps1dask.cluster.threads-per-worker": 3}),
+        cluster_client(n_workers=1, quiet=True) as client,
+    ):
+        threads = [w["nthreads"] for w in client.scheduler_info()["workers"].values()]
+    assert threads == [3]
+    assert dask.config.get("ps1dask.cluster.threads-per-worker") == 4  # the package default
+    args = build_parser().parse_args(
+        ["cutouts", "pos.csv", "-o", "s.zarr", "--threads-per-worker", "6"]
+    )
+    with job_config(args):
+        assert dask.config.get("ps1dask.cluster.threads-per-worker") == 6
+    for bad in ("0", "two"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(
+                ["warps", "pos.csv", "-o", "s.zarr", "--threads-per-worker", bad]
+            )
+        assert "--threads-per-worker" in capsys.readouterr().err

@@ -40,7 +40,7 @@ def _local_client(workers: int) -> Iterator[Any]:
     from ps1dask.execution.localcluster import start_local_cluster
 
     with (
-        start_local_cluster(workers, 2) as cluster,
+        start_local_cluster(workers) as cluster,
         distributed.Client(cluster, set_as_default=False) as client,
     ):
         yield client

@@ -26,6 +26,17 @@ def strategy_name(text: str) -> str:
     return name
 
 
+def positive_int(text: str) -> int:
+    """An integer >= 1 (argparse names the option in its error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def add_strategy_argument(p: argparse.ArgumentParser) -> None:
     """``--strategy``, validated against the registry of fetch strategies."""
     p.add_argument(
@@ -132,6 +143,16 @@ def add_job_arguments(
         help="worker processes of the local cluster (default 2)",
     )
     p.add_argument(
+        "--threads-per-worker",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="threads of each local worker process, i.e. work units it runs at once (default "
+        "ps1dask.cluster.threads-per-worker, 4: units wait on the network a good part of "
+        "their time, so more threads than cores keep the cores busy; each unit holds its "
+        "cutouts in memory)",
+    )
+    p.add_argument(
         "--dashboard-address",
         default=None,
         metavar="HOST:PORT",
@@ -161,6 +182,8 @@ def job_config(args: argparse.Namespace) -> Iterator[None]:
     settings = {}
     if args.dashboard_address is not None:
         settings["ps1dask.cluster.dashboard-address"] = args.dashboard_address
+    if args.threads_per_worker is not None:
+        settings["ps1dask.cluster.threads-per-worker"] = args.threads_per_worker
     if getattr(args, "s3_fallback", False):
         settings["ps1dask.s3.fallback-to-service"] = True
     with dask.config.set(settings):

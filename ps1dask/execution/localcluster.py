@@ -47,7 +47,7 @@ _WATCHING: list[int] = []
 
 def start_local_cluster(
     n_workers: int = 2,
-    threads_per_worker: int = 2,
+    threads_per_worker: int | None = None,
     *,
     silence_logs: int = logging.ERROR,
     dashboard_address: str | None = None,
@@ -56,7 +56,10 @@ def start_local_cluster(
     this process (within ``ps1dask.cluster.parent-watch-interval``). Close it (or use it as
     a context manager) as any LocalCluster. Its dashboard listens at ``dashboard_address``,
     by default ``ps1dask.cluster.dashboard-address`` (loopback: it has no authentication).
-    Dask's worker profiler is on only if ``ps1dask.cluster.worker-profile`` is true."""
+    Dask's worker profiler is on only if ``ps1dask.cluster.worker-profile`` is true.
+    ``threads_per_worker`` defaults to ``ps1dask.cluster.threads-per-worker``."""
+    if threads_per_worker is None:
+        threads_per_worker = int(dask.config.get("ps1dask.cluster.threads-per-worker"))
     preload = list(dask.config.get("distributed.worker.preload", None) or [])
     if __name__ not in preload:
         preload.append(__name__)

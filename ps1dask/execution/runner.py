@@ -50,7 +50,7 @@ def cluster_client(
     client: distributed.Client | str | None = None,
     *,
     n_workers: int | None = None,
-    threads_per_worker: int = 2,
+    threads_per_worker: int | None = None,
     quiet: bool = False,
 ) -> Iterator[distributed.Client]:
     """The Dask client to run on: the one given, a scheduler address, the current default
