@@ -65,7 +65,8 @@ def _recipe(endpoint: str, table: pd.DataFrame, band: str, size: int, n: int) ->
 def _s3_job(
     emu: Any, table: pd.DataFrame, store: Path, workers: int, **kwargs: Any
 ) -> tuple[Any, float, dict[str, Any], JobAccount]:
-    """One ``s3`` job on a fresh cluster of ``workers`` processes (2 threads each): summary,
+    """One ``s3`` job on a fresh cluster of ``workers`` processes
+    (``ps1dask.cluster.threads-per-worker`` threads each): summary,
     wall seconds, the emulator's metrics and where the CPU went."""
     import ps1dask
 
