@@ -165,6 +165,20 @@ def test_an_interrupted_warp_part_is_replaced_and_the_stack_part_kept(
     assert json.loads(group.attrs["ps1dask_warp_request"])["mjd_range"] is None
 
 
+def _assert_equals_an_uninterrupted_local_run(
+    where: StoreLocation, table: Any, emu: Any, dask_client: Any, tmp_path: Path
+) -> None:
+    """The arrays of the store at ``where`` equal those of the same job run uninterrupted
+    into a local store."""
+    whole = tmp_path / "whole.zarr"
+    cutout_job(table, whole, emu.url, dask_client, filters=FILTERS, size=SIZE)
+    got = {n: np.asarray(a[:]) for n, a in zarr.open_group(where.zarr_store()).arrays()}
+    want = arrays(whole)
+    assert sorted(got) == sorted(want)
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+
+
 def _memory_job(table: Any, url: str, emu: Any) -> Any:
     import distributed
 
@@ -180,13 +194,7 @@ def test_interrupted_creation_in_memory_store(step, emu, dask_client, tmp_path, 
     _interrupted(monkeypatch, step, where, lambda: _memory_job(table, url, emu))
     summary = _memory_job(table, url, emu)
     assert summary.statuses == {"ok": len(FILTERS) * len(table)}
-    whole = tmp_path / "whole.zarr"
-    cutout_job(table, whole, emu.url, dask_client, filters=FILTERS, size=SIZE)
-    got = {n: np.asarray(a[:]) for n, a in zarr.open_group(where.zarr_store()).arrays()}
-    want = arrays(whole)
-    assert sorted(got) == sorted(want)
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    _assert_equals_an_uninterrupted_local_run(where, table, emu, dask_client, tmp_path)
 
 
 @pytest.fixture(scope="module")
@@ -215,13 +223,7 @@ def test_interrupted_creation_on_s3(step, s3, emu, dask_client, tmp_path, monkey
     summary = job()
     assert summary.statuses == {"ok": len(FILTERS) * len(table)}
     assert _fitscuts(emu) == len(FILTERS) * len(table)
-    whole = tmp_path / "whole.zarr"
-    cutout_job(table, whole, emu.url, dask_client, filters=FILTERS, size=SIZE)
-    got = {n: np.asarray(a[:]) for n, a in zarr.open_group(where.zarr_store()).arrays()}
-    want = arrays(whole)
-    assert sorted(got) == sorted(want)
-    for name in want:
-        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    _assert_equals_an_uninterrupted_local_run(where, table, emu, dask_client, tmp_path)
 
 
 def test_a_failed_creation_fails_the_job_with_its_own_error(emu, dask_client, tmp_path):
