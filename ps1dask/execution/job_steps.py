@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -135,7 +136,12 @@ def check_store_shared(store: StoreLocation, dask_client: distributed.Client) ->
 
 
 def job_key(store: StoreLocation, kind: str) -> str:
-    return f"ps1dask-{kind}-" + hashlib.sha1(store.url.encode()).hexdigest()[:8]
+    """The prefix of one run's task keys: the store's hash (readable on the dashboard) and
+    a part new to every run. Why new: a rerun right after a failed run submitted the same
+    keys while the scheduler was still cancelling or forgetting the failed run's tasks, and
+    the rerun's units came back cancelled."""
+    digest = hashlib.sha1(store.url.encode()).hexdigest()[:8]
+    return f"ps1dask-{kind}-{digest}-{uuid.uuid4().hex[:8]}"
 
 
 @contextlib.contextmanager
