@@ -219,7 +219,7 @@ def test_whole_file_cache_keeps_to_its_budget_and_head_needs_no_render(tmp_path)
         on_disk = sorted(p.name for p in Path(tmp_path).rglob("*.fits"))
         assert on_disk == [names[-1]]  # one file at a time fits a 1-byte budget
         assert emu.cache.total_bytes == len(bodies[names[-1]])
-        # HEAD of an evicted file: its remembered size, nothing rendered again
+        # HEAD of an evicted file: its size from the header, nothing rendered again
         head = requests.head(url + names[0], timeout=TIMEOUT)
         assert head.status_code == 200
         assert int(head.headers["Content-Length"]) == len(bodies[names[0]])

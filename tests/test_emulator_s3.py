@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from obstore.store import S3Store
 
 from ps1dask.emulator import Emulator
-from ps1dask.emulator import s3 as s3_mode
 from ps1dask.emulator.faults import s3_key_missing
 from ps1dask.tessellation import SkycellId
 from ps1dask.wire import FILES_PREFIX, S3_BUCKET, S3_KEY_PREFIX
@@ -336,18 +335,20 @@ def test_listing_keys_gives_exact_sizes(emu):
     assert len(page_entries(list_page(emu, prefix=prefix))[0]) == 2
 
 
-def test_a_listing_page_renders_a_bounded_number_of_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(s3_mode, "RENDERS_PER_LIST_PAGE", 2)
+def test_a_listing_gives_sizes_without_rendering(tmp_path):
+    """Sizes in a listing come from the files' headers: a page of never-rendered files is
+    whole, renders nothing, and its sizes are what GET then sends."""
     with Emulator(seed=5, cache_dir=tmp_path) as fresh:
         prefix = key_of(f"{CELL_DIR}{BASE}.stk.z.unconv.")  # 6 files, none rendered
         page = list_page(fresh, prefix=prefix)
         keys, _ = page_entries(page)
-        names = [key_of(f"{CELL_DIR}{BASE}.stk.z.unconv.{t}.fits") for t in ("exp", "expwt")]
-        assert [k for k, _ in keys] == names  # a short page...
-        assert fresh.cache.renders == 2
-        assert page.findtext("s3:IsTruncated", namespaces=NS) == "true"  # ... that says so
-        token = page.findtext("s3:NextContinuationToken", namespaces=NS)
-        assert base64.urlsafe_b64decode(token).decode() == names[-1]
+        suffixes = ("exp", "expwt", "unconv", "mask", "num", "wt")  # "unconv": the image
+        assert [k.rsplit(".", 2)[-2] for k, _ in keys] == list(suffixes)
+        assert page.findtext("s3:IsTruncated", namespaces=NS) == "false"
+        assert fresh.cache.renders == 0
+        key, size = keys[3]  # the mask
+        body = requests.get(f"{fresh.url}/{S3_BUCKET}/{key}", timeout=TIMEOUT).content
+        assert len(body) == size and fresh.cache.renders == 1
 
 
 def test_listing_a_prefix_without_keys_stays_bounded(emu):
@@ -519,10 +520,10 @@ def test_s3_is_counted_apart_and_not_limited(emu):
 # --------------------------------------------------------------------------- HEAD sizes
 
 
-def test_head_renders_once_within_the_render_bound(tmp_path):
-    """HEAD needs a file's size, which only its compressed pixels give: the first HEAD
-    renders it (and keeps it, for the GET that follows), at most ``max_renders`` at once;
-    later HEADs, also after an eviction, render nothing."""
+def test_head_renders_nothing_and_gets_render_within_the_bound(tmp_path):
+    """HEAD answers a file's size from its header: never-rendered files stay unrendered.
+    GETs then send exactly that many bytes, each file rendered once, at most
+    ``max_renders`` at once, also after an eviction."""
     with Emulator(seed=7, cache_dir=tmp_path, cache_max_bytes=1) as fresh:
         refs = fresh.sky.images(CELL, "gri", ("stack.mask", "stack.num"))
         paths = [r.filename for r in refs]
@@ -531,23 +532,33 @@ def test_head_renders_once_within_the_render_bound(tmp_path):
         cache = fresh.cache
         bound = fresh.service.max_renders
 
+        def url(i: int) -> str:
+            # the service's and S3's routes to the same files
+            return fresh.url + paths[i - n] if i >= n else object_url(fresh, paths[i])
+
         def head(i: int) -> int:
-            # service and S3 HEADs of the same files, all at once
-            url = fresh.url + paths[i - n] if i >= n else object_url(fresh, paths[i])
-            r = requests.head(url, timeout=TIMEOUT)
+            r = requests.head(url(i), timeout=TIMEOUT)
             assert r.status_code == 200
             return int(r.headers["Content-Length"])
 
         with ThreadPoolExecutor(2 * n) as pool:
             sizes = list(pool.map(head, range(2 * n)))
-        assert cache.renders == n  # one per file, however many HEADs
-        assert 1 <= cache.max_rendering <= bound
+        assert cache.renders == 0
         assert sizes[:n] == sizes[n:]
-        # every file but the last was evicted (budget 1 byte): HEAD still knows its size
+
+        def get(i: int) -> int:
+            return len(requests.get(url(i), timeout=TIMEOUT).content)
+
+        with ThreadPoolExecutor(2 * n) as pool:
+            assert list(pool.map(get, range(2 * n))) == sizes
+        assert n <= cache.renders <= 2 * n  # at most once more per route after an eviction
+        assert 1 <= cache.max_rendering <= bound
+        renders = cache.renders
+        # all files but one were evicted (budget 1 byte): HEAD still knows every size
         for path, size in zip(paths, sizes):
             head = requests.head(object_url(fresh, path), timeout=TIMEOUT)
             assert int(head.headers["Content-Length"]) == size
-        assert cache.renders == n
+        assert cache.renders == renders
         # and GET sends exactly that many bytes (rendering the evicted ones again)
         for path, size in zip(paths[:2], sizes[:2]):
             assert len(requests.get(object_url(fresh, path), timeout=TIMEOUT).content) == size

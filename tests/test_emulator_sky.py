@@ -6,6 +6,7 @@ regions, so the module stays quick on two cores.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import threading
@@ -29,7 +30,7 @@ from ps1dask.conventions import (
     linear_pixels,
     position_pixel,
 )
-from ps1dask.emulator.files import WholeFileCache
+from ps1dask.emulator.files import WholeFileCache, reserved_row_bytes, whole_file_size
 from ps1dask.emulator.image_models import stack_model, warp_model
 from ps1dask.emulator.sky import ImageRef, SyntheticSky, WarpEpoch
 from ps1dask.emulator.survey import projcell_exposures, projcell_frame, skycell_exposures
@@ -266,6 +267,19 @@ def test_whole_file_round_trip(sky: SyntheticSky, whole_stack) -> None:
         assert table["ZCMPTYPE"] == "RICE_1" and table["ZIMAGE"] is True
         assert (table["ZTILE1"], table["ZTILE2"]) == (NAXIS1, 1)  # row tiles
         assert (table["ZNAXIS1"], table["ZNAXIS2"]) == (NAXIS1, NAXIS2)
+        # the heap is each row's reserve; the tiles fill ~85% of it and a gap of zeros follows
+        assert table["PCOUNT"] == NAXIS2 * reserved_row_bytes(NAXIS1)
+        table_at = hdul[1].fileinfo()["datLoc"]
+    with open(path, "rb") as fh:  # one (length, heap offset) descriptor per row
+        fh.seek(table_at)
+        descriptors = np.frombuffer(fh.read(8 * NAXIS2), ">i4").reshape(NAXIS2, 2)
+    used = int((descriptors[:, 0] + descriptors[:, 1]).max())
+    assert 0.5 * table["PCOUNT"] < used < table["PCOUNT"]
+    assert "THEAP" not in table
+    assert path.stat().st_size == whole_file_size(sky, ref) == cache.size(ref)
+    with open(path, "rb") as fh:
+        fh.seek(path.stat().st_size - (table["PCOUNT"] - used))
+        assert not any(fh.read())  # the gap and the padding are zeros
     sub = raw[::5]
     expect = header["BZERO"] + header["BSCALE"] * sub.astype(np.float64)
     expect[sub == -32768] = np.nan
@@ -276,6 +290,50 @@ def test_whole_file_round_trip(sky: SyntheticSky, whole_stack) -> None:
     mad = float(np.nanmedian(np.abs(lin - med))) * 1.4826
     assert abs(med - header["BOFFSET"]) < 0.1 * header["BSOFTEN"]
     assert 0.8 * header["BSOFTEN"] < mad < 1.6 * header["BSOFTEN"]
+
+
+def _compressed_row_bytes(row: np.ndarray) -> int:
+    """Bytes astropy's RICE_1 takes for one int16 row (one tile)."""
+    hdu = fits.CompImageHDU(data=row[None, :], compression_type="RICE_1")
+    buffer = io.BytesIO()
+    fits.HDUList([fits.PrimaryHDU(), hdu]).writeto(buffer)
+    buffer.seek(0)
+    with fits.open(buffer, disable_image_compression=True) as hdul:
+        return int(hdul[1].header["PCOUNT"])
+
+
+_int16 = st.integers(-32768, 32767)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    row=st.one_of(
+        # uniform noise over the whole range (RICE's high-entropy blocks) ...
+        st.lists(_int16, min_size=1, max_size=200),
+        # ... small values with rare huge jumps (long Rice codes) ...
+        st.lists(
+            st.one_of(st.integers(-40, 40), st.sampled_from([-32768, 32767])),
+            min_size=1,
+            max_size=200,
+        ),
+        # ... and alternating extremes, each block coded on the edge of high entropy
+        st.integers(1, 200).flatmap(
+            lambda n: st.integers(0, 32767).map(lambda a: [a if i % 2 else -a for i in range(n)])
+        ),
+    )
+)
+def test_a_compressed_row_never_exceeds_its_reserve(row: list[int]) -> None:
+    """What makes a whole file's size computable without its pixels: no RICE_1 row of 16-bit
+    pixels takes more than :func:`reserved_row_bytes`."""
+    pixels = np.array(row, dtype=np.int16)
+    assert _compressed_row_bytes(pixels) <= reserved_row_bytes(pixels.size)
+
+
+def test_the_row_reserve_is_the_high_entropy_size() -> None:
+    # 16 bits for the first pixel, then per block of 32 a 4-bit code and 16 bits a pixel
+    assert reserved_row_bytes(1) == (16 + 4 + 16 + 7) // 8
+    assert reserved_row_bytes(32) == -(-(16 + 4 + 512) // 8)  # 66.5, whole bytes
+    assert reserved_row_bytes(6250) == -(-(16 + 4 * 196 + 16 * 6250) // 8)
 
 
 @settings(
@@ -684,6 +742,11 @@ class _CountingSky(SyntheticSky):
             self.calls += 1
         time.sleep(0.2)
         return self.render_disk(ref, slice(0, 40), slice(0, 64))
+
+    def image_header(self, ref: ImageRef) -> fits.Header:
+        header = super().image_header(ref)  # the shape of the small render, for its size
+        header["NAXIS1"], header["NAXIS2"] = 64, 40
+        return header
 
 
 def test_whole_file_cache_renders_once_under_concurrency(tmp_path) -> None:

@@ -15,10 +15,8 @@ The ``s3_missing_fraction`` knob hides a fixed, hash-chosen part of the keys
 the service (in XML: 503 ``SlowDown``, 500 ``InternalError``); the per-address limit does not,
 and the requests are counted apart, under ``s3`` in ``/_emulator/metrics``.
 
-Listing sizes are exact, so listing files renders those never rendered (like a HEAD): a page
-renders at most :data:`RENDERS_PER_LIST_PAGE` of them and is cut short after that (S3 allows
-short pages; clients follow the continuation token). Listings with ``delimiter=/`` above the
-skycell level render nothing.
+Listing sizes are exact and, like a HEAD's, computed from the files' headers: a listing
+renders nothing.
 """
 
 from __future__ import annotations
@@ -79,8 +77,6 @@ OBJECT_CONTENT_TYPE = "binary/octet-stream"
 MAX_KEYS = 1000
 #: Keys whose image is remembered (a few MB at most).
 KNOWN_KEYS = 16384
-#: Files of unknown size one listing page may render before it is cut short.
-RENDERS_PER_LIST_PAGE = 4
 #: Skycells one listing page may look into (a prefix with few or no keys left, e.g. at
 #: ``s3_missing_fraction=1``, must not walk the whole sky in one request).
 SKYCELLS_PER_LIST_PAGE = 200
@@ -383,21 +379,10 @@ class S3Bucket:
         truncated = len(found) > max_keys > 0  # max-keys=0: nothing to resume
         found = found[:max_keys]
         resume_after = None if truncated else tree.resume_after
-        listed: list[tuple[str, ImageRef | None, int]] = []
-        renders = 0
-        for name, ref in found:
-            size = 0
-            if ref is not None:
-                known = service.cache.known_size(ref)
-                if known is None:
-                    if renders >= RENDERS_PER_LIST_PAGE and listed:
-                        truncated = True  # a short page: the next one renders the next files
-                        resume_after = None
-                        break
-                    renders += 1
-                    known = (await service.open_file(ref, True))[1]
-                size = known
-            listed.append((name, ref, size))
+        sizes = await service.run(
+            lambda: [0 if ref is None else service.cache.size(ref) for _, ref in found]
+        )
+        listed = [(name, ref, size) for (name, ref), size in zip(found, sizes, strict=True)]
         parts = [f"<Name>{S3_BUCKET}</Name>", f"<Prefix>{escape(prefix)}</Prefix>"]
         if delimiter:
             parts.append(f"<Delimiter>{escape(delimiter)}</Delimiter>")

@@ -99,7 +99,7 @@ class Service:
         if max_renders is None:
             max_renders = min(8, max(2, os.cpu_count() or 2))
         #: whole-file renders at once (each holds ~0.3 GB for a few seconds): a flood of
-        #: GETs or HEADs of new files queues here, holding neither threads nor memory
+        #: GETs of new files queues here, holding neither threads nor memory
         self.max_renders = int(max_renders)
         self._render_slots = asyncio.Semaphore(self.max_renders)
         self.s3 = S3Bucket(self)
@@ -142,28 +142,17 @@ class Service:
         """``(open file, size)`` of ``ref``'s whole file, rendered first if need be; for a
         HEAD ``(None, size)``. The caller closes the file.
 
-        A file's size is known only once its pixels are compressed, so a HEAD of a file never
-        rendered renders it (and keeps it: the GET that usually follows finds it). At most
-        :attr:`max_renders` files render at once, service and S3 requests together; the
-        requests waiting for a render hold no thread. A size once known is remembered.
+        A HEAD renders nothing: the size follows from the header
+        (:meth:`WholeFileCache.size`). At most :attr:`max_renders` files render at once,
+        service and S3 GETs together; the requests waiting for a render hold no thread.
         """
         if head:
-            size = self.cache.known_size(ref)
-            if size is not None:
-                return None, size
+            return None, await self.run(self.cache.size, ref)
         opened = await self.run(self.cache.open_existing, ref)
         if opened is None:
             async with self._render_slots:
-                if head:  # rendered (and maybe evicted) by another request meanwhile?
-                    size = self.cache.known_size(ref)
-                    if size is not None:
-                        return None, size
                 opened = await self.run(self.cache.open, ref)
-        fh, size = opened
-        if head:
-            fh.close()
-            return None, size
-        return fh, size
+        return opened
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """Run CPU or disk work in the thread pool."""
