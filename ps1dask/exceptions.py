@@ -84,6 +84,11 @@ class InvalidStoreError(PS1DaskError, ValueError):
     read from it."""
 
 
+class UnfinishedStoreError(InvalidStoreError):
+    """The store's creation never finished (the job making it stopped before any of its parts
+    was complete): nothing was fetched into it; rerun the job, which makes it anew."""
+
+
 class FileCacheError(PS1DaskError, OSError):
     """The whole-file cache directory is unsafe to trust (a symlink, another user's, writable
     by others) or failed (e.g. full): the message names it; ``ps1dask cache info|clear``."""

@@ -22,7 +22,7 @@ import zarr
 from _jobs import arrays, assert_same_store, cutout_job, positions_in_one_skycell
 
 import ps1dask
-from ps1dask.exceptions import StoreMismatchError
+from ps1dask.exceptions import StoreMismatchError, UnfinishedStoreError
 from ps1dask.storage import StoreLocation
 from ps1dask.storage import layout as store_layout
 from ps1dask.storage.layout import created_parts
@@ -99,6 +99,8 @@ def test_an_interrupted_creation_is_made_anew_on_rerun(
     )
     # units may have fetched meanwhile, but none wrote into the unfinished store
     assert not (store / "stack_flux" / "c").exists()
+    with pytest.raises(UnfinishedStoreError, match="rerun"):  # nothing to read in it
+        ps1dask.open_store(store)
     emu.reset_metrics()
 
     summary = job(store, rerun_size)  # neither refused nor a crash

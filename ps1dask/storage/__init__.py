@@ -19,6 +19,7 @@ from ps1dask.storage.layout import (
     StackRequest,
     WarpRequest,
     check_compatible,
+    check_store_finished,
     create_stack_store,
     create_warp_store,
     quiet_zarr_warnings,
@@ -65,11 +66,19 @@ def open_store(
     -------
     xarray.Dataset
         The store, lazy (dask-backed).
+
+    Raises
+    ------
+    UnfinishedStoreError
+        The job that made the store stopped while creating it: rerun the job.
+    InvalidStoreError
+        The store declares sizes no ps1dask store has (damaged or hostile).
     """
     where = StoreLocation.of(path, storage_options)
     if not where.exists():
         raise FileNotFoundError(f"no store at {path}")
     with quiet_zarr_warnings():
+        check_store_finished(where)
         check_store_limits(where)
         with where.errors("read"):
             ds = xr.open_zarr(where.zarr_store())

@@ -28,7 +28,7 @@ from zarr.codecs import BloscCodec
 from zarr.codecs.blosc import BloscCname, BloscShuffle
 
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
-from ps1dask.exceptions import InvalidParameterError, StoreMismatchError
+from ps1dask.exceptions import InvalidParameterError, StoreMismatchError, UnfinishedStoreError
 from ps1dask.storage.arrays import quiet_zarr_warnings, zarr_array
 from ps1dask.storage.location import StoreLike, StoreLocation
 from ps1dask.storage.times import MJD_UNITS
@@ -278,6 +278,21 @@ def created_parts(attrs: Mapping[str, Any]) -> set[str]:
     was fetched into it (units write only into created parts).
     """
     return {part for part, key in PART_ATTRS.items() if isinstance(attrs.get(key), str)}
+
+
+def check_store_finished(path: StoreLike) -> None:
+    """Raise :class:`UnfinishedStoreError` if the ps1dask store at ``path`` has no created
+    part (:func:`created_parts`): its arrays, if any, hold only initial values. Stores
+    without ``ps1dask_base`` (coadds, stores of other tools) are not judged here."""
+    where = StoreLocation.of(path)
+    with quiet_zarr_warnings(), where.errors("read"):
+        # the root's own zarr.json: the marker is written there last
+        attrs = zarr.open_group(where.zarr_store(), mode="r", use_consolidated=False).attrs
+    if "ps1dask_base" in attrs and not created_parts(attrs):
+        raise UnfinishedStoreError(
+            f"store {where}: its creation never finished (the job that made it stopped "
+            "before any cutout was written): rerun that job, which makes it anew"
+        )
 
 
 def write_store_part(
