@@ -114,6 +114,15 @@ class DecodedRows:
         # still missing: decode what is missing for this caller alone
         return self._clip(self._fill(pieces, start, stop, decode), start, stop)
 
+    def absent(self, key: object, start: int, stop: int) -> list[tuple[int, int]]:
+        """The runs of rows [start, stop) of file ``key`` that no thread of this process has
+        or is decoding now: what a source that fetches ahead should fetch for :meth:`rows`.
+        A hint: other threads may claim (or evict) rows right after."""
+        with self._lock:
+            held = [(a, p[1]) for (k, a), p in self._pieces.items() if k == key]
+            held += [(c.start, c.stop) for c in self._claims.get(key, [])]
+        return _subtract(start, stop, held)
+
     # -- internals (the caller holds no lock unless said) -------------------------------------
 
     def _overlapping(self, key: object, start: int, stop: int) -> list[Piece]:

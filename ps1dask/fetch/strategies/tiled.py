@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from ps1dask.client import PS1Service
-from ps1dask.conventions import CutoutBox, cut_into, linear_pixels
+from ps1dask.conventions import CutoutBox, cut_into, linear_pixels, scaling_keywords
 from ps1dask.fetch.decoded_rows import gather, shared_rows
 from ps1dask.fetch.group import ImageGroup, ReadRange
 from ps1dask.fetch.strategies.base import FetchContext
@@ -131,11 +131,13 @@ def cut_from_tiles(
         key = (source_key, group.filename)
         decoded = [(a, b, shared.rows(key, a, b, decode)) for a, b in runs]
 
+    keywords = scaling_keywords(index.header)
+
     def write_rows(rows: slice, cols: slice, dest: np.ndarray) -> None:
         for a, b, pieces in decoded:
             if a <= rows.start and rows.stop <= b:
                 raw = gather(pieces, rows.start, rows.stop, cols)
-                linear_pixels(raw, index.header, out=dest)
+                linear_pixels(raw, keywords, out=dest)
                 return
         raise AssertionError("a cutout's rows fall outside the decoded runs")
 
