@@ -27,17 +27,10 @@ from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* de
 from ps1dask.client.s3 import S3Source
 from ps1dask.conventions import parse_filename
 from ps1dask.exceptions import InvalidParameterError, NotFoundError, S3SourceError, ServiceError
-from ps1dask.fetch.decoded_rows import shared_rows
 from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies.base import FetchContext, FetchStrategy, FetchTask
 from ps1dask.fetch.strategies.byte_range import RangeStrategy
-from ps1dask.fetch.strategies.tiled import (
-    cut_from_tiles,
-    file_index,
-    tile_byte_ranges,
-    tile_runs,
-)
-from ps1dask.fetch.tiles import CompressedImageIndex
+from ps1dask.fetch.strategies.tiled import cut_from_tiles, file_index
 from ps1dask.planning.cost import (
     RANGE_INDEX_REQUESTS,
     GroupWork,
@@ -110,9 +103,17 @@ class S3Strategy(FetchStrategy):
 
         try:
             index = file_index(source.ident, group.filename, read_one)
-            gaps = {"gap_rows": 0, "gap_bytes": 0}  # requests are cheap here: no gap is read
-            spans = self._spans_to_read(group, index, context.height, source.ident)
-            fetched = dict(zip(spans, source.read_ranges(group.filename, spans, stats)))
+            # all the spans of the rows this thread will decode, requested at once (no gap
+            # is read: requests are cheap here); rows this process already has, or another
+            # of its threads is decoding, are not fetched (cut_from_tiles takes them from
+            # memory)
+            fetched: dict[tuple[int, int], memoryview] = {}
+
+            def fetch_ahead(runs: list[tuple[int, int]]) -> None:
+                spans = [
+                    span for a, b in runs for span in index.row_byte_ranges(slice(a, b), max_gap=0)
+                ]
+                fetched.update(zip(spans, source.read_ranges(group.filename, spans, stats)))
 
             def read(a: int, b: int) -> memoryview:
                 found = fetched.get((a, b))
@@ -122,35 +123,25 @@ class S3Strategy(FetchStrategy):
                 for (sa, sb), data in fetched.items():
                     if sa <= a and b <= sb:
                         return data[a - sa : b - sa]
-                # rows another thread held or was decoding when the spans were chosen, and
-                # has dropped since (evicted, or its decoding failed)
+                # rows shared from another thread and dropped since (evicted, or its
+                # decoding failed): decoded here after all
                 return read_one(a, b)
 
-            cut_from_tiles(group, index, read, context, source_key=source.ident, **gaps)
+            cut_from_tiles(
+                group,
+                index,
+                read,
+                context,
+                source_key=source.ident,
+                gap_rows=0,
+                gap_bytes=0,
+                fetch_ahead=fetch_ahead,
+            )
         except NotFoundError as err:
             source.mark_missing(group.filename)
             self._missing(group, context, source, err)
         except ServiceError as err:
             context.on_failure(group.members.tolist(), err)
-
-    @staticmethod
-    def _spans_to_read(
-        group: ImageGroup, index: CompressedImageIndex, height: int, source_key: str
-    ) -> list[tuple[int, int]]:
-        """The tile spans of the group's rows (no gaps read), all fetched at once before
-        decoding; but not those of rows this process already has or is decoding
-        (:mod:`ps1dask.fetch.decoded_rows`): :func:`cut_from_tiles` takes those from
-        memory, and their bytes would be fetched for nothing."""
-        shared = shared_rows()
-        if shared is None:
-            return tile_byte_ranges(group, index, height, gap_rows=0, gap_bytes=0)
-        key = (source_key, group.filename)
-        return [
-            span
-            for a, b in tile_runs(group, index, height, gap_rows=0)
-            for lo, hi in shared.absent(key, a, b)
-            for span in index.row_byte_ranges(slice(lo, hi), max_gap=0)
-        ]
 
     @staticmethod
     def _missing(
