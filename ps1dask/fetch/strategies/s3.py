@@ -2,8 +2,9 @@
 
 The same reads as ``range`` (header and tile index, then the merged tile spans of each run
 of rows), sent to the bucket (:class:`~ps1dask.client.s3.S3Source`) instead of the service,
-all of a group's spans at once, and decoded by the same code: the pixels equal the
-service's for the same file. S3 requests never take the service's request slots.
+all of a group's spans at once (but not those of rows another thread of the process has
+or is decoding), and decoded by the same code: the pixels equal the service's for the
+same file. S3 requests never take the service's request slots.
 
 File names are the service's, derived from the tessellation (stacks) or listed by the
 service (warps); a file the bucket lacks is found by the 404 of its first read, remembered
