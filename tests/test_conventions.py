@@ -44,6 +44,7 @@ from ps1dask.conventions import (
     position_pixel,
     quantize_to_disk,
     repair_header,
+    scaling_keywords,
     stack_zeropoint,
     tai_to_utc_mjd,
     utc_to_tai_mjd,
@@ -173,6 +174,58 @@ def test_linear_pixels_table_equals_the_formula(dtype, seed, bscale, bzero, blan
         linear_pixels(small, header, out=np.empty((2, 3), np.float32)),
         flux_module._linear_pixels_direct(small, header),
     )
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    bscale=st.floats(1e-5, 2.0),
+    bzero=st.floats(-100.0, 100.0),
+    side=st.integers(8, 127),
+)
+def test_small_cutouts_of_one_scaling_go_by_table_once_it_is_repaid(seed, bscale, bzero, side):
+    """Cutouts each below the table's size (e.g. 120x120 of one file): the first go by the
+    formula, then, once their pixels together repay it, by the table; all bit-identical."""
+    rng = np.random.default_rng(seed)
+    # a scaling no other test used: this one builds its own table
+    header = {"BSCALE": bscale, "BZERO": bzero, "BLANK": -32768, "BSOFTEN": 90.0 + seed % 997}
+    header["BOFFSET"] = -3.0
+    key = ("<i2", flux_module._scaling_key(header))
+    flux_module._DIRECT_PIXELS.pop(key, None)
+
+    def table_calls() -> int:
+        info = flux_module._linear_table.cache_info()
+        return info.hits + info.misses
+
+    n = -(-flux_module._TABLE_MIN_PIXELS // (side * side))  # cutouts that repay a table
+    calls = []
+    for _ in range(n + 2):
+        raw = rng.integers(-32768, 32767, size=(side, side), endpoint=True).astype("<i2")
+        raw[0, 0] = -32768
+        before = table_calls()
+        np.testing.assert_array_equal(
+            linear_pixels(raw, header), flux_module._linear_pixels_direct(raw, header)
+        )
+        calls.append(table_calls() - before)
+    # by the formula until the pixels reach the table's size, by the table from then on
+    assert calls == [0] * (n - 1) + [1] * 3
+
+
+def test_scaling_keywords_convert_as_the_header_does():
+    header = fits.Header()
+    header.update(BITPIX=16, BSCALE=0.000224591055721, BZERO=3.29338138279, BLANK=-32768)
+    header.update(BSOFTEN=147.787249768, BOFFSET=1.55275059266, EXPTIME=1234.0)
+    keywords = scaling_keywords(header)
+    assert keywords == {
+        "BSCALE": 0.000224591055721,
+        "BZERO": 3.29338138279,
+        "BLANK": -32768,
+        "BSOFTEN": 147.787249768,
+        "BOFFSET": 1.55275059266,
+    }
+    raw = np.random.default_rng(3).integers(-32768, 32767, (40, 30)).astype(np.int16)
+    np.testing.assert_array_equal(linear_pixels(raw, keywords), linear_pixels(raw, header))
+    assert scaling_keywords(fits.Header({"BZERO": 2.0})) == {"BZERO": 2.0}  # a warp's
 
 
 # --- headers ----------------------------------------------------------------------------

@@ -132,6 +132,61 @@ def test_a_failed_decode_raises_in_its_thread_and_others_retry_it():
         rows.rows("f", 0, 60, failing)  # rows 0..10 were never kept: decoded again, fail
 
 
+@settings(max_examples=60, deadline=None)
+@given(calls=st.lists(runs.map(lambda r: sorted(set(r))), min_size=1, max_size=5))
+def test_prepare_is_told_exactly_the_rows_about_to_be_decoded(calls):
+    """What a source that fetches ahead (S3) is asked for: each row once, before its
+    decoding, and never a row this process already has."""
+    rows = DecodedRows(max_bytes=1 << 30)
+    decode = CountingDecoder()
+    prepared = np.zeros(N_ROWS, dtype=np.int64)
+
+    def prepare(claimed: list[tuple[int, int]]) -> None:
+        for a, b in claimed:
+            assert decode.per_row[a:b].sum() == 0  # told before it is decoded
+            prepared[a:b] += 1
+
+    for asked in calls:
+        disjoint = [r for k, r in enumerate(asked) if all(r[0] >= q[1] for q in asked[:k])]
+        found = rows.runs("f", disjoint, decode, prepare=prepare)
+        for (a, b), pieces in zip(disjoint, found):
+            np.testing.assert_array_equal(gather(pieces, a, b), TRUTH[a:b])
+    np.testing.assert_array_equal(prepared, decode.per_row)
+    assert prepared.max() <= 1
+
+
+def test_threads_prepare_each_row_once():
+    rows = DecodedRows(max_bytes=1 << 30)
+    decode = CountingDecoder(delay=0.02)
+    prepared = np.zeros(N_ROWS, dtype=np.int64)
+    lock = threading.Lock()
+
+    def prepare(claimed: list[tuple[int, int]]) -> None:
+        time.sleep(0.03)  # a fetch's latency: others must not fetch these rows meanwhile
+        with lock:
+            for a, b in claimed:
+                prepared[a:b] += 1
+
+    asks = [[(0, 40), (60, 120)], [(30, 90)], [(100, 220)], [(0, 300)], [(200, 260)]] * 2
+    got: dict[int, list[np.ndarray]] = {}
+
+    def ask(k: int) -> None:
+        found = rows.runs("f", asks[k], decode, prepare=prepare)
+        got[k] = [gather(p, a, b) for (a, b), p in zip(asks[k], found)]
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(asks))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(got) == len(asks)
+    for k, runs_asked in enumerate(asks):
+        for (a, b), values in zip(runs_asked, got[k]):
+            np.testing.assert_array_equal(values, TRUTH[a:b])
+    assert prepared.tolist() == [1] * N_ROWS
+    assert decode.per_row.tolist() == [1] * N_ROWS
+
+
 @given(
     start=st.integers(0, 50),
     length=st.integers(0, 50),
@@ -183,7 +238,8 @@ def emu(job_emulator):
     return job_emulator
 
 
-def test_a_dense_range_job_reads_each_row_once_per_worker(emu, dask_client, tmp_path):
+@pytest.mark.parametrize("strategy", ["range", "s3"])
+def test_a_dense_job_reads_each_row_once_per_worker(strategy, emu, dask_client, tmp_path):
     import pandas as pd
     import requests
     import zarr
@@ -210,14 +266,18 @@ def test_a_dense_range_job_reads_each_row_once_per_worker(emu, dask_client, tmp_
         store,
         filters="r",
         size=size,
-        strategy="range",
+        strategy=strategy,
         service=emu.url,
+        s3_endpoint=emu.url if strategy == "s3" else None,
         client=dask_client,
         progress=False,
         max_unit_positions=4,
     )
     assert summary.statuses == {"ok": n}, summary.errors
-    sent = emu.metrics()["bytes_sent"]
+    metrics = emu.metrics()
+    # s3: the rows' spans are all fetched before decoding, but only those of rows no
+    # thread of the process has or is decoding
+    sent = metrics["s3"]["bytes_sent"] if strategy == "s3" else metrics["bytes_sent"]
 
     def read(a: int, b: int) -> bytes:
         answer = requests.get(emu.url + filename, headers={"Range": f"bytes={a}-{b - 1}"})

@@ -152,14 +152,15 @@ class S3Source:
 
     # -- reads ----------------------------------------------------------------------------
 
-    def read_range(self, filename: str, start: int, stop: int, stats: RequestStats) -> bytes:
+    def read_range(self, filename: str, start: int, stop: int, stats: RequestStats) -> memoryview:
         """Bytes ``[start, stop)`` of a file (fewer at its end), retried with backoff."""
         return self.read_ranges(filename, [(start, stop)], stats)[0]
 
     def read_ranges(
         self, filename: str, ranges: Sequence[tuple[int, int]], stats: RequestStats
-    ) -> list[bytes]:
-        """Bytes of each ``[start, stop)`` range of a file, all requested at once.
+    ) -> list[memoryview]:
+        """Bytes of each ``[start, stop)`` range of a file, all requested at once (views of
+        the buffers obstore received into: not copied).
 
         One GET per range (merge neighbouring ranges before: the ``s3`` strategy passes the
         tile spans :meth:`~ps1dask.fetch.tiles.CompressedImageIndex.row_byte_ranges`
@@ -173,9 +174,11 @@ class S3Source:
         firsts = [client.pool.submit(client.get, path, a, b, stats, shown) for a, b in ranges]
         out = []
         for first, (a, b) in zip(firsts, ranges):
-            pending: list[Future[bytes]] = [first]
+            pending: list[Future[memoryview]] = [first]
 
-            def attempt(a: int = a, b: int = b, pending: list[Future[bytes]] = pending) -> bytes:
+            def attempt(
+                a: int = a, b: int = b, pending: list[Future[memoryview]] = pending
+            ) -> memoryview:
                 future = (
                     pending.pop()
                     if pending
@@ -329,12 +332,16 @@ class _Client:
         self.store = _new_store(source)
         self.pool = ThreadPoolExecutor(source.max_concurrency, thread_name_prefix="ps1dask-s3")
 
-    def get(self, path: str, start: int, stop: int, stats: RequestStats, shown: str) -> bytes:
-        """One GET attempt (runs on the pool: the pool's size caps requests in flight)."""
+    def get(self, path: str, start: int, stop: int, stats: RequestStats, shown: str) -> memoryview:
+        """One GET attempt (runs on the pool: the pool's size caps requests in flight).
+
+        The answer is a view of the buffer obstore received it into: a dense job reads
+        gigabytes, and a copy into ``bytes`` holds the GIL all along (the process's other
+        threads, decoding, wait meanwhile)."""
         stats.record_request("s3-range")
         t0 = time.monotonic()
         try:
-            data = bytes(obstore.get_range(self.store, path, start=start, end=stop))
+            data = memoryview(obstore.get_range(self.store, path, start=start, end=stop))
         except Exception as err:  # noqa: BLE001 - mapped to the ServiceError of its kind
             stats.record_transfer(0, time.monotonic() - t0)
             mapped = _service_error(err, shown)

@@ -37,6 +37,7 @@ from ps1dask.conventions.flux import (
     linear_pixels,
     linearize_stack_flux,
     quantize_to_disk,
+    scaling_keywords,
 )
 from ps1dask.conventions.header import cutout_header, repair_header
 from ps1dask.conventions.maskbits import DEFAULT_BAD_BITS, MaskBit, bad_pixels, mask_bit_names
@@ -91,6 +92,7 @@ __all__ = [
     "position_pixel",
     "quantize_to_disk",
     "repair_header",
+    "scaling_keywords",
     "stack_zeropoint",
     "tai_to_utc_mjd",
     "utc_to_tai_mjd",

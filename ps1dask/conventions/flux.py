@@ -75,7 +75,7 @@ def linear_pixels(
     the bit and several times faster on large arrays.
     """
     arr = np.asarray(raw)
-    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and arr.size >= _TABLE_MIN_PIXELS:
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and _table_repaid(arr, header):
         table = _linear_table(arr.dtype.newbyteorder("=").str, *_scaling_key(header))
         index = arr.view(arr.dtype.str.replace("i", "u"))  # keeps the byte order
         # np.take rather than table[index]: the same values, about 3x faster; every
@@ -123,6 +123,38 @@ def _as_intp(index: npt.NDArray[np.unsignedinteger[Any]]) -> npt.NDArray[np.intp
 _TABLE_MIN_PIXELS = 16384
 
 _ScalingKey = tuple[float, float, int | None, float | None, float | None]
+
+#: Pixels converted by the formula so far, per (dtype, scaling): small cutouts of the same
+#: file (e.g. 120x120) each fall below _TABLE_MIN_PIXELS, but together they repay a table.
+_DIRECT_PIXELS: dict[tuple[str, _ScalingKey], int] = {}
+_DIRECT_PIXELS_MAX = 1024
+_DIRECT_PIXELS_LOCK = threading.Lock()
+
+
+def _table_repaid(arr: npt.NDArray[Any], header: Header) -> bool:
+    """Whether to convert ``arr`` (8- or 16-bit) by table: it is large enough alone, or the
+    pixels converted with the same scaling so far are."""
+    if arr.size >= _TABLE_MIN_PIXELS:
+        return True
+    key = (arr.dtype.newbyteorder("=").str, _scaling_key(header))
+    with _DIRECT_PIXELS_LOCK:
+        seen = _DIRECT_PIXELS.get(key, 0) + arr.size
+        if seen >= _TABLE_MIN_PIXELS:
+            return True
+        if len(_DIRECT_PIXELS) >= _DIRECT_PIXELS_MAX:
+            _DIRECT_PIXELS.clear()
+        _DIRECT_PIXELS[key] = seen
+    return False
+
+
+_SCALING_KEYWORDS = ("BSCALE", "BZERO", "BLANK", "BSOFTEN", "BOFFSET")
+
+
+def scaling_keywords(header: Header) -> dict[str, Any]:
+    """The keywords of ``header`` that :func:`linear_pixels` reads, in a plain dict: pass it
+    instead of the header when one file gives many cutouts (the same flux, without FITS
+    header look-ups, some microseconds each with the GIL held, per cutout)."""
+    return {key: header[key] for key in _SCALING_KEYWORDS if key in header}
 
 
 def _scaling_key(header: Header) -> _ScalingKey:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import dask.config
@@ -40,6 +40,8 @@ __all__ = ["DecodedRows", "Piece", "begin_sharing", "end_sharing", "gather", "sh
 Piece = tuple[int, int, np.ndarray]
 #: ``decode(start, stop)``: raw values of rows [start, stop) (one fetch and decode).
 Decode = Callable[[int, int], np.ndarray]
+#: ``prepare(runs)``: the runs of rows [start, stop) about to be decoded (fetch them now).
+Prepare = Callable[[list[tuple[int, int]]], None]
 
 
 @dataclass
@@ -94,25 +96,55 @@ class DecodedRows:
     def rows(self, key: object, start: int, stop: int, decode: Decode) -> list[Piece]:
         """Pieces covering rows [start, stop) of file ``key``, in row order, decoding with
         ``decode`` only the rows no thread of this process has (or is decoding)."""
+        return self.runs(key, [(start, stop)], decode)[0]
+
+    def runs(
+        self,
+        key: object,
+        runs: Sequence[tuple[int, int]],
+        decode: Decode,
+        *,
+        prepare: Prepare | None = None,
+    ) -> list[list[Piece]]:
+        """Pieces covering each run [start, stop) of rows of file ``key`` (as :meth:`rows`).
+
+        ``prepare(claimed)`` is called once, before any ``decode``, with the runs of rows
+        this thread has just claimed to decode: the rows no thread had or was decoding,
+        and that the others now wait for. A source that fetches ahead (all of a file's
+        spans at once) fetches exactly those, and never bytes of rows decoded elsewhere."""
+        found: list[list[Piece]] = [[] for _ in runs]
         for _ in range(3):
             with self._lock:
-                pieces = self._overlapping(key, start, stop)
-                waits = [c for c in self._claims.get(key, []) if c.start < stop and c.stop > start]
-                held = [(a, b) for a, b, _ in pieces] + [(c.start, c.stop) for c in waits]
-                mine = [_Claim(a, b) for a, b in _subtract(start, stop, held)]
+                mine: list[_Claim] = []
+                waits: list[_Claim] = []
+                for start, stop in runs:
+                    pieces = self._overlapping(key, start, stop)
+                    others = [
+                        c for c in self._claims.get(key, []) if c.start < stop and c.stop > start
+                    ]
+                    held = [(a, b) for a, b, _ in pieces] + [(c.start, c.stop) for c in others]
+                    held += [(c.start, c.stop) for c in mine]
+                    mine += [_Claim(a, b) for a, b in _subtract(start, stop, held)]
+                    waits += [c for c in others if c not in waits]
                 self._claims.setdefault(key, []).extend(mine)
             if mine:
-                self._decode_claims(key, mine, decode)
+                self._decode_claims(key, mine, decode, prepare)
             for claim in waits:
                 claim.done.wait()
             with self._lock:
-                pieces = self._overlapping(key, start, stop)
-            if not _subtract(start, stop, [(a, b) for a, b, _ in pieces]):
-                return self._clip(pieces, start, stop)
+                found = [self._overlapping(key, a, b) for a, b in runs]
+            if all(
+                not _subtract(a, b, [(x, y) for x, y, _ in pieces])
+                for (a, b), pieces in zip(runs, found)
+            ):
+                return [self._clip(pieces, a, b) for (a, b), pieces in zip(runs, found)]
             # another thread's decoding failed, or rows were evicted (a budget smaller than
             # the rows of the units running): look again
         # still missing: decode what is missing for this caller alone
-        return self._clip(self._fill(pieces, start, stop, decode), start, stop)
+        return [
+            self._clip(self._fill(pieces, a, b, decode), a, b)
+            for (a, b), pieces in zip(runs, found)
+        ]
 
     # -- internals (the caller holds no lock unless said) -------------------------------------
 
@@ -126,8 +158,12 @@ class DecodedRows:
             self._pieces.move_to_end(item_key)
         return sorted((piece for _, piece in found), key=lambda p: p[0])
 
-    def _decode_claims(self, key: object, claims: list[_Claim], decode: Decode) -> None:
+    def _decode_claims(
+        self, key: object, claims: list[_Claim], decode: Decode, prepare: Prepare | None
+    ) -> None:
         try:
+            if prepare is not None:
+                prepare([(c.start, c.stop) for c in claims])
             for claim in claims:
                 raw = decode(claim.start, claim.stop)
                 with self._lock:

@@ -59,8 +59,9 @@ from ps1dask.exceptions import BadFITSError
 
 __all__ = ["CompressedImageIndex", "ReadRange", "read_region"]
 
-#: ``read_range(start, stop)`` returns bytes ``[start, stop)`` of the remote file.
-ReadRange = Callable[[int, int], bytes]
+#: ``read_range(start, stop)`` returns bytes ``[start, stop)`` of the remote file (bytes, or
+#: a memoryview of a buffer the source already holds: tile bytes are not copied again).
+ReadRange = Callable[[int, int], bytes | memoryview]
 
 BLOCK = 2880
 _CARD = 80
@@ -237,7 +238,7 @@ def _descriptors(
 # --- the index ------------------------------------------------------------------------------
 
 
-def _mini_file(table_header: fits.Header, rows: np.ndarray, heap: bytes) -> bytes:
+def _mini_file(table_header: fits.Header, rows: np.ndarray, heap: bytes | memoryview) -> bytes:
     """A whole FITS file: an empty primary HDU and a compressed table of ``rows`` + ``heap``."""
     body = rows.tobytes() + heap
     return (
@@ -485,14 +486,16 @@ class CompressedImageIndex:
         ranges = _merge(self._heap_spans(t0, t1), max_gap)
         pieces = []
         for start, stop in ranges:
-            data = bytes(read_range(start, stop))
+            data = read_range(start, stop)
             if len(data) != stop - start:
                 raise BadFITSError(
                     f"read_range({start}, {stop}) returned {len(data)} bytes instead of "
                     f"{stop - start}"
                 )
             pieces.append(data)
-        heap = b"".join(pieces)
+        # one range (the usual case) is decoded where it lies: a copy of every tile byte,
+        # with the GIL held, is what keeps one process's threads from decoding at once
+        heap = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         block = self._decode(t0, t1, heap, ranges)
         first_row = t0 * self.tile_rows
         return (
@@ -506,7 +509,9 @@ class CompressedImageIndex:
         """``"rice"`` when tiles are decoded directly (see the module notes), else ``"astropy"``."""
         return "rice" if _direct_rice_block_size(self.table_header) is not None else "astropy"
 
-    def _decode(self, t0: int, t1: int, heap: bytes, ranges: list[tuple[int, int]]) -> np.ndarray:
+    def _decode(
+        self, t0: int, t1: int, heap: bytes | memoryview, ranges: list[tuple[int, int]]
+    ) -> np.ndarray:
         """Decompress tiles [t0, t1) whose heap bytes are ``heap`` (the ``ranges`` read)."""
         block_size = _direct_rice_block_size(self.table_header)
         if block_size is not None:
@@ -526,7 +531,12 @@ class CompressedImageIndex:
         return nbytes, np.where(nbytes > 0, file_offset - starts[k] + positions[k], 0)
 
     def _decode_rice(
-        self, t0: int, t1: int, heap: bytes, ranges: list[tuple[int, int]], block_size: int
+        self,
+        t0: int,
+        t1: int,
+        heap: bytes | memoryview,
+        ranges: list[tuple[int, int]],
+        block_size: int,
     ) -> np.ndarray:
         naxis1 = int(self.table_header["NAXIS1"])
         _, (column,) = _table_layout(self.table_header)
@@ -556,7 +566,7 @@ class CompressedImageIndex:
         return out
 
     def _decode_with_astropy(
-        self, t0: int, t1: int, heap: bytes, ranges: list[tuple[int, int]]
+        self, t0: int, t1: int, heap: bytes | memoryview, ranges: list[tuple[int, int]]
     ) -> np.ndarray:
         naxis1 = int(self.table_header["NAXIS1"])
         _, columns = _table_layout(self.table_header)

@@ -2,8 +2,9 @@
 
 The same reads as ``range`` (header and tile index, then the merged tile spans of each run
 of rows), sent to the bucket (:class:`~ps1dask.client.s3.S3Source`) instead of the service,
-all of a group's spans at once, and decoded by the same code: the pixels equal the
-service's for the same file. S3 requests never take the service's request slots.
+all of a group's spans at once (but not those of rows another thread of the process has
+or is decoding), and decoded by the same code: the pixels equal the service's for the
+same file. S3 requests never take the service's request slots.
 
 File names are the service's, derived from the tessellation (stacks) or listed by the
 service (warps); a file the bucket lacks is found by the 404 of its first read, remembered
@@ -30,7 +31,7 @@ from ps1dask.exceptions import InvalidParameterError, NotFoundError, S3SourceErr
 from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies.base import FetchContext, FetchStrategy, FetchTask
 from ps1dask.fetch.strategies.byte_range import RangeStrategy
-from ps1dask.fetch.strategies.tiled import cut_from_tiles, file_index, tile_byte_ranges
+from ps1dask.fetch.strategies.tiled import cut_from_tiles, file_index
 from ps1dask.planning.cost import (
     RANGE_INDEX_REQUESTS,
     GroupWork,
@@ -98,26 +99,45 @@ class S3Strategy(FetchStrategy):
             return
         stats = context.service.stats
 
-        def read_one(a: int, b: int) -> bytes:
+        def read_one(a: int, b: int) -> memoryview:
             return source.read_range(group.filename, a, b, stats)
 
         try:
             index = file_index(source.ident, group.filename, read_one)
-            gaps = {"gap_rows": 0, "gap_bytes": 0}  # requests are cheap here: no gap is read
-            spans = tile_byte_ranges(group, index, context.height, **gaps)
-            fetched = dict(zip(spans, source.read_ranges(group.filename, spans, stats)))
+            # all the spans of the rows this thread will decode, requested at once (no gap
+            # is read: requests are cheap here); rows this process already has, or another
+            # of its threads is decoding, are not fetched (cut_from_tiles takes them from
+            # memory)
+            fetched: dict[tuple[int, int], memoryview] = {}
 
-            def read(a: int, b: int) -> bytes:
+            def fetch_ahead(runs: list[tuple[int, int]]) -> None:
+                spans = [
+                    span for a, b in runs for span in index.row_byte_ranges(slice(a, b), max_gap=0)
+                ]
+                fetched.update(zip(spans, source.read_ranges(group.filename, spans, stats)))
+
+            def read(a: int, b: int) -> memoryview:
                 found = fetched.get((a, b))
                 if found is not None:
                     return found
-                # rows another unit decoded are not read again: the rest of a span is
+                # a part of a span (a view: tile bytes are not copied)
                 for (sa, sb), data in fetched.items():
                     if sa <= a and b <= sb:
                         return data[a - sa : b - sa]
+                # rows shared from another thread and dropped since (evicted, or its
+                # decoding failed): decoded here after all
                 return read_one(a, b)
 
-            cut_from_tiles(group, index, read, context, source_key=source.ident, **gaps)
+            cut_from_tiles(
+                group,
+                index,
+                read,
+                context,
+                source_key=source.ident,
+                gap_rows=0,
+                gap_bytes=0,
+                fetch_ahead=fetch_ahead,
+            )
         except NotFoundError as err:
             source.mark_missing(group.filename)
             self._missing(group, context, source, err)

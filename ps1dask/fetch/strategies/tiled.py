@@ -10,8 +10,8 @@ from collections import OrderedDict
 import numpy as np
 
 from ps1dask.client import PS1Service
-from ps1dask.conventions import CutoutBox, cut_into, linear_pixels
-from ps1dask.fetch.decoded_rows import gather, shared_rows
+from ps1dask.conventions import CutoutBox, cut_into, linear_pixels, scaling_keywords
+from ps1dask.fetch.decoded_rows import Prepare, gather, shared_rows
 from ps1dask.fetch.group import ImageGroup, ReadRange
 from ps1dask.fetch.strategies.base import FetchContext
 from ps1dask.fetch.tiles import CompressedImageIndex
@@ -104,6 +104,7 @@ def cut_from_tiles(
     source_key: str | None = None,
     gap_rows: int | None = None,
     gap_bytes: int = BYTE_GAP,
+    fetch_ahead: Prepare | None = None,
 ) -> None:
     """Decode the row tiles the group's boxes touch and report each cutout.
 
@@ -113,7 +114,11 @@ def cut_from_tiles(
     (:mod:`ps1dask.fetch.decoded_rows`: within a job); without ``source_key`` nothing is
     shared. A source where requests are cheap and many may run at once (S3) passes small
     gaps: fewer bytes and rows to decode. The pixels do not depend on the gaps, nor on
-    which rows were shared."""
+    which rows were shared.
+
+    ``fetch_ahead(runs)``, if given, is called once before any decoding with the runs of
+    rows this call is about to decode (not those shared from other units): a source that
+    reads all its ranges at once (S3) fetches their bytes then, for ``read`` to serve."""
     height, width = context.height, context.width
     runs = tile_runs(group, index, height, gap_rows)
 
@@ -126,16 +131,21 @@ def cut_from_tiles(
 
     shared = shared_rows() if source_key is not None else None
     if shared is None:
+        if fetch_ahead is not None:
+            fetch_ahead(runs)
         decoded = [(a, b, [(a, b, decode(a, b))]) for a, b in runs]
     else:
         key = (source_key, group.filename)
-        decoded = [(a, b, shared.rows(key, a, b, decode)) for a, b in runs]
+        found = shared.runs(key, runs, decode, prepare=fetch_ahead)
+        decoded = [(a, b, pieces) for (a, b), pieces in zip(runs, found)]
+
+    keywords = scaling_keywords(index.header)
 
     def write_rows(rows: slice, cols: slice, dest: np.ndarray) -> None:
         for a, b, pieces in decoded:
             if a <= rows.start and rows.stop <= b:
                 raw = gather(pieces, rows.start, rows.stop, cols)
-                linear_pixels(raw, index.header, out=dest)
+                linear_pixels(raw, keywords, out=dest)
                 return
         raise AssertionError("a cutout's rows fall outside the decoded runs")
 
