@@ -8,6 +8,7 @@ import math
 
 import dask.config
 import numpy as np
+import numpy.typing as npt
 from astropy.io import fits
 
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
@@ -145,14 +146,38 @@ def read_plain_image(
     return data.reshape(naxes[1], naxes[0]).copy(), header
 
 
-def _linear_hdu(data: np.ndarray, header: fits.Header) -> fits.PrimaryHDU:
-    """The answer's image as linear float32 pixels under a repaired header."""
+def parse_fits_cutout(
+    body: bytes, url: str, *, expected_shape: tuple[int, int] | None = None
+) -> tuple[npt.NDArray[np.float32], fits.Header]:
+    """``(linear float32 pixels, repaired header)`` of a FITS answer: the data and header of
+    ``parse_fits_answer(body, url, raw=False, ...)`` without the HDU around them (same checks,
+    same errors; about 0.6 ms of CPU less per cutout)."""
+    if len(body) < 2880 or not body.startswith(b"SIMPLE  ="):
+        head = body[:80].decode("ascii", errors="replace")
+        raise BadFITSError(f"answer is not FITS ({len(body)} bytes, starting {head!r})", url)
+    image = read_plain_image(body, url, expected_shape)
+    if image is None:
+        image = read_image_with_astropy(body, url, False, expected_shape)
+    return linear_image(*image)
+
+
+def linear_image(
+    data: np.ndarray, header: fits.Header
+) -> tuple[npt.NDArray[np.float32], fits.Header]:
+    """Stored pixels and their header -> linear float32 pixels and the repaired header
+    without scaling or extension keywords (``header`` is the caller's: it is not kept)."""
     pixels = linear_pixels(data, header)
     fixed = repair_header(header)
     for key in _SCALING_KEYWORDS:
         fixed.remove(key, ignore_missing=True, remove_all=True)
     for key in ("XTENSION", "EXTNAME", "PCOUNT", "GCOUNT"):
         fixed.remove(key, ignore_missing=True, remove_all=True)
+    return pixels, fixed
+
+
+def _linear_hdu(data: np.ndarray, header: fits.Header) -> fits.PrimaryHDU:
+    """The answer's image as linear float32 pixels under a repaired header."""
+    pixels, fixed = linear_image(data, header)
     hdu_out = fits.PrimaryHDU(data=pixels, header=fixed)
     hdu_out.header["BITPIX"] = -32
     return hdu_out
