@@ -220,6 +220,20 @@ def test_cutout_fits_is_linear_float32_with_repaired_header(service, crab_files)
     np.testing.assert_array_equal(back, hdu.data)
 
 
+def test_cutout_pixels_are_the_cutout_fits_image_and_header(service, crab_files):
+    """What jobs fetch (pixels and header, no HDU) is cutout_fits's data and header."""
+    hdu = service.cutout_fits(crab_files["g"], *CRAB, size=(100, 60))
+    pixels, header = service.cutout_pixels(crab_files["g"], *CRAB, size=(100, 60))
+    assert pixels.dtype == np.float32 and pixels.shape == (60, 100)
+    np.testing.assert_array_equal(pixels, hdu.data)
+    structural = {"SIMPLE", "BITPIX", "NAXIS", "NAXIS1", "NAXIS2", "EXTEND"}
+    kept = [c for c in hdu.header.cards if c.keyword not in structural]
+    assert [(c.keyword, c.value) for c in header.cards if c.keyword not in structural] == [
+        (c.keyword, c.value) for c in kept
+    ]
+    assert "CD1_1" in header and "BZERO" not in header and "BSOFTEN" not in header
+
+
 @pytest.mark.parametrize(
     ("size", "shape"), [(64, (64, 64)), ((100, 60), (60, 100)), ("30,50", (50, 30))]
 )

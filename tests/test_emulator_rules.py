@@ -7,6 +7,7 @@ These pin the emulator's independent implementation (``ps1dask.emulator.service_
 
 from __future__ import annotations
 
+import io
 import math
 
 import numpy as np
@@ -21,6 +22,7 @@ from ps1dask.emulator.service_rules import (
     asinh_value,
     cut_origin,
     cut_out,
+    fitscut_fits,
     fitscut_header,
     linear_flux,
     mid_exposure_utc,
@@ -205,3 +207,72 @@ def test_grey_picture_known_answer():
     )
     shown = 0.5 * math.asinh(1.5) / 1.5 / 0.7
     assert img[0, 0] == 255 - round(255 * shown)
+
+
+def _astropy_cutout_file(source: fits.Header, x0: int, y0: int, pixels: np.ndarray) -> bytes:
+    """What astropy writes for the cutout: the reference fitscut_fits must match."""
+    height, width = pixels.shape
+    buf = io.BytesIO()
+    fits.PrimaryHDU(data=pixels, header=fitscut_header(source, x0, y0, width, height)).writeto(
+        buf, output_verify="silentfix"
+    )
+    return buf.getvalue()
+
+
+_SOURCE_CARDS = [
+    ("CRPIX1", 3000.5, "WCS reference pixel"),
+    ("CRPIX2", -120.0, "WCS reference pixel"),
+    ("CRVAL1", 123.4567890123, ""),
+    ("BZERO", 3.0, "scaling"),
+    ("BSOFTEN", 2.0, ""),
+    ("ZIMAGE", True, ""),
+    ("PC001001", -1.0, "obsolete"),
+    ("EXPTIME", 43.0, "Exposure time (s)"),
+    ("MJD-OBS", 55676.42336, ""),
+    ("FILTER", "r.00000", "Filter"),
+    ("RADESYS", "ICRS", "a frame the cutout overrides"),
+    ("TIMESYS", "UTC", ""),
+    ("HIERARCH FPA.ZP", 24.56, "Magnitude zero point"),
+    ("COMMENT", "a comment card", None),
+]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    cards=st.lists(st.sampled_from(_SOURCE_CARDS), max_size=len(_SOURCE_CARDS), unique=True),
+    x0=st.integers(-300, 7000),
+    y0=st.integers(-300, 7000),
+    width=st.integers(1, 50),
+    height=st.integers(1, 50),
+    seed=st.integers(0, 2**16),
+)
+def test_property_fitscut_file_is_what_astropy_writes(cards, x0, y0, width, height, seed):
+    source = fits.Header([fits.Card("XTENSION", "IMAGE"), fits.Card("BITPIX", 16)])
+    for key, value, comment in cards:
+        source.append(fits.Card(key, value, comment) if comment is not None else (key, value))
+    rng = np.random.default_rng(seed)
+    pixels = rng.normal(0.0, 1e3, (height, width)).astype(np.float32)
+    pixels[rng.random((height, width)) < 0.2] = np.nan
+    pixels[rng.random((height, width)) < 0.05] = np.inf
+    expected = _astropy_cutout_file(source, x0, y0, pixels)
+    assert fitscut_fits(source, x0, y0, pixels) == expected
+
+
+@pytest.mark.parametrize("kind", ["stack", "stack.wt", "stack.mask", "stack.num", "warp"])
+def test_fitscut_file_of_emulator_images_is_what_astropy_writes(kind):
+    from ps1dask.emulator import Emulator
+    from ps1dask.emulator.sky import ImageRef
+    from ps1dask.tessellation import SkycellId
+
+    with Emulator(seed=3) as emu:
+        svc = emu.service
+        cell = SkycellId.parse("skycell.1500.055")
+        if kind == "warp":
+            ref = svc.listed_images(cell, "i", ("warp",))[0]
+        else:
+            ref = svc.lookup(ImageRef(cell, "i", kind).filename)
+        for position, size in [(None, (240, 240)), (("pixel", -5.0, 17.0), (64, 32))]:
+            pixels, (x0, y0), header = svc.cut_linear(ref, position, size)
+            assert fitscut_fits(header, x0, y0, pixels) == _astropy_cutout_file(
+                header, x0, y0, pixels
+            )

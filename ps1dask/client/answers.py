@@ -8,6 +8,7 @@ import math
 
 import dask.config
 import numpy as np
+import numpy.typing as npt
 from astropy.io import fits
 
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
@@ -66,6 +67,20 @@ def parse_fits_answer(
     if len(body) < 2880 or not body.startswith(b"SIMPLE  ="):
         head = body[:80].decode("ascii", errors="replace")
         raise BadFITSError(f"answer is not FITS ({len(body)} bytes, starting {head!r})", url)
+    image = read_plain_image(body, url, expected_shape)
+    if image is None:
+        image = read_image_with_astropy(body, url, raw, expected_shape)
+    data, header = image
+    if raw:
+        return fits.PrimaryHDU(data=data, header=header)
+    return _linear_hdu(data, header)
+
+
+def read_image_with_astropy(
+    body: bytes, url: str, raw: bool, expected_shape: tuple[int, int] | None
+) -> tuple[np.ndarray, fits.Header]:
+    """``(pixels, header)`` of the first 2-d image of any FITS answer, read by astropy (the
+    pixels as stored when ``raw`` is false, scaled by BZERO/BSCALE otherwise)."""
     try:
         with fits.open(
             io.BytesIO(body),
@@ -98,14 +113,106 @@ def parse_fits_answer(
         raise BadFITSError(f"unreadable FITS answer: {type(err).__name__}: {err}", url) from None
     if data.ndim != 2:
         raise BadFITSError(f"FITS answer image has shape {data.shape}, expected 2-d", url)
-    if raw:
-        return fits.PrimaryHDU(data=data, header=header)
+    return data, header
+
+
+def read_plain_image(
+    body: bytes, url: str, expected_shape: tuple[int, int] | None
+) -> tuple[np.ndarray, fits.Header] | None:
+    """``(pixels, header)`` of an answer whose primary HDU is a plain 2-d float image (what
+    fitscut sends), with the checks of :func:`read_image_with_astropy`; None for any other
+    answer (then astropy reads it, whatever it is).
+
+    Plain: the primary header's END card is found, the header is ASCII, ``SIMPLE = T``,
+    ``NAXIS = 2``, both axes >= 1, ``BITPIX`` -32 or -64, and no scaling, compression,
+    random-groups or extension keywords. Its pixels are then the big-endian floats right
+    after the header, which is what astropy's reader gives for it (the same values, the
+    same header cards) without building HDU objects: astropy's reader costs about 1 ms of
+    CPU per cutout, held on the GIL that the thread sending the next request waits for.
+    """
+    plain = _plain_float_header(body)
+    if plain is None:
+        return None
+    header, data_start = plain
+    naxes = [header["NAXIS1"], header["NAXIS2"]]
+    _check_declared_shape(naxes, expected_shape, url)
+    itemsize = abs(header["BITPIX"]) // 8
+    needed = data_start + itemsize * math.prod(naxes)
+    if len(body) < needed:
+        raise BadFITSError(
+            f"FITS answer truncated: {len(body)} bytes, the image needs {needed}", url
+        )
+    data = np.frombuffer(body, dtype=f">f{itemsize}", count=math.prod(naxes), offset=data_start)
+    return data.reshape(naxes[1], naxes[0]).copy(), header
+
+
+def parse_fits_cutout(
+    body: bytes, url: str, *, expected_shape: tuple[int, int] | None = None
+) -> tuple[npt.NDArray[np.float32], fits.Header]:
+    """``(linear float32 pixels, repaired header)`` of a FITS answer: the data and header of
+    ``parse_fits_answer(body, url, raw=False, ...)`` without the HDU around them (same checks,
+    same errors; about 0.6 ms of CPU less per cutout)."""
+    if len(body) < 2880 or not body.startswith(b"SIMPLE  ="):
+        head = body[:80].decode("ascii", errors="replace")
+        raise BadFITSError(f"answer is not FITS ({len(body)} bytes, starting {head!r})", url)
+    image = read_plain_image(body, url, expected_shape)
+    if image is None:
+        image = read_image_with_astropy(body, url, False, expected_shape)
+    return linear_image(*image)
+
+
+def linear_image(
+    data: np.ndarray, header: fits.Header
+) -> tuple[npt.NDArray[np.float32], fits.Header]:
+    """Stored pixels and their header -> linear float32 pixels and the repaired header
+    without scaling or extension keywords (``header`` is the caller's: it is not kept)."""
     pixels = linear_pixels(data, header)
     fixed = repair_header(header)
     for key in _SCALING_KEYWORDS:
         fixed.remove(key, ignore_missing=True, remove_all=True)
     for key in ("XTENSION", "EXTNAME", "PCOUNT", "GCOUNT"):
         fixed.remove(key, ignore_missing=True, remove_all=True)
+    return pixels, fixed
+
+
+def _linear_hdu(data: np.ndarray, header: fits.Header) -> fits.PrimaryHDU:
+    """The answer's image as linear float32 pixels under a repaired header."""
+    pixels, fixed = linear_image(data, header)
     hdu_out = fits.PrimaryHDU(data=pixels, header=fixed)
     hdu_out.header["BITPIX"] = -32
     return hdu_out
+
+
+#: Keywords whose presence sends an answer through astropy's full reader.
+_NOT_PLAIN = (b"BZERO   ", b"BSCALE  ", b"BLANK   ", b"ZIMAGE  ", b"GROUPS  ", b"EXTEND  ")
+_END_CARD = b"END" + b" " * 77
+
+
+def _plain_float_header(body: bytes) -> tuple[fits.Header, int] | None:
+    """``(header, data offset)`` of a plain float image (:func:`read_plain_image`), or None."""
+    end = -1
+    for offset in range(0, min(len(body), 2880 * 64), 80):
+        if body[offset : offset + 80] == _END_CARD:
+            end = offset
+            break
+    if end < 0:
+        return None
+    block = body[:end]
+    if not block.isascii() or any(block[k : k + 8] in _NOT_PLAIN for k in range(0, end, 80)):
+        return None
+    try:
+        header = fits.Header.fromstring(block.decode("ascii"))
+        naxes = (header.get("NAXIS1"), header.get("NAXIS2"))
+        plain = (
+            header.get("SIMPLE") is True
+            and type(header.get("NAXIS")) is int
+            and header["NAXIS"] == 2
+            and type(header.get("BITPIX")) is int
+            and header["BITPIX"] in (-32, -64)
+            and all(type(n) is int and n >= 1 for n in naxes)
+        )
+    except Exception:  # noqa: BLE001 - whatever astropy makes of odd cards: its reader decides
+        return None
+    if not plain:
+        return None
+    return header, (end // 2880 + 1) * 2880

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import io
 import math
 import os
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
@@ -47,7 +46,7 @@ from ps1dask.emulator.service_rules import (
     FILTERS,
     cut_origin,
     cut_out,
-    fitscut_header,
+    fitscut_fits,
     header_pixel,
     linear_flux,
     parse_cutout_size,
@@ -370,10 +369,7 @@ class Service:
         refs = {c: self.lookup(n) for c, n in names.items() if n}
         if fmt == "fits":
             pixels, (x0, y0), header = self.cut_linear(refs["red"], position, size)
-            hdr = fitscut_header(header, x0, y0, *size)
-            buf = io.BytesIO()
-            fits.PrimaryHDU(data=pixels, header=hdr).writeto(buf, output_verify="silentfix")
-            return buf.getvalue(), "image/fits", pixels.size
+            return fitscut_fits(header, x0, y0, pixels), "image/fits", pixels.size
 
         display: dict[str, Any] = {
             "autoscale": float_param(params, "autoscale", DEFAULT_AUTOSCALE),

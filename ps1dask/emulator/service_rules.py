@@ -23,6 +23,7 @@ page); only the tessellation (:mod:`ps1dask.tessellation`) and its data are shar
 from __future__ import annotations
 
 import bisect
+import functools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -290,6 +291,62 @@ def fitscut_header(source: fits.Header, x0: int, y0: int, width: int, height: in
     out["RADESYS"] = "FK5"
     out["TIMESYS"] = "TAI"
     return out
+
+
+#: The comments astropy's PrimaryHDU gives its structural cards (a cutout's bytes match it).
+_PRIMARY_CARDS = (
+    ("SIMPLE", True, "conforms to FITS standard"),
+    ("BITPIX", -32, "array data type"),
+    ("NAXIS", 2, "number of array dimensions"),
+)
+
+
+@functools.lru_cache(maxsize=64)
+def _primary_cards(width: int, height: int) -> tuple[str, ...]:
+    return (
+        *(fits.Card(*card).image for card in _PRIMARY_CARDS),
+        fits.Card("NAXIS1", width).image,
+        fits.Card("NAXIS2", height).image,
+    )
+
+
+def fitscut_fits(source: fits.Header, x0: int, y0: int, pixels: npt.NDArray[np.float32]) -> bytes:
+    """The FITS file of a cutout: :func:`fitscut_header` and ``pixels`` (float32, (height,
+    width)) as an uncompressed primary HDU, byte for byte what astropy writes for
+    ``PrimaryHDU(pixels, fitscut_header(...))``.
+
+    Written from the cards' text: astropy's HDU and writer cost about 2.5 ms of CPU per
+    cutout, which on a small machine the emulator takes from the clients it serves.
+    """
+    height, width = pixels.shape
+    images = list(_primary_cards(int(width), int(height)))
+    where: dict[str, int] = {}
+    for card in source.cards:
+        key = card.keyword
+        if key in _REMOVED_FROM_CUTOUTS or key in _REBUILT or key.startswith("Z"):
+            continue
+        if key in ("", "COMMENT", "HISTORY"):
+            continue
+        where.setdefault(key, len(images))
+        images.append(card.image)
+    for key, value in (
+        ("CRPIX1", float(source["CRPIX1"]) - x0 if "CRPIX1" in where else None),
+        ("CRPIX2", float(source["CRPIX2"]) - y0 if "CRPIX2" in where else None),
+        ("RADESYS", "FK5"),
+        ("TIMESYS", "TAI"),
+    ):
+        if value is None:
+            continue
+        if key in where:  # the card's value replaced, its comment kept
+            old = fits.Card.fromstring(images[where[key]])
+            images[where[key]] = fits.Card(key, value, old.comment).image
+        else:
+            images.append(fits.Card(key, value).image)
+    images.append("END")
+    header = "".join(image.ljust(80) for image in images)
+    header += " " * (-len(header) % 2880)
+    data = np.ascontiguousarray(pixels, dtype=">f4").tobytes()
+    return header.encode("ascii") + data + b"\0" * (-len(data) % 2880)
 
 
 # --------------------------------------------------------------------------------------

@@ -34,7 +34,7 @@ class CutoutStrategy(FetchStrategy):
     def _fetch_one(group: ImageGroup, k: int, context: FetchContext) -> None:
         member = int(group.members[k])
         try:
-            hdu = context.service.cutout_fits(
+            pixels, header = context.service.cutout_pixels(
                 group.filename,
                 float(group.ra[k]),
                 float(group.dec[k]),
@@ -43,4 +43,4 @@ class CutoutStrategy(FetchStrategy):
         except ServiceError as err:
             context.on_failure([member], err)
             return
-        context.on_cutout(member, np.asarray(hdu.data, dtype=np.float32), hdu.header)
+        context.on_cutout(member, np.asarray(pixels, dtype=np.float32), header)
