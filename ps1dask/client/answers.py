@@ -64,13 +64,7 @@ def parse_fits_answer(
     ``ps1dask.http.max-answer-pixels`` always, so that a broken or hostile answer declaring
     a huge image costs nothing.
     """
-    if len(body) < 2880 or not body.startswith(b"SIMPLE  ="):
-        head = body[:80].decode("ascii", errors="replace")
-        raise BadFITSError(f"answer is not FITS ({len(body)} bytes, starting {head!r})", url)
-    image = read_plain_image(body, url, expected_shape)
-    if image is None:
-        image = read_image_with_astropy(body, url, raw, expected_shape)
-    data, header = image
+    data, header = _read_fits_image(body, url, raw, expected_shape)
     if raw:
         return fits.PrimaryHDU(data=data, header=header)
     return _linear_hdu(data, header)
@@ -152,13 +146,7 @@ def parse_fits_cutout(
     """``(linear float32 pixels, repaired header)`` of a FITS answer: the data and header of
     ``parse_fits_answer(body, url, raw=False, ...)`` without the HDU around them (same checks,
     same errors; about 0.6 ms of CPU less per cutout)."""
-    if len(body) < 2880 or not body.startswith(b"SIMPLE  ="):
-        head = body[:80].decode("ascii", errors="replace")
-        raise BadFITSError(f"answer is not FITS ({len(body)} bytes, starting {head!r})", url)
-    image = read_plain_image(body, url, expected_shape)
-    if image is None:
-        image = read_image_with_astropy(body, url, False, expected_shape)
-    return linear_image(*image)
+    return linear_image(*_read_fits_image(body, url, False, expected_shape))
 
 
 def linear_image(
@@ -216,3 +204,17 @@ def _plain_float_header(body: bytes) -> tuple[fits.Header, int] | None:
     if not plain:
         return None
     return header, (end // 2880 + 1) * 2880
+
+
+def _read_fits_image(
+    body: bytes, url: str, raw: bool, expected_shape: tuple[int, int] | None
+) -> tuple[np.ndarray, fits.Header]:
+    """The image and header of a FITS answer: plain float images by the lean reader, every
+    other answer by astropy (both check the declared shape before reading pixels)."""
+    if len(body) < 2880 or not body.startswith(b"SIMPLE  ="):
+        head = body[:80].decode("ascii", errors="replace")
+        raise BadFITSError(f"answer is not FITS ({len(body)} bytes, starting {head!r})", url)
+    image = read_plain_image(body, url, expected_shape)
+    if image is None:
+        image = read_image_with_astropy(body, url, raw, expected_shape)
+    return image

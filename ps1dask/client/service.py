@@ -295,15 +295,7 @@ class PS1Service:
         keywords removed. ``raw=True`` returns the answer's HDU unrepaired. The image shape is
         checked against ``size``; unreadable or truncated FITS is retried.
         """
-        ra_f, dec_f = degrees(ra, dec)
-        size_text, (width, height) = size_param(size)
-        params = {
-            "red": file_path(filename),
-            "ra": repr(ra_f),
-            "dec": repr(dec_f),
-            "size": size_text,
-            "format": "fits",
-        }
+        params, (width, height) = _fitscut_fits_params(filename, ra, dec, size)
 
         def parse(answer: Answer) -> fits.PrimaryHDU:
             hdu = parse_fits_answer(answer.body, answer.url, raw, expected_shape=(height, width))
@@ -327,15 +319,7 @@ class PS1Service:
         """``(pixels, header)`` of :meth:`cutout_fits` (``raw=False``) without the HDU:
         linear float32 pixels of shape (height, width) and the repaired header. The same
         request, checks and retries; what jobs use, one HDU less per cutout."""
-        ra_f, dec_f = degrees(ra, dec)
-        size_text, (width, height) = size_param(size)
-        params = {
-            "red": file_path(filename),
-            "ra": repr(ra_f),
-            "dec": repr(dec_f),
-            "size": size_text,
-            "format": "fits",
-        }
+        params, (width, height) = _fitscut_fits_params(filename, ra, dec, size)
 
         def parse(answer: Answer) -> tuple[npt.NDArray[np.float32], fits.Header]:
             pixels, header = parse_fits_cutout(
@@ -671,3 +655,19 @@ class PS1Service:
 
 def _now() -> float:
     return time.monotonic()
+
+
+def _fitscut_fits_params(
+    filename: str, ra: float, dec: float, size: int | str | tuple[int, int]
+) -> tuple[dict[str, str], tuple[int, int]]:
+    """``fitscut.cgi``'s query for a FITS cutout, and the (width, height) it must have."""
+    ra_f, dec_f = degrees(ra, dec)
+    size_text, shape = size_param(size)
+    params = {
+        "red": file_path(filename),
+        "ra": repr(ra_f),
+        "dec": repr(dec_f),
+        "size": size_text,
+        "format": "fits",
+    }
+    return params, shape

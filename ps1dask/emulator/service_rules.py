@@ -26,7 +26,7 @@ import bisect
 import functools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,12 +278,7 @@ def fitscut_header(source: fits.Header, x0: int, y0: int, width: int, height: in
             fits.Card("NAXIS2", int(height)),
         ]
     )
-    for card in source.cards:
-        key = card.keyword
-        if key in _REMOVED_FROM_CUTOUTS or key in _REBUILT or key.startswith("Z"):
-            continue
-        if key in ("", "COMMENT", "HISTORY"):
-            continue
+    for card in _kept_cards(source):
         out.append(fits.Card.fromstring(card.image))
     for axis, offset in (("1", x0), ("2", y0)):
         if f"CRPIX{axis}" in out:
@@ -291,6 +286,18 @@ def fitscut_header(source: fits.Header, x0: int, y0: int, width: int, height: in
     out["RADESYS"] = "FK5"
     out["TIMESYS"] = "TAI"
     return out
+
+
+def _kept_cards(source: fits.Header) -> Iterator[fits.Card]:
+    """The cards of a skycell header a cutout keeps (structure, scaling, compression,
+    comments and history dropped; the rebuilt ones follow separately)."""
+    for card in source.cards:
+        key = card.keyword
+        if key in _REMOVED_FROM_CUTOUTS or key in _REBUILT or key.startswith("Z"):
+            continue
+        if key in ("", "COMMENT", "HISTORY"):
+            continue
+        yield card
 
 
 #: The comments astropy's PrimaryHDU gives its structural cards (a cutout's bytes match it).
@@ -321,12 +328,8 @@ def fitscut_fits(source: fits.Header, x0: int, y0: int, pixels: npt.NDArray[np.f
     height, width = pixels.shape
     images = list(_primary_cards(int(width), int(height)))
     where: dict[str, int] = {}
-    for card in source.cards:
+    for card in _kept_cards(source):
         key = card.keyword
-        if key in _REMOVED_FROM_CUTOUTS or key in _REBUILT or key.startswith("Z"):
-            continue
-        if key in ("", "COMMENT", "HISTORY"):
-            continue
         where.setdefault(key, len(images))
         images.append(card.image)
     for key, value in (
