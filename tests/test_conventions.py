@@ -183,32 +183,28 @@ def test_linear_pixels_table_equals_the_formula(dtype, seed, bscale, bzero, blan
     bzero=st.floats(-100.0, 100.0),
     side=st.integers(8, 127),
 )
-def test_small_cutouts_of_one_scaling_go_by_table_once_it_is_repaid(seed, bscale, bzero, side):
-    """Cutouts each below the table's size (e.g. 120x120 of one file): the first go by the
-    formula, then, once their pixels together repay it, by the table; all bit-identical."""
+def test_small_cutouts_go_by_table_when_their_batch_repays_it(seed, bscale, bzero, side):
+    """Cutouts each below the table's size (e.g. 120x120 of one file): by the formula alone,
+    by the table when the caller's batch of the same scaling repays it; bit-identical."""
     rng = np.random.default_rng(seed)
-    # a scaling no other test used: this one builds its own table
     header = {"BSCALE": bscale, "BZERO": bzero, "BLANK": -32768, "BSOFTEN": 90.0 + seed % 997}
     header["BOFFSET"] = -3.0
-    key = ("<i2", flux_module._scaling_key(header))
-    flux_module._DIRECT_PIXELS.pop(key, None)
+    raw = rng.integers(-32768, 32767, size=(side, side), endpoint=True).astype("<i2")
+    raw[0, 0] = -32768
+    direct = flux_module._linear_pixels_direct(raw, header)
 
     def table_calls() -> int:
         info = flux_module._linear_table.cache_info()
         return info.hits + info.misses
 
-    n = -(-flux_module._TABLE_MIN_PIXELS // (side * side))  # cutouts that repay a table
+    minimum = flux_module._TABLE_MIN_PIXELS
     calls = []
-    for _ in range(n + 2):
-        raw = rng.integers(-32768, 32767, size=(side, side), endpoint=True).astype("<i2")
-        raw[0, 0] = -32768
+    for batch in (0, minimum - 1, minimum, 10 * minimum):
         before = table_calls()
-        np.testing.assert_array_equal(
-            linear_pixels(raw, header), flux_module._linear_pixels_direct(raw, header)
-        )
+        np.testing.assert_array_equal(linear_pixels(raw, header, batch_pixels=batch), direct)
         calls.append(table_calls() - before)
-    # by the formula until the pixels reach the table's size, by the table from then on
-    assert calls == [0] * (n - 1) + [1] * 3
+    # by the formula until the batch reaches the table's size, by the table from then on
+    assert calls == [0, 0, 1, 1]
 
 
 def test_scaling_keywords_convert_as_the_header_does():

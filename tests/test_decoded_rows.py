@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -43,6 +44,15 @@ runs = st.lists(
     min_size=1,
     max_size=12,
 )
+
+
+def _run_at_once(ask: Callable[[int], None], n: int) -> None:
+    """``ask(0) .. ask(n - 1)`` on threads of their own, all at once; waits for them."""
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
 
 
 @settings(max_examples=60, deadline=None)
@@ -98,11 +108,7 @@ def test_threads_wait_for_rows_being_decoded_rather_than_decode_them_again():
         a, b = asks[k]
         got[k] = gather(rows.rows("f", a, b, decode), a, b)
 
-    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(asks))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    _run_at_once(ask, len(asks))
     assert len(got) == len(asks)
     for k, (a, b) in enumerate(asks):
         np.testing.assert_array_equal(got[k], TRUTH[a:b])
@@ -174,11 +180,7 @@ def test_threads_prepare_each_row_once():
         found = rows.runs("f", asks[k], decode, prepare=prepare)
         got[k] = [gather(p, a, b) for (a, b), p in zip(asks[k], found)]
 
-    threads = [threading.Thread(target=ask, args=(k,)) for k in range(len(asks))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(10)
+    _run_at_once(ask, len(asks))
     assert len(got) == len(asks)
     for k, runs_asked in enumerate(asks):
         for (a, b), values in zip(runs_asked, got[k]):

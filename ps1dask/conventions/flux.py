@@ -60,7 +60,11 @@ def asinh_encode_flux(
 
 
 def linear_pixels(
-    raw: npt.ArrayLike, header: Header, *, out: npt.NDArray[np.float32] | None = None
+    raw: npt.ArrayLike,
+    header: Header,
+    *,
+    out: npt.NDArray[np.float32] | None = None,
+    batch_pixels: int = 0,
 ) -> npt.NDArray[np.float32]:
     """THE conversion from a PS1 file's stored pixels to linear flux, float32.
 
@@ -72,10 +76,14 @@ def linear_pixels(
 
     8- and 16-bit integers (whole stack files) take at most 65,536 values: their flux comes
     from a table of the same formula evaluated once per value, so the result is the same to
-    the bit and several times faster on large arrays.
+    the bit and several times faster on large arrays. ``batch_pixels``: the pixels the
+    caller converts with this same scaling in all (e.g. every cutout of one file's rows),
+    so that small cutouts (120x120) share a table their batch repays; the table is used
+    when ``raw`` or its batch reaches ``_TABLE_MIN_PIXELS``.
     """
     arr = np.asarray(raw)
-    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and _table_repaid(arr, header):
+    by_table = max(arr.size, batch_pixels) >= _TABLE_MIN_PIXELS
+    if arr.dtype.kind in "iu" and arr.dtype.itemsize <= 2 and by_table:
         table = _linear_table(arr.dtype.newbyteorder("=").str, *_scaling_key(header))
         index = arr.view(arr.dtype.str.replace("i", "u"))  # keeps the byte order
         # np.take rather than table[index]: the same values, about 3x faster; every
@@ -123,29 +131,6 @@ def _as_intp(index: npt.NDArray[np.unsignedinteger[Any]]) -> npt.NDArray[np.intp
 _TABLE_MIN_PIXELS = 16384
 
 _ScalingKey = tuple[float, float, int | None, float | None, float | None]
-
-#: Pixels converted by the formula so far, per (dtype, scaling): small cutouts of the same
-#: file (e.g. 120x120) each fall below _TABLE_MIN_PIXELS, but together they repay a table.
-_DIRECT_PIXELS: dict[tuple[str, _ScalingKey], int] = {}
-_DIRECT_PIXELS_MAX = 1024
-_DIRECT_PIXELS_LOCK = threading.Lock()
-
-
-def _table_repaid(arr: npt.NDArray[Any], header: Header) -> bool:
-    """Whether to convert ``arr`` (8- or 16-bit) by table: it is large enough alone, or the
-    pixels converted with the same scaling so far are."""
-    if arr.size >= _TABLE_MIN_PIXELS:
-        return True
-    key = (arr.dtype.newbyteorder("=").str, _scaling_key(header))
-    with _DIRECT_PIXELS_LOCK:
-        seen = _DIRECT_PIXELS.get(key, 0) + arr.size
-        if seen >= _TABLE_MIN_PIXELS:
-            return True
-        if len(_DIRECT_PIXELS) >= _DIRECT_PIXELS_MAX:
-            _DIRECT_PIXELS.clear()
-        _DIRECT_PIXELS[key] = seen
-    return False
-
 
 _SCALING_KEYWORDS = ("BSCALE", "BZERO", "BLANK", "BSOFTEN", "BOFFSET")
 

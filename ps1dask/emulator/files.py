@@ -157,18 +157,18 @@ def whole_file_size(sky: SyntheticSky, ref: ImageRef) -> int:
     return data_start + _padded(height * (row_bytes + reserved_row_bytes(width)))
 
 
+#: (cards' keywords and lengths, width) -> (bytes before the table, table bytes per row)
+_LAYOUTS: dict[tuple[tuple[tuple[str, int], ...], int], tuple[int, int]] = {}
+_LAYOUT_LOCK = threading.Lock()
+
+
 def _headers_and_row_bytes(header: fits.Header) -> tuple[int, int]:
-    """(bytes before the table, table bytes per image row) of a whole file with ``header``."""
-    # the layout depends only on the cards' keywords and lengths (long strings take several
-    # cards) and on the width (the tile size): measure each such header once
-    shape = tuple((card.keyword, len(card.image)) for card in header.cards)
-    return _measured_layout(shape, header, int(header["NAXIS1"]))
+    """(bytes before the table, table bytes per image row) of a whole file with ``header``.
 
-
-def _measured_layout(
-    shape: tuple[tuple[str, int], ...], header: fits.Header, width: int
-) -> tuple[int, int]:
-    key = (shape, width)
+    They depend only on the cards' keywords and lengths (long strings take several cards)
+    and on the width (the tile size): measured once per such header, on a one-row file."""
+    width = int(header["NAXIS1"])
+    key = (tuple((card.keyword, len(card.image)) for card in header.cards), width)
     with _LAYOUT_LOCK:
         known = _LAYOUTS.get(key)
     if known is not None:
@@ -185,10 +185,6 @@ def _measured_layout(
             _LAYOUTS.clear()
         _LAYOUTS[key] = measured
     return measured
-
-
-_LAYOUTS: dict[tuple[tuple[tuple[str, int], ...], int], tuple[int, int]] = {}
-_LAYOUT_LOCK = threading.Lock()
 
 
 def _compressed_hdu(raw: np.ndarray, header: fits.Header) -> fits.CompImageHDU:

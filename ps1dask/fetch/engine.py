@@ -24,7 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from ps1dask.client import PS1Service
 from ps1dask.exceptions import UnknownStrategyError
 from ps1dask.fetch.cache import LocalFileCache
-from ps1dask.fetch.group import Destination, ImageGroup, OnCutout, OnFailure, ReadRange
+from ps1dask.fetch.group import Destination, ImageGroup, OnCutout, OnFailure
 from ps1dask.fetch.strategies import (
     AUTO,
     FetchContext,
@@ -35,6 +35,7 @@ from ps1dask.fetch.strategies import (
     has_file_index,
     strategy_choices,
 )
+from ps1dask.fetch.tiles import ReadRange
 from ps1dask.planning.cost import GroupWork, ServiceProfile, cheapest, row_runs
 
 __all__ = ["CutoutEngine", "ImageGroup", "OnCutout", "OnFailure", "ReadRange"]

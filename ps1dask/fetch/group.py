@@ -11,9 +11,6 @@ import numpy.typing as npt
 
 from ps1dask.exceptions import ServiceError
 
-#: ``read_range(start, stop)`` returns bytes ``[start, stop)`` of a file (bytes, or a
-#: memoryview of a buffer the source already holds).
-ReadRange = Callable[[int, int], bytes | memoryview]
 #: ``on_cutout(member, pixels, header)``: a cutout (linear float32, NaN off-image) is ready.
 OnCutout = Callable[[int, npt.NDArray[np.float32], Any], None]
 #: ``on_failure(members, error)``: these members of the group could not be fetched.

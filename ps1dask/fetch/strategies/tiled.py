@@ -12,9 +12,9 @@ import numpy as np
 from ps1dask.client import PS1Service
 from ps1dask.conventions import CutoutBox, cut_into, linear_pixels, scaling_keywords
 from ps1dask.fetch.decoded_rows import Prepare, gather, shared_rows
-from ps1dask.fetch.group import ImageGroup, ReadRange
+from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies.base import FetchContext
-from ps1dask.fetch.tiles import CompressedImageIndex
+from ps1dask.fetch.tiles import CompressedImageIndex, ReadRange
 from ps1dask.planning.cost import row_runs
 
 # Tile indexes of service files, per process: another unit often needs a skycell this one
@@ -140,12 +140,13 @@ def cut_from_tiles(
         decoded = [(a, b, pieces) for (a, b), pieces in zip(runs, found)]
 
     keywords = scaling_keywords(index.header)
+    batch = len(group.members) * height * width  # the group's cutouts share one scaling
 
     def write_rows(rows: slice, cols: slice, dest: np.ndarray) -> None:
         for a, b, pieces in decoded:
             if a <= rows.start and rows.stop <= b:
                 raw = gather(pieces, rows.start, rows.stop, cols)
-                linear_pixels(raw, keywords, out=dest)
+                linear_pixels(raw, keywords, out=dest, batch_pixels=batch)
                 return
         raise AssertionError("a cutout's rows fall outside the decoded runs")
 
