@@ -301,3 +301,56 @@ def test_a_dense_job_reads_each_row_once_per_worker(strategy, emu, dask_client, 
     workers = len(dask_client.scheduler_info()["workers"])
     assert units_bytes > 2 * workers * (rows_bytes + headers)  # the test can fail
     assert sent <= workers * (rows_bytes + headers), (sent, rows_bytes, headers, units_bytes)
+
+
+def test_range_reads_the_jobs_pieces_of_rows_once_per_worker(emu, dask_client, tmp_path):
+    """A dense ``range`` job sends one Range request per piece of needed rows and worker
+    process, not one per unit; the pixels are those of reading each unit's own rows."""
+    import dask.config
+    import pandas as pd
+    import requests
+    import zarr
+    from _jobs import assert_same_store
+
+    import ps1dask
+    from ps1dask.conventions import image_filename
+    from ps1dask.planning.cost import row_runs
+    from ps1dask.tessellation import SkycellId, skycell_center
+
+    cell, size, n, piece_rows = "1405.053", 64, 80, 512
+    ra0, dec0 = skycell_center(cell)
+    rng = np.random.default_rng(6)
+    # 80 boxes over about 1,500 rows of one skycell, 4 per unit: 20 units
+    table = pd.DataFrame(
+        {"ra": ra0 + rng.uniform(-0.1, 0.1, n), "dec": dec0 + rng.uniform(-0.05, 0.05, n)}
+    )
+    filename = image_filename(SkycellId.parse(cell), "r")
+    requests.head(emu.url + filename, timeout=600).raise_for_status()  # rendered, as on disk
+    workers = len(dask_client.scheduler_info()["workers"])
+    range_requests = {}
+    for rows in (1, piece_rows):  # pieces of one row: each unit reads its own rows
+        emu.reset_metrics()
+        with dask.config.set({"ps1dask.http.range-piece-rows": rows}):
+            summary = ps1dask.cutouts(
+                table,
+                tmp_path / f"pieces-{rows}.zarr",
+                filters="r",
+                size=size,
+                strategy="range",
+                service=emu.url,
+                client=dask_client,
+                progress=False,
+                max_unit_positions=4,
+            )
+        assert summary.statuses == {"ok": n}, summary.errors
+        range_requests[rows] = emu.metrics()["range_requests"]
+    assert_same_store(tmp_path / "pieces-1.zarr", tmp_path / f"pieces-{piece_rows}.zarr")
+
+    y0 = np.asarray(zarr.open_group(str(tmp_path / "pieces-1.zarr"), mode="r")["cutout_y0"][:])
+    runs = row_runs(y0, size, 1 << 30, max_gap=size)
+    n_pieces = sum((b - 1) // piece_rows - a // piece_rows + 1 for a, b in runs)
+    # besides its tiles, each worker process reads the file's header and tile index once
+    # (one request, or none when it kept them from an earlier job)
+    most = workers * (n_pieces + 1)
+    assert 2 <= n_pieces and most < range_requests[1] - workers  # the test can fail
+    assert range_requests[piece_rows] <= most, (range_requests, n_pieces)

@@ -65,3 +65,19 @@ def test_threads_per_worker_follow_the_setting_and_the_option(capsys):
                 ["warps", "pos.csv", "-o", "s.zarr", "--threads-per-worker", bad]
             )
         assert "--threads-per-worker" in capsys.readouterr().err
+
+
+def test_neighbour_blocks_are_submitted_interleaved():
+    """Each worker's block of consecutive units starts at once: submitted block after
+    block, the later workers idled and the scheduler stole units from the middle of the
+    first block (whose skycells' rows then had to be read by two processes)."""
+    from ps1dask.execution.runner import NeighbourPlacement
+
+    placement = NeighbourPlacement(("tcp://a", "tcp://b"), 5)
+    assert [placement.where(i)["workers"] for i in range(5)] == [["tcp://a"]] * 3 + [
+        ["tcp://b"]
+    ] * 2
+    assert all(placement.where(i)["allow_other_workers"] for i in range(5))
+    assert placement.submission_order() == [0, 3, 1, 4, 2]
+    three = NeighbourPlacement(("a", "b", "c"), 7)
+    assert three.submission_order() == [0, 3, 6, 1, 4, 2, 5]

@@ -178,23 +178,41 @@ def wait_for_running_units(
         time.sleep(0.2)
 
 
-def neighbour_placement(
-    dask_client: distributed.Client, n_units: int
-) -> Callable[[int], dict[str, Any]] | None:
-    """Where unit ``i`` of ``n_units`` (plan order) should run: the units split into one
-    contiguous block per worker, so that neighbours (same skycell, adjacent rows) share
-    what a worker process keeps. The restriction is loose: a unit runs elsewhere if its
-    worker is gone, and idle workers still steal queued units at the end. None when there
-    is one worker or none known (nothing to choose)."""
+@dataclass(frozen=True)
+class NeighbourPlacement:
+    """Where each of ``n_units`` units (plan order) should run: one contiguous block of
+    units per worker, so that neighbours (same skycell, adjacent rows) share what a worker
+    process keeps. The restriction is loose: a unit runs elsewhere if its worker is gone,
+    and idle workers still steal queued units at the end."""
+
+    workers: tuple[str, ...]
+    n_units: int
+
+    @property
+    def per_block(self) -> int:
+        return -(-self.n_units // len(self.workers))
+
+    def where(self, i: int) -> dict[str, Any]:
+        """``Client.submit`` keywords for unit ``i``."""
+        return {"workers": [self.workers[i // self.per_block]], "allow_other_workers": True}
+
+    def submission_order(self) -> list[int]:
+        """The units in the order to submit them: the blocks interleaved (the first unit of
+        each block, then the second of each, ...), so that every worker has work from the
+        start. Submitted block after block, the workers of later blocks sat idle while the
+        first block's units arrived, and the scheduler's work stealing gave them units from
+        the middle of that block: its skycells' rows were then read by two processes."""
+        per_block = self.per_block
+        return sorted(range(self.n_units), key=lambda i: (i % per_block, i // per_block))
+
+
+def neighbour_placement(dask_client: distributed.Client, n_units: int) -> NeighbourPlacement | None:
+    """The :class:`NeighbourPlacement` of ``n_units`` units on the client's workers, or None
+    when there is one worker or none known (nothing to choose)."""
     workers = sorted(dask_client.scheduler_info(n_workers=-1)["workers"])
     if len(workers) < 2 or n_units < 2:
         return None
-    per_block = -(-n_units // len(workers))
-
-    def place(i: int) -> dict[str, Any]:
-        return {"workers": [workers[i // per_block]], "allow_other_workers": True}
-
-    return place
+    return NeighbourPlacement(tuple(workers), n_units)
 
 
 def run_units(
@@ -238,17 +256,18 @@ def run_units(
     t0 = time.perf_counter()
     control = control if control is not None else RunControl()
     placement = neighbour_placement(dask_client, len(units)) if neighbours_together else None
+    order = range(len(units)) if placement is None else placement.submission_order()
     pending = {
         dask_client.submit(
             func,
-            unit,
+            units[i],
             spec,
-            key=f"{key_prefix}-{unit.index}",
+            key=f"{key_prefix}-{units[i].index}",
             priority=-i,
             pure=False,
-            **({} if placement is None else placement(i)),
+            **({} if placement is None else placement.where(i)),
         )
-        for i, unit in enumerate(units)
+        for i in order
     }
     with control._lock:
         control._pending[:] = pending

@@ -35,12 +35,25 @@ class ImageGroup:
     x0: npt.NDArray[np.int64]
     y0: npt.NDArray[np.int64]
     strategy: str = "cutout"
+    #: rows [read_lo, read_hi) of the image that a ``range`` read claims for each member:
+    #: the job's pieces its box touches (:mod:`ps1dask.planning.row_pieces`); None: the
+    #: group's own rows only
+    read_lo: npt.NDArray[np.integer] | None = None
+    read_hi: npt.NDArray[np.integer] | None = None
 
     @classmethod
     def for_unit(
         cls, unit: Any, filename: str, local: npt.NDArray[np.int64], members: npt.NDArray[np.int64]
     ) -> ImageGroup:
         """The group of a work unit's positions ``local`` (indices in the unit) in one image."""
+        lo, hi = getattr(unit, "read_lo", None), getattr(unit, "read_hi", None)
         return cls(
-            filename, members, unit.ra[local], unit.dec[local], unit.x0[local], unit.y0[local]
+            filename,
+            members,
+            unit.ra[local],
+            unit.dec[local],
+            unit.x0[local],
+            unit.y0[local],
+            read_lo=None if lo is None else lo[local],
+            read_hi=None if hi is None else hi[local],
         )

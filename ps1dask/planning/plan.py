@@ -9,13 +9,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import dask.config
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 import pyarrow as pa
 
+from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.conventions import cutout_origin, parse_filters, parse_size, part_types
 from ps1dask.exceptions import InvalidParameterError
+from ps1dask.planning.row_pieces import job_row_pieces
 from ps1dask.positions import PositionTable
 from ps1dask.storage.layout import (
     STATUS,
@@ -54,6 +57,10 @@ class WorkUnit:
     x0: IntArray  #: 0-based skycell column of the cutout's first pixel (fitscut rule)
     y0: IntArray
     fetch: npt.NDArray[np.bool_]  #: in the 3pi footprint: something to fetch
+    #: rows [read_lo, read_hi) of the image a ``range`` read claims for the box: the job's
+    #: piece(s) of needed rows that the box touches (:mod:`ps1dask.planning.row_pieces`)
+    read_lo: npt.NDArray[np.int32] | None = None
+    read_hi: npt.NDArray[np.int32] | None = None
 
     @property
     def n_positions(self) -> int:
@@ -173,8 +180,12 @@ def plan_positions(
     *,
     chunk: int,
     max_unit_positions: int = 64,
+    piece_rows: int | None = None,
 ) -> PositionPlan:
-    """Locate, order by skycell (then image row), compute fitscut boxes, cut into units."""
+    """Locate, order by skycell (then image row), compute fitscut boxes, cut into units.
+
+    ``piece_rows`` (default ``ps1dask.http.range-piece-rows``) bounds the rows of one
+    ``range`` read (:mod:`ps1dask.planning.row_pieces`)."""
     if int(max_unit_positions) < 1:
         raise InvalidParameterError(
             f"max_unit_positions (--unit-size) must be >= 1, got {max_unit_positions}"
@@ -197,6 +208,7 @@ def plan_positions(
     pc_o, sc_o, in_o = projcell[order], subcell[order], inside[order]
 
     crval1, crval2, crpix1, crpix2, x0, y0 = _cutout_wcs(ra_o, dec_o, pc_o, sc_o, width, height)
+    read_lo, read_hi = _read_pieces(pc_o, sc_o, y0, in_o, height, piece_rows)
 
     chunk = max(1, int(chunk))  # an existing store's chunking is never changed
     per_unit = max(chunk, (max_unit_positions // chunk) * chunk)
@@ -220,6 +232,8 @@ def plan_positions(
                 x0=x0[sl],
                 y0=y0[sl],
                 fetch=in_o[sl],
+                read_lo=read_lo[sl],
+                read_hi=read_hi[sl],
             )
         )
     ids = _id_strings(frame["id"])
@@ -246,6 +260,29 @@ def plan_positions(
         ra=ra,
         dec=dec,
     )
+
+
+def _read_pieces(
+    projcell: IntArray,
+    subcell: IntArray,
+    y0: IntArray,
+    inside: npt.NDArray[np.bool_],
+    height: int,
+    piece_rows: int | None,
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
+    """Each position's :func:`job_row_pieces` claim in its skycell (0, 0 outside)."""
+    if piece_rows is None:
+        piece_rows = int(dask.config.get("ps1dask.http.range-piece-rows"))
+    if int(piece_rows) < 1:
+        raise InvalidParameterError(f"ps1dask.http.range-piece-rows must be >= 1, got {piece_rows}")
+    read_lo = np.zeros(len(y0), dtype=np.int32)
+    read_hi = np.zeros(len(y0), dtype=np.int32)
+    cells = np.flatnonzero(inside)
+    lo, hi = job_row_pieces(
+        projcell[cells] * 1000 + subcell[cells], y0[cells], height, int(piece_rows)
+    )
+    read_lo[cells], read_hi[cells] = lo, hi
+    return read_lo, read_hi
 
 
 def _store_order(*keys: npt.NDArray[np.integer] | npt.NDArray[np.bool_]) -> IntArray:

@@ -38,6 +38,8 @@ class RangeStrategy(FetchStrategy):
 
         try:
             index = file_index(context.service, group.filename, read)
-            cut_from_tiles(group, index, read, context, source_key=context.service.url)
+            cut_from_tiles(
+                group, index, read, context, source_key=context.service.url, read_pieces=True
+            )
         except ServiceError as err:
             context.on_failure(group.members.tolist(), err)

@@ -95,6 +95,28 @@ def tile_byte_ranges(
     ]
 
 
+def _with_pieces(
+    runs: list[tuple[int, int]], group: ImageGroup, n_rows: int
+) -> list[tuple[int, int]]:
+    """``runs`` widened to the job's pieces of rows the group's boxes touch (clipped to the
+    image's ``n_rows``), touching or overlapping spans merged. The result covers ``runs``
+    whatever the pieces, so the pixels never depend on them."""
+    if group.read_lo is None or group.read_hi is None:
+        return runs
+    lo = np.clip(np.asarray(group.read_lo, dtype=np.int64), 0, n_rows)
+    hi = np.clip(np.asarray(group.read_hi, dtype=np.int64), 0, n_rows)
+    spans = sorted({*runs, *zip(lo.tolist(), hi.tolist())})
+    merged: list[tuple[int, int]] = []
+    for a, b in spans:
+        if a >= b:
+            continue
+        if merged and a <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+        else:
+            merged.append((a, b))
+    return merged
+
+
 def cut_from_tiles(
     group: ImageGroup,
     index: CompressedImageIndex,
@@ -105,6 +127,7 @@ def cut_from_tiles(
     gap_rows: int | None = None,
     gap_bytes: int = BYTE_GAP,
     fetch_ahead: Prepare | None = None,
+    read_pieces: bool = False,
 ) -> None:
     """Decode the row tiles the group's boxes touch and report each cutout.
 
@@ -118,7 +141,13 @@ def cut_from_tiles(
 
     ``fetch_ahead(runs)``, if given, is called once before any decoding with the runs of
     rows this call is about to decode (not those shared from other units): a source that
-    reads all its ranges at once (S3) fetches their bytes then, for ``read`` to serve."""
+    reads all its ranges at once (S3) fetches their bytes then, for ``read`` to serve.
+
+    ``read_pieces``: with ``source_key``, decode (once per process) the job's whole pieces
+    of rows that the group's boxes touch (``group.read_lo``/``read_hi``) rather than the
+    group's own runs, for a source where a request costs more than decoding rows another
+    unit of the process will need anyway (the service: a first-byte latency in one of its
+    10 slots)."""
     height, width = context.height, context.width
     runs = tile_runs(group, index, height, gap_rows)
 
@@ -135,6 +164,8 @@ def cut_from_tiles(
             fetch_ahead(runs)
         decoded = [(a, b, [(a, b, decode(a, b))]) for a, b in runs]
     else:
+        if read_pieces:
+            runs = _with_pieces(runs, group, index.naxis2)
         key = (source_key, group.filename)
         found = shared.runs(key, runs, decode, prepare=fetch_ahead)
         decoded = [(a, b, pieces) for (a, b), pieces in zip(runs, found)]

@@ -1,0 +1,69 @@
+"""The rows a ``range`` read claims for each cutout box: the job's pieces of an image.
+
+A dense job's boxes cover most rows of their skycell, and its units each hold a few dozen
+of them: read unit by unit, every unit sends its own Range request for the few hundred rows
+it needs (1,700 requests for 20,000 positions in 5 bands, each a first-byte latency through
+the service's 10 slots). The job reads less often when each read takes a larger *piece* of
+the rows the whole job needs from that image: the first unit of a worker process that needs
+a row decodes its whole piece, and the other units of the process take their rows from it
+(:mod:`ps1dask.fetch.decoded_rows`).
+
+The pieces are the job's needed rows of an image (its boxes' rows, runs less than a box
+height apart merged, as :func:`ps1dask.planning.cost.row_runs` merges them) cut at the
+multiples of ``piece_rows``. So a piece holds only rows the job needs, every unit asks for
+the same pieces (the claims of two units coincide or do not overlap), and a read is at most
+``piece_rows`` rows. Pure arithmetic on the plan's boxes: no I/O.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["job_row_pieces"]
+
+IntArray = npt.NDArray[np.int64]
+
+
+def job_row_pieces(
+    image: npt.ArrayLike, y0: npt.ArrayLike, height: int, piece_rows: int
+) -> tuple[IntArray, IntArray]:
+    """For each box (rows ``[y0, y0 + height)`` of image ``image``, any integer key), the
+    rows ``[lo, hi)`` a read claims for it: the union of the pieces of its image that the box
+    touches (see the module's docstring). ``lo <= y0`` and ``hi >= y0 + height``; rows are not
+    clipped to the image (its size is known only when its header is read).
+    """
+    keys = np.asarray(image, dtype=np.int64)
+    first = np.asarray(y0, dtype=np.int64)
+    if keys.shape != first.shape or keys.ndim != 1:
+        raise ValueError("image and y0 must be 1-d arrays of one length")
+    if height < 1 or piece_rows < 1:
+        raise ValueError(f"height ({height}) and piece_rows ({piece_rows}) must be >= 1")
+    n = len(first)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    # plans order boxes by image, then image row: sort only when they are not in that order
+    same = keys[1:] == keys[:-1]
+    if bool(np.all((keys[1:] > keys[:-1]) | (same & (first[1:] >= first[:-1])))):
+        order = None
+        k, y = keys, first
+    else:
+        order = np.lexsort((first, keys))
+        k, y = keys[order], first[order]
+        same = k[1:] == k[:-1]
+    stop = y + height  # boxes of one height: stops sorted as starts are
+    # a new run at each image's first box, and where the gap to the previous box's rows is
+    # more than a box height
+    new_run = np.ones(n, dtype=bool)
+    new_run[1:] = ~same | (y[1:] > stop[:-1] + height)
+    run = np.cumsum(new_run) - 1
+    starts = np.flatnonzero(new_run)
+    stops = np.append(starts[1:], n) - 1
+    run_start, run_stop = y[starts][run], stop[stops][run]
+    lo = np.maximum(run_start, (y // piece_rows) * piece_rows)
+    hi = np.minimum(run_stop, ((stop - 1) // piece_rows + 1) * piece_rows)
+    if order is None:
+        return lo, hi
+    out_lo, out_hi = np.empty(n, dtype=np.int64), np.empty(n, dtype=np.int64)
+    out_lo[order], out_hi[order] = lo, hi
+    return out_lo, out_hi
