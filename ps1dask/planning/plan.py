@@ -208,12 +208,12 @@ def plan_positions(
     pc_o, sc_o, in_o = projcell[order], subcell[order], inside[order]
 
     crval1, crval2, crpix1, crpix2, x0, y0 = _cutout_wcs(ra_o, dec_o, pc_o, sc_o, width, height)
-    read_lo, read_hi = _read_pieces(pc_o, sc_o, y0, in_o, height, piece_rows)
+    n_inside = int(in_o.sum())  # the first n_inside positions (store order)
+    read_lo, read_hi = _read_pieces(pc_o, sc_o, y0, n_inside, height, piece_rows)
 
     chunk = max(1, int(chunk))  # an existing store's chunking is never changed
     per_unit = max(chunk, (max_unit_positions // chunk) * chunk)
     units: list[WorkUnit] = []
-    n_inside = int(in_o.sum())
     # Units cover whole chunks; the last one with footprint positions may include a few
     # positions outside, which the task simply marks again.
     fetch_stop = -(-n_inside // chunk) * chunk if n_inside else 0
@@ -266,22 +266,30 @@ def _read_pieces(
     projcell: IntArray,
     subcell: IntArray,
     y0: IntArray,
-    inside: npt.NDArray[np.bool_],
+    n_inside: int,
     height: int,
     piece_rows: int | None,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
-    """Each position's :func:`job_row_pieces` claim in its skycell (0, 0 outside)."""
+    """Each position's :func:`job_row_pieces` claim in its skycell (0, 0 outside); the
+    footprint positions come first, grouped by skycell (store order)."""
     if piece_rows is None:
         piece_rows = int(dask.config.get("ps1dask.http.range-piece-rows"))
     if int(piece_rows) < 1:
         raise InvalidParameterError(f"ps1dask.http.range-piece-rows must be >= 1, got {piece_rows}")
     read_lo = np.zeros(len(y0), dtype=np.int32)
     read_hi = np.zeros(len(y0), dtype=np.int32)
-    cells = np.flatnonzero(inside)
-    lo, hi = job_row_pieces(
-        projcell[cells] * 1000 + subcell[cells], y0[cells], height, int(piece_rows)
-    )
-    read_lo[cells], read_hi[cells] = lo, hi
+    cell = projcell[:n_inside] * 1000 + subcell[:n_inside]  # sorted: store order
+    # in blocks that end at a skycell's end (a skycell's rows in one call) and stay in the
+    # CPU caches: 10^7 positions at once took seconds and a GB of temporaries
+    start = 0
+    while start < n_inside:
+        stop = min(start + LOCATE_BLOCK, n_inside)
+        stop = int(np.searchsorted(cell, cell[stop - 1], side="right"))
+        block = slice(start, stop)
+        read_lo[block], read_hi[block] = job_row_pieces(
+            cell[block], y0[block], height, int(piece_rows)
+        )
+        start = stop
     return read_lo, read_hi
 
 
