@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ps1dask.planning.cost import row_runs
-from ps1dask.planning.row_pieces import job_row_pieces
+from ps1dask.planning.row_pieces import DECODED_ROW_BYTES, job_row_pieces, piece_rows_for
 
 BIG = 1 << 30  # more rows than any image: row_runs then clips nothing
 
@@ -84,3 +84,30 @@ def test_bad_arguments_say_what_is_wrong():
         job_row_pieces([0, 1], [0], 10, 16)
     lo, hi = job_row_pieces([], [], 10, 16)
     assert lo.size == hi.size == 0
+
+
+def test_pieces_shrink_to_fit_the_decoded_rows_budget():
+    budget = 512 << 20
+    assert piece_rows_for(5, 1024, budget) == 1024  # grizy stacks: 5 x 25 MB pieces
+    rows = piece_rows_for(25, 1024, budget)  # 5 filters x 5 image types
+    assert 100 < rows < 1024
+    assert 25 * rows * DECODED_ROW_BYTES <= budget // 2 < 25 * (rows + 1) * DECODED_ROW_BYTES
+    assert piece_rows_for(10_000, 1024, budget) == 1
+
+
+def test_only_stack_plans_carry_pieces():
+    import pandas as pd
+
+    from ps1dask.planning import plan_stack_job
+    from ps1dask.planning.plan import plan_positions
+    from ps1dask.positions import read_positions
+    from ps1dask.tessellation import skycell_center
+
+    ra0, dec0 = skycell_center("1405.053")
+    table = pd.DataFrame({"ra": ra0 + np.linspace(-0.1, 0.1, 40), "dec": np.full(40, dec0)})
+    stack = plan_stack_job(read_positions(table), filters="r", size=64, service_url="x")
+    unit = stack.units[0]
+    assert unit.read_lo is not None and unit.read_hi is not None
+    assert (unit.read_lo <= unit.y0).all() and (unit.y0 + 64 <= unit.read_hi).all()
+    plain = plan_positions(read_positions(table), 64, 64, chunk=8)  # warps, mosaics
+    assert all(u.read_lo is None and u.read_hi is None for u in plain.units)

@@ -18,7 +18,7 @@ import pyarrow as pa
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.conventions import cutout_origin, parse_filters, parse_size, part_types
 from ps1dask.exceptions import InvalidParameterError
-from ps1dask.planning.row_pieces import job_row_pieces
+from ps1dask.planning.row_pieces import job_row_pieces, piece_rows_for
 from ps1dask.positions import PositionTable
 from ps1dask.storage.layout import (
     STATUS,
@@ -184,8 +184,9 @@ def plan_positions(
 ) -> PositionPlan:
     """Locate, order by skycell (then image row), compute fitscut boxes, cut into units.
 
-    ``piece_rows`` (default ``ps1dask.http.range-piece-rows``) bounds the rows of one
-    ``range`` read (:mod:`ps1dask.planning.row_pieces`)."""
+    ``piece_rows``: the units carry each box's claim of the job's pieces of rows of at most
+    that many rows (:mod:`ps1dask.planning.row_pieces`), which ``range`` reads; None: none
+    (each unit reads its own rows)."""
     if int(max_unit_positions) < 1:
         raise InvalidParameterError(
             f"max_unit_positions (--unit-size) must be >= 1, got {max_unit_positions}"
@@ -209,7 +210,9 @@ def plan_positions(
 
     crval1, crval2, crpix1, crpix2, x0, y0 = _cutout_wcs(ra_o, dec_o, pc_o, sc_o, width, height)
     n_inside = int(in_o.sum())  # the first n_inside positions (store order)
-    read_lo, read_hi = _read_pieces(pc_o, sc_o, y0, n_inside, height, piece_rows)
+    read_lo = read_hi = None
+    if piece_rows is not None:
+        read_lo, read_hi = _read_pieces(pc_o, sc_o, y0, n_inside, height, piece_rows)
 
     chunk = max(1, int(chunk))  # an existing store's chunking is never changed
     per_unit = max(chunk, (max_unit_positions // chunk) * chunk)
@@ -232,8 +235,8 @@ def plan_positions(
                 x0=x0[sl],
                 y0=y0[sl],
                 fetch=in_o[sl],
-                read_lo=read_lo[sl],
-                read_hi=read_hi[sl],
+                read_lo=None if read_lo is None else read_lo[sl],
+                read_hi=None if read_hi is None else read_hi[sl],
             )
         )
     ids = _id_strings(frame["id"])
@@ -268,14 +271,10 @@ def _read_pieces(
     y0: IntArray,
     n_inside: int,
     height: int,
-    piece_rows: int | None,
+    piece_rows: int,
 ) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.int32]]:
     """Each position's :func:`job_row_pieces` claim in its skycell (0, 0 outside); the
     footprint positions come first, grouped by skycell (store order)."""
-    if piece_rows is None:
-        piece_rows = int(dask.config.get("ps1dask.http.range-piece-rows"))
-    if int(piece_rows) < 1:
-        raise InvalidParameterError(f"ps1dask.http.range-piece-rows must be >= 1, got {piece_rows}")
     read_lo = np.zeros(len(y0), dtype=np.int32)
     read_hi = np.zeros(len(y0), dtype=np.int32)
     cell = projcell[:n_inside] * 1000 + subcell[:n_inside]  # sorted: store order
@@ -350,8 +349,19 @@ def plan_stack_job(
     kinds = part_types(types, "stack")
     if chunk is None:
         chunk = min(position_chunk_size(len(bands), width, height), max_unit_positions)
+    most_rows = int(dask.config.get("ps1dask.http.range-piece-rows"))
+    if most_rows < 1:
+        raise InvalidParameterError(f"ps1dask.http.range-piece-rows must be >= 1, got {most_rows}")
+    piece_rows = piece_rows_for(
+        len(bands) * len(kinds), most_rows, int(dask.config.get("ps1dask.cache.decoded-rows-bytes"))
+    )
     base = plan_positions(
-        positions, width, height, chunk=chunk, max_unit_positions=max_unit_positions
+        positions,
+        width,
+        height,
+        chunk=chunk,
+        max_unit_positions=max_unit_positions,
+        piece_rows=piece_rows,
     )
     initial = np.zeros((base.n_positions, len(bands)), dtype=np.uint8)
     initial[~base.inside] = STATUS["outside_footprint"]
