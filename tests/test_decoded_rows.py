@@ -240,27 +240,41 @@ def emu(job_emulator):
     return job_emulator
 
 
+def _boxes_of_one_skycell(emu, n: int, *, dec_spread: float, seed: int):
+    """``n`` positions in skycell 1405.053 (RA within 0.1 deg of its centre, Dec within
+    ``dec_spread``) and the name of its r stack, rendered (as the real service has it on
+    disk)."""
+    import pandas as pd
+    import requests
+
+    from ps1dask.conventions import image_filename
+    from ps1dask.tessellation import SkycellId, skycell_center
+
+    ra0, dec0 = skycell_center("1405.053")
+    rng = np.random.default_rng(seed)
+    table = pd.DataFrame(
+        {
+            "ra": ra0 + rng.uniform(-0.1, 0.1, n),
+            "dec": dec0 + rng.uniform(-dec_spread, dec_spread, n),
+        }
+    )
+    filename = image_filename(SkycellId.parse("1405.053"), "r")
+    requests.head(emu.url + filename, timeout=600).raise_for_status()
+    return table, filename
+
+
 @pytest.mark.parametrize("strategy", ["range", "s3"])
 def test_a_dense_job_reads_each_row_once_per_worker(strategy, emu, dask_client, tmp_path):
-    import pandas as pd
     import requests
     import zarr
 
     import ps1dask
-    from ps1dask.conventions import image_filename
     from ps1dask.fetch.tiles import CompressedImageIndex
     from ps1dask.planning.cost import row_runs
-    from ps1dask.tessellation import SkycellId, skycell_center
 
-    cell, size, n = "1405.053", 64, 80
-    ra0, dec0 = skycell_center(cell)
-    rng = np.random.default_rng(5)
+    size, n = 64, 80
     # 80 boxes on nearly the same rows, 4 per unit: 20 units that need the same row tiles
-    table = pd.DataFrame(
-        {"ra": ra0 + rng.uniform(-0.1, 0.1, n), "dec": dec0 + rng.uniform(-0.002, 0.002, n)}
-    )
-    filename = image_filename(SkycellId.parse(cell), "r")
-    requests.head(emu.url + filename, timeout=600).raise_for_status()  # rendered, as on disk
+    table, filename = _boxes_of_one_skycell(emu, n, dec_spread=0.002, seed=5)
     emu.reset_metrics()
     store = tmp_path / "dense.zarr"
     summary = ps1dask.cutouts(
@@ -307,25 +321,15 @@ def test_range_reads_the_jobs_pieces_of_rows_once_per_worker(emu, dask_client, t
     """A dense ``range`` job sends one Range request per piece of needed rows and worker
     process, not one per unit; the pixels are those of reading each unit's own rows."""
     import dask.config
-    import pandas as pd
-    import requests
     import zarr
     from _jobs import assert_same_store
 
     import ps1dask
-    from ps1dask.conventions import image_filename
     from ps1dask.planning.cost import row_runs
-    from ps1dask.tessellation import SkycellId, skycell_center
 
-    cell, size, n, piece_rows = "1405.053", 64, 80, 512
-    ra0, dec0 = skycell_center(cell)
-    rng = np.random.default_rng(6)
+    size, n, piece_rows = 64, 80, 512
     # 80 boxes over about 1,500 rows of one skycell, 4 per unit: 20 units
-    table = pd.DataFrame(
-        {"ra": ra0 + rng.uniform(-0.1, 0.1, n), "dec": dec0 + rng.uniform(-0.05, 0.05, n)}
-    )
-    filename = image_filename(SkycellId.parse(cell), "r")
-    requests.head(emu.url + filename, timeout=600).raise_for_status()  # rendered, as on disk
+    table, _ = _boxes_of_one_skycell(emu, n, dec_spread=0.05, seed=6)
     workers = len(dask_client.scheduler_info()["workers"])
     range_requests = {}
     for rows in (1, piece_rows):  # pieces of one row: each unit reads its own rows
