@@ -8,7 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ps1dask.planning.cost import row_runs
-from ps1dask.planning.row_pieces import DECODED_ROW_BYTES, job_row_pieces, piece_rows_for
+from ps1dask.planning.row_pieces import job_row_pieces, piece_rows_for
+
+ROW_BYTES = 6250 * 4  # a decoded row of 6,250 int32 values
 
 BIG = 1 << 30  # more rows than any image: row_runs then clips nothing
 
@@ -88,11 +90,11 @@ def test_bad_arguments_say_what_is_wrong():
 
 def test_pieces_shrink_to_fit_the_decoded_rows_budget():
     budget = 512 << 20
-    assert piece_rows_for(5, 1024, budget) == 1024  # grizy stacks: 5 x 25 MB pieces
-    rows = piece_rows_for(25, 1024, budget)  # 5 filters x 5 image types
+    assert piece_rows_for(5, 1024, budget, ROW_BYTES) == 1024  # grizy stacks: 5 x 25 MB pieces
+    rows = piece_rows_for(25, 1024, budget, ROW_BYTES)  # 5 filters x 5 image types
     assert 100 < rows < 1024
-    assert 25 * rows * DECODED_ROW_BYTES <= budget // 2 < 25 * (rows + 1) * DECODED_ROW_BYTES
-    assert piece_rows_for(10_000, 1024, budget) == 1
+    assert 25 * rows * ROW_BYTES <= budget // 2 < 25 * (rows + 1) * ROW_BYTES
+    assert piece_rows_for(10_000, 1024, budget, ROW_BYTES) == 1
 
 
 def test_only_stack_plans_carry_pieces():

@@ -24,7 +24,7 @@ from ps1dask.fetch.tiles import (
     BLOCK,
     CompressedImageIndex,
     _direct_rice_block_size,
-    _merge,
+    merge_spans,
     read_region,
 )
 
@@ -332,9 +332,9 @@ def test_full_height_skycell_240px_cutout_costs():
 
 def test_merge_ranges():
     spans = [(100, 110), (0, 10), (15, 20), (10, 12), (300, 400), (350, 360)]
-    assert _merge(spans, 0) == [(0, 12), (15, 20), (100, 110), (300, 400)]
-    assert _merge(spans, 6) == [(0, 20), (100, 110), (300, 400)]
-    assert _merge(spans, 1000) == [(0, 400)]
+    assert merge_spans(spans, 0) == [(0, 12), (15, 20), (100, 110), (300, 400)]
+    assert merge_spans(spans, 6) == [(0, 20), (100, 110), (300, 400)]
+    assert merge_spans(spans, 1000) == [(0, 400)]
 
 
 # --- other encodings astropy writes ---------------------------------------------------------
@@ -399,7 +399,7 @@ def test_direct_rice_decoding_equals_astropy(dtype, tile_rows):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want[rows])
         _, t0, t1 = index._tiles(rows)
-        ranges = _merge(index._heap_spans(t0, t1), 0)
+        ranges = merge_spans(index._heap_spans(t0, t1), 0)
         heap = b"".join(blob[a:b] for a, b in ranges)
         np.testing.assert_array_equal(
             index._decode_with_astropy(t0, t1, heap, ranges), index._decode(t0, t1, heap, ranges)

@@ -46,7 +46,7 @@ class ImageGroup:
         cls, unit: Any, filename: str, local: npt.NDArray[np.int64], members: npt.NDArray[np.int64]
     ) -> ImageGroup:
         """The group of a work unit's positions ``local`` (indices in the unit) in one image."""
-        lo, hi = getattr(unit, "read_lo", None), getattr(unit, "read_hi", None)
+        lo, hi = unit.read_lo, unit.read_hi
         return cls(
             filename,
             members,

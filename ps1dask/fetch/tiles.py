@@ -57,7 +57,7 @@ from imagecodecs import rcomp_decode
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.exceptions import BadFITSError
 
-__all__ = ["CompressedImageIndex", "ReadRange", "read_region"]
+__all__ = ["CompressedImageIndex", "ReadRange", "merge_spans", "read_region"]
 
 #: ``read_range(start, stop)`` returns bytes ``[start, stop)`` of the remote file (bytes, or
 #: a memoryview of a buffer the source already holds: tile bytes are not copied again).
@@ -469,7 +469,7 @@ class CompressedImageIndex:
         than another request); touching or overlapping ranges are always merged.
         """
         _, t0, t1 = self._tiles(rows)
-        return _merge(self._heap_spans(t0, t1), max_gap)
+        return merge_spans(self._heap_spans(t0, t1), max_gap)
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -483,7 +483,7 @@ class CompressedImageIndex:
         wanted, t0, t1 = self._tiles(rows)
         if len(wanted) == 0:
             return np.empty((0, self.naxis1), dtype=self.dtype)
-        ranges = _merge(self._heap_spans(t0, t1), max_gap)
+        ranges = merge_spans(self._heap_spans(t0, t1), max_gap)
         pieces = []
         for start, stop in ranges:
             data = read_range(start, stop)
@@ -626,7 +626,9 @@ def _direct_rice_block_size(th: fits.Header) -> int | None:
     return int(settings["BLOCKSIZE"])
 
 
-def _merge(spans: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+def merge_spans(spans: list[tuple[int, int]], max_gap: int) -> list[tuple[int, int]]:
+    """[start, stop) spans sorted and merged where less than ``max_gap`` apart (touching or
+    overlapping spans always merge)."""
     merged: list[tuple[int, int]] = []
     for start, stop in sorted(spans):
         if merged and start - merged[-1][1] < max(max_gap, 1):

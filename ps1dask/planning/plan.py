@@ -285,9 +285,7 @@ def _read_pieces(
         stop = min(start + LOCATE_BLOCK, n_inside)
         stop = int(np.searchsorted(cell, cell[stop - 1], side="right"))
         block = slice(start, stop)
-        read_lo[block], read_hi[block] = job_row_pieces(
-            cell[block], y0[block], height, int(piece_rows)
-        )
+        read_lo[block], read_hi[block] = job_row_pieces(cell[block], y0[block], height, piece_rows)
         start = stop
     return read_lo, read_hi
 
@@ -353,7 +351,10 @@ def plan_stack_job(
     if most_rows < 1:
         raise InvalidParameterError(f"ps1dask.http.range-piece-rows must be >= 1, got {most_rows}")
     piece_rows = piece_rows_for(
-        len(bands) * len(kinds), most_rows, int(dask.config.get("ps1dask.cache.decoded-rows-bytes"))
+        len(bands) * len(kinds),
+        most_rows,
+        int(dask.config.get("ps1dask.cache.decoded-rows-bytes")),
+        int(load_grid().xcell.max()) * 4,  # a decoded row of the widest skycell (int32)
     )
     base = plan_positions(
         positions,

@@ -24,18 +24,17 @@ __all__ = ["job_row_pieces", "piece_rows_for"]
 
 IntArray = npt.NDArray[np.int64]
 
-#: Bytes of one decoded row of a skycell file, at most (6,250 columns of int32 raw values).
-DECODED_ROW_BYTES = 6250 * 4
 
-
-def piece_rows_for(files_per_skycell: int, most_rows: int, budget_bytes: int) -> int:
+def piece_rows_for(
+    files_per_skycell: int, most_rows: int, budget_bytes: int, row_bytes: int
+) -> int:
     """Rows per piece for a job that reads ``files_per_skycell`` files of each skycell
-    (filters x image types): at most ``most_rows``, and few enough that one piece of every
-    file of a skycell fits in half of a worker process's decoded-rows budget (units of one
-    skycell run side by side on a worker and need them together; pieces evicted before the
-    next unit uses them would be read again). 1 (each unit reads its own rows) when even a
-    box-sized piece would not fit."""
-    fit = budget_bytes // 2 // max(files_per_skycell, 1) // DECODED_ROW_BYTES
+    (filters x image types), whose decoded rows take at most ``row_bytes`` each: at most
+    ``most_rows``, and few enough that one piece of every file of a skycell fits in half of
+    a worker process's decoded-rows budget (units of one skycell run side by side on a
+    worker and need them together; pieces evicted before the next unit uses them would be
+    read again). 1 (each unit reads its own rows) when even a box-sized piece would not fit."""
+    fit = budget_bytes // 2 // max(files_per_skycell, 1) // max(row_bytes, 1)
     return int(max(1, min(most_rows, fit)))
 
 

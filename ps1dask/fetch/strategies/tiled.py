@@ -14,7 +14,7 @@ from ps1dask.conventions import CutoutBox, cut_into, linear_pixels, scaling_keyw
 from ps1dask.fetch.decoded_rows import Prepare, gather, shared_rows
 from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies.base import FetchContext
-from ps1dask.fetch.tiles import CompressedImageIndex, ReadRange
+from ps1dask.fetch.tiles import CompressedImageIndex, ReadRange, merge_spans
 from ps1dask.planning.cost import row_runs
 
 # Tile indexes of service files, per process: another unit often needs a skycell this one
@@ -103,18 +103,9 @@ def _with_pieces(
     whatever the pieces, so the pixels never depend on them."""
     if group.read_lo is None or group.read_hi is None:
         return runs
-    lo = np.clip(np.asarray(group.read_lo, dtype=np.int64), 0, n_rows)
-    hi = np.clip(np.asarray(group.read_hi, dtype=np.int64), 0, n_rows)
-    spans = sorted({*runs, *zip(lo.tolist(), hi.tolist())})
-    merged: list[tuple[int, int]] = []
-    for a, b in spans:
-        if a >= b:
-            continue
-        if merged and a <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-        else:
-            merged.append((a, b))
-    return merged
+    lo = np.clip(group.read_lo, 0, n_rows).tolist()
+    hi = np.clip(group.read_hi, 0, n_rows).tolist()
+    return merge_spans([*runs, *((a, b) for a, b in zip(lo, hi) if a < b)], 0)
 
 
 def cut_from_tiles(
