@@ -400,6 +400,37 @@ def test_fitscut_parameters(emu):
         assert r.status_code == status, (change, r.status_code, r.text)
 
 
+def test_cutout_processes_answer_as_the_threads_do(emu):
+    """fitscut cut in a worker process: the same bytes, statuses and error texts."""
+    warp = rows_of(listing(emu, ra=RA, dec=DEC, filters="r", type="warp"))[0][7]
+    asks = [
+        {"red": stack_name(), "ra": RA, "dec": DEC, "size": 50, "format": "fits"},
+        {"RED": stack_name(band="i", suffix=".wt"), "RA": RA, "Dec": DEC, "SIZE": "30,20"},
+        {"red": warp, "ra": RA, "dec": DEC, "size": 40, "format": "fits"},
+        {"red": stack_name(), "green": stack_name(band="r"), "ra": RA, "dec": DEC, "size": 24},
+        {"red": stack_name(), "ra": RA, "dec": DEC, "size": 6001, "format": "fits"},
+        {"red": stack_name(cell="0500.044"), "ra": RA, "dec": DEC, "format": "fits"},
+        {"red": "/etc/passwd", "format": "fits"},
+        {"red": stack_name(), "ra": "x", "dec": DEC, "format": "fits"},
+    ]
+    with Emulator(seed=0, cutout_processes=1) as other:
+        assert other.service.cutout_processes is not None
+        for params in asks:
+            mine, theirs = fitscut(emu, **params), fitscut(other, **params)
+            assert (theirs.status_code, theirs.content) == (mine.status_code, mine.content), params
+            assert theirs.headers["Content-Type"] == mine.headers["Content-Type"]
+        assert [r.status_code for r in (fitscut(other, **a) for a in asks)] == [
+            200,
+            200,
+            200,
+            200,
+            400,
+            404,
+            404,
+            400,
+        ]
+
+
 def test_fitscut_jpeg_png_and_colour(emu):
     common = {"ra": RA, "dec": DEC}
     r = fitscut(emu, red=stack_name(), size=100, **common)  # jpg by default

@@ -272,7 +272,7 @@ def test_fitscut_file_of_emulator_images_is_what_astropy_writes(kind):
         else:
             ref = svc.lookup(ImageRef(cell, "i", kind).filename)
         for position, size in [(None, (240, 240)), (("pixel", -5.0, 17.0), (64, 32))]:
-            pixels, (x0, y0), header = svc.cut_linear(ref, position, size)
+            pixels, (x0, y0), header = svc.cutter.cut_linear(ref, position, size)
             assert fitscut_fits(header, x0, y0, pixels) == _astropy_cutout_file(
                 header, x0, y0, pixels
             )

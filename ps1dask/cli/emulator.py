@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        cutout_processes=args.cutout_processes,
     )
     stop = threading.Event()
     # The parent at start: a change means it died and we were re-parented (to init or a
@@ -223,6 +224,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         metavar="N",
         help="rendering threads (default: CPUs + 4, at most 16)",
+    )
+    p.add_argument(
+        "--cutout-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="worker processes that cut fitscut.cgi answers (default "
+        "ps1dask.emulator.cutout-processes, 0: the rendering threads). Near the 10-slot "
+        "limit, threads share the interpreter with the event loop and answers leave late; "
+        "one process per CPU keeps them on time",
     )
     p.add_argument(
         "--stop-with-parent",

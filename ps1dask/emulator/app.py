@@ -33,8 +33,9 @@ Emulator endpoints (never counted, faulted or throttled):
     the knobs (JSON), see :class:`~ps1dask.emulator.faults.Knobs`.
 
 Every CPU-heavy step (listing, rendering pixels, writing whole files, encoding) runs in a
-thread pool, never on the event loop, so slow cutouts do not hold back other requests.
-The modules: :mod:`~ps1dask.emulator.metrics` (accounting), :mod:`~ps1dask.emulator.replies`
+thread pool, never on the event loop, so slow cutouts do not hold back other requests;
+``fitscut.cgi`` answers can be cut in worker processes instead (``cutout_processes``).
+The modules: :mod:`~ps1dask.emulator.cutter` (listings, headers and cutouts of the sky), :mod:`~ps1dask.emulator.metrics` (accounting), :mod:`~ps1dask.emulator.replies`
 (answers), :mod:`~ps1dask.emulator.params` (parameter parsing),
 :mod:`~ps1dask.emulator.middleware` (limits, faults, throttling) and
 :mod:`~ps1dask.emulator.service` (the handlers).
@@ -54,12 +55,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
+import dask.config
 from aiohttp import web
 
 from ps1dask.background_server import BackgroundServer, bind_socket
 from ps1dask.emulator.faults import Knobs
 from ps1dask.emulator.files import WholeFileCache
 from ps1dask.emulator.metrics import ServiceState
+from ps1dask.emulator.render_processes import CutoutProcesses
 from ps1dask.emulator.service import Service
 from ps1dask.emulator.sky import SyntheticSky
 
@@ -97,6 +100,12 @@ class Emulator:
         threads rendering pixels and files (default: CPUs + 4, at most 16).
     sky
         a :class:`SyntheticSky` to serve instead of ``SyntheticSky(seed=seed)``.
+    cutout_processes
+        worker processes that cut ``fitscut.cgi`` answers (None:
+        ``ps1dask.emulator.cutout-processes``; 0: the rendering threads of this process). Under
+        a load near the 10-slot limit they keep answers on time (see
+        :mod:`~ps1dask.emulator.render_processes`); each costs a process start at
+        :meth:`start`, and a ``sky`` given here must pickle.
     """
 
     def __init__(
@@ -118,6 +127,7 @@ class Emulator:
         sky: SyntheticSky | None = None,
         cache_max_bytes: int | None = None,
         s3_missing_fraction: float = 0.0,
+        cutout_processes: int | None = None,
     ) -> None:
         self.knobs0 = Knobs(
             latency=latency,
@@ -145,6 +155,12 @@ class Emulator:
         self.cache: WholeFileCache | None = None
         self._server = BackgroundServer("ps1dask-emulator", shutdown_timeout=0.5, backlog=512)
         self._executor: ThreadPoolExecutor | None = None
+        if cutout_processes is None:
+            cutout_processes = int(dask.config.get("ps1dask.emulator.cutout-processes", 0))
+        if cutout_processes < 0:
+            raise ValueError(f"cutout_processes must be 0 or more, got {cutout_processes}")
+        self._cutout_process_count = cutout_processes
+        self._cutout_processes: CutoutProcesses | None = None
         self._url: str | None = None
 
     # ----- life cycle ------------------------------------------------------------------------
@@ -173,6 +189,9 @@ class Emulator:
             directory.mkdir(parents=True, exist_ok=True)
         self.cache = WholeFileCache(self.sky, directory, self._cache_max_bytes)
         self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="ps1dask-emulator")
+        if self._cutout_process_count:
+            self._cutout_processes = CutoutProcesses(self.sky, self._cutout_process_count)
+            self._cutout_processes.warm()
         sock = bind_socket(self.host, self._bind_port, backlog=512)
         self.port = sock.getsockname()[1]
         self._url = f"http://{_url_host(self.host)}:{self.port}"
@@ -187,7 +206,14 @@ class Emulator:
 
     def _make_app(self) -> web.Application:
         assert self.cache is not None and self._executor is not None
-        self.service = Service(self.sky, self.cache, self.state, self._executor, self.host)
+        self.service = Service(
+            self.sky,
+            self.cache,
+            self.state,
+            self._executor,
+            self.host,
+            cutout_processes=self._cutout_processes,
+        )
         return self.service.make_app()
 
     def stop(self) -> None:
@@ -196,6 +222,9 @@ class Emulator:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        if self._cutout_processes is not None:
+            self._cutout_processes.shutdown()
+            self._cutout_processes = None
         self._url = None
         self._cleanup_files()
 

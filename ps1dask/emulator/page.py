@@ -282,7 +282,7 @@ def _results(service: Any, form: _Form) -> str:
     if not form.filters:
         return head + '<div class="msg">Select at least one filter.</div>'
     types = tuple(form.image_types())
-    refs = list(service._images(sid, form.filters, types)) if types else []
+    refs = list(service.listed_images(sid, form.filters, types)) if types else []
     display = form.display_size
     common = {"ra": repr(ra), "dec": repr(dec), "size": form.size}
     jpeg = {
