@@ -336,6 +336,44 @@ def test_the_row_reserve_is_the_high_entropy_size() -> None:
     assert reserved_row_bytes(6250) == -(-(16 + 4 * 196 + 16 * 6250) // 8)
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    start=st.integers(-20_000, 20_000),
+    length=st.integers(0, 7_000),
+    origin=st.integers(-5_000, 5_000),
+    cell=st.integers(1, 700),
+    ota_gap=st.integers(1, 120),
+)
+def test_cell_runs_are_the_runs_of_each_pixels_cell(start, length, origin, cell, ota_gap):
+    """The cell-by-cell arithmetic of the detector cells along an axis equals the definition
+    pixel by pixel: pixel ``p`` is in cell ``8 * ota + u // cell`` where
+    ``ota, u = divmod(p - origin, 8 * cell + ota_gap)``, or in a gap when ``u >= 8 * cell``."""
+    from ps1dask.emulator.coverage import _cell_runs
+
+    period = 8 * cell + ota_gap
+    expected: list[tuple[int, int]] = []  # (cell, index) of every pixel not in a gap
+    for i, p in enumerate(range(start, start + length)):
+        ota, u = divmod(p - origin, period)
+        if u < 8 * cell:
+            expected.append((ota * 8 + u // cell, i))
+    runs = _cell_runs((start, start + length), origin, cell, ota_gap)
+    got = [(c, i) for c, s in runs for i in range(s.start, s.stop)]
+    assert got == expected
+    assert len({c for c, _ in runs}) == len(runs)  # one run per cell
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.integers(0, 2**64 - 1),
+    a=st.integers(-(2**31), 2**31 - 1),
+    b=st.integers(-(2**31), 2**31 - 1),
+)
+def test_uniform_pair_is_uniform_pairs_of_one_pair(key, a, b):
+    from ps1dask.emulator.noise import uniform_pair, uniform_pairs
+
+    assert uniform_pair(key, a, b) == uniform_pairs(key, np.array([a]), np.array([b]))[0, 0]
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )

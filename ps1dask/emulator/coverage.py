@@ -11,7 +11,7 @@ import functools
 import numpy as np
 import numpy.typing as npt
 
-from ps1dask.emulator.noise import uniform_pairs
+from ps1dask.emulator.noise import uniform_pair
 from ps1dask.emulator.survey import (
     Exposure,
 )
@@ -42,32 +42,41 @@ def _sep_1d(span: Span, origin: int, cell: int, gap: int, ota_gap: int) -> _Bool
 
 @functools.lru_cache(maxsize=4096)
 def _cell_runs(span: Span, origin: int, cell: int, ota_gap: int) -> tuple[tuple[int, slice], ...]:
-    """(global cell number, index slice into the span) of each detector cell along one axis."""
+    """(global cell number, index slice into the span) of each detector cell along one axis.
+
+    Integer arithmetic cell by cell (a span crosses a handful): OTA ``k`` holds the cells
+    ``8k .. 8k + 7`` at ``origin + k * period + c * cell``, then a gap of ``ota_gap`` pixels.
+    """
     period = 8 * cell + ota_gap
-    rel = np.arange(*span, dtype=np.int64) - origin
-    ota = rel // period
-    u = rel - ota * period
-    none = np.iinfo(np.int64).min
-    cid = np.where(u < 8 * cell, ota * 8 + u // cell, none)
-    if cid.size == 0:
-        return ()
-    edges = np.flatnonzero(np.diff(cid)) + 1
-    starts = np.concatenate([[0], edges]).tolist()
-    stops = np.concatenate([edges, [cid.size]]).tolist()
-    return tuple((int(cid[a]), slice(a, b)) for a, b in zip(starts, stops) if cid[a] != none)
+    start, stop = span
+    rel, end = start - origin, stop - origin
+    runs = []
+    while rel < end:
+        ota, u = divmod(rel, period)
+        if u >= 8 * cell:  # in the gap after an OTA
+            rel = (ota + 1) * period
+            continue
+        c = u // cell
+        last = min(ota * period + (c + 1) * cell, end)
+        runs.append((ota * 8 + c, slice(rel + origin - start, last + origin - start)))
+        rel = last
+    return tuple(runs)
 
 
 def _dead_cells(exposure: Exposure, xs: Span, ys: Span) -> list[tuple[slice, slice]]:
-    """(rows, cols) of the dead detector cells of an exposure on the grid ``ys x xs``."""
+    """(rows, cols) of the dead detector cells of an exposure on the grid ``ys x xs``, row
+    by row (a cell is dead where :func:`~ps1dask.emulator.noise.uniform_pair` of its global
+    numbers is below ``_DEAD_CELL_PROB``)."""
     lay = exposure.layout
     runs_x = _cell_runs(xs, lay.ox, lay.cell_x, lay.ota_gap_x)
     runs_y = _cell_runs(ys, lay.oy, lay.cell_y, lay.ota_gap_y)
-    if not runs_x or not runs_y:
-        return []
-    gx = np.array([c for c, _ in runs_x], dtype=np.int64)
-    gy = np.array([c for c, _ in runs_y], dtype=np.int64)
-    u = uniform_pairs(lay.dead_cell_key, gx, gy)
-    return [(runs_y[iy][1], runs_x[ix][1]) for iy, ix in zip(*np.nonzero(u < _DEAD_CELL_PROB))]
+    key = lay.dead_cell_key
+    return [
+        (rows, cols)
+        for gy, rows in runs_y
+        for gx, cols in runs_x
+        if uniform_pair(key, gx, gy) < _DEAD_CELL_PROB
+    ]
 
 
 Footprint = tuple[str, _IntArray | None, _IntArray | None]

@@ -62,3 +62,23 @@ def gauss_grid(key: int, X: _IntArray, Y: _IntArray) -> npt.NDArray[np.float32]:
 def uniform_pairs(key: int, a: _IntArray, b: _IntArray) -> _FloatArray:
     """Uniform [0, 1) per (a, b) pair of the grid ``b x a``, from the same hash."""
     return (hash_grid(key, a, b) >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def uniform_pair(key: int, a: int, b: int) -> float:
+    """:func:`uniform_pairs` of one pair, in Python integers (exactly the same value: the
+    uint64 arithmetic wraps at 64 bits, and ``z >> 11`` converts to float exactly); for the
+    few cells of a detector, where numpy's per-call cost dwarfs the arithmetic."""
+    xs = (a + _COORD_OFFSET) & _MASK64
+    ys = (b + _COORD_OFFSET) & _MASK64
+    z = ((ys << 32) & _MASK64) | xs
+    z = (z * 0x9E3779B97F4A7C15) & _MASK64
+    z = (z + key) & _MASK64
+    z ^= z >> 30
+    z = (z * 0xBF58476D1CE4E5B9) & _MASK64
+    z ^= z >> 27
+    z = (z * 0x94D049BB133111EB) & _MASK64
+    z ^= z >> 31
+    return (z >> 11) * 2.0**-53
