@@ -226,7 +226,7 @@ def cutouts(
             strategies=strategies,
         )
 
-    cluster = JobCluster(client, n_workers, quiet)
+    cluster = JobCluster(client, n_workers, quiet, svc.throttle)
 
     run = summarised_run(
         run_stack_unit,
@@ -391,7 +391,7 @@ def warps(
         )
     # One cluster for the whole job: the listing (it takes cluster-wide request slots) and
     # the units; closed at the end, or on an error before the units run.
-    cluster = JobCluster(client, n_workers, quiet)
+    cluster = JobCluster(client, n_workers, quiet, svc.throttle)
     try:
         return _warps_with(
             cluster,

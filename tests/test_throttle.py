@@ -565,6 +565,42 @@ def test_cluster_limit_is_configurable(cluster_client, cluster_emulator):
     assert 2 <= metrics["max_in_flight"] <= 3
 
 
+def _registered_semaphores() -> dict[str, int]:
+    from ps1dask.client import throttle
+
+    return {
+        key[1]: sem.max_leases
+        for key, sem in throttle._DISTRIBUTED_SEMAPHORES.items()
+        if sem._registered
+    }
+
+
+def test_workers_register_the_semaphore_ahead_of_their_first_slot(cluster_client):
+    """A job's cluster registers its throttle's semaphore on every worker in the background:
+    the first slot of a task then finds it (no register round trip while slots wait)."""
+    name = "test-register-ahead"
+    throttle = RequestThrottle(4, name=name, url="http://127.0.0.1:9")
+    assert all(name not in got for got in cluster_client.run(_registered_semaphores).values())
+    throttle.register_on_workers(cluster_client)  # returns at once
+    deadline = time.monotonic() + 30
+    while True:
+        got = cluster_client.run(_registered_semaphores)
+        if all(regs.get(name) == 4 for regs in got.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert len(got) == 2 and all(regs.get(name) == 4 for regs in got.values()), got
+    known = cluster_client.run_on_scheduler(
+        lambda dask_scheduler: dask_scheduler.extensions["semaphores"].max_leases.get(name)
+    )
+    assert known == 4
+    # a local throttle has nothing to register
+    RequestThrottle(
+        4, name="test-register-local", url="http://127.0.0.1:9", mode="local"
+    ).register_on_workers(cluster_client)
+    got = cluster_client.run(_registered_semaphores)
+    assert all("test-register-local" not in regs for regs in got.values())
+
+
 def test_lease_timeout_check(cluster_client):
     url = "http://127.0.0.1:9"
     throttle = RequestThrottle(2, name="test-lease-check", url=url)

@@ -290,6 +290,34 @@ def _get_distributed_semaphore(
     return sem
 
 
+async def _register_on_worker(name: str, limit: int, dask_worker: Any = None) -> bool:
+    """Register the request semaphore of this worker process (run on its event loop by
+    :meth:`RequestThrottle.register_on_workers`); True if this call registered it."""
+    from distributed import Semaphore
+
+    context = ClusterContext.of_worker(dask_worker)
+    if context.lost() is not None:
+        return False
+    key = (context.address, name)
+    with _REGISTRY_LOCK:
+        if _usable(_DISTRIBUTED_SEMAPHORES.get(key), context.scheduler):
+            return False
+    sem = Semaphore(max_leases=limit, name=name, scheduler_rpc=context.scheduler, loop=context.loop)
+    try:
+        # ValueError: another limit on the scheduler; the first slot reports it, clearly
+        await sem._register()
+    except (ValueError, OSError):
+        pass
+    with _REGISTRY_LOCK:
+        if sem._registered and not _usable(_DISTRIBUTED_SEMAPHORES.get(key), context.scheduler):
+            _DISTRIBUTED_SEMAPHORES[key] = sem
+            return True
+    callback = getattr(sem, "refresh_callback", None)  # unused: stop its lease refresh
+    if callback is not None:
+        callback.stop()
+    return False
+
+
 def _counts_of(name: str) -> LeaseCounts:
     with _REGISTRY_LOCK:
         counts = _LEASE_COUNTS.get(name)
@@ -475,6 +503,24 @@ class RequestThrottle:
     def kind(self) -> str:
         """``"distributed"`` or ``"local"``: the backend a slot would use right now."""
         return self.backend()[0]
+
+    def register_on_workers(self, dask_client: Any) -> None:
+        """Have every worker of ``dask_client`` register this throttle's semaphore now, in
+        the background (nothing is waited for, no lease is taken).
+
+        A job calls it as soon as it has its cluster: a worker's first slot otherwise costs a
+        register round trip to the scheduler (65-78 ms measured at the start of a sparse job,
+        while all 10 slots wait), which then overlaps the job's planning, listing or probe.
+        A worker that joins later, or a call that fails, registers at its first slot as before.
+        """
+        if self.mode == "local":
+            return
+        try:
+            dask_client.run(
+                _register_on_worker, self.name, self.max_concurrency, wait=False, on_error="ignore"
+            )
+        except Exception as err:  # noqa: BLE001 - an optimisation: the first slot registers
+            logger.debug("could not register %r on the workers ahead: %s", self.name, err)
 
     # -- slots ---------------------------------------------------------------------------
 

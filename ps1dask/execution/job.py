@@ -17,6 +17,7 @@ from typing import Any
 
 import distributed
 
+from ps1dask.client.throttle import RequestThrottle
 from ps1dask.execution.runner import RunControl, cluster_client
 
 __all__ = ["JobCluster", "JobHandle", "JobProgress", "JobSummary"]
@@ -98,9 +99,15 @@ class JobCluster:
     (listing warps, probing the service, running units); closed by :meth:`close`."""
 
     def __init__(
-        self, client: distributed.Client | str | None, n_workers: int | None, quiet: bool
+        self,
+        client: distributed.Client | str | None,
+        n_workers: int | None,
+        quiet: bool,
+        throttle: RequestThrottle | None = None,
     ) -> None:
         self._args = (client, n_workers, quiet)
+        #: the service's throttle, whose semaphore the workers register as the cluster is got
+        self._throttle = throttle
         self._stack = contextlib.ExitStack()
         self._client: distributed.Client | None = None
 
@@ -110,6 +117,8 @@ class JobCluster:
             self._client = self._stack.enter_context(
                 cluster_client(client, n_workers=n_workers, quiet=quiet)
             )
+            if self._throttle is not None:
+                self._throttle.register_on_workers(self._client)
         return self._client
 
     def close(self) -> None:

@@ -53,7 +53,8 @@ class StoreCreation:
     def start(self) -> None:
         """Start the creation (once). Called once the units are submitted: the creation's
         Python work (encoding, zarr) would otherwise delay the submission, hence the first
-        requests, while the units need the store only much later, to write."""
+        requests, while the units need the store only much later, to write. A job that
+        probes the service first (``auto``) starts it before the probe, which mostly waits."""
         if self._started.acquire(blocking=False):
             self._thread.start()
 

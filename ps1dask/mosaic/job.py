@@ -311,7 +311,7 @@ def mosaic_cutouts(
             strategies=usable,
         )
 
-    cluster = JobCluster(client, n_workers, quiet)
+    cluster = JobCluster(client, n_workers, quiet, svc.throttle)
 
     run = summarised_run(
         run_mosaic_unit,
