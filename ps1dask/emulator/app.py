@@ -58,6 +58,7 @@ from typing import Any, Self, TypeVar
 import dask.config
 from aiohttp import web
 
+import ps1dask.config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.background_server import BackgroundServer, bind_socket
 from ps1dask.emulator.faults import Knobs
 from ps1dask.emulator.files import WholeFileCache
@@ -156,7 +157,7 @@ class Emulator:
         self._server = BackgroundServer("ps1dask-emulator", shutdown_timeout=0.5, backlog=512)
         self._executor: ThreadPoolExecutor | None = None
         if cutout_processes is None:
-            cutout_processes = int(dask.config.get("ps1dask.emulator.cutout-processes", 0))
+            cutout_processes = int(dask.config.get("ps1dask.emulator.cutout-processes"))
         if cutout_processes < 0:
             raise ValueError(f"cutout_processes must be 0 or more, got {cutout_processes}")
         self._cutout_process_count = cutout_processes
