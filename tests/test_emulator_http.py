@@ -10,6 +10,8 @@ import contextlib
 import http.client
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -419,6 +421,15 @@ def test_cutout_processes_answer_as_the_threads_do(emu):
             mine, theirs = fitscut(emu, **params), fitscut(other, **params)
             assert (theirs.status_code, theirs.content) == (mine.status_code, mine.content), params
             assert theirs.headers["Content-Type"] == mine.headers["Content-Type"]
+        # a cutout process that dies (killed here by its PID, which this test started through
+        # the emulator): that request gets a server error, the next ones a new process
+        pool = other.service.cutout_processes._pool
+        for pid in list(pool._processes):
+            os.kill(pid, signal.SIGKILL)
+        statuses = [fitscut(other, **asks[0]).status_code for _ in range(3)]
+        assert statuses == [500, 200, 200]
+        assert other.service.cutout_processes._pool is not pool
+        assert fitscut(other, **asks[0]).content == fitscut(emu, **asks[0]).content
         assert [r.status_code for r in (fitscut(other, **a) for a in asks)] == [
             200,
             200,
