@@ -27,7 +27,7 @@ from ps1dask.bench.slots import account
 #: Processes the emulator cuts fitscut answers in, in the benchmarks of the 10-slot bound:
 #: its event loop then has its interpreter to itself, as a real service's front end has, and
 #: answers leave when their latency has run (with threads they leave late under load, see
-#: :mod:`ps1dask.emulator.render_processes`). The processes share this machine's cores with
+#: :mod:`ps1dask.emulator.cutout_processes`). The processes share this machine's cores with
 #: the job, as the emulator's threads did.
 _CUTOUT_PROCESSES = os.cpu_count() or 2
 

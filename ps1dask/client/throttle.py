@@ -290,32 +290,22 @@ def _get_distributed_semaphore(
     return sem
 
 
-async def _register_on_worker(name: str, limit: int, dask_worker: Any = None) -> bool:
-    """Register the request semaphore of this worker process (run on its event loop by
-    :meth:`RequestThrottle.register_on_workers`); True if this call registered it."""
-    from distributed import Semaphore
-
+async def _register_on_worker(name: str, limit: int, dask_worker: Any = None) -> None:
+    """Obtain (and so register) this worker process's request semaphore, as its first slot
+    would (run on its event loop by :meth:`RequestThrottle.register_on_workers`)."""
     context = ClusterContext.of_worker(dask_worker)
     if context.lost() is not None:
-        return False
-    key = (context.address, name)
-    with _REGISTRY_LOCK:
-        if _usable(_DISTRIBUTED_SEMAPHORES.get(key), context.scheduler):
-            return False
-    sem = Semaphore(max_leases=limit, name=name, scheduler_rpc=context.scheduler, loop=context.loop)
-    try:
-        # ValueError: another limit on the scheduler; the first slot reports it, clearly
-        await sem._register()
-    except (ValueError, OSError):
-        pass
-    with _REGISTRY_LOCK:
-        if sem._registered and not _usable(_DISTRIBUTED_SEMAPHORES.get(key), context.scheduler):
-            _DISTRIBUTED_SEMAPHORES[key] = sem
-            return True
-    callback = getattr(sem, "refresh_callback", None)  # unused: stop its lease refresh
-    if callback is not None:
-        callback.stop()
-    return False
+        return
+    # on a thread: the registration waits on this very event loop
+    await asyncio.get_running_loop().run_in_executor(
+        None,
+        _get_distributed_semaphore,
+        context.address,
+        context.scheduler,
+        context.loop,
+        name,
+        limit,
+    )
 
 
 def _counts_of(name: str) -> LeaseCounts:

@@ -35,9 +35,10 @@ Emulator endpoints (never counted, faulted or throttled):
 Every CPU-heavy step (listing, rendering pixels, writing whole files, encoding) runs in a
 thread pool, never on the event loop, so slow cutouts do not hold back other requests;
 ``fitscut.cgi`` answers can be cut in worker processes instead (``cutout_processes``).
-The modules: :mod:`~ps1dask.emulator.cutter` (listings, headers and cutouts of the sky), :mod:`~ps1dask.emulator.metrics` (accounting), :mod:`~ps1dask.emulator.replies`
-(answers), :mod:`~ps1dask.emulator.params` (parameter parsing),
-:mod:`~ps1dask.emulator.middleware` (limits, faults, throttling) and
+The modules: :mod:`~ps1dask.emulator.cutter` (listings, headers and cutouts of the sky),
+:mod:`~ps1dask.emulator.metrics` (accounting), :mod:`~ps1dask.emulator.replies` (answers),
+:mod:`~ps1dask.emulator.params` (parameter parsing), :mod:`~ps1dask.emulator.middleware`
+(limits, faults, throttling) and
 :mod:`~ps1dask.emulator.service` (the handlers).
 """
 
@@ -60,10 +61,10 @@ from aiohttp import web
 
 import ps1dask.config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.background_server import BackgroundServer, bind_socket
+from ps1dask.emulator.cutout_processes import CutoutProcesses
 from ps1dask.emulator.faults import Knobs
 from ps1dask.emulator.files import WholeFileCache
 from ps1dask.emulator.metrics import ServiceState
-from ps1dask.emulator.render_processes import CutoutProcesses
 from ps1dask.emulator.service import Service
 from ps1dask.emulator.sky import SyntheticSky
 
@@ -105,7 +106,7 @@ class Emulator:
         worker processes that cut ``fitscut.cgi`` answers (None:
         ``ps1dask.emulator.cutout-processes``; 0: the rendering threads of this process). Under
         a load near the 10-slot limit they keep answers on time (see
-        :mod:`~ps1dask.emulator.render_processes`); each costs a process start at
+        :mod:`~ps1dask.emulator.cutout_processes`); each costs a process start at
         :meth:`start`, and a ``sky`` given here must pickle.
     """
 

@@ -3,7 +3,7 @@ cutouts of them as FITS or pictures; pure CPU work on a :class:`SyntheticSky`, n
 
 :class:`SkyCutter` holds nothing but the sky and its caches, so the same object answers in the
 emulator's threads or, rebuilt from the sky, in worker processes
-(:mod:`~ps1dask.emulator.render_processes`).
+(:mod:`~ps1dask.emulator.cutout_processes`).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from ps1dask.emulator import page
+from ps1dask.emulator.cutout_processes import CutoutProcesses
 from ps1dask.emulator.cutter import SkyCutter
 from ps1dask.emulator.files import WholeFileCache
 from ps1dask.emulator.metrics import ServiceState
@@ -28,7 +29,6 @@ from ps1dask.emulator.params import (
     parse_byte_range,
     parse_position_lines,
 )
-from ps1dask.emulator.render_processes import CutoutProcesses
 from ps1dask.emulator.replies import Reply, hold, json_response, text_reply
 from ps1dask.emulator.s3 import S3Bucket, bucket_route_pattern
 from ps1dask.emulator.service_rules import (
