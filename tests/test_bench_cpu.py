@@ -73,3 +73,34 @@ def test_job_account_measures_workers_and_serial_parts(dask_client):
     assert 0.25 <= account.before_first_unit < account.wall
     assert 0.0 <= account.after_last_unit < account.wall
     assert account.emulator == pytest.approx(account.client, abs=0.5)  # the same process here
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="no CPU affinity here")
+def test_pinning_a_process_pins_every_thread_and_its_later_threads():
+    import subprocess
+
+    from ps1dask.bench.process_cpu import pin_process_to_core
+
+    core = max(os.sched_getaffinity(0))
+    code = (
+        "import os, sys, threading, time\n"
+        "threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n"
+        "print('up', flush=True); sys.stdin.readline()\n"
+        "t = threading.Thread(target=time.sleep, args=(30,), daemon=True); t.start()\n"
+        "print(sorted(os.sched_getaffinity(t.native_id)), flush=True)\n"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert child.stdout is not None and child.stdin is not None
+        assert child.stdout.readline().strip() == "up"
+        assert pin_process_to_core(child.pid, core) == 2  # the main thread and the sleeper
+        tids = os.listdir(f"/proc/{child.pid}/task")
+        assert all(os.sched_getaffinity(int(t)) == {core} for t in tids)
+        child.stdin.write("\n")
+        child.stdin.flush()
+        assert child.stdout.readline().strip() == str([core])  # a thread started after
+    finally:
+        child.kill()
+        child.wait()

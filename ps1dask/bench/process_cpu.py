@@ -141,6 +141,37 @@ def job_account(client: Any, emulator_pid: int | None) -> Iterator[JobAccount]:
         account.after_last_unit = max(0.0, t1 - max(e for _, e in computes))
 
 
+def pin_process_to_core(pid: int, core: int) -> int:
+    """Pin every thread of process ``pid`` to CPU ``core`` (Linux; threads it starts later
+    inherit the pin from their creator). Returns how many threads were pinned."""
+    pinned = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            os.sched_setaffinity(int(task.name), {core})
+            pinned += 1
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+    return pinned
+
+
+def pin_workers_to_cores(client: Any) -> dict[int, int] | None:
+    """Give each worker process of ``client``'s LocalCluster a core of its own, as a
+    cluster whose workers are one-CPU pods or jobs: worker ``i`` runs only on the ``i``-th
+    CPU this process may use. ``None`` (nothing pinned) when there are fewer CPUs than
+    workers or no CPU affinity on this platform; else {worker pid: core}."""
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    pids = sorted(set(client.run(os.getpid).values()))
+    if len(pids) > len(cores):
+        return None
+    placement = dict(zip(pids, cores))
+    for pid, core in placement.items():
+        if pin_process_to_core(pid, core) == 0:
+            return None
+    return placement
+
+
 # --- what the cores themselves allow -------------------------------------------------------
 
 _ROWS: list[bytes] = []

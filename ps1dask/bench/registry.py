@@ -102,7 +102,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     ),
     "s3-dense": (
         "ps1dask.bench.s3_bench",
-        "2,000 positions in 1 deg^2, grizy, 120 px, S3 mode at 0.03 s: rate, 1 vs 2 workers, recipe",
+        "2,000 positions in 1 deg^2, grizy, 120 px, S3 mode at 0.03 s: rate, 1 vs 2 one-core workers, recipe",
     ),
     "help": (
         "ps1dask.bench.help_bench",
