@@ -198,9 +198,7 @@ def test_unit_work_counts_the_rows_each_skycell_spans_and_the_cutout_pixels():
         read_positions(_table(300, dense=True)), filters="r", size=50, service_url=URL
     )
     for unit in plan.units:
-        rows = sum(
-            int(unit.y0[m].max() - unit.y0[m].min()) + 50 for _, m in unit.skycell_groups()
-        )
+        rows = sum(int(unit.y0[m].max() - unit.y0[m].min()) + 50 for _, m in unit.skycell_groups())
         expected = rows * 6250 + int(unit.fetch.sum()) * 50 * 50 * CUTOUT_PIXEL_COST
         assert unit_work_pixels(unit, 50, 50) == expected
     # one box alone: its own height of rows, and its pixels
