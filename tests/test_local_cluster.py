@@ -8,6 +8,8 @@ from urllib.parse import urlparse
 import dask.config
 import psutil
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ps1dask.cli import build_parser
 from ps1dask.cli.jobargs import job_config
@@ -81,3 +83,41 @@ def test_neighbour_blocks_are_submitted_interleaved():
     assert placement.submission_order() == [0, 3, 1, 4, 2]
     three = NeighbourPlacement(("a", "b", "c"), 7)
     assert three.submission_order() == [0, 3, 6, 1, 4, 2, 5]
+
+
+@given(
+    st.lists(st.floats(0.0, 1e9, allow_nan=False), min_size=2, max_size=60),
+    st.integers(2, 5),
+)
+def test_weighted_neighbour_blocks_are_contiguous_and_share_the_weight(weights, n_workers):
+    """Blocks of consecutive units, each within one unit's weight of an equal share; every
+    unit submitted once, the blocks interleaved."""
+    from ps1dask.execution.runner import NeighbourPlacement
+
+    workers = tuple(f"w{k}" for k in range(n_workers))
+    placement = NeighbourPlacement(workers, len(weights), tuple(weights))
+    blocks = [workers.index(placement.where(i)["workers"][0]) for i in range(len(weights))]
+    assert blocks == sorted(blocks)
+    total, heaviest = sum(weights), max(weights)
+    for k in range(n_workers):
+        share = sum(w for w, b in zip(weights, blocks) if b == k)
+        assert share <= total / n_workers + heaviest + 1e-6 * total
+    order = placement.submission_order()
+    assert sorted(order) == list(range(len(weights)))
+    firsts = [blocks.index(b) for b in sorted(set(blocks))]
+    assert order[: len(firsts)] == firsts
+
+
+def test_weighted_blocks_move_a_heavy_boundary_unit_to_the_lighter_side():
+    from ps1dask.execution.runner import NeighbourPlacement
+
+    # s3-dense's shape: heavy units (field edges, two skycells) among light ones
+    weights = (3.0, 1.0, 1.0, 1.0, 3.0, 1.0, 1.0, 1.0)
+    placement = NeighbourPlacement(("a", "b"), 8, weights)
+    blocks = [placement.where(i)["workers"][0] for i in range(8)]
+    assert blocks == ["a"] * 4 + ["b"] * 4  # 6 and 6, where counting units also gives 4 + 4
+    skewed = NeighbourPlacement(("a", "b"), 6, (5.0, 1.0, 1.0, 1.0, 1.0, 1.0))
+    assert [skewed.where(i)["workers"][0] for i in range(6)] == ["a", "b", "b", "b", "b", "b"]
+    assert skewed.submission_order() == [0, 1, 2, 3, 4, 5]
+    unweighted = NeighbourPlacement(("a", "b"), 6)
+    assert [unweighted.where(i)["workers"][0] for i in range(6)] == ["a"] * 3 + ["b"] * 3

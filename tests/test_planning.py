@@ -188,3 +188,20 @@ def test_cost_model_counts_receiving_whole_files_on_fast_networks():
         2, 240, 240, [(0, 480)], dataclasses.replace(fast, receive_bytes_per_s=1e15)
     )
     assert costs["skycell"] - free_cpu["skycell"] == pytest.approx(60e6 / 400e6 / 4)
+
+
+def test_unit_work_counts_the_rows_each_skycell_spans_and_the_cutout_pixels():
+    from ps1dask.planning import unit_work_pixels
+    from ps1dask.planning.plan import CUTOUT_PIXEL_COST
+
+    plan = plan_stack_job(
+        read_positions(_table(300, dense=True)), filters="r", size=50, service_url=URL
+    )
+    for unit in plan.units:
+        rows = sum(int(unit.y0[m].max() - unit.y0[m].min()) + 50 for _, m in unit.skycell_groups())
+        expected = rows * 6250 + int(unit.fetch.sum()) * 50 * 50 * CUTOUT_PIXEL_COST
+        assert unit_work_pixels(unit, 50, 50) == expected
+    # one box alone: its own height of rows, and its pixels
+    one = plan.units[0]
+    single = dataclasses.replace(one, fetch=np.arange(one.n_positions) == 0)
+    assert unit_work_pixels(single, 50, 50) == 50 * 6250 + 2500 * 4.0

@@ -77,6 +77,26 @@ class WorkUnit:
         return groups
 
 
+#: CPU of one cutout pixel (cut, linearised and written) in decoded pixels of whole-file
+#: rows. Fitted to the task streams of ``bench s3-dense`` (two block splits of its 35 units
+#: between two one-core workers: a 120 px position cost as much as ~10 rows of 6,250 px).
+CUTOUT_PIXEL_COST = 4.0
+
+
+def unit_work_pixels(unit: WorkUnit, width: int, height: int, image_cols: int = 6250) -> float:
+    """CPU work of ``unit`` (boxes of ``width`` x ``height`` pixels) for a strategy that
+    decodes whole row tiles (``range``, ``s3``, ``skycell``), in decoded pixels per image:
+    the rows its boxes span in each of its skycells, ``image_cols`` pixels each, plus its
+    cutout pixels at :data:`CUTOUT_PIXEL_COST`. Dense units at a field's edge or across two
+    skycells span twice the rows of others."""
+    rows = 0
+    for _, members in unit.skycell_groups():
+        y0 = unit.y0[members]
+        rows += int(y0.max() - y0.min()) + height
+    cutouts = int(np.count_nonzero(unit.fetch))
+    return float(rows * image_cols + cutouts * width * height * CUTOUT_PIXEL_COST)
+
+
 @dataclass
 class StackPlan:
     """Everything a stack job needs before it runs."""
