@@ -441,19 +441,11 @@ def _scheduler_acquires(client, name: str) -> tuple[int | None, int, int]:
 
 
 def _scheduler_leases(client, name: str) -> tuple[int | None, int]:
-    """(limit, leases held) at the scheduler, once the releases sent have arrived: a
-    worker's pool sends its releases without waiting for them (at most 2 s here)."""
-
     def state(dask_scheduler, name=name):
         ext = dask_scheduler.extensions["semaphores"]
         return ext.max_leases.get(name), len(ext.leases.get(name, {}))
 
-    found = client.run_on_scheduler(state)
-    deadline = time.monotonic() + 2.0
-    while found[1] and time.monotonic() < deadline:
-        time.sleep(0.02)
-        found = client.run_on_scheduler(state)
-    return found
+    return client.run_on_scheduler(state)
 
 
 def _settled_lease_counts(client, name: str) -> tuple[int | None, int, dict[str, int]]:
@@ -631,19 +623,3 @@ def test_lease_timeout_check(cluster_client):
             PS1Service(url)
     # Without distributed there is no lease to outlive.
     RequestThrottle(2, name="test-lease-check", url=url, mode="local").check_lease_timeout(10, 60)
-
-
-def test_a_pool_release_without_distributeds_internals_is_a_plain_release():
-    from ps1dask.client.leases import release_without_waiting
-
-    class StandIn:
-        name = "stand-in"
-        max_leases = 2
-        released = 0
-
-        def release(self) -> bool:
-            self.released += 1
-            return True
-
-    sem = StandIn()
-    assert release_without_waiting(sem) is True and sem.released == 1

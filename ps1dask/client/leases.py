@@ -46,15 +46,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-__all__ = [
-    "WAIT_CHECK_S",
-    "Lease",
-    "LeaseContext",
-    "LeaseCounts",
-    "LeasePool",
-    "LeaseSemaphore",
-    "release_without_waiting",
-]
+__all__ = ["WAIT_CHECK_S", "Lease", "LeaseContext", "LeaseCounts", "LeasePool", "LeaseSemaphore"]
 
 logger = logging.getLogger("ps1dask.client")
 
@@ -81,29 +73,6 @@ class LeaseSemaphore(Protocol):
     def acquire(self) -> Any: ...
 
     def release(self) -> Any: ...
-
-
-def release_without_waiting(semaphore: Any) -> bool:
-    """Give one lease of ``semaphore`` back to its scheduler without waiting for the answer.
-
-    ``distributed.Semaphore.release()`` blocks the calling thread until the scheduler has
-    answered. In full test runs a worker's fetch threads were seen waiting there forever
-    (the scheduler idle, the job hung; cause not found yet). Here the lease leaves this
-    process's list first, so it is no longer refreshed: if the answer never comes, the
-    scheduler still frees it after ``distributed.scheduler.locks.lease-timeout``, and the
-    limit holds meanwhile (the scheduler counts the lease until then). Stand-ins without
-    ``distributed``'s internals are released as usual. Returns ``True`` (sent) or what
-    ``release()`` returned."""
-    leases = getattr(semaphore, "_leases", None)
-    release = getattr(semaphore, "_release", None)
-    loop = getattr(semaphore, "loop", None) if release is not None else None
-    if leases is None or release is None or loop is None:
-        return bool(semaphore.release())
-    if not leases:
-        raise RuntimeError(f"lease of {semaphore.name!r} released too often")
-    lease_id = leases.popleft()
-    loop.add_callback(release, lease_id=lease_id)
-    return True
 
 
 @dataclass
@@ -336,7 +305,7 @@ class LeasePool:
     def _release_to_scheduler(self) -> None:
         name = self.semaphore.name
         try:
-            released = release_without_waiting(self.semaphore)
+            released = self.semaphore.release()
         except Exception:
             logger.exception("releasing a lease of %r failed; it will time out", name)
             released = False
