@@ -31,13 +31,16 @@ pool's ``forget`` (not released through a lost scheduler), and never lent again:
 taker checks its context before use, a waiter re-checks it at least every
 :data:`WAIT_CHECK_S` seconds, and a failed acquire is re-raised in one waiting thread.
 
-The Semaphore acquires run on daemon threads, one per acquire under way (at most
-``max_leases`` per pool): an acquire the scheduler never answers cannot hold up the
-interpreter's exit.
+The Semaphore acquires run on the process's long-lived daemon threads
+(:func:`ps1dask.threads.shared_threads`), one per acquire under way (at most ``max_leases``
+per pool): an acquire the scheduler never answers cannot hold up the interpreter's exit,
+and no thread starts or exits per request (see :mod:`ps1dask.threads` for why that
+matters).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -45,6 +48,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from ps1dask.threads import shared_threads
 
 __all__ = ["WAIT_CHECK_S", "Lease", "LeaseContext", "LeaseCounts", "LeasePool", "LeaseSemaphore"]
 
@@ -245,12 +250,7 @@ class LeasePool:
         wanted = min(self._waiters - len(self._free), self._limit - self._held)
         while self._pending < wanted:
             self._pending += 1
-            threading.Thread(
-                target=self._acquire_one,
-                args=(context,),
-                name=f"ps1dask-lease-{self.semaphore.name}",
-                daemon=True,
-            ).start()
+            shared_threads("ps1dask-lease").submit(functools.partial(self._acquire_one, context))
 
     def _acquire_one(self, context: LeaseContext) -> None:
         """On a helper thread: one ``Semaphore.acquire()`` on behalf of the waiters."""
