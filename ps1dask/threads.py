@@ -4,12 +4,15 @@ Why
 ---
 A Dask worker's statistical profiler (on by default: ``distributed.worker.profile``) calls
 ``sys._current_frames()`` on the worker's event loop every 10 ms while tasks run. On
-CPython 3.11 that call can deadlock against a thread that starts or exits at the same
-moment (CPython issue gh-106883, fixed in 3.12): the event loop stops for good, and every
-``distributed.Semaphore`` call of the process waits forever. Work units that started a
-pool of threads each (and a thread per semaphore acquire) hit it in about one full test run
-out of two. So the threads ps1dask runs work on are started once per process, kept idle
-between units, and never exit: after the first units, a job starts no thread at all.
+CPython 3.11 that call holds the interpreter's thread-list lock while it may run the
+cyclic GC, and a thread that starts or exits needs the same lock: when the collection
+releases the GIL (a finalizer that waits on I/O), the event loop can deadlock against that
+thread (CPython issue gh-106883; 3.12 runs the GC elsewhere), and every
+``distributed.Semaphore`` call of the process then waits forever. (The deadlock full test
+runs actually hit was another path of the same lock: see ``ps1dask.client.retry``.) Work
+units that started a pool of threads each, and a thread per semaphore acquire, started and
+ended about a hundred threads per job and worker; here the threads are started once per
+process, kept idle between units, and never exit.
 
 How
 ---

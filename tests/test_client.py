@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import math
@@ -547,6 +548,67 @@ def test_retry_call_counts_attempts_and_sleeps():
             sleep=sleeps.append,
         )
     assert len(calls) == 1
+
+
+def _thread_locals() -> int:
+    return sum(isinstance(o, threading.local) for o in gc.get_objects())
+
+
+def test_retry_calls_leave_no_thread_local_for_the_cyclic_gc():
+    """A ``threading.local`` freed by a collection that starts inside
+    ``sys._current_frames()`` (Dask's worker profiler, every 10 ms) deadlocks CPython 3.11:
+    retried calls must not leave one in cyclic garbage per call (tenacity's ``Retrying``
+    holds one in a reference cycle)."""
+    policy = RetryPolicy(attempts=3, backoff_initial=0.01, backoff_max=0.01)
+    outcomes = iter([ConnectionError("boom"), None] * 50)
+
+    def flaky() -> str:
+        error = next(outcomes)
+        if error is not None:
+            raise error
+        return "ok"
+
+    gc.collect()
+    gc.disable()  # what is cyclic garbage stays visible
+    try:
+        before = _thread_locals()
+        for _ in range(50):
+            assert retry_call(flaky, policy=policy, retryable=lambda e: True, sleep=lambda s: None)
+        with pytest.raises(KeyError):
+            retry_call(lambda: {}["x"], policy=policy, retryable=lambda e: False)
+        assert _thread_locals() <= before
+    finally:
+        gc.enable()
+
+
+def test_retry_calls_from_many_threads_keep_their_own_attempts():
+    policy = RetryPolicy(attempts=5, backoff_initial=0.001, backoff_max=0.002)
+
+    def worker(n_failures: int) -> tuple[int, list[float]]:
+        calls, sleeps = [], []
+
+        def flaky() -> int:
+            calls.append(1)
+            if len(calls) <= n_failures:
+                raise ConnectionError(f"fail {len(calls)}")
+            return len(calls)
+
+        try:
+            return retry_call(
+                flaky, policy=policy, retryable=lambda e: True, sleep=sleeps.append
+            ), sleeps
+        except ConnectionError as err:
+            assert "gave up after 5 attempt(s)" in str(err.__notes__)
+            return -len(calls), sleeps
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(worker, [i % 7 for i in range(64)]))
+    for i, (attempts, sleeps) in enumerate(results):
+        n_failures = i % 7
+        if n_failures < 5:
+            assert attempts == n_failures + 1 and len(sleeps) == n_failures
+        else:
+            assert attempts == -5 and len(sleeps) == 4
 
 
 def test_listing_format_parse_round_trip_and_positions():

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import dask.config
 import tenacity
@@ -141,24 +141,91 @@ def retry_after_of(error: BaseException | None) -> float | None:
     return float(value) if value is not None else None
 
 
-class _Wait(tenacity.wait.wait_base):
-    def __init__(self, policy: RetryPolicy, rng: random.Random | None) -> None:
-        self.policy = policy
-        self.rng = rng
+@dataclass
+class _Call:
+    """One :func:`retry_call`: what the shared controller's callbacks read from the
+    ``RetryCallState`` (its ``args[0]``)."""
 
-    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        return self.policy.backoff(retry_state.attempt_number, retry_after_of(error), self.rng)
+    fn: Callable[[], Any]
+    policy: RetryPolicy
+    retryable: Callable[[BaseException], bool]
+    on_retry: Callable[[BaseException, int, float], None] | None
+    describe: str
+    sleep: Callable[[float], None]
+    rng: random.Random | None
+    attempts: int = 0
+
+    def attempt(self) -> Any:
+        self.attempts += 1
+        return self.fn()
 
 
-class _StopOnLongRetryAfter(tenacity.stop.stop_base):
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
+def _call_of(retry_state: tenacity.RetryCallState) -> _Call:
+    call = retry_state.args[0]
+    assert isinstance(call, _Call)
+    return call
 
+
+def _error_of(retry_state: tenacity.RetryCallState) -> BaseException | None:
+    return retry_state.outcome.exception() if retry_state.outcome else None
+
+
+class _RetryIfRetryable(tenacity.retry_base):
     def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
-        error = retry_state.outcome.exception() if retry_state.outcome else None
-        delay = retry_after_of(error)
-        return delay is not None and delay > self.policy.retry_after_max
+        error = _error_of(retry_state)
+        return error is not None and _call_of(retry_state).retryable(error)
+
+
+class _Stop(tenacity.stop.stop_base):
+    def __call__(self, retry_state: tenacity.RetryCallState) -> bool:
+        policy = _call_of(retry_state).policy
+        if retry_state.attempt_number >= policy.attempts:
+            return True
+        delay = retry_after_of(_error_of(retry_state))
+        return delay is not None and delay > policy.retry_after_max
+
+
+class _Wait(tenacity.wait.wait_base):
+    def __call__(self, retry_state: tenacity.RetryCallState) -> float:
+        call = _call_of(retry_state)
+        delay = retry_after_of(_error_of(retry_state))
+        return call.policy.backoff(retry_state.attempt_number, delay, call.rng)
+
+
+def _log_and_sleep(retry_state: tenacity.RetryCallState) -> None:
+    call = _call_of(retry_state)
+    error = _error_of(retry_state)
+    delay = retry_state.upcoming_sleep
+    logger.info(
+        "retrying %s in %.2f s (attempt %d/%d failed: %s: %s)",
+        call.describe,
+        delay,
+        retry_state.attempt_number,
+        call.policy.attempts,
+        type(error).__name__,
+        error,
+    )
+    if call.on_retry is not None and error is not None:
+        call.on_retry(error, retry_state.attempt_number, delay)
+    # the call's own sleep (tests pass a fake clock); the controller's sleep does nothing
+    call.sleep(delay)
+
+
+#: The one tenacity controller of the process, shared by every call and thread (its state
+#: is thread-local). Not one per call: each ``Retrying`` holds a ``threading.local`` in a
+#: reference cycle, so the cyclic GC frees it, and on CPython 3.11 a ``threading.local``
+#: freed by a collection that starts inside ``sys._current_frames()`` deadlocks the thread
+#: (the call holds the interpreter's thread-list lock, which the local's clean-up takes
+#: again). Dask's worker profiler calls ``sys._current_frames()`` on the worker's event
+#: loop every 10 ms: a worker whose loop deadlocked that way hung full test runs.
+_RETRYING = tenacity.Retrying(
+    stop=_Stop(),
+    wait=_Wait(),
+    retry=_RetryIfRetryable(),
+    before_sleep=_log_and_sleep,
+    sleep=lambda _seconds: None,
+    reraise=True,
+)
 
 
 def retry_call(
@@ -180,40 +247,11 @@ def retry_call(
     """
     pol = policy or RetryPolicy.from_config()
     started = time.monotonic()
-
-    def before_sleep(state: tenacity.RetryCallState) -> None:
-        error = state.outcome.exception() if state.outcome else None
-        delay = state.upcoming_sleep
-        logger.info(
-            "retrying %s in %.2f s (attempt %d/%d failed: %s: %s)",
-            describe,
-            delay,
-            state.attempt_number,
-            pol.attempts,
-            type(error).__name__,
-            error,
-        )
-        if on_retry is not None and error is not None:
-            on_retry(error, state.attempt_number, delay)
-
-    retrying = tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(pol.attempts) | _StopOnLongRetryAfter(pol),
-        wait=_Wait(pol, rng),
-        retry=tenacity.retry_if_exception(retryable),
-        before_sleep=before_sleep,
-        sleep=sleep,
-        reraise=True,
-    )
-    attempt_box = [0]
-
-    def counted() -> T:
-        attempt_box[0] += 1
-        return fn()
-
+    call = _Call(fn, pol, retryable, on_retry, describe, sleep, rng)
     try:
-        return retrying(counted)
+        return cast(T, _RETRYING(_Call.attempt, call))
     except BaseException as err:
-        if attempt_box[0] > 1 or (retryable(err) and isinstance(err, Exception)):
+        if call.attempts > 1 or (retryable(err) and isinstance(err, Exception)):
             elapsed = time.monotonic() - started
             delay = retry_after_of(err)
             if delay is not None and delay > pol.retry_after_max:
@@ -223,7 +261,7 @@ def retry_call(
                 )
             else:
                 err.add_note(
-                    f"gave up after {attempt_box[0]} attempt(s) over {elapsed:.1f} s "
+                    f"gave up after {call.attempts} attempt(s) over {elapsed:.1f} s "
                     f"(ps1dask.http.attempts={pol.attempts})"
                 )
         raise
