@@ -251,7 +251,7 @@ def _execute_on(
     share_rows = getattr(spec, "strategy", "cutout") != "cutout"
     weights = None
     if share_rows and all(isinstance(u, WorkUnit) for u in todo):
-        weights = [unit_work_pixels(u, spec.width, spec.height) for u in todo]
+        weights = [unit_work_pixels(u, spec.width, spec.height, profile) for u in todo]
     with _rows_shared(dask_client, share_rows):
         outcome = run_units(
             dask_client,

@@ -18,6 +18,7 @@ import pyarrow as pa
 from ps1dask import config as _config  # noqa: F401  (registers the ps1dask.* defaults read here)
 from ps1dask.conventions import cutout_origin, parse_filters, parse_size, part_types
 from ps1dask.exceptions import InvalidParameterError
+from ps1dask.planning.cost import ServiceProfile, row_runs
 from ps1dask.planning.row_pieces import job_row_pieces, piece_rows_for
 from ps1dask.positions import PositionTable
 from ps1dask.storage.layout import (
@@ -83,18 +84,21 @@ class WorkUnit:
 CUTOUT_PIXEL_COST = 4.0
 
 
-def unit_work_pixels(unit: WorkUnit, width: int, height: int, image_cols: int = 6250) -> float:
+def unit_work_pixels(
+    unit: WorkUnit, width: int, height: int, profile: ServiceProfile | None = None
+) -> float:
     """CPU work of ``unit`` (boxes of ``width`` x ``height`` pixels) for a strategy that
     decodes whole row tiles (``range``, ``s3``, ``skycell``), in decoded pixels per image:
-    the rows its boxes span in each of its skycells, ``image_cols`` pixels each, plus its
-    cutout pixels at :data:`CUTOUT_PIXEL_COST`. Dense units at a field's edge or across two
-    skycells span twice the rows of others."""
+    the rows its boxes touch in each of its skycells (merged as the cost model merges them,
+    :func:`ps1dask.planning.cost.row_runs`) times a row's pixels, plus its cutout pixels at
+    :data:`CUTOUT_PIXEL_COST`. Image sizes come from ``profile`` (default: a PS1 skycell).
+    Dense units at a field's edge or across two skycells touch twice the rows of others."""
+    p = profile if profile is not None else ServiceProfile()
     rows = 0
     for _, members in unit.skycell_groups():
-        y0 = unit.y0[members]
-        rows += int(y0.max() - y0.min()) + height
+        rows += sum(b - a for a, b in row_runs(unit.y0[members], height, p.image_rows))
     cutouts = int(np.count_nonzero(unit.fetch))
-    return float(rows * image_cols + cutouts * width * height * CUTOUT_PIXEL_COST)
+    return float(rows * p.image_cols + cutouts * width * height * CUTOUT_PIXEL_COST)
 
 
 @dataclass
