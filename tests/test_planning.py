@@ -213,3 +213,38 @@ def test_unit_work_counts_the_rows_each_skycell_spans_and_the_cutout_pixels():
     one = plan.units[0]
     single = dataclasses.replace(one, fetch=np.arange(one.n_positions) == 0)
     assert unit_work_pixels(single, 50, 50) == 50 * 6250 + 2500 * 4.0
+
+
+def test_a_warp_unit_counts_its_unit_once_per_listed_warp_file():
+    from ps1dask.fetch.warp import WarpUnit
+    from ps1dask.planning import ServiceProfile, unit_work_pixels
+
+    plan = plan_stack_job(
+        read_positions(_table(300, dense=True)), filters="r", size=50, service_url=URL
+    )
+    unit = max(plan.units, key=lambda u: len(u.skycell_groups()))
+    cells = [cell for cell, _ in unit.skycell_groups()]
+    profile = ServiceProfile()
+    epochs = {
+        (*cell, band): np.arange(3 + i + k, dtype=float)
+        for i, cell in enumerate(cells)
+        for k, band in enumerate("gr")
+    }
+    per_cell = {
+        cell: unit_work_pixels(
+            dataclasses.replace(
+                unit,
+                fetch=unit.fetch
+                & (unit.projcell * 1000 + unit.subcell == cell[0] * 1000 + cell[1]),
+            ),
+            50,
+            50,
+            profile,
+        )
+        for cell in cells
+    }
+    expected = sum(per_cell[cell] * ((3 + i) + (4 + i)) for i, cell in enumerate(cells))
+    assert WarpUnit(unit, epochs).work_pixels(50, 50, profile) == pytest.approx(expected)
+    assert unit.work_pixels(50, 50, profile) == pytest.approx(sum(per_cell.values()))
+    # a skycell with no warp listed costs nothing
+    assert WarpUnit(unit, {}).work_pixels(50, 50, profile) == 0.0

@@ -29,7 +29,7 @@ from ps1dask.execution.runner import RunControl, run_units
 from ps1dask.execution.store_ready import StoreCreation, store_created
 from ps1dask.fetch.decoded_rows import begin_sharing, end_sharing
 from ps1dask.fetch.strategies import job_strategies, strategies_for
-from ps1dask.planning import ServiceProfile, WorkUnit, unit_work_pixels
+from ps1dask.planning import ServiceProfile, WorkUnit
 from ps1dask.positions import PositionTable, read_positions
 from ps1dask.storage import STATUS_NAMES, read_status
 from ps1dask.storage.layout import remove_store
@@ -250,8 +250,8 @@ def _execute_on(
     # units cut from whole-file rows share them within a worker process, during this job
     share_rows = getattr(spec, "strategy", "cutout") != "cutout"
     weights = None
-    if share_rows and all(isinstance(u, WorkUnit) for u in todo):
-        weights = [unit_work_pixels(u, spec.width, spec.height, profile) for u in todo]
+    if share_rows:
+        weights = [u.work_pixels(spec.width, spec.height, profile) for u in todo]
     with _rows_shared(dask_client, share_rows):
         outcome = run_units(
             dask_client,

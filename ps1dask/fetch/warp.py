@@ -16,7 +16,7 @@ from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies import FetchStrategy
 from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, store_pixels
 from ps1dask.planning.cost import ServiceProfile
-from ps1dask.planning.plan import WorkUnit
+from ps1dask.planning.plan import WorkUnit, unit_work_pixels
 from ps1dask.storage.layout import STATUS, WARP_EPOCH_VARIABLES, WARP_VARIABLES, empty_per_cell
 from ps1dask.tessellation import SkycellId
 
@@ -39,6 +39,14 @@ class WarpUnit:
     @property
     def n_positions(self) -> int:
         return self.unit.n_positions
+
+    def work_pixels(self, width: int, height: int, profile: ServiceProfile) -> float:
+        """Its CPU work for a strategy that decodes whole rows: its unit's, once per warp
+        file listed for each skycell (:func:`ps1dask.planning.unit_work_pixels`)."""
+        images: dict[tuple[int, int], int] = {}
+        for (projcell, subcell, _), mjds in self.epochs.items():
+            images[(projcell, subcell)] = images.get((projcell, subcell), 0) + len(mjds)
+        return unit_work_pixels(self.unit, width, height, profile, images)
 
 
 def coverage_weights(

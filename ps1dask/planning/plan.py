@@ -7,6 +7,7 @@ every chunk has exactly one writer.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import dask.config
@@ -67,6 +68,10 @@ class WorkUnit:
     def n_positions(self) -> int:
         return self.stop - self.start
 
+    def work_pixels(self, width: int, height: int, profile: ServiceProfile) -> float:
+        """Its CPU work for a strategy that decodes whole rows (:func:`unit_work_pixels`)."""
+        return unit_work_pixels(self, width, height, profile)
+
     def skycell_groups(self) -> list[tuple[tuple[int, int], IntArray]]:
         """(projcell, subcell) -> local indices of the unit's positions to fetch there."""
         idx = np.flatnonzero(self.fetch)
@@ -85,20 +90,28 @@ CUTOUT_PIXEL_COST = 4.0
 
 
 def unit_work_pixels(
-    unit: WorkUnit, width: int, height: int, profile: ServiceProfile | None = None
+    unit: WorkUnit,
+    width: int,
+    height: int,
+    profile: ServiceProfile | None = None,
+    images: Mapping[tuple[int, int], int] | None = None,
 ) -> float:
     """CPU work of ``unit`` (boxes of ``width`` x ``height`` pixels) for a strategy that
-    decodes whole row tiles (``range``, ``s3``, ``skycell``), in decoded pixels per image:
-    the rows its boxes touch in each of its skycells (merged as the cost model merges them,
+    decodes whole row tiles (``range``, ``s3``, ``skycell``), in decoded pixels: the rows
+    its boxes touch in each of its skycells (merged as the cost model merges them,
     :func:`ps1dask.planning.cost.row_runs`) times a row's pixels, plus its cutout pixels at
-    :data:`CUTOUT_PIXEL_COST`. Image sizes come from ``profile`` (default: a PS1 skycell).
-    Dense units at a field's edge or across two skycells touch twice the rows of others."""
+    :data:`CUTOUT_PIXEL_COST`, once per image of that skycell (``images[(projcell,
+    subcell)]``, default 1: per image of a stack job's band). Image sizes come from
+    ``profile`` (default: a PS1 skycell). Dense units at a field's edge or across two
+    skycells touch twice the rows of others."""
     p = profile if profile is not None else ServiceProfile()
-    rows = 0
-    for _, members in unit.skycell_groups():
-        rows += sum(b - a for a, b in row_runs(unit.y0[members], height, p.image_rows))
-    cutouts = int(np.count_nonzero(unit.fetch))
-    return float(rows * p.image_cols + cutouts * width * height * CUTOUT_PIXEL_COST)
+    total = 0.0
+    for cell, members in unit.skycell_groups():
+        n_images = 1 if images is None else images.get(cell, 0)
+        rows = sum(b - a for a, b in row_runs(unit.y0[members], height, p.image_rows))
+        cutouts = len(members) * width * height * CUTOUT_PIXEL_COST
+        total += n_images * (rows * p.image_cols + cutouts)
+    return total
 
 
 @dataclass
