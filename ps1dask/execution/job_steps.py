@@ -251,6 +251,7 @@ def _execute_on(
     share_rows = getattr(spec, "strategy", "cutout") != "cutout"
     weights = None
     if share_rows:
+        # each unit type (WorkUnit, WarpUnit, MosaicUnit) states its own CPU work
         weights = [u.work_pixels(spec.width, spec.height, profile) for u in todo]
     with _rows_shared(dask_client, share_rows):
         outcome = run_units(

@@ -179,6 +179,11 @@ class MosaicUnit:
     def n_positions(self) -> int:
         return self.unit.n_positions
 
+    def work_pixels(self, width: int, height: int, profile: ServiceProfile) -> float:
+        """Its CPU work, in output pixels: resampling them dominates a mosaic's work, and
+        every mosaic of a job has the same size (``profile`` is not needed)."""
+        return float(np.count_nonzero(self.unit.fetch)) * width * height
+
 
 def run_mosaic_unit(work: MosaicUnit, spec: MosaicTaskSpec) -> UnitReport:
     """Assemble the mosaics of a unit's positions in one filter, write their chunks and the
