@@ -17,7 +17,9 @@ and :func:`~ps1dask.conventions.cut`, so all give identical pixels.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from ps1dask.client import PS1Service
 from ps1dask.exceptions import UnknownStrategyError
@@ -35,7 +37,6 @@ from ps1dask.fetch.strategies import (
 )
 from ps1dask.fetch.tiles import ReadRange
 from ps1dask.planning.cost import GroupWork, ServiceProfile, cheapest, row_runs
-from ps1dask.threads import Lane, run_in_lanes
 
 __all__ = ["CutoutEngine", "ImageGroup", "OnCutout", "OnFailure", "ReadRange"]
 
@@ -119,8 +120,26 @@ class CutoutEngine:
         for g in groups:
             strategy = self.strategy(g.strategy)
             used[g.strategy] = used.get(g.strategy, 0) + len(g.members)
-            _, tasks = pools.setdefault(strategy.pool, (strategy.workers(self.profile), []))
+            workers, tasks = pools.setdefault(strategy.pool, (strategy.workers(self.profile), []))
             tasks.extend(strategy.tasks(g, self.context))
-        # on the process's long-lived threads, not a pool per unit (see ps1dask.threads)
-        run_in_lanes([Lane(tasks, max(1, workers)) for workers, tasks in pools.values()])
+        with contextlib.ExitStack() as stack:
+            futures: list[Future[None]] = []
+            pools_started: list[ThreadPoolExecutor] = []
+            for name, (workers, tasks) in pools.items():
+                pool = stack.enter_context(
+                    ThreadPoolExecutor(
+                        max_workers=max(1, min(len(tasks), workers)),
+                        thread_name_prefix=f"ps1dask-fetch-{name}",
+                    )
+                )
+                futures.extend(pool.submit(task) for task in tasks)
+                pools_started.append(pool)
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                # e.g. SchedulerLostError: what has not started never will (the unit is not done)
+                for pool in pools_started:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                raise
         return used

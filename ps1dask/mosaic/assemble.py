@@ -21,10 +21,12 @@ The statuses are written last (by the task), so a killed task leaves its positio
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,7 +56,6 @@ from ps1dask.mosaic._core import (
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.storage.layout import MASK_OFF_IMAGE, STACK_VARIABLES, STATUS
 from ps1dask.tessellation import SkycellId
-from ps1dask.threads import Lane, run_in_lanes
 
 #: Extra source pixels around what a reprojected block covers: the kernels reach beyond.
 REPROJECT_MARGIN = 8
@@ -161,10 +162,27 @@ class PieceFetcher:
                 on_cutout=on_cutout,
                 on_failure=on_failure,
             )
-            _, tasks = pools.setdefault(strategy.pool, (strategy.workers(self.profile), []))
+            workers, tasks = pools.setdefault(strategy.pool, (strategy.workers(self.profile), []))
             tasks.extend(strategy.tasks(group, context))
-        # on the process's long-lived threads, not a pool per task (see ps1dask.threads)
-        run_in_lanes([Lane(tasks, max(1, workers)) for workers, tasks in pools.values()])
+        with contextlib.ExitStack() as stack:
+            futures: list[Future[None]] = []
+            started = []
+            for name, (workers, tasks) in pools.items():
+                pool = stack.enter_context(
+                    ThreadPoolExecutor(
+                        max_workers=max(1, min(len(tasks), workers)),
+                        thread_name_prefix=f"ps1dask-mosaic-{name}",
+                    )
+                )
+                started.append(pool)
+                futures.extend(pool.submit(task) for task in tasks)
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for pool in started:
+                    pool.shutdown(wait=True, cancel_futures=True)
+                raise
         return pieces
 
 
@@ -257,7 +275,9 @@ def _reproject(
         else:
             # the kernel releases the GIL: strips resample on several cores at once (a
             # filter's task alone on a machine, e.g. the last of three on two workers)
-            run_in_lanes([Lane([functools.partial(strip, start) for start in starts], threads)])
+            with ThreadPoolExecutor(threads, thread_name_prefix="ps1dask-resample") as pool:
+                for done in [pool.submit(strip, start) for start in starts]:
+                    done.result()
     return out[0]
 
 

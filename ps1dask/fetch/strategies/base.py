@@ -64,18 +64,17 @@ class FetchStrategy(abc.ABC):
     in_auto: ClassVar[bool] = True
     #: Ties of ``auto`` go to the lowest preference (fewest requests first).
     preference: ClassVar[int] = 100
-    #: Strategies with the same pool name share one limit of tasks at once per work unit
-    #: (a lane of :func:`ps1dask.threads.run_in_lanes`, on the process's long-lived
-    #: threads); ``service`` is the pool of everything that takes the service's request
-    #: slots. A source with its own limits (e.g. the public S3 copy) names its own pool and
-    #: sizes it in :meth:`workers`.
+    #: Strategies with the same pool name share one thread pool per work unit; ``service``
+    #: is the pool of everything that takes the service's request slots. A source with its
+    #: own limits (e.g. the public S3 copy) names its own pool and sizes it in
+    #: :meth:`workers`.
     pool: ClassVar[str] = "service"
     #: Whether it can fetch any box of a file (``context.width``/``height`` per group, any
     #: size): mosaics (:mod:`ps1dask.mosaic`) use only such strategies.
     serves_mosaics: ClassVar[bool] = True
 
     def workers(self, profile: ServiceProfile) -> int:
-        """Tasks of this strategy's pool at once in one work unit (default: the request slots)."""
+        """Threads of this strategy's pool in one work unit (default: the request slots)."""
         return profile.concurrency
 
     def for_job(self, *, named: bool) -> FetchStrategy | None:
