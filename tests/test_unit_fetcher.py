@@ -54,3 +54,25 @@ def test_members_decode_to_their_cell_and_type(n, inner, n_types, data):
         for t in range(n_types)
     }
     assert len(every) == min(n, 3) * int(np.prod(inner)) * n_types
+
+
+def test_image_arrays_are_made_once_on_first_use_with_fill_values():
+    import threading
+
+    from ps1dask.storage.layout import MASK_OFF_IMAGE, WARP_VARIABLES
+
+    probe = _Probe((1, 3), ("warp", "warp.mask"))
+    probe._images, probe._images_lock = None, threading.Lock()
+    probe.set_images(WARP_VARIABLES, ("warp", "warp.mask"), (2, 1, 3, 4, 5))
+    assert probe._images is None  # declared, not made
+    seen: list[dict] = []
+    threads = [threading.Thread(target=lambda: seen.append(probe.images)) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert all(images is seen[0] for images in seen)  # one set of arrays for every thread
+    flux, mask = seen[0]["warp_flux"], seen[0]["warp_mask"]
+    assert flux.shape == mask.shape == (2, 1, 3, 4, 5)
+    assert flux.dtype == np.float32 and np.isnan(flux).all()
+    assert mask.dtype == np.uint16 and (mask == MASK_OFF_IMAGE).all()

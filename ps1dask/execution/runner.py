@@ -16,6 +16,12 @@ import dask.config
 import distributed
 import numpy as np
 import numpy.typing as npt
+
+# tqdm comes with the job machinery, not with a job's first progress bar: that bar is made
+# right after the units are submitted, and importing tqdm there held the client's GIL while
+# the first units started (up to 0.1 s on 2 cores in bench warps; `ps1dask --help` does not
+# import this module).
+import tqdm.std  # noqa: F401
 from distributed.client import FutureCancelledError
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker

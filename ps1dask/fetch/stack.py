@@ -12,7 +12,7 @@ from ps1dask.conventions import header_zeropoint, image_filename
 from ps1dask.fetch.cache import LocalFileCache
 from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies import FetchStrategy
-from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, store_pixels
+from ps1dask.fetch.unit import Cell, UnitFetcher, store_pixels
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit
 from ps1dask.storage.layout import (
@@ -57,7 +57,7 @@ class StackUnitFetcher(UnitFetcher):
             profile=profile,
             strategies=strategies,
         )
-        self.images = empty_images(STACK_VARIABLES, types, (n, nf, height, width))
+        self.set_images(STACK_VARIABLES, types, (n, nf, height, width))
         self.status = (
             np.where(unit.fetch, STATUS["pending"], STATUS["outside_footprint"])[:, None]
             .repeat(nf, 1)

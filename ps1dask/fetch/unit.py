@@ -105,12 +105,12 @@ class UnitFetcher(abc.ABC):
 
     Subclasses give the cell dimensions between position and image type (``inner``), build
     the :class:`ImageGroup` s, store each cutout, and combine outcomes into statuses, in
-    the arrays they set up: ``images``, ``status`` and ``meta`` (what :meth:`result` gives).
+    the arrays they set up: ``images`` (declared with :meth:`set_images`, made on first
+    use), ``status`` and ``meta`` (what :meth:`result` gives).
     ``variables`` are the store's image variables by image type (name, dtype, ...): float32
     ones are offered to the strategies to cut into in place (:meth:`destination`).
     """
 
-    images: dict[str, np.ndarray]
     status: npt.NDArray[np.uint8]
     meta: dict[str, np.ndarray]
     variables: Mapping[str, tuple[str, str, str, str]]
@@ -138,6 +138,9 @@ class UnitFetcher(abc.ABC):
         self.log = FailureLog()
         self._outcome: dict[tuple[Any, ...], int] = {}
         self._lock = threading.Lock()
+        self._images: dict[str, np.ndarray] | None = None
+        self._images_spec: tuple[Any, ...] | None = None
+        self._images_lock = threading.Lock()
         self.engine = CutoutEngine(
             width=width,
             height=height,
@@ -149,6 +152,28 @@ class UnitFetcher(abc.ABC):
             strategies=strategies,
             destination=self.destination,
         )
+
+    def set_images(
+        self,
+        variables: dict[str, tuple[str, str, str, str]],
+        types: tuple[str, ...],
+        shape: tuple[int, ...],
+    ) -> None:
+        """Declare the unit's image arrays (:func:`empty_images`); they are made on first
+        use. Why: filling megabytes of fill values took a unit about 20 ms of CPU before its
+        first request (more while the job's other units start on the same cores), and the
+        first cutout arrives a latency later."""
+        self._images_spec = (variables, types, shape)
+
+    @property
+    def images(self) -> dict[str, np.ndarray]:
+        """The part's image variables by store name, filled with fill values until cut."""
+        if self._images is None:
+            with self._images_lock:
+                if self._images is None:
+                    assert self._images_spec is not None, "set_images() was not called"
+                    self._images = empty_images(*self._images_spec)
+        return self._images
 
     # -- members: a cell and an image type in one integer ---------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -14,7 +15,7 @@ from ps1dask.conventions import bad_pixels, image_filename, mid_exposure_mjd_utc
 from ps1dask.fetch.cache import LocalFileCache
 from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies import FetchStrategy
-from ps1dask.fetch.unit import Cell, UnitFetcher, empty_images, store_pixels
+from ps1dask.fetch.unit import Cell, UnitFetcher, store_pixels
 from ps1dask.planning.cost import ServiceProfile
 from ps1dask.planning.plan import WorkUnit, unit_work_pixels
 from ps1dask.storage.layout import STATUS, WARP_EPOCH_VARIABLES, WARP_VARIABLES, empty_per_cell
@@ -49,12 +50,16 @@ class WarpUnit:
         return unit_work_pixels(self.unit, width, height, profile, images)
 
 
+@functools.lru_cache(maxsize=16)
 def coverage_weights(
     width: int, height: int, radius: float = COVERAGE_RADIUS
 ) -> npt.NDArray[np.bool_]:
-    """Pixels within ``radius`` of the cutout's target pixel (W//2, H//2)."""
-    y, x = np.mgrid[:height, :width]
-    return (x - width // 2) ** 2 + (y - height // 2) ** 2 <= radius**2
+    """Pixels within ``radius`` of the cutout's target pixel (W//2, H//2) (read-only: one
+    array per size, shared by the units of a process)."""
+    y, x = np.ogrid[:height, :width]
+    near = (x - width // 2) ** 2 + (y - height // 2) ** 2 <= radius**2
+    near.setflags(write=False)
+    return near
 
 
 class WarpUnitFetcher(UnitFetcher):
@@ -94,7 +99,7 @@ class WarpUnitFetcher(UnitFetcher):
         self.epochs = work.epochs
         self.n_epochs = n_epochs_max
         self.shape = (n, nf, ne)
-        self.images = empty_images(WARP_VARIABLES, types, (n, nf, ne, height, width))
+        self.set_images(WARP_VARIABLES, types, (n, nf, ne, height, width))
         self.meta = empty_per_cell(WARP_EPOCH_VARIABLES, self.shape)
         self.status = np.zeros(self.shape, dtype=np.uint8)
         self._near = coverage_weights(width, height)
