@@ -33,6 +33,7 @@ from ps1dask.execution.job_steps import (
     summarised_run,
 )
 from ps1dask.fetch.warp import WarpUnit
+from ps1dask.mosaic.job import is_mosaic_store, mosaic_cutouts
 from ps1dask.planning import ServiceProfile, plan_stack_job
 from ps1dask.planning.plan import PositionPlan, plan_positions
 from ps1dask.positions import PositionTable
@@ -149,8 +150,6 @@ def cutouts(
         :class:`JobHandle` with ``compute=False``.
     """
     if mosaic:
-        from ps1dask.mosaic.job import mosaic_cutouts
-
         return mosaic_cutouts(
             positions,
             store,
@@ -170,8 +169,6 @@ def cutouts(
             s3_endpoint=s3_endpoint,
         )
     table, svc, store_path = open_job(positions, store, service, strategy, resume, storage_options)
-    from ps1dask.mosaic.job import is_mosaic_store
-
     if is_mosaic_store(store_path):
         raise StoreMismatchError(
             f"{store_path} holds mosaics (mosaic=True, --mosaic); rerun with mosaic=True, "
@@ -383,8 +380,6 @@ def warps(
         if not mjd_range[0] <= mjd_range[1]:
             raise InvalidParameterError(f"mjd_range {mjd_range}: start must not be after end")
     table, svc, store_path = open_job(positions, store, service, strategy, resume, storage_options)
-    from ps1dask.mosaic.job import is_mosaic_store
-
     if is_mosaic_store(store_path):
         raise StoreMismatchError(
             f"{store_path} holds mosaics (mosaic=True, --mosaic); put warps in another store"
