@@ -46,4 +46,5 @@ def bench_help(n: int = 3) -> BenchResult:
         "interpreter start-up included"
     )
     result.figures = {"seconds": figures, "slowest": slowest}
+    result.target("slowest --help (s)", slowest, "<", 0.5)
     return result

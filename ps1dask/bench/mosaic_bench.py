@@ -274,4 +274,7 @@ def bench_mosaic_memory(
         f"{'met' if total < MEMORY_TARGET_BYTES else 'NOT met'}; the client process holds "
         "the client, the scheduler and the emulator's threads)"
     )
+    result.target(
+        "sum of peak resident memory (MiB)", total / 2**20, "<", MEMORY_TARGET_BYTES / 2**20
+    )
     return result

@@ -8,22 +8,75 @@ each module registers its functions with :func:`register` when it is imported to
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import statistics
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+#: How a target compares a figure with its limit.
+COMPARISONS: dict[str, Callable[[float, float], bool]] = {
+    "<=": lambda value, limit: value <= limit,
+    "<": lambda value, limit: value < limit,
+    ">=": lambda value, limit: value >= limit,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A figure a benchmark is judged by, and its target: met when ``value <op> limit``."""
+
+    what: str
+    value: float
+    op: str
+    limit: float
+
+    def __post_init__(self) -> None:
+        if self.op not in COMPARISONS:
+            raise ValueError(f"target {self.what!r}: op must be one of {sorted(COMPARISONS)}")
+
+    @property
+    def met(self) -> bool:
+        return COMPARISONS[self.op](self.value, self.limit)
 
 
 @dataclass
 class BenchResult:
-    """Figures of one benchmark run; ``lines`` is the human report, ``figures`` the numbers."""
+    """Figures of one benchmark run; ``lines`` is the human report, ``figures`` the numbers,
+    ``targets`` the figures the project's targets are stated in (what ``--repeat`` sums up)."""
 
     name: str
     figures: dict[str, Any] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    targets: list[Target] = field(default_factory=list)
 
     def say(self, line: str) -> None:
         self.lines.append(line)
         print(line, flush=True)
+
+    def target(self, what: str, value: float, op: str, limit: float) -> None:
+        """Record a figure against its target (the report's lines already state it)."""
+        self.targets.append(Target(what, float(value), op, float(limit)))
+
+
+def summarise_targets(results: Sequence[BenchResult]) -> list[str]:
+    """Lines on the targets of repeated runs of one benchmark: each target's median, lowest
+    and highest value, and in how many runs it was met. One run on a shared machine is one
+    draw (the same job varies by several percent here), so whether a target holds is read
+    from the runs that met it, not from the best one."""
+    values: dict[tuple[str, str, float], list[Target]] = {}
+    for result in results:
+        for t in result.targets:
+            values.setdefault((t.what, t.op, t.limit), []).append(t)
+    lines = []
+    for (what, op, limit), runs in values.items():
+        xs = sorted(t.value for t in runs)
+        met = sum(t.met for t in runs)
+        lines.append(
+            f"  {what}: median {statistics.median(xs):.4g}, lowest {xs[0]:.4g}, highest "
+            f"{xs[-1]:.4g} over {len(xs)} runs; target {op} {limit:.4g} met in {met} of "
+            f"{len(xs)}"
+        )
+    return lines
 
 
 BenchFunc = Callable[..., BenchResult]

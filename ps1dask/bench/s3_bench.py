@@ -180,6 +180,7 @@ def bench_s3_sparse(
             f"{'met' if rate / recipe >= SPARSE_TARGET else 'NOT met'})"
         )
     result.figures.update(rate=rate, recipe_rate=recipe, ratio=rate / recipe, seconds=wall)
+    result.target("s3 / recipe", rate / recipe, ">=", SPARSE_TARGET)
     return result
 
 
@@ -249,6 +250,8 @@ def bench_s3_dense(
         f"each = {two / one:.2f}x (target >= {SCALING_TARGET}: "
         f"{'met' if two / one >= SCALING_TARGET else 'NOT met'})"
     )
+    result.target("cutouts/s with 2 workers", two, ">=", DENSE_TARGET)
+    result.target("2 workers / 1 worker", two / one, ">=", SCALING_TARGET)
     a_one, a_two, a_free = (accounts[w] for w in runs)
     result.say(
         f"  the same 2 cores, 1 worker free on both: {free:.0f}/s, {a_free.busy_cores:.2f} "
