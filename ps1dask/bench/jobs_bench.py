@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ps1dask.bench.bounds import slot_bound_seconds
+from ps1dask.bench.http_floor import stack_replay, warp_replay
 from ps1dask.bench.registry import BenchResult, register
 from ps1dask.bench.slots import account
 
@@ -63,6 +64,30 @@ def _timed_job(
         summary = job(table, store, client=client, progress=False, quiet=True, **kwargs)
         t1 = time.monotonic()
         return summary, t1 - t0, (t0, t1)
+
+
+def _http_floor(replay: Any, emu_dir: Path, **knobs: Any) -> tuple[float, int]:
+    """Seconds for 10 plain threads to send ``replay`` (:mod:`ps1dask.bench.http_floor`) to
+    a fresh emulator of the same knobs and sky (its caches cold, as the job's were), and
+    how many answers were not 2xx."""
+    from ps1dask.bench.http_floor import replay_seconds
+    from ps1dask.bench.remote_emulator import emulator_process
+
+    with emulator_process(emu_dir, **knobs) as fresh:
+        return replay_seconds(fresh.url, replay)
+
+
+def _say_http_floor(
+    result: BenchResult, replay: Any, floor: float, failed: int, wall: float, bound: float
+) -> None:
+    result.figures.update(http_floor_seconds=floor)
+    result.say(
+        f"  plain-HTTP floor: the same {replay.n_requests} requests from 10 threads of requests "
+        f"(no Dask, no slots lent, no FITS parsing; a fresh emulator of the same sky) take "
+        f"{floor:.2f} s = {floor / bound:.3f} x the bound"
+        + (f" ({failed} answers not 2xx)" if failed else "")
+        + f"; job time / floor = {wall / floor:.3f}"
+    )
 
 
 def _sequential_recipe(url: str, table: pd.DataFrame, filters: str, size: int) -> float:
@@ -140,6 +165,14 @@ def bench_sparse(
         auto_metrics = emu.metrics()
         emu.reset_metrics()
         seq_rate = _sequential_recipe(emu.url, table.iloc[:40], "r", 240)
+        replay = stack_replay(Path(tmp) / "sparse.zarr", 240)
+        floor, floor_failed = _http_floor(
+            replay,
+            Path(tmp) / "emu-floor",
+            seed=seed,
+            latency=latency,
+            cutout_processes=_CUTOUT_PROCESSES,
+        )
     ok = summary.statuses.get("ok", 0)
     rate = ok / wall
     limit = 10 / latency
@@ -164,6 +197,7 @@ def bench_sparse(
         f"job time / bound = {wall / bound:.3f} (target <= {1 / 0.95:.3f}, i.e. >= 95%)"
     )
     result.target("job time / 10-slot bound", wall / bound, "<=", 1 / 0.95)
+    _say_http_floor(result, replay, floor, floor_failed, wall, bound)
     result.say("  requests: " + _request_mix(metrics))
     result.say(
         f"  why: one fitscut per (position, filter) in the footprint ({summary.cutouts_fetched:,}); "
@@ -510,6 +544,14 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
         )
         metrics = emu.metrics()
         slots = account(emu.flights(), *span, latency)
+        replay = warp_replay(Path(tmp) / "warps.zarr", 64)
+        floor, floor_failed = _http_floor(
+            replay,
+            Path(tmp) / "emu-floor",
+            seed=seed,
+            latency=latency,
+            cutout_processes=_CUTOUT_PROCESSES,
+        )
     fetched = sum(v for k, v in summary.statuses.items() if k in ("ok", "blank"))
     rate = fetched / wall
     limit = 10 / latency
@@ -533,6 +575,7 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
         f"/ 10 = {bound:.1f} s; job time / bound = {wall / bound:.3f} (target <= {1 / 0.95:.3f})"
     )
     result.target("job time / 10-slot bound", wall / bound, "<=", 1 / 0.95)
+    _say_http_floor(result, replay, floor, floor_failed, wall, bound)
     result.say("  requests: " + _request_mix(metrics))
     result.say(
         f"  why: the listing POSTs (one per 5,000 positions, one position per skycell: the "
