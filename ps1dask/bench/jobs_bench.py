@@ -13,7 +13,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ps1dask.bench.bounds import slot_bound_seconds
-from ps1dask.bench.http_floor import stack_replay, warp_replay
+from ps1dask.bench.http_floor import Replay, replay_seconds, stack_replay, warp_replay
 from ps1dask.bench.registry import BenchResult, register
 from ps1dask.bench.slots import account
 
@@ -66,19 +66,22 @@ def _timed_job(
         return summary, t1 - t0, (t0, t1)
 
 
-def _http_floor(replay: Any, emu_dir: Path, **knobs: Any) -> tuple[float, int]:
-    """Seconds for 10 plain threads to send ``replay`` (:mod:`ps1dask.bench.http_floor`) to
-    a fresh emulator of the same knobs and sky (its caches cold, as the job's were), and
-    how many answers were not 2xx."""
-    from ps1dask.bench.http_floor import replay_seconds
+def _http_floor(
+    rebuild: Callable[[Path, int], Replay], store: Path, size: int, seed: int, latency: float
+) -> tuple[Replay, float, int]:
+    """The job's requests rebuilt from its ``store`` (:mod:`ps1dask.bench.http_floor`), the
+    seconds 10 plain threads take to send them to a fresh emulator of the same sky and
+    knobs (its caches cold, as the job's were), and how many answers were not 2xx."""
     from ps1dask.bench.remote_emulator import emulator_process
 
-    with emulator_process(emu_dir, **knobs) as fresh:
-        return replay_seconds(fresh.url, replay)
+    replay = rebuild(store, size)
+    knobs = {"seed": seed, "latency": latency, "cutout_processes": _CUTOUT_PROCESSES}
+    with emulator_process(store.parent / "emu-floor", **knobs) as fresh:
+        return (replay, *replay_seconds(fresh.url, replay))
 
 
 def _say_http_floor(
-    result: BenchResult, replay: Any, floor: float, failed: int, wall: float, bound: float
+    result: BenchResult, replay: Replay, floor: float, failed: int, wall: float, bound: float
 ) -> None:
     result.figures.update(http_floor_seconds=floor)
     result.say(
@@ -165,13 +168,8 @@ def bench_sparse(
         auto_metrics = emu.metrics()
         emu.reset_metrics()
         seq_rate = _sequential_recipe(emu.url, table.iloc[:40], "r", 240)
-        replay = stack_replay(Path(tmp) / "sparse.zarr", 240)
-        floor, floor_failed = _http_floor(
-            replay,
-            Path(tmp) / "emu-floor",
-            seed=seed,
-            latency=latency,
-            cutout_processes=_CUTOUT_PROCESSES,
+        replay, floor, floor_failed = _http_floor(
+            stack_replay, Path(tmp) / "sparse.zarr", 240, seed, latency
         )
     ok = summary.statuses.get("ok", 0)
     rate = ok / wall
@@ -544,13 +542,8 @@ def bench_warps(n: int = 40, latency: float = 0.2, workers: int = 2, seed: int =
         )
         metrics = emu.metrics()
         slots = account(emu.flights(), *span, latency)
-        replay = warp_replay(Path(tmp) / "warps.zarr", 64)
-        floor, floor_failed = _http_floor(
-            replay,
-            Path(tmp) / "emu-floor",
-            seed=seed,
-            latency=latency,
-            cutout_processes=_CUTOUT_PROCESSES,
+        replay, floor, floor_failed = _http_floor(
+            warp_replay, Path(tmp) / "warps.zarr", 64, seed, latency
         )
     fetched = sum(v for k, v in summary.statuses.items() if k in ("ok", "blank"))
     rate = fetched / wall
