@@ -38,7 +38,14 @@ from ps1dask.fetch.strategies import (
 from ps1dask.fetch.tiles import ReadRange
 from ps1dask.planning.cost import GroupWork, ServiceProfile, cheapest, row_runs
 
-__all__ = ["CutoutEngine", "ImageGroup", "OnCutout", "OnFailure", "ReadRange"]
+__all__ = [
+    "CutoutEngine",
+    "ImageGroup",
+    "OnCutout",
+    "OnFailure",
+    "ReadRange",
+    "run_strategy_tasks",
+]
 
 
 class CutoutEngine:
@@ -115,31 +122,46 @@ class CutoutEngine:
 
     def run(self, groups: Sequence[ImageGroup]) -> dict[str, int]:
         """Fetch every group; returns cutouts per strategy used."""
-        pools: dict[str, tuple[int, list[FetchTask]]] = {}
+        batches: list[tuple[FetchStrategy, list[FetchTask]]] = []
         used: dict[str, int] = {}
         for g in groups:
             strategy = self.strategy(g.strategy)
             used[g.strategy] = used.get(g.strategy, 0) + len(g.members)
-            workers, tasks = pools.setdefault(strategy.pool, (strategy.workers(self.profile), []))
-            tasks.extend(strategy.tasks(g, self.context))
-        with contextlib.ExitStack() as stack:
-            futures: list[Future[None]] = []
-            pools_started: list[ThreadPoolExecutor] = []
-            for name, (workers, tasks) in pools.items():
-                pool = stack.enter_context(
-                    ThreadPoolExecutor(
-                        max_workers=max(1, min(len(tasks), workers)),
-                        thread_name_prefix=f"ps1dask-fetch-{name}",
-                    )
-                )
-                futures.extend(pool.submit(task) for task in tasks)
-                pools_started.append(pool)
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                # e.g. SchedulerLostError: what has not started never will (the unit is not done)
-                for pool in pools_started:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                raise
+            batches.append((strategy, strategy.tasks(g, self.context)))
+        run_strategy_tasks(batches, self.profile, "ps1dask-fetch")
         return used
+
+
+def run_strategy_tasks(
+    batches: Sequence[tuple[FetchStrategy, Sequence[FetchTask]]],
+    profile: ServiceProfile,
+    thread_prefix: str,
+) -> None:
+    """Run strategies' tasks, one thread pool per strategy pool name (``FetchStrategy.pool``,
+    sized by its ``workers``) for this call only, and return when all are done.
+
+    The first error is raised once the pools are shut down: what has not started never
+    will (e.g. ``SchedulerLostError``: the unit is not done).
+    """
+    pools: dict[str, tuple[int, list[FetchTask]]] = {}
+    for strategy, tasks in batches:
+        pools.setdefault(strategy.pool, (strategy.workers(profile), []))[1].extend(tasks)
+    with contextlib.ExitStack() as stack:
+        futures: list[Future[None]] = []
+        started: list[ThreadPoolExecutor] = []
+        for name, (workers, tasks) in pools.items():
+            pool = stack.enter_context(
+                ThreadPoolExecutor(
+                    max_workers=max(1, min(len(tasks), workers)),
+                    thread_name_prefix=f"{thread_prefix}-{name}",
+                )
+            )
+            started.append(pool)
+            futures.extend(pool.submit(task) for task in tasks)
+        try:
+            for future in futures:
+                future.result()
+        except BaseException:
+            for pool in started:
+                pool.shutdown(wait=True, cancel_futures=True)
+            raise

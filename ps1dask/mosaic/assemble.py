@@ -21,12 +21,11 @@ The statuses are written last (by the task), so a killed task leaves its positio
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 import warnings
 from collections.abc import Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +38,7 @@ from ps1dask.client import PS1Service
 from ps1dask.conventions import header_zeropoint, image_filename
 from ps1dask.exceptions import InvalidParameterError, NotFoundError, ServiceError
 from ps1dask.fetch.cache import LocalFileCache
-from ps1dask.fetch.engine import CutoutEngine
+from ps1dask.fetch.engine import CutoutEngine, run_strategy_tasks
 from ps1dask.fetch.group import ImageGroup
 from ps1dask.fetch.strategies import AUTO, FetchContext, FetchStrategy, file_index
 from ps1dask.mosaic._core import (
@@ -130,7 +129,7 @@ class PieceFetcher:
         """``{key: (filename, x0, y0, width, height)}`` -> ``{key: _Piece}``."""
         pieces: dict[Any, _Piece] = {key: _Piece() for key in boxes}
         lock = threading.Lock()
-        pools: dict[str, tuple[int, list[Any]]] = {}
+        batches: list[tuple[FetchStrategy, list[Any]]] = []
         for key, (filename, x0, y0, width, height) in boxes.items():
             group = ImageGroup(
                 filename,
@@ -162,27 +161,8 @@ class PieceFetcher:
                 on_cutout=on_cutout,
                 on_failure=on_failure,
             )
-            workers, tasks = pools.setdefault(strategy.pool, (strategy.workers(self.profile), []))
-            tasks.extend(strategy.tasks(group, context))
-        with contextlib.ExitStack() as stack:
-            futures: list[Future[None]] = []
-            started = []
-            for name, (workers, tasks) in pools.items():
-                pool = stack.enter_context(
-                    ThreadPoolExecutor(
-                        max_workers=max(1, min(len(tasks), workers)),
-                        thread_name_prefix=f"ps1dask-mosaic-{name}",
-                    )
-                )
-                started.append(pool)
-                futures.extend(pool.submit(task) for task in tasks)
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                for pool in started:
-                    pool.shutdown(wait=True, cancel_futures=True)
-                raise
+            batches.append((strategy, strategy.tasks(group, context)))
+        run_strategy_tasks(batches, self.profile, "ps1dask-mosaic")
         return pieces
 
 
